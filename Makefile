@@ -1,0 +1,80 @@
+# lifeboat.backup — developer and CI entry points. See docs/development.md.
+#   make demo          backup -> disaster -> restore of an embedded sandbox platform
+#   make test          everything CI runs: lint, unit, integration, molecule
+#   make lint | unit | integration | molecule | bench | deps | clean
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+ROOT := $(CURDIR)
+VENV := $(ROOT)/.venv
+BIN := $(VENV)/bin
+export LIFEBOAT_CACHE ?= $(HOME)/.cache/lifeboat
+export ANSIBLE_COLLECTIONS_PATH := $(ROOT)/.build/collections
+export PYTHONPATH := $(ROOT)/.build/collections
+export CONTAINERS_CONF := $(ROOT)/extensions/molecule/containers.conf
+export ANSIBLE_FORCE_COLOR ?= 0
+export PATH := $(BIN):$(PATH)
+# pytest selection for integration: make integration K=postgresql
+K ?=
+PYTEST_ARGS ?=
+
+.PHONY: help
+help:
+	@sed -n '1,4p' Makefile | sed 's/^# \{0,1\}//'
+
+# ---- set-up (idempotent, cached) -------------------------------------------
+.PHONY: deps os-deps venv collection servers image
+deps: os-deps venv collection
+
+os-deps:
+	@scripts/install-os-deps.sh
+
+venv: os-deps
+	@scripts/bootstrap-venv.sh
+
+collection:
+	@scripts/collection-path.sh
+
+servers: deps
+	@$(BIN)/python -m tests.harness.fetch
+
+image: deps
+	@scripts/build-image.sh
+
+# ---- checks ------------------------------------------------------------------
+.PHONY: test lint ruff ansible-lint sanity unit integration molecule
+test: deps
+	@scripts/run-tests.sh
+
+lint: ruff ansible-lint sanity
+
+ruff: deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+ansible-lint: deps
+	$(BIN)/ansible-lint --profile production
+
+sanity: deps
+	@copy=$$(scripts/collection-path.sh --copy) && cd "$$copy" && \
+	  $(BIN)/ansible-test sanity --color no --python 3.11 --requirements-mode skip $(SANITY_ARGS)
+
+unit: deps
+	$(BIN)/pytest -c tests/pytest.ini tests/unit $(PYTEST_ARGS)
+
+integration: deps servers
+	$(BIN)/pytest -c tests/pytest.ini tests/integration $(if $(K),-k "$(K)") $(PYTEST_ARGS)
+
+molecule: deps image
+	@scripts/run-molecule.sh
+
+# ---- product -----------------------------------------------------------------
+.PHONY: demo bench
+demo: deps
+	@scripts/demo.sh
+
+bench: deps servers
+	@scripts/run-benchmarks.sh
+
+.PHONY: clean
+clean:
+	rm -rf .build .pytest_cache .ruff_cache tests/output

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Make the collection importable as lifeboat.backup:
+#   .build/collections/ansible_collections/lifeboat/backup -> the clone (a symlink, for
+#       ansible-playbook, Molecule and the tests: edits are seen at once);
+#   .build/sanity/ansible_collections/lifeboat/backup (a copy: ansible-test resolves
+#       the working directory and needs it physically under ansible_collections/).
+source "$(dirname "$0")/common.sh"
+
+link="${BUILD}/collections/ansible_collections/lifeboat/backup"
+mkdir -p "$(dirname "$link")"
+ln -sfn "${ROOT}" "$link"
+
+if [ "${1:-}" = "--copy" ]; then
+    copy="${BUILD}/sanity/ansible_collections/lifeboat/backup"
+    mkdir -p "$copy"
+    # Tracked and new-but-not-ignored files only: what a clean clone would hold.
+    (cd "${ROOT}" && git ls-files -z --cached --others --exclude-standard) |
+        rsync -a --delete --from0 --files-from=- "${ROOT}/" "$copy/"
+    # rsync --files-from does not delete files gone from the list; prune them.
+    (cd "$copy" && find . -type f -print0) | while IFS= read -r -d '' f; do
+        [ -e "${ROOT}/$f" ] || rm -f "$copy/$f"
+    done
+    echo "$copy"
+fi

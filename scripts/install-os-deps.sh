@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Install the Debian packages the bench needs; only the missing ones, so a
+# warm run costs one dpkg-query.
+source "$(dirname "$0")/common.sh"
+
+PACKAGES=(
+    # containers (Molecule): runc, not crun; see docs/development.md
+    podman runc mmdebstrap uidmap slirp4netns containernetworking-plugins
+    # servers started by the test harness
+    postgresql-15 postgresql-client-15 redis-server
+    # the image pipeline and the stock tools of docs/recovery-by-hand.md
+    zstd age unzip zip tar rsync
+    # OpenSearch / Elasticsearch / Neo4j run on the machine's JDK, fetched with Maven
+    openjdk-17-jdk-headless maven
+    # Python, and the odds and ends the scripts use
+    python3 python3-venv git curl ca-certificates time procps iproute2 util-linux
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    log "OS packages: all present"
+    exit 0
+fi
+log "OS packages: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# Package maintainer scripts must not start system services (redis-server,
+# postgresql): the harness runs its own instances on random ports.
+policy=/usr/sbin/policy-rc.d
+created_policy=0
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+    as_root chmod 755 "$policy"
+    created_policy=1
+fi
+cleanup() { [ "$created_policy" = 1 ] && as_root rm -f "$policy"; }
+trap cleanup EXIT
+as_root apt-get update -q
+as_root apt-get install -y -q --no-install-recommends "${missing[@]}"
