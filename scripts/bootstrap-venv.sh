@@ -9,7 +9,7 @@ pick_python() {
         [ -n "$candidate" ] || continue
         if command -v "$candidate" >/dev/null 2>&1 &&
            "$candidate" -c 'import sys, venv; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
-            command -v "$candidate"; return 0
+            "$candidate" -c 'import sys; print(sys.executable)'; return 0
         fi
     done
     die "Python 3.11 with the venv module is needed (Debian: apt-get install python3 python3-venv)"
