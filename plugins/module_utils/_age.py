@@ -363,6 +363,7 @@ class AgeReader:
         self._aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
         self._counter = 0
         self._buffer = b""
+        self._pos = 0
         self._done = False
         self._lookahead = source.read(CHUNK_SIZE + TAG_SIZE)
 
@@ -434,14 +435,15 @@ class AgeReader:
 
     def read(self, size=-1):
         if size is None or size < 0:
-            parts = [self._buffer]
+            parts = [self._buffer[self._pos :]]
             while not self._done:
                 parts.append(self._next_chunk())
-            self._buffer = b""
+            self._buffer, self._pos = b"", 0
             return b"".join(parts)
-        while len(self._buffer) < size and not self._done:
-            self._buffer += self._next_chunk()
-        out, self._buffer = self._buffer[:size], self._buffer[size:]
+        while len(self._buffer) - self._pos < size and not self._done:
+            self._buffer, self._pos = self._buffer[self._pos :] + self._next_chunk(), 0
+        out = self._buffer[self._pos : self._pos + size]
+        self._pos += len(out)
         return out
 
     def readinto(self, buf):
