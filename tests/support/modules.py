@@ -39,7 +39,7 @@ def module_env(extra=None):
     return env
 
 
-def run_module(name, check=False, diff=False, env=None, timeout=600, python=None, prefix=(), **args):
+def run_module(name, /, check=False, diff=False, env=None, timeout=600, python=None, prefix=(), **args):
     """Run lifeboat.backup.<name> with ``args``; return its result (never raises on failure)."""
     payload = dict(args)
     payload["_ansible_check_mode"] = check

@@ -1,0 +1,729 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, lifeboat.backup contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: elasticsearch_restore
+short_description: Restore indices from an Elasticsearch or OpenSearch snapshot, or from a backup image
+version_added: 0.1.0
+description:
+  - Restores indices of a snapshot - all regular ones or those selected by O(indices) - under
+    their own names or renamed (O(rename_pattern)/O(rename_replacement)), with or without the
+    cluster's global state, and waits until every restored primary shard has recovered
+    (watching C(_recovery) and the indices' health) up to O(wait_timeout) seconds. Returns the
+    document count of each restored index.
+  - An index that already exists is never overwritten unless O(replace=true); it is then closed
+    (restored in place) or deleted first, as O(replace_method) says. If the restore cannot start,
+    indices closed for it are opened again.
+  - With O(image), restores from a backup image whose snapshot component carried the repository
+    files (M(lifeboat.backup.elasticsearch_snapshot) with C(include_repository_files)) - the files
+    are unpacked, checked against their SHA-256, into O(repository_location) under C(path.repo),
+    registered read-only as O(repository), and the snapshot restored from there. This restores a
+    snapshot on a cluster that never saw the original repository.
+author:
+  - lifeboat.backup contributors
+extends_documentation_fragment:
+  - lifeboat.backup._elasticsearch
+  - lifeboat.backup._decryption
+attributes:
+  check_mode:
+    support: full
+    details: Finds the snapshot, selects and renames the indices and reports which would be restored and which existing ones replaced (or refuses, as the real run would); nothing is written or unpacked.
+  diff_mode:
+    support: none
+options:
+  repository:
+    description:
+      - Repository holding the snapshot. With O(image), the name under which the unpacked
+        repository is registered (read-only); an existing registration must point at O(repository_location).
+    type: str
+    required: true
+  snapshot:
+    description:
+      - Snapshot name (date math allowed), or V(_latest) for the newest successful snapshot of the repository.
+      - Required unless O(image) is given (the image names its snapshot).
+    type: str
+  indices:
+    description:
+      - Indices of the snapshot to restore - names and C(*) patterns, C(-pattern) excludes (applied
+        in order). Default is every index of the snapshot whose name does not start with a dot.
+      - Names starting with a dot (system and hidden indices) are selected only by a name or pattern
+        that starts with a dot.
+    type: list
+    elements: str
+    default: []
+  rename_pattern:
+    description:
+      - Regular expression applied to each restored index name; matches are replaced with
+        O(rename_replacement) (as the server does, C($1) refers to a group).
+    type: str
+  rename_replacement:
+    description:
+      - Replacement for O(rename_pattern), for example C(restored-$1).
+    type: str
+  include_global_state:
+    description:
+      - Also restore the cluster state of the snapshot (templates, persistent settings, and in
+        Elasticsearch the feature states). This overwrites the cluster's own.
+    type: bool
+    default: false
+  include_aliases:
+    description:
+      - Restore the aliases of the restored indices.
+    type: bool
+    default: true
+  partial:
+    description:
+      - Allow restoring from a C(PARTIAL) snapshot; shards missing from it come back empty.
+    type: bool
+    default: false
+  index_settings:
+    description:
+      - Index settings to change on the restored indices, for example C({index.number_of_replicas: 0})
+        on a single-node cluster.
+    type: dict
+    default: {}
+  ignore_index_settings:
+    description:
+      - Index settings not to restore, for example C([index.refresh_interval]).
+    type: list
+    elements: str
+    default: []
+  feature_states:
+    description:
+      - Elasticsearch 7.12 and later only - feature states to restore with O(include_global_state).
+    type: list
+    elements: str
+  replace:
+    description:
+      - Replace indices that already exist (under their target names). Without it, existing
+        indices make the task fail before anything changes.
+    type: bool
+    default: false
+  replace_method:
+    description:
+      - How an existing index is replaced. V(close) closes it and the snapshot is restored into it
+        (it must have the same number of shards). V(delete) deletes it first.
+    type: str
+    choices: [close, delete]
+    default: close
+  wait:
+    description:
+      - Wait for the restored primary shards to recover, then count the documents.
+    type: bool
+    default: true
+  wait_timeout:
+    description:
+      - Seconds to wait for the recovery.
+    type: int
+    default: 3600
+  image:
+    description:
+      - Backup image (on the managed node) whose Elasticsearch component holds the repository
+        files. Give the decryption options O(passphrase), O(identity) or O(identity_file).
+    type: path
+  component:
+    description:
+      - Name of the Elasticsearch component in O(image).
+    type: str
+    default: elasticsearch
+  repository_location:
+    description:
+      - With O(image) - the directory, under C(path.repo) on every node, to unpack the repository
+        into. It must not exist, be empty, or already hold the image's snapshot (unpacked by an
+        earlier run). The files get the owner of the nearest existing parent directory (the account
+        the server runs as, if the path.repo set-up was followed).
+    type: str
+requirements:
+  - cryptography (Python library, on the managed node) with O(image) when the image is encrypted.
+  - zstandard (Python library, on the managed node) with O(image) when its members are zstd-compressed.
+notes:
+  - Replica shards are not waited for - they recover from the primaries afterwards, as usual;
+    on a single node they stay unassigned unless O(index_settings) sets C(index.number_of_replicas=0).
+  - O(rename_pattern) is applied here too, to know the target names before the restore; it uses
+    Python regular expressions, which agree with Java's for the usual patterns.
+seealso:
+  - module: lifeboat.backup.elasticsearch_snapshot
+  - module: lifeboat.backup.elasticsearch_snapshot_info
+  - module: lifeboat.backup.image_verify
+"""
+
+EXAMPLES = r"""
+- name: Restore the newest snapshot's indices, replacing what is there (closed, then restored in place)
+  lifeboat.backup.elasticsearch_restore:
+    hosts: ["http://localhost:9200"]
+    repository: backup
+    snapshot: _latest
+    replace: true
+  register: restored
+
+- name: Restore two indices next to the live ones, to compare
+  lifeboat.backup.elasticsearch_restore:
+    repository: backup
+    snapshot: nightly-2026.11.22
+    indices: [stix_v4, documents_v2]
+    rename_pattern: "(.+)"
+    rename_replacement: "restored-$1"
+    include_aliases: false
+
+- name: Rebuild a cluster from an image that travelled off-site
+  lifeboat.backup.elasticsearch_restore:
+    image: /restore/20261122T194512Z-search1.zip
+    passphrase: "{{ vault_backup_passphrase }}"
+    repository: from-image
+    repository_location: /db-backup/elasticsearch/from-image
+    index_settings:
+      index.number_of_replicas: 0
+"""
+
+RETURN = r"""
+snapshot:
+  description: The snapshot restored from (name, uuid, repository, state, indices, ...).
+  returned: always, once found
+  type: dict
+  sample: {name: nightly-2026.11.22, uuid: dEiLpf8EQWSo3JR9f2bMwA, repository: backup, state: SUCCESS}
+indices:
+  description: One entry per restored index - source name, target name, whether an existing index was replaced (and how), primary shards and, after the wait, the document count.
+  returned: always, once the indices are selected
+  type: list
+  elements: dict
+  sample: [{source: stix_v4, target: restored-stix_v4, replaced: null, shards: 2, docs: 120345}]
+doc_counts:
+  description: Document count of each restored index (target name), from C(_count).
+  returned: when waited
+  type: dict
+  sample: {restored-stix_v4: 120345}
+recovery:
+  description: Last recovery state per target index - primaries active of total, bytes recovered of total.
+  returned: when waited
+  type: dict
+  sample: {restored-stix_v4: {primaries_active: 2, primaries_total: 2, bytes_recovered: 1048576, bytes_total: 1048576}}
+timed_out:
+  description: Whether O(wait_timeout) passed before the primaries recovered.
+  returned: when waited
+  type: bool
+  sample: false
+unpacked:
+  description: With O(image) - where the repository files went, how many, and whether an earlier unpack was reused.
+  returned: with image
+  type: dict
+  sample: {location: /db-backup/elasticsearch/from-image, file_count: 120, total_bytes: 1073741824, reused: false}
+duration:
+  description: Seconds from the restore request to the end of the wait.
+  returned: when the restore ran
+  type: float
+  sample: 12.5
+server:
+  description: Engine, version and cluster name of the cluster.
+  returned: always
+  type: dict
+  sample: {engine: opensearch, version: 2.19.6, cluster_name: production}
+"""
+
+import fnmatch
+import hashlib
+import os
+import posixpath
+import re
+import tarfile
+import time
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _tree
+from ansible_collections.lifeboat.backup.plugins.module_utils import _elasticsearch as es
+
+
+class RestoreError(Exception):
+    pass
+
+
+# ---- which indices, under which names --------------------------------------------------------
+
+
+def select_indices(available, patterns):
+    """Indices of the snapshot selected by ``patterns`` (in order; ``-x`` excludes)."""
+    if not patterns:
+        return [name for name in available if not name.startswith(".")]
+    for pattern in patterns:
+        bare = pattern[1:] if pattern.startswith("-") else pattern
+        if not any(c in bare for c in "*?[") and not pattern.startswith("-") and bare not in available:
+            raise RestoreError("indices: %s is not in the snapshot (it has: %s)" % (bare, ", ".join(available) or "no indices"))
+    selected = []
+    for name in available:
+        chosen = False
+        for pattern in patterns:
+            exclude = pattern.startswith("-")
+            bare = pattern[1:] if exclude else pattern
+            if name.startswith(".") and not bare.startswith("."):
+                continue
+            if fnmatch.fnmatchcase(name, bare):
+                chosen = not exclude
+        if chosen:
+            selected.append(name)
+    if not selected:
+        raise RestoreError("indices: nothing in the snapshot matches %s (it has: %s)" % (", ".join(patterns), ", ".join(available) or "no indices"))
+    return selected
+
+
+def java_replacement(replacement):
+    """A re.sub callable that expands a Java-style replacement ($1, ${name}, \\$)."""
+
+    def expand(match):
+        out = []
+        i = 0
+        while i < len(replacement):
+            char = replacement[i]
+            if char == "\\" and i + 1 < len(replacement):
+                out.append(replacement[i + 1])
+                i += 2
+            elif char == "$" and i + 1 < len(replacement) and replacement[i + 1].isdigit():
+                j = i + 1
+                while j < len(replacement) and replacement[j].isdigit():
+                    j += 1
+                out.append(match.group(int(replacement[i + 1 : j])) or "")
+                i = j
+            elif char == "$" and replacement.startswith("{", i + 1) and "}" in replacement[i + 2 :]:
+                end = replacement.index("}", i + 2)
+                out.append(match.group(replacement[i + 2 : end]) or "")
+                i = end + 1
+            else:
+                out.append(char)
+                i += 1
+        return "".join(out)
+
+    return expand
+
+
+def targets_of(sources, pattern, replacement):
+    if not pattern:
+        return {name: name for name in sources}
+    try:
+        regex = re.compile(pattern)
+        expand = java_replacement(replacement or "")
+        mapping = {name: regex.sub(expand, name) for name in sources}
+    except (re.error, IndexError) as exc:
+        raise RestoreError("rename_pattern/rename_replacement: %s" % exc) from None
+    seen = {}
+    for source, target in mapping.items():
+        problem = es.validate_snapshot_name(target) or ("must not start with - or +" if target[:1] in "-+" else None)
+        if problem:
+            raise RestoreError("rename turns %s into %r, which is not a valid index name: it %s" % (source, target, problem))
+        if target in seen:
+            raise RestoreError("rename maps both %s and %s to %s; adjust rename_pattern" % (seen[target], source, target))
+        seen[target] = source
+    return mapping
+
+
+# ---- the image -------------------------------------------------------------------------------
+
+
+class _HashingSource:
+    def __init__(self, source):
+        self.source = source
+        self.sha = hashlib.sha256()
+
+    def read(self, size=-1):
+        data = self.source.read(size)
+        self.sha.update(data)
+        return data
+
+
+def image_component(image, name):
+    components = image.manifest.get("components", {})
+    component = components.get(name)
+    if not component or component.get("kind") != "elasticsearch":
+        available = sorted(n for n, c in components.items() if c.get("kind") == "elasticsearch")
+        raise RestoreError("image has no Elasticsearch component %r; it has: %s" % (name, ", ".join(available) or "none"))
+    if component.get("status") != "success":
+        raise RestoreError("component %s was not captured successfully (%s): %s" % (name, component.get("status"), component.get("error")))
+    files = (component.get("details") or {}).get("repository_files")
+    if not files:
+        raise RestoreError(
+            "component %s holds no repository files (the snapshot was taken without include_repository_files); restore from the repository instead (leave image out)" % name
+        )
+    return component["details"]
+
+
+def existing_parent(path):
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def chown_tree(root, uid, gid):
+    os.lchown(root, uid, gid)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, name), uid, gid)
+
+
+def unpack(image, files, location):
+    """Extract the repository tar into ``location``, checking every file against the index."""
+    with image.open_member(files["index_member"]) as stream:
+        index = _tree.read_index(stream)
+    owner = os.stat(existing_parent(location))
+    os.makedirs(location, mode=0o755, exist_ok=True)
+    extractor = _tree.Extractor(location, same_owner=False)
+    count = 0
+    total = 0
+    try:
+        with image.open_member(files["data_member"]) as member:
+            with tarfile.open(fileobj=member, mode="r|", errorlevel=2) as tar:
+                for info in tar:
+                    source = _HashingSource(tar.extractfile(info)) if info.isreg() else None
+                    extractor.extract(info, source)
+                    if source is not None:
+                        record = index.get(info.name) or {}
+                        if record.get("sha256") and record["sha256"] != source.sha.hexdigest():
+                            raise RestoreError("%s: the unpacked file does not match the SHA-256 in the image's index" % info.name)
+                        count += 1
+                        total += info.size
+            member.read()  # to the end: the member's own SHA-256 is checked against the manifest
+    finally:
+        extractor.close()
+    if os.geteuid() == 0:
+        chown_tree(location, owner.st_uid, owner.st_gid)
+    return {"location": location, "file_count": count, "total_bytes": total, "reused": False}
+
+
+def prepare_image_repository(module, client, server, params, result):
+    """Open the image, unpack its repository (not in check mode) and register it. Returns the snapshot name."""
+    try:
+        identities = _image.load_identities(identity=params["identity"], identity_file=params["identity_file"])
+        image = _image.Image(params["image"], passphrase=params["passphrase"], identities=identities)
+    except (_image.ImageError, _age.AgeError) as exc:
+        raise RestoreError(str(exc)) from None
+    with image:
+        details = image_component(image, params["component"])
+        files = details["repository_files"]
+        for member in (files["data_member"], files["index_member"]):
+            record = image.members.get(member) or {}
+            if record.get("encryption") == "age" and not _age.HAS_CRYPTOGRAPHY:
+                module.fail_json(msg=missing_required_lib("cryptography"), exception=_age.CRYPTOGRAPHY_IMPORT_ERROR)
+            if record.get("compression") == "zstd" and not _image.HAS_ZSTANDARD:
+                module.fail_json(msg=missing_required_lib("zstandard"), exception=_image.ZSTANDARD_IMPORT_ERROR)
+        snapshot = details["snapshot"]
+        location, problem = es.check_location(client, server, params["repository_location"])
+        if problem:
+            raise RestoreError(problem)
+        registered = es.get_repository(client, params["repository"])
+        if registered is not None:
+            current = (registered.get("settings") or {}).get("location")
+            if registered.get("type") != "fs" or es.resolve_location(current or "", es.node_repo_paths(client)) != location:
+                raise RestoreError(
+                    "repository %s is already registered (type %s, location %s); give another repository name for the unpacked copy" % (params["repository"], registered.get("type"), current)
+                )
+        reuse = os.path.isdir(location) and os.listdir(location) and es.repository_holds(location, snapshot["uuid"])
+        if os.path.isdir(location) and os.listdir(location) and not reuse:
+            raise RestoreError("repository_location %s is not empty and does not hold snapshot %s; give a new or empty directory under path.repo" % (location, snapshot["name"]))
+        result["unpacked"] = {"location": location, "file_count": files.get("file_count"), "total_bytes": files.get("total_bytes"), "reused": bool(reuse)}
+        if module.check_mode:
+            return snapshot["name"], details
+        if not reuse:
+            try:
+                result["unpacked"] = unpack(image, files, location)
+            except (OSError, _tree.TreeError, _image.ImageError, _age.AgeError, tarfile.TarError) as exc:
+                raise RestoreError("unpacking the repository into %s failed: %s" % (location, getattr(exc, "strerror", None) or exc)) from None
+    if registered is None:
+        client.request(
+            "PUT",
+            "/_snapshot/%s" % es.path_segment(params["repository"]),
+            params=server.master_timeout(client.request_timeout),
+            body={"type": "fs", "settings": {"location": location, "readonly": "true"}},
+            idempotent=True,
+        )
+        result["changed"] = True
+    return snapshot["name"], details
+
+
+# ---- the restore -----------------------------------------------------------------------------
+
+
+def find_snapshot(client, repository, wanted):
+    if wanted == "_latest":
+        good = [s for s in es.get_snapshots(client, repository) if s.get("state") == "SUCCESS"]
+        if not good:
+            raise RestoreError("repository %s has no successful snapshot" % repository)
+        return max(good, key=lambda s: s.get("start_time_in_millis") or 0)
+    try:
+        name = es.resolve_date_math(wanted)
+    except ValueError as exc:
+        raise RestoreError("snapshot: %s" % exc) from None
+    raw = es.get_snapshot(client, repository, name)
+    if raw is None:
+        names = [s.get("snapshot") for s in es.get_snapshots(client, repository, verbose=False)]
+        raise RestoreError("snapshot %s is not in repository %s (newest there: %s)" % (name, repository, ", ".join(names[-5:]) or "none"))
+    return raw
+
+
+def existing_indices(client):
+    rows = client.get("/_cat/indices", params={"format": "json", "h": "index,status,health", "expand_wildcards": "all"}) or []
+    return {row["index"]: row for row in rows}
+
+
+def existing_aliases(client):
+    rows = client.get("/_cat/aliases", params={"format": "json", "h": "alias,index"}) or []
+    return {row["alias"]: row["index"] for row in rows}
+
+
+def close_or_delete(client, server, names, method):
+    for group in es.chunks(names):
+        path = "/" + es.path_list(group)
+        if method == "close":
+            client.request("POST", path + "/_close", params=server.master_timeout(client.request_timeout), idempotent=True)
+        else:
+            client.request("DELETE", path, params=server.master_timeout(client.request_timeout), idempotent=True)
+
+
+def reopen(client, names):
+    for group in es.chunks(names):
+        client.request("POST", "/%s/_open" % es.path_list(group), idempotent=True)
+
+
+def primary_counts(client, targets):
+    counts = {}
+    for group in es.chunks(targets):
+        data = client.get("/%s/_settings/index.number_of_shards" % es.path_list(group), params={"expand_wildcards": "all"}) or {}
+        for index, body in data.items():
+            counts[index] = int(((body.get("settings") or {}).get("index") or {}).get("number_of_shards") or 0)
+    return counts
+
+
+def recovery_state(client, targets, shards, repository, snapshot):
+    """Per target: primaries active (health) and the snapshot recovery's bytes (``_recovery``)."""
+    state = {t: {"primaries_active": 0, "primaries_total": shards.get(t), "bytes_recovered": 0, "bytes_total": 0, "stages": {}} for t in targets}
+    for group in es.chunks(targets):
+        names = es.path_list(group)
+        health = client.get("/_cluster/health/%s" % names, params={"level": "indices", "expand_wildcards": "all"}) or {}
+        for index, info in (health.get("indices") or {}).items():
+            if index in state:
+                state[index]["primaries_active"] = info.get("active_primary_shards", 0)
+                state[index]["status"] = info.get("status")
+        recovery = client.get("/%s/_recovery" % names, params={"expand_wildcards": "all"}) or {}
+        for index, info in recovery.items():
+            if index not in state:
+                continue
+            for shard in info.get("shards") or []:
+                source = shard.get("source") or {}
+                if not shard.get("primary") or shard.get("type") != "SNAPSHOT" or source.get("snapshot") != snapshot or source.get("repository") != repository:
+                    continue
+                size = (shard.get("index") or {}).get("size") or {}
+                state[index]["bytes_recovered"] += size.get("recovered_in_bytes") or 0
+                state[index]["bytes_total"] += size.get("total_in_bytes") or 0
+                stage = shard.get("stage")
+                state[index]["stages"][stage] = state[index]["stages"].get(stage, 0) + 1
+    return state
+
+
+def recovered(state):
+    return all(s["primaries_total"] and s["primaries_active"] >= s["primaries_total"] for s in state.values())
+
+
+def unassigned_reasons(client, targets, limit=10):
+    reasons = []
+    for group in es.chunks(targets):
+        rows = client.get("/_cat/shards/%s" % es.path_list(group), params={"format": "json", "h": "index,shard,prirep,state,unassigned.reason,unassigned.details"}) or []
+        for row in rows:
+            if row.get("prirep") == "p" and row.get("state") != "STARTED":
+                reasons.append(
+                    "%s[%s] %s%s"
+                    % (
+                        row.get("index"),
+                        row.get("shard"),
+                        row.get("state"),
+                        " (%s%s)" % (row.get("unassigned.reason"), ": %s" % row["unassigned.details"] if row.get("unassigned.details") else "") if row.get("unassigned.reason") else "",
+                    )
+                )
+    return reasons[:limit]
+
+
+def wait_for_recovery(client, targets, repository, snapshot, timeout, result):
+    shards = primary_counts(client, targets)
+    poller = es.Poller(timeout)
+    while True:
+        state = recovery_state(client, targets, shards, repository, snapshot)
+        if recovered(state):
+            result["timed_out"] = False
+            return state
+        if poller.expired:
+            result["timed_out"] = True
+            result["recovery"] = state
+            active = sum(s["primaries_active"] for s in state.values())
+            total = sum(s["primaries_total"] or 0 for s in state.values())
+            done = sum(s["bytes_recovered"] for s in state.values())
+            size = sum(s["bytes_total"] for s in state.values())
+            waiting = unassigned_reasons(client, targets)
+            raise RestoreError(
+                "restore of snapshot %s did not finish within %d s: %d of %d primary shards active, %d of %d bytes recovered%s; "
+                "the restore goes on in the cluster: watch GET _recovery, or run again with a longer wait_timeout and replace=true"
+                % (snapshot, timeout, active, total, done, size, "; not started: %s" % "; ".join(waiting) if waiting else "")
+            )
+        poller.pause()
+
+
+def count_documents(client, targets):
+    counts = {}
+    for target in targets:
+        counts[target] = (client.get("/%s/_count" % es.path_segment(target)) or {}).get("count")
+    return counts
+
+
+def restore_body(params, server, sources):
+    body = {
+        "indices": ",".join(sources),
+        "ignore_unavailable": False,
+        "include_global_state": params["include_global_state"],
+        "include_aliases": params["include_aliases"],
+        "partial": params["partial"],
+    }
+    if params["rename_pattern"]:
+        body["rename_pattern"] = params["rename_pattern"]
+        body["rename_replacement"] = params["rename_replacement"] or ""
+    if params["index_settings"]:
+        body["index_settings"] = params["index_settings"]
+    if params["ignore_index_settings"]:
+        body["ignore_index_settings"] = ",".join(params["ignore_index_settings"])
+    if params["feature_states"] is not None:
+        body["feature_states"] = params["feature_states"]
+    return body
+
+
+def main():
+    module = AnsibleModule(
+        **es.module_kwargs(
+            dict(
+                repository=dict(type="str", required=True),
+                snapshot=dict(type="str"),
+                indices=dict(type="list", elements="str", default=[]),
+                rename_pattern=dict(type="str"),
+                rename_replacement=dict(type="str"),
+                include_global_state=dict(type="bool", default=False),
+                include_aliases=dict(type="bool", default=True),
+                partial=dict(type="bool", default=False),
+                index_settings=dict(type="dict", default={}),
+                ignore_index_settings=dict(type="list", elements="str", default=[]),
+                feature_states=dict(type="list", elements="str"),
+                replace=dict(type="bool", default=False),
+                replace_method=dict(type="str", choices=["close", "delete"], default="close"),
+                wait=dict(type="bool", default=True),
+                wait_timeout=dict(type="int", default=3600),
+                image=dict(type="path"),
+                component=dict(type="str", default="elasticsearch"),
+                repository_location=dict(type="str"),
+                passphrase=dict(type="str", no_log=True),
+                identity=dict(type="str", no_log=True),
+                identity_file=dict(type="path"),
+            ),
+            required_together=[["rename_pattern", "rename_replacement"]],
+        )
+    )
+    params = module.params
+    if params["repository_location"] and not params["image"]:
+        module.fail_json(msg="repository_location is only used with image (where to unpack the image's repository files)")
+    if params["image"] and not params["repository_location"]:
+        module.fail_json(msg="image needs repository_location: the directory under path.repo to unpack the repository into")
+    if params["image"] and params["snapshot"]:
+        module.fail_json(msg="snapshot and image are mutually exclusive: the image names its snapshot")
+    if not params["image"] and not params["snapshot"]:
+        module.fail_json(msg="snapshot is required (a name, date math, or _latest) unless image is given")
+    if params["wait_timeout"] < 1:
+        module.fail_json(msg="wait_timeout must be at least 1 second")
+    client, server = es.connect(module)
+    result = dict(changed=False, server=server.as_dict())
+    if params["feature_states"] is not None and not server.feature_states:
+        module.fail_json(msg="feature_states: %s %s has no feature states (Elasticsearch 7.12 and later only); leave the option out" % (server.label, server.version), **result)
+    repository = params["repository"]
+    try:
+        if params["image"]:
+            wanted, _details = prepare_image_repository(module, client, server, params, result)
+            if module.check_mode:
+                # Nothing is unpacked or registered in check mode: plan from the manifest.
+                raw = {"snapshot": wanted, "uuid": _details["snapshot"].get("uuid"), "state": _details["snapshot"].get("state"), "indices": _details["snapshot"].get("indices")}
+            else:
+                raw = find_snapshot(client, repository, wanted)
+        else:
+            if es.get_repository(client, repository) is None:
+                raise RestoreError("repository %s is not registered; register it with lifeboat.backup.elasticsearch_repository" % repository)
+            raw = find_snapshot(client, repository, params["snapshot"])
+        snapshot = es.summary(raw, repository)
+        result["snapshot"] = snapshot
+        if snapshot["state"] != "SUCCESS" and not (snapshot["state"] == "PARTIAL" and params["partial"]):
+            raise RestoreError(
+                "snapshot %s is %s, not SUCCESS; %s"
+                % (snapshot["name"], snapshot["state"], "set partial=true to restore what it holds" if snapshot["state"] == "PARTIAL" else "choose another snapshot")
+            )
+        sources = select_indices(snapshot["indices"], params["indices"])
+        mapping = targets_of(sources, params["rename_pattern"], params["rename_replacement"])
+        present = existing_indices(client)
+        aliases = existing_aliases(client)
+        clashes = sorted(t for t in mapping.values() if t in aliases)
+        if clashes:
+            raise RestoreError("target names are aliases of existing indices: %s; restore under other names (rename_pattern)" % ", ".join("%s (alias of %s)" % (c, aliases[c]) for c in clashes))
+        existing = sorted(t for t in mapping.values() if t in present)
+        result["indices"] = [{"source": s, "target": t, "replaced": params["replace_method"] if t in present else None} for s, t in sorted(mapping.items())]
+        if existing and not params["replace"]:
+            raise RestoreError(
+                "these indices already exist: %s; set replace=true (replace_method close or delete) to overwrite them, or restore under other names with rename_pattern and rename_replacement"
+                % ", ".join(existing)
+            )
+    except RestoreError as exc:
+        module.fail_json(msg=str(exc), **result)
+    except es.SearchError as exc:
+        module.fail_json(msg=str(exc), **result)
+    result["changed"] = True
+    if module.check_mode:
+        module.exit_json(**result)
+
+    targets = sorted(mapping.values())
+    started = time.time()
+    closed = []
+    try:
+        if existing:
+            close_or_delete(client, server, existing, params["replace_method"])
+            if params["replace_method"] == "close":
+                closed = existing
+        path = "/_snapshot/%s/%s/_restore" % (es.path_segment(repository), es.path_segment(snapshot["name"]))
+        query = dict(server.master_timeout(client.request_timeout), wait_for_completion="false")
+        try:
+            client.request("POST", path, params=query, body=restore_body(params, server, sources))
+        except es.SearchError as exc:
+            hint = ""
+            if "with same name already exists" in (exc.reason or ""):
+                hint = "; set replace=true to overwrite existing indices"
+            elif "shards" in (exc.reason or "") and closed:
+                hint = "; the existing index has a different number of shards: use replace_method=delete"
+            if closed:
+                try:
+                    reopen(client, closed)
+                    hint += " (the indices closed for the restore were opened again)"
+                except es.SearchError as undo:
+                    hint += " (opening the closed indices again failed too: %s)" % undo
+            raise RestoreError("restore of snapshot %s could not start: %s%s" % (snapshot["name"], exc.reason or exc, hint)) from None
+        if not params["wait"]:
+            module.exit_json(**result)
+        state = wait_for_recovery(client, targets, repository, snapshot["name"], params["wait_timeout"], result)
+        result["recovery"] = {t: {k: v for k, v in s.items() if k != "stages"} for t, s in state.items()}
+        counts = count_documents(client, targets)
+    except RestoreError as exc:
+        result["duration"] = round(time.time() - started, 3)
+        module.fail_json(msg=str(exc), **result)
+    except es.SearchError as exc:
+        result["duration"] = round(time.time() - started, 3)
+        module.fail_json(msg="restore of snapshot %s: %s" % (snapshot["name"], exc), **result)
+    result["duration"] = round(time.time() - started, 3)
+    result["doc_counts"] = counts
+    for entry in result["indices"]:
+        entry["docs"] = counts.get(entry["target"])
+        entry["shards"] = (result["recovery"].get(entry["target"]) or {}).get("primaries_total")
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

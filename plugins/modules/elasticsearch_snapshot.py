@@ -1,0 +1,747 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, lifeboat.backup contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: elasticsearch_snapshot
+short_description: Take, delete and prune Elasticsearch or OpenSearch snapshots
+version_added: 0.1.0
+description:
+  - O(state=present) takes a snapshot into a registered repository and waits for it, up to
+    O(wait_timeout) seconds, recording the progress (shards done of total). Only a snapshot
+    that ends C(SUCCESS) succeeds; C(PARTIAL) and C(FAILED) fail the task with the per-shard
+    reasons, and so does a timeout, with the snapshot's last known state (the snapshot is then
+    aborted unless O(abort_on_timeout=false)).
+  - Within a backup session (O(session)) the snapshot is a component of the node's image - its
+    name, UUID, state, indices and sizes go into the manifest, the UUID as the component's
+    consistency marker. With O(include_repository_files) the files of the repository are copied
+    into the image as well, so the image can travel off-site and be restored elsewhere with
+    M(lifeboat.backup.elasticsearch_restore).
+  - O(retention) prunes old snapshots after a successful one (or alone, with O(state=pruned)), by
+    count and age, always keeping the newest O(retention.min_count) successful snapshots, and by
+    default only snapshots this collection made (they carry C(metadata.lifeboat.created_by)).
+  - O(state=absent) deletes one snapshot.
+author:
+  - lifeboat.backup contributors
+extends_documentation_fragment:
+  - lifeboat.backup._elasticsearch
+  - lifeboat.backup._session
+attributes:
+  check_mode:
+    support: full
+    details: Resolves the name, checks the repository and reports what would be taken and which snapshots retention would delete (counting the new one as successful); nothing is written.
+  diff_mode:
+    support: none
+options:
+  repository:
+    description:
+      - Name of the registered repository (see M(lifeboat.backup.elasticsearch_repository)).
+    type: str
+    required: true
+  snapshot:
+    description:
+      - Snapshot name. Date math is resolved here, in UTC unless a zone is given, the way the
+        server would, for example C(<nightly-{now/d}>) or C(<backup-{now{yyyy.MM.dd-HH.mm}}>), so
+        the task knows the name at once.
+      - When omitted with O(state=present) the name is generated - C(lifeboat-<backup id>) in a
+        session, else C(lifeboat-<UTC time>).
+      - Required with O(state=absent).
+    type: str
+  state:
+    description:
+      - V(present) takes the snapshot (then applies O(retention) if given), V(absent) deletes
+        O(snapshot), V(pruned) only applies O(retention).
+      - With V(present), an existing successful snapshot of the same name is left as it is
+        (changed=false) - except within a session, which must capture now and therefore fails.
+    type: str
+    choices: [present, absent, pruned]
+    default: present
+  indices:
+    description:
+      - Indices, data streams and patterns to snapshot (C(-pattern) excludes). Default is all of them.
+    type: list
+    elements: str
+    default: []
+  ignore_unavailable:
+    description:
+      - Skip listed indices that do not exist instead of failing.
+    type: bool
+    default: false
+  include_global_state:
+    description:
+      - Include the cluster state (templates, persistent settings, and in Elasticsearch the feature states).
+    type: bool
+    default: true
+  partial:
+    description:
+      - Allow a snapshot of indices whose primary shards are not all available. Such a snapshot
+        ends C(PARTIAL), which this module still reports as a failure (it is not a complete backup).
+    type: bool
+    default: false
+  feature_states:
+    description:
+      - Elasticsearch 7.12 and later only - feature states to include (C(none) for none). Default
+        is the server's (all, when O(include_global_state) is true).
+    type: list
+    elements: str
+  metadata:
+    description:
+      - Your own metadata stored with the snapshot. The key C(lifeboat) is reserved - it marks the
+        snapshot as made by this collection (collection version, session backup id and node).
+    type: dict
+    default: {}
+  wait:
+    description:
+      - Wait for the snapshot to finish. With V(false) the task returns once the snapshot has
+        started (not allowed with O(session) or O(retention)).
+    type: bool
+    default: true
+  wait_timeout:
+    description:
+      - Seconds to wait for the snapshot to finish.
+    type: int
+    default: 3600
+  abort_on_timeout:
+    description:
+      - Abort (delete) the snapshot when O(wait_timeout) passes, so that it does not hold the
+        repository. With V(false) it is left running; the task fails either way.
+    type: bool
+    default: true
+  retention:
+    description:
+      - Which snapshots of O(repository) to delete, after a successful snapshot
+        (O(state=present)) or alone (O(state=pruned)). Give O(retention.max_count),
+        O(retention.max_age) or both.
+      - Snapshots still running are never deleted. Unsuccessful ones (C(PARTIAL), C(FAILED))
+        are deleted once a newer successful snapshot exists, or when older than O(retention.max_age).
+    type: dict
+    suboptions:
+      max_count:
+        description:
+          - Keep at most this many successful snapshots (the newest).
+        type: int
+      max_age:
+        description:
+          - Delete snapshots older than this, for example C(30d), C(12h), C(2w), C(90m).
+        type: str
+      min_count:
+        description:
+          - Always keep at least this many of the newest successful snapshots, whatever
+            O(retention.max_count) and O(retention.max_age) say. At least 1 - the newest
+            successful snapshot is never deleted.
+        type: int
+        default: 1
+      only_collection_snapshots:
+        description:
+          - Consider only snapshots made by this collection (metadata C(lifeboat.created_by)).
+            Set to V(false) to prune every snapshot in the repository.
+        type: bool
+        default: true
+      pattern:
+        description:
+          - Consider only snapshots whose name matches this shell pattern, for example C(nightly-*).
+        type: str
+  session:
+    required: false
+    description:
+      - Work area of a backup session (RV(lifeboat.backup.backup_session#module:session.work_dir)). The
+        snapshot is then recorded as a component of the node's image. Only with O(state=present).
+  name:
+    default: elasticsearch
+  include_repository_files:
+    description:
+      - Copy the files of the repository (every snapshot in it - snapshots share files) into
+        the image, as a tar member with a per-file SHA-256 index, so that the image holds
+        everything needed to restore. Needs O(session) and an C(fs) repository whose location is
+        readable where the task runs.
+      - Keep the repository lean with O(retention); a repository per cluster and purpose keeps
+        the copy small.
+    type: bool
+    default: false
+requirements:
+  - cryptography (Python library, on the managed node) with O(include_repository_files) when the session encrypts.
+  - zstandard (Python library, on the managed node) with O(include_repository_files) when the session compresses with zstd.
+notes:
+  - Progress cannot be shown while a module runs; it is returned in RV(progress) and recorded in
+    the component's details.
+  - Concurrent snapshot or delete operations on the same repository while
+    O(include_repository_files) copies it are not supported.
+seealso:
+  - module: lifeboat.backup.elasticsearch_repository
+  - module: lifeboat.backup.elasticsearch_snapshot_info
+  - module: lifeboat.backup.elasticsearch_restore
+  - module: lifeboat.backup.backup_session
+"""
+
+EXAMPLES = r"""
+- name: Nightly snapshot of the platform indices, keep two weeks (at least 3)
+  lifeboat.backup.elasticsearch_snapshot:
+    hosts: ["http://localhost:9200"]
+    repository: backup
+    snapshot: "<nightly-{now/d}>"
+    indices: [audit*, documents*, stix*, extracts*]
+    wait_timeout: 7200
+    retention:
+      max_age: 14d
+      min_count: 3
+
+- name: Snapshot as a component of this node's backup image, repository files included
+  lifeboat.backup.elasticsearch_snapshot:
+    session: "{{ backup.session.work_dir }}"
+    repository: backup
+    include_repository_files: true
+  register: search_snapshot
+
+- name: Delete one snapshot
+  lifeboat.backup.elasticsearch_snapshot:
+    repository: backup
+    snapshot: nightly-2026.11.01
+    state: absent
+
+- name: What would retention delete?
+  lifeboat.backup.elasticsearch_snapshot:
+    repository: backup
+    state: pruned
+    retention:
+      max_count: 7
+  check_mode: true
+  register: would_prune
+"""
+
+RETURN = r"""
+snapshot:
+  description:
+    - The snapshot (name, uuid, repository, state, indices, data_streams, include_global_state,
+      start_time, end_time, duration_in_millis, shards, failures, metadata, version,
+      created_by_collection). On a timeout, the last known state.
+  returned: when a snapshot was taken, found or attempted
+  type: dict
+  sample:
+    name: nightly-2026.11.22
+    uuid: dEiLpf8EQWSo3JR9f2bMwA
+    state: SUCCESS
+    indices: [audit_v2, stix_v4]
+    shards: {total: 4, successful: 4, failed: 0}
+sizes:
+  description: Bytes and files in the snapshot (total and incremental), and total bytes per index.
+  returned: when the snapshot succeeded
+  type: dict
+  sample: {total_bytes: 1073741824, total_files: 130, incremental_bytes: 2048, incremental_files: 2, index_bytes: {stix_v4: 1073741824}}
+progress:
+  description: Progress samples while waiting (seconds elapsed, state, shards done/failed/total, bytes done/total), at most 60.
+  returned: when waited
+  type: list
+  elements: dict
+  sample: [{elapsed: 0.1, state: STARTED, shards_done: 2, shards_total: 4, shards_failed: 0, bytes_done: 1024, bytes_total: 4096}]
+shard_failures:
+  description: Per-shard failures of a PARTIAL or FAILED snapshot (index, shard_id, node_id, reason, status).
+  returned: when the snapshot did not succeed
+  type: list
+  elements: dict
+  sample: [{index: red, shard_id: 0, reason: primary shard is not allocated, status: INTERNAL_SERVER_ERROR}]
+timed_out:
+  description: Whether O(wait_timeout) passed before the snapshot finished.
+  returned: when waited
+  type: bool
+  sample: false
+aborted:
+  description: Whether the snapshot was aborted after a timeout.
+  returned: on a timeout
+  type: bool
+  sample: true
+deleted:
+  description: Snapshots deleted (or, in check mode, that would be), with the reason.
+  returned: with state=absent, or when retention was applied
+  type: list
+  elements: dict
+  sample: [{name: nightly-2026.10.01, uuid: xQWH3A86SxGQDnJWbEB3jg, state: SUCCESS, reason: older than max_age}]
+kept:
+  description: Snapshots retention considered and kept, with the reason.
+  returned: when retention was applied
+  type: list
+  elements: dict
+  sample: [{name: nightly-2026.11.22, uuid: dEiLpf8EQWSo3JR9f2bMwA, state: SUCCESS, reason: one of the newest 1 successful snapshot(s) (min_count)}]
+component:
+  description: Component name in the image.
+  returned: with session
+  type: str
+  sample: elasticsearch
+members:
+  description: Image members written (repository files and their index).
+  returned: with include_repository_files, on success
+  type: list
+  elements: str
+  sample: [elasticsearch/repository.tar.zst.age, elasticsearch/repository-index.jsonl.zst.age]
+repository_files:
+  description: What was copied into the image - location, file_count, total_bytes, stored_bytes, members.
+  returned: with include_repository_files, on success
+  type: dict
+  sample: {location: /db-backup/elasticsearch, file_count: 120, total_bytes: 1073741824, stored_bytes: 1000000000}
+server:
+  description: Engine, version and cluster name of the cluster.
+  returned: always
+  type: dict
+  sample: {engine: opensearch, version: 2.19.6, cluster_name: production}
+"""
+
+import json
+import os
+import socket
+import time
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _session, _tree
+from ansible_collections.lifeboat.backup.plugins.module_utils import _elasticsearch as es
+
+RUNNING = ("IN_PROGRESS", "STARTED", "INIT", "WAITING")
+
+
+class SnapshotFailed(Exception):
+    """The snapshot did not succeed; ``details`` go to the result and the component record."""
+
+    def __init__(self, message, details=None):
+        super().__init__(message)
+        self.details = details or {}
+
+
+def entry_line(raw, reason):
+    return {"name": raw.get("snapshot"), "uuid": raw.get("uuid"), "state": raw.get("state"), "start_time": raw.get("start_time"), "reason": reason}
+
+
+def resolve_name(module, params, session):
+    if params["snapshot"]:
+        try:
+            name = es.resolve_date_math(params["snapshot"])
+        except ValueError as exc:
+            module.fail_json(msg="snapshot: cannot resolve the date math name %r: %s" % (params["snapshot"], exc))
+    else:
+        name = es.generated_name(session.data.get("backup_id") if session else None)
+    problem = es.validate_snapshot_name(name)
+    if problem:
+        module.fail_json(msg="snapshot: the name %r %s" % (name, problem))
+    return name
+
+
+def create_body(params, server, session):
+    marker = {}
+    if session:
+        marker = {"backup_id": session.data.get("backup_id"), "node": session.data.get("node")}
+    metadata = dict(params["metadata"] or {})
+    metadata[es.OWNER_KEY] = es.owner_metadata(dict(marker, host=socket.gethostname()))
+    body = {
+        "ignore_unavailable": params["ignore_unavailable"],
+        "include_global_state": params["include_global_state"],
+        "partial": params["partial"],
+        "metadata": metadata,
+    }
+    if params["indices"]:
+        body["indices"] = ",".join(params["indices"])
+    if params["feature_states"] is not None:
+        body["feature_states"] = params["feature_states"]
+    return body
+
+
+def wait_for(client, repository, name, poller, samples):
+    """Poll until the snapshot ends or the poller expires. Returns the last raw snapshot record."""
+    last = None
+    while True:
+        raw = es.get_snapshot(client, repository, name)
+        if raw is not None:
+            last = raw
+        state = (raw or {}).get("state")
+        if state in es.FINISHED_STATES:
+            return raw
+        status = es.snapshot_status(client, repository, name)
+        if status:
+            samples.append(es.progress(status, poller.elapsed))
+        if poller.expired:
+            return last
+        poller.pause()
+
+
+def take_snapshot(client, server, params, name, body, result):
+    """Start the snapshot and wait for it. Returns the finished raw record; raises SnapshotFailed."""
+    repository = params["repository"]
+    path = "/_snapshot/%s/%s" % (es.path_segment(repository), es.path_segment(name))
+    query = dict(server.master_timeout(client.request_timeout), wait_for_completion="false")
+    try:
+        client.request("PUT", path, params=query, body=body)
+    except es.SearchError as exc:
+        hint = ""
+        if exc.error_type == "concurrent_snapshot_execution_exception":
+            hint = "; another snapshot or delete is running on this repository: wait for it, or raise the server's snapshot.max_concurrent_operations"
+        elif "primary shard" in (exc.reason or ""):
+            hint = "; some indices are red (primary shards unassigned): fix them, leave them out with indices, or allow a PARTIAL snapshot with partial=true (which still fails this task)"
+        raise SnapshotFailed("snapshot %s could not start: %s%s" % (name, exc.reason or exc, hint), {"snapshot": {"name": name, "repository": repository, "state": None}}) from None
+    if not params["wait"]:
+        raw = es.get_snapshot(client, repository, name) or {"snapshot": name, "state": "IN_PROGRESS"}
+        return raw
+    samples = []
+    poller = es.Poller(params["wait_timeout"])
+    raw = wait_for(client, repository, name, poller, samples)
+    result["progress"] = es.keep_samples(samples)
+    state = (raw or {}).get("state")
+    result["timed_out"] = state not in es.FINISHED_STATES
+    if result["timed_out"]:
+        last = es.summary(raw or {"snapshot": name, "state": "unknown"}, repository)
+        last_progress = samples[-1] if samples else {}
+        details = {"snapshot": last, "last_progress": last_progress, "aborted": False}
+        message = "snapshot %s did not finish within %d s: last known state %s, %s of %s shards done" % (
+            name,
+            params["wait_timeout"],
+            last["state"],
+            last_progress.get("shards_done", "?"),
+            last_progress.get("shards_total", "?"),
+        )
+        if params["abort_on_timeout"]:
+            try:
+                es.delete_snapshots(client, server, repository, [name], client.request_timeout)
+                details["aborted"] = True
+                message += "; it was aborted (raise wait_timeout, or set abort_on_timeout=false to let it run on)"
+            except es.SearchError as exc:
+                message += "; aborting it failed: %s" % exc
+        else:
+            message += "; it is still running (abort_on_timeout=false)"
+        result["aborted"] = details["aborted"]
+        raise SnapshotFailed(message, details)
+    if state != "SUCCESS":
+        snap = es.summary(raw, repository)
+        result["shard_failures"] = snap["failures"]
+        shards = snap["shards"]
+        reasons = es.shard_failure_text(snap["failures"]) or (raw.get("reason") or "no reason given")
+        raise SnapshotFailed(
+            "snapshot %s ended %s: %s of %s shards failed: %s" % (name, state, shards.get("failed", "?"), shards.get("total", "?"), reasons),
+            {"snapshot": snap, "shard_failures": snap["failures"]},
+        )
+    return raw
+
+
+def repository_entries(location):
+    """The repository tree as tar entries with names relative to ``location``."""
+
+    def fail(exc):
+        raise exc
+
+    for dirpath, dirnames, filenames in os.walk(location, onerror=fail):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, location)
+        if rel_dir != ".":
+            entry = _tree.Entry(dirpath, os.lstat(dirpath))
+            entry.arcname = rel_dir
+            yield entry
+        for filename in sorted(filenames):
+            path = os.path.join(dirpath, filename)
+            entry = _tree.Entry(path, os.lstat(path))
+            entry.arcname = os.path.normpath(os.path.join(rel_dir, filename))
+            yield entry
+
+
+def copy_repository(component, location, uuid):
+    """Stream the repository files into the image; check the copy holds snapshot ``uuid``."""
+    index = _tree.IndexBuffer()
+    totals = _tree.Totals()
+    root_files = []
+    with component.appender() as appender:
+        with component.member(appender, "repository.tar", "application/x-tar", threads=-1) as data:
+            tar = _tree.TarWriter(data)
+            for entry in repository_entries(location):
+                record, warning = tar.add(entry)
+                if warning:
+                    raise _tree.TreeError("%s (the repository changed while it was copied: another snapshot or delete ran)" % warning)
+                record["path"] = entry.arcname
+                totals.add(entry)
+                index.add(record)
+                if "/" not in entry.arcname:
+                    root_files.append(entry.arcname)
+            tar.close()
+            generation, root = es.root_index(location, root_files)
+            listed = [s.get("uuid") for s in (root or {}).get("snapshots") or []]
+            if uuid not in listed:
+                raise _tree.TreeError("the copied repository does not list snapshot %s (root index-%s): copy it again when no other snapshot runs" % (uuid, generation))
+        component.add_member_record(data.record)
+        with component.member(appender, "repository-index.jsonl", "application/x-ndjson") as index_member:
+            index.write_to(index_member)
+        component.add_member_record(index_member.record)
+    return {
+        "location": location,
+        "root_generation": generation,
+        "data_member": data.record["name"],
+        "index_member": index_member.record["name"],
+        "members": [data.record["name"], index_member.record["name"]],
+        "file_count": totals.file_count,
+        "total_bytes": totals.total_bytes,
+        "stored_bytes": data.record["stored_size"] + index_member.record["stored_size"],
+    }
+
+
+def readable_location(client, repository, repo_record):
+    if repo_record.get("type") != "fs":
+        raise SnapshotFailed("include_repository_files needs an fs repository; %s is of type %s" % (repository, repo_record.get("type")))
+    location = es.repository_location(client, repository, repo_record)
+    if not location or not os.path.isdir(location) or not os.access(location, os.R_OK | os.X_OK):
+        raise SnapshotFailed(
+            "include_repository_files: the location %s of repository %s is not a readable directory on %s; run this task on a node that mounts it"
+            % (location, repository, socket.gethostname())
+        )
+    return location
+
+
+def apply_retention(client, server, params, result, check_mode, pretend=None):
+    retention = params["retention"]
+    try:
+        max_age = es.parse_duration(retention["max_age"]) if retention.get("max_age") else None
+    except ValueError as exc:
+        raise SnapshotFailed("retention.max_age: %s" % exc) from None
+    snapshots = es.get_snapshots(client, params["repository"])
+    if pretend:
+        snapshots = snapshots + [pretend]
+    delete, keep = es.plan_retention(
+        snapshots,
+        time.time(),
+        max_count=retention.get("max_count"),
+        max_age=max_age,
+        min_count=retention.get("min_count") or 1,
+        only_own=retention.get("only_collection_snapshots", True),
+        pattern=retention.get("pattern"),
+    )
+    result["deleted"] = [entry_line(raw, reason) for raw, reason in delete]
+    result["kept"] = [entry_line(raw, reason) for raw, reason in keep]
+    if delete:
+        result["changed"] = True
+        if not check_mode:
+            es.delete_snapshots(client, server, params["repository"], [raw["snapshot"] for raw, _r in delete], max(params["wait_timeout"], client.request_timeout))
+
+
+def validate(module, params):
+    if params["retention"] is not None:
+        retention = params["retention"]
+        if retention.get("max_count") is None and not retention.get("max_age"):
+            module.fail_json(msg="retention needs max_count, max_age or both")
+        if retention.get("max_count") is not None and retention["max_count"] < 1:
+            module.fail_json(msg="retention.max_count must be at least 1 (the newest successful snapshot is always kept)")
+        if (retention.get("min_count") or 1) < 1:
+            module.fail_json(msg="retention.min_count must be at least 1: the newest successful snapshot is never deleted")
+    if params["state"] == "absent" and not params["snapshot"]:
+        module.fail_json(msg="state=absent needs snapshot: the name of the snapshot to delete")
+    if params["state"] == "pruned" and params["retention"] is None:
+        module.fail_json(msg="state=pruned needs retention (max_count and/or max_age)")
+    if params["session"] and params["state"] != "present":
+        module.fail_json(msg="session is only used with state=present (a snapshot captured into the image)")
+    if not params["wait"] and (params["session"] or params["retention"] is not None):
+        module.fail_json(msg="wait=false cannot be combined with session or retention: both need the finished snapshot")
+    if params["include_repository_files"] and not params["session"]:
+        module.fail_json(msg="include_repository_files needs session: the files are copied into the session's image")
+    if params["wait_timeout"] < 1:
+        module.fail_json(msg="wait_timeout must be at least 1 second")
+    if es.OWNER_KEY in (params["metadata"] or {}):
+        module.fail_json(msg="metadata: the key %r is reserved for the collection's own marker; use another key" % es.OWNER_KEY)
+
+
+def state_absent(module, client, server, params, result):
+    try:
+        name = es.resolve_date_math(params["snapshot"])
+    except ValueError as exc:
+        module.fail_json(msg="snapshot: %s" % exc, **result)
+    try:
+        raw = es.get_snapshot(client, params["repository"], name)
+        if raw is None:
+            result["deleted"] = []
+            module.exit_json(**result)
+        result.update(changed=True, deleted=[entry_line(raw, "requested (state=absent)")], snapshot=es.summary(raw, params["repository"]))
+        if not module.check_mode:
+            es.delete_snapshots(client, server, params["repository"], [name], max(params["wait_timeout"], client.request_timeout))
+    except es.SearchError as exc:
+        module.fail_json(msg=str(exc), **result)
+    module.exit_json(**result)
+
+
+def main():
+    module = AnsibleModule(
+        **es.module_kwargs(
+            dict(
+                repository=dict(type="str", required=True),
+                snapshot=dict(type="str"),
+                state=dict(type="str", choices=["present", "absent", "pruned"], default="present"),
+                indices=dict(type="list", elements="str", default=[]),
+                ignore_unavailable=dict(type="bool", default=False),
+                include_global_state=dict(type="bool", default=True),
+                partial=dict(type="bool", default=False),
+                feature_states=dict(type="list", elements="str"),
+                metadata=dict(type="dict", default={}),
+                wait=dict(type="bool", default=True),
+                wait_timeout=dict(type="int", default=3600),
+                abort_on_timeout=dict(type="bool", default=True),
+                retention=dict(
+                    type="dict",
+                    options=dict(
+                        max_count=dict(type="int"),
+                        max_age=dict(type="str"),
+                        min_count=dict(type="int", default=1),
+                        only_collection_snapshots=dict(type="bool", default=True),
+                        pattern=dict(type="str"),
+                    ),
+                ),
+                session=dict(type="path"),
+                name=dict(type="str", default="elasticsearch"),
+                include_repository_files=dict(type="bool", default=False),
+            )
+        )
+    )
+    params = module.params
+    validate(module, params)
+    es.check_libraries(module)
+    session = None
+    if params["session"]:
+        try:
+            session = _session.Session(params["session"])
+        except _session.SessionError as exc:
+            module.fail_json(msg=str(exc))
+        if params["include_repository_files"]:
+            if session.recipients and not _age.HAS_CRYPTOGRAPHY:
+                module.fail_json(msg=missing_required_lib("cryptography"), exception=_age.CRYPTOGRAPHY_IMPORT_ERROR)
+            if session.compression == "zstd" and not _image.HAS_ZSTANDARD:
+                module.fail_json(msg=missing_required_lib("zstandard"), exception=_image.ZSTANDARD_IMPORT_ERROR)
+
+    component = None
+    component_name = _image.safe_name(params["name"])
+    if session and not module.check_mode:
+        # Recorded at once, so that a failure from here on (the server down included) is in the manifest.
+        try:
+            component = session.component(component_name, "elasticsearch")
+        except _session.SessionError as exc:
+            module.fail_json(msg=str(exc))
+    result = dict(changed=False)
+    if session:
+        result["component"] = component_name
+
+    def fail(message, details=None):
+        if component is not None:
+            component.fail(message, details)
+        module.fail_json(msg=message, **result)
+
+    try:
+        client = es.Client.from_params(params)
+        server = client.server()
+    except es.SearchError as exc:
+        fail(str(exc))
+    result["server"] = server.as_dict()
+    if params["feature_states"] is not None and not server.feature_states:
+        fail("feature_states: %s %s has no feature states (Elasticsearch 7.12 and later only); leave the option out" % (server.label, server.version))
+
+    if params["state"] == "absent":
+        state_absent(module, client, server, params, result)
+    if params["state"] == "pruned":
+        try:
+            es.get_repository(client, params["repository"]) or fail("repository %s is not registered" % params["repository"])
+            apply_retention(client, server, params, result, module.check_mode)
+        except (es.SearchError, SnapshotFailed) as exc:
+            fail(str(exc))
+        module.exit_json(**result)
+
+    repository = params["repository"]
+    name = resolve_name(module, params, session)
+    try:
+        repo_record = es.get_repository(client, repository)
+        if repo_record is None:
+            fail("repository %s is not registered; register it first with lifeboat.backup.elasticsearch_repository" % repository)
+        if params["include_repository_files"]:
+            location = readable_location(client, repository, repo_record)
+        existing = es.get_snapshot(client, repository, name)
+    except es.SearchError as exc:
+        fail(str(exc))
+    except SnapshotFailed as exc:
+        fail(str(exc))
+
+    if existing is not None:
+        result["snapshot"] = es.summary(existing, repository)
+        if session:
+            fail("snapshot %s already exists in repository %s (started %s); a backup session captures a new one: give another name, or leave snapshot out to get a generated one" % (name, repository, existing.get("start_time")))
+        if existing.get("state") != "SUCCESS":
+            fail("snapshot %s exists in repository %s in state %s; delete it (state=absent) or use another name" % (name, repository, existing.get("state")))
+        if params["retention"] is not None:
+            try:
+                apply_retention(client, server, params, result, module.check_mode)
+            except (es.SearchError, SnapshotFailed) as exc:
+                fail(str(exc))
+        module.exit_json(**result)
+
+    result["changed"] = True
+    body = create_body(params, server, session)
+    if module.check_mode:
+        result["snapshot"] = {"name": name, "repository": repository, "state": None, "metadata": body["metadata"]}
+        if params["retention"] is not None:
+            pretend = {"snapshot": name, "uuid": None, "state": "SUCCESS", "start_time_in_millis": int(time.time() * 1000), "metadata": body["metadata"]}
+            try:
+                apply_retention(client, server, params, result, True, pretend=pretend)
+            except (es.SearchError, SnapshotFailed) as exc:
+                fail(str(exc))
+        module.exit_json(**result)
+
+    started = time.time()
+    try:
+        if session:
+            with session.heartbeat():
+                raw = take_snapshot(client, server, params, name, body, result)
+        else:
+            raw = take_snapshot(client, server, params, name, body, result)
+    except SnapshotFailed as exc:
+        result.update({k: v for k, v in exc.details.items() if k in ("snapshot", "shard_failures")})
+        fail(str(exc), dict(exc.details, repository=repository, progress=result.get("progress", [])))
+    except es.SearchError as exc:
+        result["snapshot"] = {"name": name, "repository": repository, "state": "unknown"}
+        fail("snapshot %s: %s" % (name, exc), {"repository": repository, "snapshot": result["snapshot"], "progress": result.get("progress", [])})
+
+    snapshot = es.summary(raw, repository)
+    result["snapshot"] = snapshot
+    if not params["wait"]:
+        module.exit_json(**result)
+    try:
+        result["sizes"] = es.sizes(es.snapshot_status(client, repository, name))
+    except es.SearchError as exc:
+        result["sizes"] = {}
+        module.warn("snapshot %s succeeded but its sizes could not be read: %s" % (name, exc))
+
+    if session:
+        details = {
+            "engine": server.engine,
+            "server_version": server.version,
+            "cluster_name": server.cluster_name,
+            "repository": repository,
+            "repository_type": repo_record.get("type"),
+            "repository_settings": repo_record.get("settings") or {},
+            "snapshot": snapshot,
+            "sizes": result["sizes"],
+            "progress": result.get("progress", []),
+            "repository_files": None,
+        }
+        if params["include_repository_files"]:
+            try:
+                with session.heartbeat():
+                    copied = copy_repository(component, location, snapshot["uuid"])
+            except (OSError, _tree.TreeError, _image.ImageError, _age.AgeError, ValueError) as exc:
+                fail(
+                    "snapshot %s succeeded, but copying repository %s into the image failed: %s" % (name, location, getattr(exc, "strerror", None) or exc),
+                    details,
+                )
+            details["repository_files"] = copied
+            result["members"] = copied["members"]
+            result["repository_files"] = copied
+        component.marker("snapshot_uuid", snapshot["uuid"])
+        details["duration"] = round(time.time() - started, 3)
+        component.succeed(details)
+
+    if params["retention"] is not None:
+        try:
+            apply_retention(client, server, params, result, False)
+        except (es.SearchError, SnapshotFailed) as exc:
+            # The snapshot itself is good (and recorded); say what retention could not do.
+            module.fail_json(msg="snapshot %s succeeded, but retention failed: %s" % (name, exc), **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
