@@ -386,7 +386,7 @@ class AgeReader:
                 return _open_key(_scrypt_key(_to_bytes(passphrase), salt, work_factor), body)
             except InvalidTag:
                 raise AgeError("wrong passphrase: it does not decrypt this age file") from None
-        keys = [k for k in identities]
+        keys = list(identities)
         if not keys:
             if passphrase is not None:
                 raise AgeError("this age file is encrypted to public-key recipients, not to a passphrase; an identity (AGE-SECRET-KEY-1...) is needed")

@@ -173,6 +173,7 @@ warnings_detail:
 import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _session, _tree
 
 

@@ -105,6 +105,7 @@ size:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.lifeboat.backup.plugins.module_utils import _image
 
 

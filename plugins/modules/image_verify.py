@@ -92,6 +92,7 @@ checked:
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image
 
 
@@ -136,7 +137,9 @@ def main():
         results, first_error = _image.verify_image(image, level, names)
     result = dict(changed=False, valid=first_error is None, level=level, members=results, checked=len(results))
     if first_error:
-        module.fail_json(msg="image %s is damaged: member %s: %s" % (params["path"], first_error["member"], first_error["error"]), first_error=first_error, **result)
+        module.fail_json(
+            msg="image %s is damaged: member %s: %s" % (params["path"], first_error["member"], first_error["error"]), first_error=first_error, **result
+        )
     module.exit_json(**result)
 
 
