@@ -70,7 +70,7 @@ def corpus(rng, size):
     out = []
     total = 0
     while total < size:
-        line = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12)))
+        line = " ".join(rng.choice(WORDS) for _word in range(rng.randint(3, 12)))
         line += " = %d;\n" % rng.randint(0, 10 ** rng.randint(1, 9))
         out.append(line)
         total += len(line)

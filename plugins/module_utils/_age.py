@@ -369,7 +369,7 @@ class AgeReader:
 
     @staticmethod
     def _unwrap(stanzas, identities, passphrase, max_work_factor):
-        kinds = [args[0] for args, _ in stanzas if args]
+        kinds = [args[0] for args, _body in stanzas if args]
         if b"scrypt" in kinds:
             if len(stanzas) != 1:
                 raise AgeError("malformed age header: a scrypt stanza must be the only one")

@@ -26,7 +26,9 @@ description:
     and the O(lease) ran out, or it was killed), the next C(started) takes the lock over,
     removes the dead session's work area and records it as failed.
 author:
-  - lifeboat.backup contributors
+  - lifeboat.backup maintainers (@lifeboat-backup)
+extends_documentation_fragment:
+  - lifeboat.backup._attributes
 attributes:
   check_mode:
     support: full
@@ -120,7 +122,7 @@ options:
   platform:
     description:
       - Platform identity recorded in the manifest, for the restore version rule
-        (for example C({name: threatintel, version: 3.4.1})).
+        with the keys C(name) and C(version) (for example C(threatintel) and C(3.4.1)).
     type: dict
     default: {}
   lease:
@@ -144,7 +146,7 @@ options:
   consistency:
     description:
       - With O(state=sealed), extra consistency markers for the manifest, for example
-        C({quiesced_at: ..., resumed_at: ...}).
+        the keys C(quiesced_at) and C(resumed_at) set by the quiesce role.
     type: dict
     default: {}
   reason:

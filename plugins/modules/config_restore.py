@@ -20,8 +20,9 @@ description:
   - Never writes through a symlink - neither one already on disk nor one restored from the
     archive - so an archive entry cannot reach outside O(root).
 author:
-  - lifeboat.backup contributors
+  - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
+  - lifeboat.backup._attributes
   - lifeboat.backup._decryption
 attributes:
   check_mode:

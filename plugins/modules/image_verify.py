@@ -21,15 +21,11 @@ description:
     with the manifest. It reads everything a restore would read.
   - Read-only; never reports a change.
 author:
-  - lifeboat.backup contributors
+  - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
+  - lifeboat.backup._attributes
+  - lifeboat.backup._attributes.info_module
   - lifeboat.backup._decryption
-attributes:
-  check_mode:
-    support: full
-    details: Read-only; behaves the same in check mode.
-  diff_mode:
-    support: none
 options:
   path:
     description:
