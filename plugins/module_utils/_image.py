@@ -1,0 +1,659 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, lifeboat.backup contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE module_utils of lifeboat.backup: not a public API, may change without notice.
+"""The backup image: a zip of stored members, each compressed then age-encrypted.
+
+Specified in docs/image-format.md (format version 1). Writing goes through a work
+area (see _session.py): members are appended to ``image.partial`` and recorded in
+``journal.jsonl`` only once complete, so a writer killed mid-member leaves a torn tail
+that the next writer cuts off. The zip central directory and ``manifest.json`` are
+written when the session is sealed.
+
+Everything streams: plaintext -> SHA-256 -> compressor -> age -> SHA-256/CRC -> file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import struct
+import time
+import traceback
+import zipfile
+import zlib
+
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age
+
+ZSTANDARD_IMPORT_ERROR = None
+try:
+    import zstandard
+
+    HAS_ZSTANDARD = True
+except ImportError:
+    HAS_ZSTANDARD = False
+    ZSTANDARD_IMPORT_ERROR = traceback.format_exc()
+
+FORMAT_NAME = "lifeboat-image"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+IDENTITY_MEMBER = "lifeboat/identity.age"
+COPY_BUFFER = 1024 * 1024
+COMPRESSIONS = ("zstd", "gzip", "none")
+SUFFIX = {"zstd": ".zst", "gzip": ".gz", "none": ""}
+
+_ZIP64_LIMIT = 0xFFFFFFFF
+_LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")
+_CENTRAL_HEADER = struct.Struct("<IHHHHHHIIIHHHHHII")
+_FLAG_UTF8 = 0x0800
+
+
+class ImageError(Exception):
+    """A problem with an image or a member; the message names it."""
+
+
+# ---- names -------------------------------------------------------------------------
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(text, fallback="x"):
+    """A file-name-safe rendering of ``text`` (node names, component names)."""
+    cleaned = _UNSAFE.sub("-", text).strip("-.")
+    return cleaned or fallback
+
+
+def image_name(node, when=None, prefix=""):
+    """``[prefix-]YYYYMMDDTHHMMSSZ-node.zip``: sorts by time for one prefix."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when if when is not None else time.time()))
+    parts = [safe_name(prefix)] if prefix else []
+    parts += [stamp, safe_name(node, "node")]
+    return "-".join(parts) + ".zip"
+
+
+def member_name(component, name, compression, encrypted):
+    return "%s/%s%s%s" % (safe_name(component), name, SUFFIX[compression], ".age" if encrypted else "")
+
+
+def resolve_compression(requested):
+    """'auto' means zstd when the zstandard library is present, else gzip."""
+    if requested == "auto":
+        return "zstd" if HAS_ZSTANDARD else "gzip"
+    if requested == "zstd" and not HAS_ZSTANDARD:
+        raise ImageError("compression=zstd needs the Python 'zstandard' library on this host; install it or use compression=gzip")
+    return requested
+
+
+# ---- compression -------------------------------------------------------------------
+
+
+class _Passthrough:
+    def compress(self, data):
+        return data
+
+    def flush(self):
+        return b""
+
+
+def compressor(kind, level=None, threads=0):
+    if kind == "zstd":
+        params = {"level": 3 if level is None else level}
+        if threads:
+            params["threads"] = threads
+        return zstandard.ZstdCompressor(**params).compressobj()
+    if kind == "gzip":
+        return zlib.compressobj(6 if level is None else level, zlib.DEFLATED, 31)
+    return _Passthrough()
+
+
+_DECOMPRESS_ERRORS = (zlib.error, zstandard.ZstdError) if HAS_ZSTANDARD else (zlib.error,)
+
+
+class _Decompressor:
+    """Push-style decompressor that refuses trailing garbage and truncated input."""
+
+    def __init__(self, kind):
+        self.kind = kind
+        if kind == "zstd":
+            if not HAS_ZSTANDARD:
+                raise ImageError("this member is zstd-compressed; the Python 'zstandard' library is needed on this host")
+            self._obj = zstandard.ZstdDecompressor().decompressobj()
+        elif kind == "gzip":
+            self._obj = zlib.decompressobj(31)
+        else:
+            self._obj = None
+
+    def decompress(self, data):
+        if self._obj is None:
+            return data
+        try:
+            return self._obj.decompress(data)
+        except _DECOMPRESS_ERRORS as exc:
+            raise ImageError("%s data is corrupt: %s" % (self.kind, exc)) from None
+
+    def finish(self):
+        if self.kind == "gzip" and not self._obj.eof:
+            raise ImageError("gzip data is truncated")
+        if self.kind == "gzip" and self._obj.unused_data:
+            raise ImageError("unexpected data after the end of the gzip stream")
+        if self.kind == "zstd" and not self._obj.eof:
+            raise ImageError("zstd data is truncated")
+
+
+# ---- writing -----------------------------------------------------------------------
+
+
+def _dos_time(when):
+    t = time.gmtime(when)
+    return ((t.tm_hour << 11) | (t.tm_min << 5) | (t.tm_sec // 2)), (((t.tm_year - 1980) << 9) | (t.tm_mon << 5) | t.tm_mday)
+
+
+class _Sink:
+    """Writes stored bytes to the image file, keeping CRC-32, SHA-256 and size."""
+
+    def __init__(self, fp):
+        self.fp = fp
+        self.crc = 0
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data):
+        if data:
+            self.crc = zlib.crc32(data, self.crc)
+            self.sha256.update(data)
+            self.size += len(data)
+            self.fp.write(data)
+        return len(data)
+
+
+class MemberWriter:
+    """A writable stream that becomes one image member. Use as a context manager;
+    an exception inside the ``with`` discards the member (nothing is journaled)."""
+
+    def __init__(self, appender, name, component, media_type, compression, recipients, threads=0, extra=None):
+        self._appender = appender
+        self.name = name
+        self.component = component
+        self.media_type = media_type
+        self.compression = compression
+        self.encrypted = bool(recipients)
+        self.extra = extra or {}
+        self.plain_sha256 = hashlib.sha256()
+        self.plain_size = 0
+        self.offset, self._header_len, self._when = appender.begin_member(name)
+        self._sink = _Sink(appender.fp)
+        self._encryptor = _age.AgeWriter(self._sink, recipients=recipients) if recipients else self._sink
+        self._compressor = compressor(compression, threads=threads)
+        self.record = None
+
+    def write(self, data):
+        if data:
+            self.plain_sha256.update(data)
+            self.plain_size += len(data)
+            out = self._compressor.compress(data)
+            if out:
+                self._encryptor.write(out)
+        return len(data)
+
+    def write_from(self, source, buffer_size=COPY_BUFFER):
+        """Copy a readable binary stream (a file, a pipe) into the member."""
+        while True:
+            chunk = source.read(buffer_size)
+            if not chunk:
+                return
+            self.write(chunk)
+
+    def close(self):
+        tail = self._compressor.flush()
+        if tail:
+            self._encryptor.write(tail)
+        if self.encrypted:
+            self._encryptor.close()
+        self.record = {
+            "name": self.name,
+            "component": self.component,
+            "media_type": self.media_type,
+            "compression": self.compression,
+            "encryption": "age" if self.encrypted else "none",
+            "stored_size": self._sink.size,
+            "stored_sha256": self._sink.sha256.hexdigest(),
+            "plaintext_size": self.plain_size,
+            "plaintext_sha256": self.plain_sha256.hexdigest(),
+            "crc32": self._sink.crc,
+        }
+        if self.extra:
+            self.record["extra"] = self.extra
+        self._appender.end_member(self, self.record)
+        return self.record
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self._appender.discard_member(self.offset)
+        return False
+
+
+class ImageAppender:
+    """Appends members to ``<work_dir>/image.partial`` under an exclusive lock.
+
+    ``journal.jsonl`` holds one line per complete member (zip bookkeeping plus the
+    manifest record). Opening cuts the file back to the end of the last journaled
+    member, dropping whatever a killed writer left behind.
+    """
+
+    def __init__(self, work_dir, lock_timeout=600):
+        self.work_dir = work_dir
+        self.path = os.path.join(work_dir, "image.partial")
+        self.journal_path = os.path.join(work_dir, "journal.jsonl")
+        # 0600: members are encrypted, but names and sizes are nobody else's business.
+        self.fp = os.fdopen(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600), "r+b")
+        deadline = time.time() + lock_timeout
+        while True:
+            try:
+                fcntl.flock(self.fp.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.time() > deadline:
+                    self.fp.close()
+                    raise ImageError("another writer holds %s for more than %d s" % (self.path, lock_timeout)) from None
+                time.sleep(0.2)
+        self.entries = read_journal(self.journal_path)
+        end = self.entries[-1]["zip"]["end"] if self.entries else 0
+        self.fp.truncate(end)
+        self.fp.seek(end)
+        self._names = {e["name"] for e in self.entries}
+
+    def begin_member(self, name):
+        if name in self._names:
+            raise ImageError("member %s is already in this image" % name)
+        encoded = name.encode("utf-8")
+        when = time.time()
+        dtime, ddate = _dos_time(when)
+        offset = self.fp.tell()
+        header = _LOCAL_HEADER.pack(0x04034B50, 45, _FLAG_UTF8, 0, dtime, ddate, 0, _ZIP64_LIMIT, _ZIP64_LIMIT, len(encoded), 20)
+        self.fp.write(header + encoded + struct.pack("<HHQQ", 0x0001, 16, 0, 0))
+        return offset, len(header) + len(encoded) + 20, when
+
+    def end_member(self, member, record):
+        size = record["stored_size"]
+        end = self.fp.tell()
+        name_len = len(member.name.encode("utf-8"))
+        self.fp.seek(member.offset + 14)
+        self.fp.write(struct.pack("<I", record["crc32"]))
+        self.fp.seek(member.offset + 30 + name_len + 4)
+        self.fp.write(struct.pack("<QQ", size, size))
+        self.fp.seek(end)
+        self.fp.flush()
+        os.fsync(self.fp.fileno())
+        entry = dict(record)
+        entry["zip"] = {"offset": member.offset, "end": end, "time": member._when}
+        with open(self.journal_path, "a") as journal:
+            journal.write(json.dumps(entry, sort_keys=True) + "\n")
+            journal.flush()
+            os.fsync(journal.fileno())
+        self.entries.append(entry)
+        self._names.add(member.name)
+
+    def discard_member(self, offset):
+        self.fp.truncate(offset)
+        self.fp.seek(offset)
+
+    def add_member(self, name, component, media_type, compression, recipients, threads=0, extra=None):
+        return MemberWriter(self, name, component, media_type, compression, recipients, threads, extra)
+
+    def add_bytes(self, name, component, media_type, data, compression="none", recipients=None):
+        with self.add_member(name, component, media_type, compression, recipients) as member:
+            member.write(data)
+        return member.record
+
+    def finish(self):
+        """Write the central directory; the file is then a complete zip."""
+        start = self.fp.tell()
+        central = bytearray()
+        for entry in self.entries:
+            central += _central_record(entry)
+        self.fp.write(central)
+        _write_end_records(self.fp, len(self.entries), start, len(central))
+        self.fp.flush()
+        os.fsync(self.fp.fileno())
+
+    def close(self):
+        if self.fp:
+            fcntl.flock(self.fp.fileno(), fcntl.LOCK_UN)
+            self.fp.close()
+            self.fp = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def read_journal(path):
+    entries = []
+    if not os.path.exists(path):
+        return entries
+    with open(path) as journal:
+        for line in journal:
+            if not line.endswith("\n"):
+                break  # torn last line: that member never completed
+            entries.append(json.loads(line))
+    return entries
+
+
+def _central_record(entry):
+    name = entry["name"].encode("utf-8")
+    size = entry["stored_size"]
+    offset = entry["zip"]["offset"]
+    extra = b""
+    size32 = size
+    offset32 = offset
+    if size >= _ZIP64_LIMIT:
+        extra += struct.pack("<QQ", size, size)
+        size32 = _ZIP64_LIMIT
+    if offset >= _ZIP64_LIMIT:
+        extra += struct.pack("<Q", offset)
+        offset32 = _ZIP64_LIMIT
+    if extra:
+        extra = struct.pack("<HH", 0x0001, len(extra)) + extra
+    dtime, ddate = _dos_time(entry["zip"]["time"])
+    header = _CENTRAL_HEADER.pack(
+        0x02014B50, (3 << 8) | 45, 45, _FLAG_UTF8, 0, dtime, ddate, entry["crc32"], size32, size32, len(name), len(extra), 0, 0, 0, (0o100640 << 16), offset32
+    )
+    return header + name + extra
+
+
+def _write_end_records(fp, count, cd_offset, cd_size):
+    if count >= 0xFFFF or cd_offset >= _ZIP64_LIMIT or cd_size >= _ZIP64_LIMIT:
+        zip64_offset = fp.tell()
+        fp.write(struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, (3 << 8) | 45, 45, 0, 0, count, count, cd_size, cd_offset))
+        fp.write(struct.pack("<IIQI", 0x07064B50, 0, zip64_offset, 1))
+        fp.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 0xFFFF, 0xFFFF, _ZIP64_LIMIT, _ZIP64_LIMIT, 0))
+    else:
+        fp.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count, count, cd_size, cd_offset, 0))
+
+
+# ---- reading -----------------------------------------------------------------------
+
+
+def load_identities(passphrase=None, identity=None, identity_file=None):
+    """Collect X25519 identities from ``identity`` text and an ``identity_file``."""
+    keys = []
+    if identity:
+        keys += _age.parse_identities(identity)
+    if identity_file:
+        try:
+            with open(identity_file) as handle:
+                keys += _age.parse_identities(handle.read())
+        except OSError as exc:
+            raise ImageError("cannot read identity_file %s: %s" % (identity_file, exc.strerror)) from None
+    return keys
+
+
+class MemberReader:
+    """Readable plaintext of one member. Stored and plaintext SHA-256 are checked against
+    the manifest when the end is reached; any mismatch raises ImageError naming the member."""
+
+    def __init__(self, image, record):
+        self.name = record["name"]
+        self._record = record
+        self._stored = image.zip.open(self.name)
+        self._stored_sha = hashlib.sha256()
+        self._plain_sha = hashlib.sha256()
+        self._plain_size = 0
+        self._buffer = b""
+        self._pos = 0
+        self._eof = False
+        self._decompressor = _Decompressor(record["compression"])
+        source = _HashingReader(self._stored, self._stored_sha)
+        if record["encryption"] == "age":
+            try:
+                self._decrypted = _age.AgeReader(source, identities=image.identities())
+            except _age.AgeError as exc:
+                raise ImageError("member %s: %s" % (self.name, exc)) from None
+        else:
+            self._decrypted = source
+
+    def _fill(self):
+        try:
+            chunk = self._decrypted.read(COPY_BUFFER)
+        except _age.AgeError as exc:
+            raise ImageError("member %s: %s" % (self.name, exc)) from None
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise ImageError("member %s: %s" % (self.name, exc)) from None
+        if chunk:
+            try:
+                return self._decompressor.decompress(chunk)
+            except ImageError as exc:
+                raise ImageError("member %s: %s" % (self.name, exc)) from None
+        self._finish()
+        return b""
+
+    def _finish(self):
+        self._eof = True
+        try:
+            self._decompressor.finish()
+        except ImageError as exc:
+            raise ImageError("member %s: %s" % (self.name, exc)) from None
+        if self._stored_sha.hexdigest() != self._record["stored_sha256"]:
+            raise ImageError("member %s: SHA-256 of the stored bytes does not match the manifest" % self.name)
+        if self._plain_size != self._record["plaintext_size"] or self._plain_sha.hexdigest() != self._record["plaintext_sha256"]:
+            raise ImageError("member %s: the decrypted content does not match the manifest (size or SHA-256)" % self.name)
+
+    def read(self, size=-1):
+        if size is None or size < 0:
+            parts = [self._buffer[self._pos :]]
+            self._buffer, self._pos = b"", 0
+            while not self._eof:
+                parts.append(self._account(self._fill()))
+            return b"".join(parts)
+        # Serve from the buffer by offset: small reads (tarfile asks for 10 KiB at a time)
+        # must not copy the rest of a megabyte buffer each time.
+        while len(self._buffer) - self._pos < size and not self._eof:
+            rest = self._buffer[self._pos :]
+            self._buffer, self._pos = rest + self._account(self._fill()), 0
+        out = self._buffer[self._pos : self._pos + size]
+        self._pos += len(out)
+        return out
+
+    def _account(self, data):
+        if data:
+            self._plain_sha.update(data)
+            self._plain_size += len(data)
+        return data
+
+    def readable(self):
+        return True
+
+    def close(self):
+        self._stored.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+class _HashingReader:
+    def __init__(self, source, sha):
+        self._source = source
+        self._sha = sha
+
+    def read(self, size=-1):
+        data = self._source.read(size)
+        self._sha.update(data)
+        return data
+
+
+class Image:
+    """A published (or sealed) image, opened for reading."""
+
+    def __init__(self, path, passphrase=None, identities=None):
+        self.path = path
+        self._passphrase = passphrase
+        self._identities = list(identities or [])
+        self._identity_unlocked = False
+        try:
+            self.zip = zipfile.ZipFile(path)
+        except FileNotFoundError:
+            raise ImageError("image %s does not exist" % path) from None
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise ImageError("%s is not a readable image (zip): %s" % (path, exc)) from None
+        try:
+            raw = self.zip.read(MANIFEST_NAME)
+        except KeyError:
+            raise ImageError("%s has no %s: not a lifeboat image, or an unfinished one" % (path, MANIFEST_NAME)) from None
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise ImageError("%s: %s is unreadable: %s" % (path, MANIFEST_NAME, exc)) from None
+        try:
+            self.manifest = json.loads(raw)
+        except ValueError as exc:
+            raise ImageError("%s: %s is not valid JSON: %s" % (path, MANIFEST_NAME, exc)) from None
+        if self.manifest.get("format") != FORMAT_NAME:
+            raise ImageError("%s is not a lifeboat image (manifest format %r)" % (path, self.manifest.get("format")))
+        if self.manifest.get("format_version", 0) > FORMAT_VERSION:
+            raise ImageError(
+                "%s uses image format version %s; this collection reads up to version %d: upgrade lifeboat.backup"
+                % (path, self.manifest.get("format_version"), FORMAT_VERSION)
+            )
+        self.members = {m["name"]: m for m in self.manifest.get("members", [])}
+
+    def identities(self):
+        """X25519 identities able to read the members, unlocking the image identity with the passphrase."""
+        if not self._identity_unlocked:
+            self._identity_unlocked = True
+            stored = self.manifest.get("encryption", {}).get("identity_member")
+            if stored and self._passphrase is not None:
+                try:
+                    with self.zip.open(stored) as handle:
+                        text = _age.AgeReader(handle, passphrase=self._passphrase).read().decode("ascii")
+                except _age.AgeError as exc:
+                    raise ImageError("%s: %s" % (stored, exc)) from None
+                self._identities += _age.parse_identities(text)
+            elif self._passphrase is not None and not stored and not self._identities:
+                raise ImageError("this image is not passphrase-protected (it was encrypted to recipients); give identity or identity_file")
+        if not self._identities:
+            raise ImageError("the image is encrypted: give passphrase, identity or identity_file")
+        return self._identities
+
+    def component_members(self, component):
+        return [m for m in self.manifest.get("members", []) if m.get("component") == component]
+
+    def open_member(self, name):
+        if name not in self.members:
+            raise ImageError("member %s is not in image %s" % (name, os.path.basename(self.path)))
+        return MemberReader(self, self.members[name])
+
+    def read_json_member(self, name):
+        with self.open_member(name) as member:
+            data = member.read()
+        return json.loads(data)
+
+    def close(self):
+        self.zip.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+# ---- verification ------------------------------------------------------------------------
+
+
+class _Discard:
+    def write(self, data):
+        return len(data)
+
+
+def _verify_stored(image, record):
+    """Sizes, CRC-32 and SHA-256 of the stored bytes; for age members, a well-formed header."""
+    info = image.zip.getinfo(record["name"])
+    if info.file_size != record["stored_size"]:
+        raise ImageError("stored size %d differs from the manifest's %d" % (info.file_size, record["stored_size"]))
+    sha = hashlib.sha256()
+    with image.zip.open(record["name"]) as stored:
+        source = _HashingReader(stored, sha)
+        if record["encryption"] == "age":
+            try:
+                _age._parse_header(source)
+            except _age.AgeError as exc:
+                raise ImageError(str(exc)) from None
+        while source.read(COPY_BUFFER):
+            pass
+    if sha.hexdigest() != record["stored_sha256"]:
+        raise ImageError("SHA-256 of the stored bytes does not match the manifest")
+
+
+def _verify_decrypt(image, record):
+    """Authenticate every age chunk (header MAC and each chunk's tag); SHA-256 of the stored bytes."""
+    sha = hashlib.sha256()
+    with image.zip.open(record["name"]) as stored:
+        source = _HashingReader(stored, sha)
+        try:
+            reader = _age.AgeReader(source, identities=image.identities())
+            while reader.read(COPY_BUFFER):
+                pass
+        except _age.AgeError as exc:
+            raise ImageError(str(exc)) from None
+    if sha.hexdigest() != record["stored_sha256"]:
+        raise ImageError("SHA-256 of the stored bytes does not match the manifest")
+
+
+def _verify_full(image, record):
+    with image.open_member(record["name"]) as reader:
+        while reader.read(COPY_BUFFER):
+            pass
+
+
+def verify_image(image, level, names=None):
+    """Check the members of an open Image. ``level``: 'checksum' (no key needed),
+    'authenticate' (decrypt every chunk) or 'full' (also decompress and compare the
+    plaintext SHA-256). Returns (results, first_error); results is one dict per member."""
+    results = []
+    first_error = None
+    listed = {m["name"] for m in image.manifest.get("members", [])}
+    for name in image.zip.namelist():
+        if name != MANIFEST_NAME and name not in listed:
+            error = "member %s is in the zip but not in the manifest" % name
+            results.append({"name": name, "ok": False, "error": error, "level": "checksum"})
+            first_error = first_error or {"member": name, "error": error}
+    for record in image.manifest.get("members", []):
+        if names and record["name"] not in names:
+            continue
+        outcome = {"name": record["name"], "component": record.get("component"), "ok": True, "error": None, "level": level}
+        try:
+            if record["name"] not in image.zip.NameToInfo:
+                raise ImageError("listed in the manifest but missing from the zip")
+            member_level = level if record["encryption"] == "age" or level != "authenticate" else "checksum"
+            if member_level == "checksum":
+                _verify_stored(image, record)
+            elif member_level == "authenticate":
+                _verify_decrypt(image, record)
+            else:
+                _verify_full(image, record)
+        except (ImageError, zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
+            text = str(exc)
+            prefix = "member %s: " % record["name"]
+            text = text[len(prefix) :] if text.startswith(prefix) else text
+            if "Bad CRC-32" in text:
+                text = "CRC-32 of the stored bytes does not match: the member is corrupt"
+            outcome.update(ok=False, error=text)
+            if first_error is None:
+                first_error = {"member": record["name"], "error": text}
+        results.append(outcome)
+    return results, first_error

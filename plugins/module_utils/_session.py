@@ -1,0 +1,789 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, lifeboat.backup contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE module_utils of lifeboat.backup: not a public API, may change without notice.
+"""A backup session on one node: lock, work area, component records, seal, status, audit.
+
+Layout (docs/image-format.md, "Work area and node state"):
+
+    <state_dir>/lock          flock held by the session's keeper process; JSON holder info
+    <state_dir>/status.json   current state, last success, last failure
+    <state_dir>/audit.jsonl   one line per attempt
+    <destination>/.lifeboat-work/<image stem>/
+        session.json  journal.jsonl  image.partial  heartbeat  components/*.json  scratch/
+
+A session spans several module runs, and no process of ours lives between them, so
+``state=started`` leaves a small *keeper* process holding the lock. It exits when the
+session is sealed or aborted, or when no module of the session has touched the
+heartbeat for ``lease`` seconds (the controller died). Once the keeper is gone the lock
+is free, and the next start finds the dead session's record, cleans its work area and
+writes its audit line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+import uuid
+
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image
+
+COLLECTION_VERSION = "0.1.0"
+WORK_ROOT = ".lifeboat-work"
+DEFAULT_LEASE = 3600
+MIN_PASSPHRASE = 8
+
+
+class SessionError(Exception):
+    """A session-level problem; the message says what and what to do."""
+
+
+def utc_now():
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def iso(ts):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else None
+
+
+def write_json_atomic(path, data, mode=0o600):
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.rename(tmp, path)
+
+
+def read_json(path, default=None):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return default
+    except ValueError:
+        return default
+
+
+def append_line(path, record):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a") as handle:
+        handle.write(json.dumps(record, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def pid_alive(pid):
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def free_bytes(path):
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
+
+
+# ---- node state: status and audit ---------------------------------------------------------
+
+
+class NodeState:
+    def __init__(self, state_dir):
+        self.dir = state_dir
+        self.lock_path = os.path.join(state_dir, "lock")
+        self.status_path = os.path.join(state_dir, "status.json")
+        self.audit_path = os.path.join(state_dir, "audit.jsonl")
+
+    def ensure(self):
+        try:
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise SessionError("cannot create state_dir %s: %s" % (self.dir, exc.strerror)) from None
+
+    def status(self):
+        return read_json(self.status_path, {}) or {}
+
+    def update_status(self, **changes):
+        status = self.status()
+        status.update(changes)
+        write_json_atomic(self.status_path, status)
+        return status
+
+    def audit(self, record):
+        append_line(self.audit_path, record)
+
+    def holder(self):
+        """The lock holder's record if a live process holds the lock, else None."""
+        if not os.path.exists(self.lock_path):
+            return None
+        fd = os.open(self.lock_path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return read_json(self.lock_path, {}) or {"pid": None}
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
+    def history(self, limit=None):
+        records = []
+        try:
+            with open(self.audit_path) as handle:
+                for line in handle:
+                    if line.endswith("\n"):
+                        try:
+                            records.append(json.loads(line))
+                        except ValueError:
+                            continue
+        except FileNotFoundError:
+            pass
+        return records[-limit:] if limit else records
+
+
+# ---- the keeper -------------------------------------------------------------------------
+
+
+def _keeper_loop(lock_fd, work_dir, lease, poll):
+    heartbeat = os.path.join(work_dir, "heartbeat")
+    done = os.path.join(work_dir, "done")
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    while True:
+        time.sleep(poll)
+        if not os.path.isdir(work_dir) or os.path.exists(done):
+            os._exit(0)
+        try:
+            age = time.time() - os.stat(heartbeat).st_mtime
+        except OSError:
+            os._exit(0)
+        if age > lease:
+            os._exit(0)  # the controller is gone; the next start cleans up
+
+
+def spawn_keeper(lock_fd, work_dir, lease, poll=1.0):
+    """Fork a detached process that keeps ``lock_fd`` (and so the flock) open. Returns its pid."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the detached process
+        try:
+            os.close(read_end)
+            os.setsid()
+            if os.fork():
+                os._exit(0)
+            os.chdir("/")
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            os.write(write_end, str(os.getpid()).encode())
+            os.close(write_end)
+            keep = sorted({lock_fd, 0, 1, 2})
+            low = 3
+            for fd in keep[3:] if len(keep) > 3 else []:
+                os.closerange(low, fd)
+                low = fd + 1
+            os.closerange(low, 65536)
+            _keeper_loop(lock_fd, work_dir, lease, poll)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(child, 0)
+    with os.fdopen(read_end) as pipe:
+        return int(pipe.read() or 0)
+
+
+def stop_keeper(pid, timeout=10):
+    if not pid or pid == os.getpid():
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        return
+    deadline = time.time() + timeout
+    while time.time() < deadline and pid_alive(pid):
+        # Reap it if it happens to be our child (tests run modules in-process).
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.05)
+
+
+# ---- starting ---------------------------------------------------------------------------
+
+
+def validate_encryption(encryption, passphrase, recipients):
+    """Raise SessionError naming the option when the encryption settings cannot work."""
+    if encryption == "none":
+        if passphrase or recipients:
+            raise SessionError("encryption=none but passphrase or recipients were given; drop them or use encryption=age")
+        return
+    if not passphrase and not recipients:
+        raise SessionError(
+            "encryption=age needs a passphrase (at least %d characters) or recipients (age1... public keys); "
+            "to write an unencrypted image set encryption=none explicitly" % MIN_PASSPHRASE
+        )
+    if passphrase is not None and len(passphrase) < MIN_PASSPHRASE:
+        raise SessionError("passphrase is too short: it must be at least %d characters" % MIN_PASSPHRASE)
+    for recipient in recipients or []:
+        try:
+            _age.parse_recipient(recipient)
+        except _age.AgeError as exc:
+            raise SessionError("recipients: %s" % exc) from None
+
+
+def encryption_plan(encryption, passphrase, recipients, work_factor):
+    """Validate encryption options; return (recipients for members, identity member bytes)."""
+    validate_encryption(encryption, passphrase, recipients)
+    if encryption == "none":
+        return [], None
+    member_recipients = list(recipients or [])
+    identity_blob = None
+    if passphrase:
+        # One X25519 identity per image, itself encrypted to the passphrase (one scrypt
+        # per image instead of one per member); stock `age -d` unlocks it by hand.
+        identity, image_recipient = _age.generate_identity()
+        member_recipients.insert(0, image_recipient)
+        sink = _BytesSink()
+        writer = _age.AgeWriter(sink, passphrase=passphrase, work_factor=work_factor)
+        writer.write(("# lifeboat.backup image identity; unlock with the backup passphrase\n%s\n" % identity).encode("ascii"))
+        writer.close()
+        identity_blob = bytes(sink.data)
+    return member_recipients, identity_blob
+
+
+class _BytesSink:
+    def __init__(self):
+        self.data = bytearray()
+
+    def write(self, chunk):
+        self.data += chunk
+        return len(chunk)
+
+
+def _take_lock(state):
+    fd = os.open(state.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        holder = read_json(state.lock_path, {}) or {}
+        raise SessionError(
+            "another backup is in progress on this node: backup_id %s (image %s), started %s, lock kept by pid %s; "
+            "wait for it to finish, or end it with state=aborted"
+            % (holder.get("backup_id"), holder.get("image"), holder.get("started"), holder.get("keeper_pid"))
+        ) from None
+    return fd
+
+
+def _clean_stale(state, notes):
+    """The lock was free: if the status says a session was in progress, its owner died."""
+    status = state.status()
+    current = status.get("current")
+    if status.get("state") != "in_progress" or not current:
+        return None
+    work_dir = current.get("work_dir")
+    if work_dir and os.path.isdir(work_dir):
+        shutil.rmtree(work_dir, ignore_errors=True)
+    reason = "abandoned: the session's keeper (pid %s) is gone without sealing or aborting (controller killed or lease expired)" % current.get("keeper_pid")
+    record = {
+        "backup_id": current.get("backup_id"),
+        "node": current.get("node"),
+        "image": None,
+        "started": current.get("started"),
+        "ended": utc_now(),
+        "verdict": "failed",
+        "reason": reason,
+        "components": {},
+    }
+    state.audit(record)
+    state.update_status(
+        state="idle",
+        current=None,
+        last_failure={"time": record["ended"], "backup_id": record["backup_id"], "reason": reason},
+        last_result=record,
+    )
+    notes.append("took over a stale lock: %s (backup_id %s); its work area was removed" % (reason, record["backup_id"]))
+    return record
+
+
+def start(params):
+    """Create the work area and take the node lock. ``params``: the module's options."""
+    destination = params["destination"]
+    if not os.path.isdir(destination):
+        raise SessionError("destination %s does not exist or is not a directory; create it (mode 0700) or fix the path" % destination)
+    if not os.access(destination, os.W_OK | os.X_OK):
+        raise SessionError("destination %s is not writable by uid %d" % (destination, os.getuid()))
+    state = NodeState(params["state_dir"])
+    state.ensure()
+    recipients, identity_blob = encryption_plan(params["encryption"], params.get("passphrase"), params.get("recipients"), params["work_factor"])
+    compression = _image.resolve_compression(params["compression"])
+    notes = []
+    lock_fd = _take_lock(state)
+    try:
+        stale = _clean_stale(state, notes)
+        _remove_orphan_work_areas(destination, params["node"], params["state_dir"], notes)
+        now = time.time()
+        name = _image.image_name(params["node"], now, params.get("prefix") or "")
+        while os.path.exists(os.path.join(destination, name)):
+            time.sleep(1.0)  # same node, same second: names never collide
+            now = time.time()
+            name = _image.image_name(params["node"], now, params.get("prefix") or "")
+        work_dir = os.path.join(destination, WORK_ROOT, name[: -len(".zip")])
+        os.makedirs(os.path.join(work_dir, "components"), mode=0o700)
+        os.makedirs(os.path.join(work_dir, "scratch"), mode=0o700)
+        os.chmod(os.path.join(destination, WORK_ROOT), 0o700)
+        backup_id = params.get("backup_id") or "%s-%s" % (time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)), uuid.uuid4().hex[:8])
+        session = {
+            "backup_id": backup_id,
+            "node": params["node"],
+            "image": name,
+            "destination": destination,
+            "work_dir": work_dir,
+            "state_dir": params["state_dir"],
+            "started": iso(now),
+            "compression": compression,
+            "encryption": {
+                "scheme": params["encryption"],
+                "recipients": recipients,
+                "passphrase": bool(params.get("passphrase")),
+                "identity_member": _image.IDENTITY_MEMBER if identity_blob else None,
+            },
+            "halt": params["halt"],
+            "selection": params.get("selection") or "standard",
+            "components": params.get("components") or [],
+            "platform": params.get("platform") or {},
+            "lease": params["lease"],
+            "controller": params.get("controller") or {},
+        }
+        write_json_atomic(os.path.join(work_dir, "session.json"), session)
+        with open(os.path.join(work_dir, "heartbeat"), "w"):
+            pass
+        if identity_blob:
+            with _image.ImageAppender(work_dir) as appender:
+                appender.add_bytes(_image.IDENTITY_MEMBER, "lifeboat", "application/age", identity_blob)
+        keeper = spawn_keeper(lock_fd, work_dir, params["lease"])
+        holder = {"keeper_pid": keeper, "backup_id": backup_id, "image": name, "started": session["started"], "work_dir": work_dir, "node": params["node"]}
+        os.ftruncate(lock_fd, 0)
+        os.pwrite(lock_fd, json.dumps(holder).encode(), 0)
+        session["keeper_pid"] = keeper
+        write_json_atomic(os.path.join(work_dir, "session.json"), session)
+        state.update_status(state="in_progress", current=dict(holder, work_dir=work_dir))
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    os.close(lock_fd)  # the keeper holds its own copy of the locked descriptor
+    return session, notes, stale
+
+
+def _remove_orphan_work_areas(destination, node, state_dir, notes):
+    """Work areas of this node left by a dead session that never reached the status file.
+
+    Called with the node lock held, so no live session of this node can own one.
+    """
+    root = os.path.join(destination, WORK_ROOT)
+    if not os.path.isdir(root):
+        return
+    for entry in os.listdir(root):
+        path = os.path.join(root, entry)
+        owner = read_json(os.path.join(path, "session.json"))
+        if owner is not None:
+            mine = owner.get("node") == node and owner.get("state_dir") == state_dir
+        else:
+            # Killed before session.json existed: recognise it by name (stamp-node).
+            mine = _STEM.match(entry) is not None and _STEM.match(entry).group("node") == _image.safe_name(node, "node")
+        if mine and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+            notes.append("removed the work area %s left by an interrupted session" % path)
+
+
+_STEM = re.compile(r"^(?:.*-)?\d{8}T\d{6}Z-(?P<node>.+)$")
+
+
+# ---- a running session, as seen by component modules ------------------------------------------
+
+
+class Session:
+    """An open session, loaded from its work area by a component module."""
+
+    def __init__(self, work_dir):
+        self.work_dir = work_dir
+        self.path = os.path.join(work_dir, "session.json")
+        data = read_json(self.path)
+        if data is None:
+            raise SessionError(
+                "session %s does not exist (never started, already sealed or aborted); start one with lifeboat.backup.backup_session state=started" % work_dir
+            )
+        if os.path.exists(os.path.join(work_dir, "done")):
+            raise SessionError("session %s is already sealed or aborted" % work_dir)
+        self.data = data
+        self.touch()
+
+    @property
+    def recipients(self):
+        return self.data["encryption"]["recipients"]
+
+    @property
+    def compression(self):
+        return self.data["compression"]
+
+    @property
+    def halt(self):
+        return bool(self.data.get("halt"))
+
+    @property
+    def scratch(self):
+        return os.path.join(self.work_dir, "scratch")
+
+    def touch(self):
+        try:
+            os.utime(os.path.join(self.work_dir, "heartbeat"))
+        except OSError:
+            pass
+
+    @contextlib.contextmanager
+    def heartbeat(self, interval=30):
+        """Keep the lease alive while a long step runs."""
+        stop = threading.Event()
+
+        def beat():
+            while not stop.wait(interval):
+                self.touch()
+
+        thread = threading.Thread(target=beat, name="lifeboat-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            self.touch()
+
+    def member_name(self, component, name):
+        return _image.member_name(component, name, self.compression, bool(self.recipients))
+
+    def component(self, name, kind):
+        return Component(self, name, kind)
+
+
+class Component:
+    """Records one component's progress and verdict in ``components/<name>.json``.
+
+    Written as "running" at once, so a module killed mid-way leaves a record that
+    the seal turns into a failure.
+    """
+
+    def __init__(self, session, name, kind):
+        self.session = session
+        self.name = _image.safe_name(name)
+        self.kind = kind
+        self.path = os.path.join(session.work_dir, "components", self.name + ".json")
+        existing = read_json(self.path)
+        if existing and existing.get("status") in ("success", "running"):
+            raise SessionError("component %s was already captured in this session; give it another name" % self.name)
+        self.record = {
+            "name": self.name,
+            "kind": kind,
+            "status": "running",
+            "started": utc_now(),
+            "finished": None,
+            "members": [],
+            "markers": {},
+            "details": {},
+            "warnings": [],
+            "error": None,
+            "pid": os.getpid(),
+        }
+        self._save()
+
+    def _save(self):
+        write_json_atomic(self.path, self.record)
+
+    def appender(self):
+        return _image.ImageAppender(self.session.work_dir)
+
+    def member(self, appender, name, media_type, threads=0, extra=None):
+        """A MemberWriter for ``<component>/<name><.zst><.age>``."""
+        full = self.session.member_name(self.name, name)
+        return appender.add_member(full, self.name, media_type, self.session.compression, self.session.recipients, threads=threads, extra=extra)
+
+    def add_member_record(self, record):
+        self.record["members"].append(record["name"])
+
+    def marker(self, key, value):
+        self.record["markers"][key] = value
+
+    def warn(self, text):
+        self.record["warnings"].append(text)
+
+    def succeed(self, details=None):
+        self.record["details"].update(details or {})
+        self.record["status"] = "success"
+        self.record["finished"] = utc_now()
+        self._save()
+        self.session.touch()
+
+    def fail(self, reason, details=None):
+        self.record["details"].update(details or {})
+        self.record["status"] = "failed"
+        self.record["error"] = reason
+        self.record["finished"] = utc_now()
+        self._save()
+        self.session.touch()
+
+    def skip(self, reason):
+        self.record["status"] = "skipped"
+        self.record["error"] = reason
+        self.record["finished"] = utc_now()
+        self._save()
+
+
+# ---- sealing and aborting ---------------------------------------------------------------
+
+
+def _component_records(work_dir):
+    records = {}
+    comp_dir = os.path.join(work_dir, "components")
+    for entry in sorted(os.listdir(comp_dir)):
+        if entry.endswith(".json"):
+            record = read_json(os.path.join(comp_dir, entry))
+            if record:
+                records[record["name"]] = record
+    return records
+
+
+def verdict_of(components, halt):
+    statuses = [c["status"] for c in components.values()]
+    succeeded = statuses.count("success")
+    failed = statuses.count("failed")
+    if not succeeded:
+        return "failed"
+    if failed:
+        return "failed" if halt else "partial"
+    return "success"
+
+
+def _host_facts():
+    return {
+        "hostname": socket.gethostname(),
+        "system": platform.system(),
+        "release": platform.release(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+    }
+
+
+def build_manifest(session, components, entries, sealed_at, verdict, extra=None):
+    members = []
+    for entry in entries:
+        record = {k: v for k, v in entry.items() if k != "zip"}
+        members.append(record)
+    manifest = {
+        "format": _image.FORMAT_NAME,
+        "format_version": _image.FORMAT_VERSION,
+        "image": session["image"],
+        "backup_id": session["backup_id"],
+        "node": session["node"],
+        "started": session["started"],
+        "sealed": sealed_at,
+        "verdict": verdict,
+        "halt": session["halt"],
+        "selection": session["selection"],
+        "requested": session["components"],
+        "platform": session.get("platform") or {},
+        "tool": {"name": "lifeboat.backup", "version": COLLECTION_VERSION},
+        "host": _host_facts(),
+        "compression": session["compression"],
+        "encryption": {
+            "scheme": session["encryption"]["scheme"],
+            "recipients": session["encryption"]["recipients"],
+            "passphrase": session["encryption"]["passphrase"],
+            "identity_member": session["encryption"]["identity_member"],
+        },
+        "components": {},
+        "members": members,
+        "consistency": {},
+    }
+    for name, comp in components.items():
+        manifest["components"][name] = {
+            "kind": comp["kind"],
+            "status": comp["status"],
+            "started": comp.get("started"),
+            "finished": comp.get("finished"),
+            "members": comp.get("members", []),
+            "markers": comp.get("markers", {}),
+            "details": comp.get("details", {}),
+            "warnings": comp.get("warnings", []),
+            "error": comp.get("error"),
+        }
+        if comp.get("markers"):
+            manifest["consistency"][name] = comp["markers"]
+    if extra:
+        manifest["consistency"].update(extra)
+    return manifest
+
+
+def _finish_session(session, state, record, status_changes):
+    work_dir = session["work_dir"]
+    with contextlib.suppress(OSError), open(os.path.join(work_dir, "done"), "w"):
+        pass
+    stop_keeper(session.get("keeper_pid"))
+    shutil.rmtree(work_dir, ignore_errors=True)
+    state.audit(record)
+    state.update_status(state="idle", current=None, last_result=record, **status_changes)
+
+
+def load_session_data(work_dir):
+    data = read_json(os.path.join(work_dir, "session.json"))
+    if data is None:
+        raise SessionError("session %s does not exist (never started, already sealed or aborted)" % work_dir)
+    return data
+
+
+def seal(work_dir, errors=None, consistency=None):
+    """Finish the image and publish it, or record the failure. Returns the audit record."""
+    session = load_session_data(work_dir)
+    state = NodeState(session["state_dir"])
+    components = _component_records(work_dir)
+    for comp in components.values():
+        if comp["status"] == "running":
+            alive = pid_alive(comp.get("pid")) and comp.get("pid") != os.getpid()
+            comp["status"] = "failed"
+            comp["error"] = comp.get("error") or (
+                "still running in pid %s when the session was sealed" % comp.get("pid") if alive else "interrupted: the module ended before recording a result"
+            )
+    for name, reason in (errors or {}).items():
+        key = _image.safe_name(name)
+        comp = components.get(key)
+        if comp is None or comp["status"] != "failed":
+            components[key] = dict(
+                comp or {"name": key, "kind": name, "members": [], "markers": {}, "details": {}, "warnings": []}, status="failed", error=reason
+            )
+        elif not comp.get("error"):
+            comp["error"] = reason
+    for requested in session["components"]:
+        key = _image.safe_name(requested)
+        if key not in components:
+            components[key] = {"name": key, "kind": requested, "status": "failed", "error": "no result recorded: the component did not run", "members": []}
+    verdict = verdict_of(components, session["halt"])
+    sealed_at = utc_now()
+    failures = {n: c.get("error") for n, c in components.items() if c["status"] == "failed"}
+    record = {
+        "backup_id": session["backup_id"],
+        "node": session["node"],
+        "started": session["started"],
+        "ended": sealed_at,
+        "verdict": verdict,
+        "image": None,
+        "size": None,
+        "components": {n: c["status"] for n, c in components.items()},
+        "failures": failures,
+        "reason": None,
+    }
+    if verdict == "failed":
+        if not components:
+            record["reason"] = "nothing was captured: no component ran in this session"
+        elif session["halt"] and failures:
+            record["reason"] = "halt: %s" % "; ".join("%s: %s" % kv for kv in sorted(failures.items()))
+        else:
+            record["reason"] = "every component failed: %s" % "; ".join("%s: %s" % kv for kv in sorted(failures.items()))
+        _finish_session(session, state, record, {"last_failure": {"time": sealed_at, "backup_id": session["backup_id"], "reason": record["reason"]}})
+        return record, None
+    final = os.path.join(session["destination"], session["image"])
+    try:
+        with _image.ImageAppender(work_dir) as appender:
+            manifest = build_manifest(session, components, appender.entries, sealed_at, verdict, consistency)
+            # Members referenced by failed components are dropped from the manifest's member list
+            # only if never journaled; journaled members of failed components stay, flagged by status.
+            appender.add_bytes(_image.MANIFEST_NAME, "lifeboat", "application/json", json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
+            appender.finish()
+        os.rename(os.path.join(work_dir, "image.partial"), final)
+        _fsync_dir(session["destination"])
+    except OSError as exc:
+        reason = "could not write the image in %s: %s" % (session["destination"], exc.strerror or exc)
+        if exc.errno == errno.ENOSPC:
+            reason += " (the destination is full: free space or choose another destination)"
+        record["verdict"] = "failed"
+        record["reason"] = reason
+        _finish_session(session, state, record, {"last_failure": {"time": sealed_at, "backup_id": session["backup_id"], "reason": reason}})
+        return record, None
+    record["image"] = final
+    record["size"] = os.path.getsize(final)
+    changes = {}
+    if verdict == "success":
+        changes["last_success"] = {"time": sealed_at, "backup_id": session["backup_id"], "image": final, "size": record["size"]}
+    else:
+        changes["last_partial"] = {"time": sealed_at, "backup_id": session["backup_id"], "image": final, "failures": failures}
+        changes["last_failure"] = {
+            "time": sealed_at,
+            "backup_id": session["backup_id"],
+            "reason": "partial: %s" % "; ".join("%s: %s" % kv for kv in sorted(failures.items())),
+        }
+    _finish_session(session, state, record, changes)
+    return record, manifest
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def abort(work_dir=None, state_dir=None, reason=None):
+    """End a session without publishing. By work area, or whatever runs under ``state_dir``."""
+    session = None
+    if work_dir:
+        session = read_json(os.path.join(work_dir, "session.json"))
+    if session is None and state_dir:
+        current = NodeState(state_dir).status().get("current") or {}
+        if current.get("work_dir"):
+            session = read_json(os.path.join(current["work_dir"], "session.json"))
+    if session is None:
+        return None
+    state = NodeState(session["state_dir"])
+    components = _component_records(session["work_dir"]) if os.path.isdir(os.path.join(session["work_dir"], "components")) else {}
+    ended = utc_now()
+    reason = reason or "aborted"
+    record = {
+        "backup_id": session["backup_id"],
+        "node": session["node"],
+        "started": session["started"],
+        "ended": ended,
+        "verdict": "failed",
+        "image": None,
+        "size": None,
+        "components": {n: c["status"] for n, c in components.items()},
+        "failures": {n: c.get("error") for n, c in components.items() if c["status"] == "failed"},
+        "reason": "aborted: %s" % reason,
+    }
+    _finish_session(session, state, record, {"last_failure": {"time": ended, "backup_id": session["backup_id"], "reason": record["reason"]}})
+    return record
+
+
+def format_exception():
+    return "".join(traceback.format_exception(*sys.exc_info()))

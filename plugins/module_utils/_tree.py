@@ -1,0 +1,511 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, lifeboat.backup contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE module_utils of lifeboat.backup: not a public API, may change without notice.
+"""File trees in and out of an image member: scan, stream as POSIX tar, extract safely.
+
+The tar stream is written by hand (headers from ``tarfile.TarInfo``) so that each
+file is read once, hashed once and never buffered whole. Extraction walks the target
+with ``O_NOFOLLOW`` directory descriptors: an archive entry can never make us write
+through a symlink, inside or outside the target root.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import grp
+import hashlib
+import json
+import os
+import pwd
+import stat
+import tarfile
+import zlib
+
+BLOCK = 512
+RECORD = BLOCK * 20
+READ_SIZE = 1024 * 1024
+
+
+class TreeError(Exception):
+    pass
+
+
+# ---- scanning --------------------------------------------------------------------
+
+
+class Entry:
+    __slots__ = ("path", "arcname", "st", "kind", "link", "implicit")
+
+    def __init__(self, path, st, implicit=False):
+        self.path = path
+        self.arcname = path.lstrip("/") or "."
+        self.st = st
+        self.implicit = implicit
+        mode = st.st_mode
+        if stat.S_ISREG(mode):
+            self.kind = "file"
+        elif stat.S_ISDIR(mode):
+            self.kind = "directory"
+        elif stat.S_ISLNK(mode):
+            self.kind = "symlink"
+        else:
+            self.kind = "special"
+        self.link = os.readlink(path) if self.kind == "symlink" else None
+
+
+def _excluded(path, patterns):
+    name = os.path.basename(path)
+    return any(fnmatch.fnmatchcase(path, p) or ("/" not in p and fnmatch.fnmatchcase(name, p)) for p in patterns)
+
+
+def has_magic(path):
+    return glob.has_magic(path)
+
+
+def _inside(path, root):
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def expand(paths, exclude=()):
+    """Resolve the listed paths and globs (top level only).
+
+    Returns (roots, missing, problems): roots are (path, lstat) pairs with no root inside
+    another, so walking them yields every path once without remembering what was seen.
+    """
+    found = {}
+    missing = []
+    problems = []
+    for raw in paths:
+        raw = os.path.normpath(raw)
+        if not os.path.isabs(raw):
+            raise TreeError("paths: %r is not absolute; give absolute paths (globs allowed)" % raw)
+        candidates = sorted(glob.glob(raw)) if has_magic(raw) else [raw]
+        if not candidates:
+            missing.append(raw)
+            continue
+        for path in candidates:
+            if _excluded(path, exclude):
+                continue
+            try:
+                found[path] = os.lstat(path)
+            except FileNotFoundError:
+                missing.append(path)
+            except OSError as exc:
+                problems.append({"path": path, "error": exc.strerror})
+    roots = []
+    # Component order keeps a directory's descendants right after it ('/etc/a', '/etc/a/x', '/etc/a-b').
+    for path in sorted(found, key=lambda p: p.split("/")):
+        if roots and stat.S_ISDIR(roots[-1][1].st_mode) and _inside(path, roots[-1][0]):
+            continue
+        roots.append((path, found[path]))
+    return roots, missing, problems
+
+
+def iter_entries(roots, exclude=(), one_file_system=False, problems=None):
+    """Yield Entry objects: each root's parent directories (implicit, once), the root, and
+    for directories everything below it in name order. Symlinks are entries, never followed.
+    Paths that cannot be listed or stat'ed are appended to ``problems``."""
+    problems = problems if problems is not None else []
+    emitted_parents = set()
+
+    def walk(top, top_dev):
+        try:
+            with os.scandir(top) as iterator:
+                children = sorted(iterator, key=lambda e: e.name)
+        except OSError as exc:
+            problems.append({"path": top, "error": exc.strerror})
+            return
+        for child in children:
+            path = child.path
+            if _excluded(path, exclude):
+                continue
+            try:
+                st = child.stat(follow_symlinks=False)
+            except OSError as exc:
+                problems.append({"path": path, "error": exc.strerror})
+                continue
+            yield Entry(path, st)
+            if stat.S_ISDIR(st.st_mode) and not (one_file_system and st.st_dev != top_dev):
+                yield from walk(path, top_dev)
+
+    for path, st in roots:
+        chain = []
+        parent = os.path.dirname(path)
+        while parent not in ("/", "") and parent not in emitted_parents:
+            chain.append(parent)
+            parent = os.path.dirname(parent)
+        for directory in reversed(chain):
+            emitted_parents.add(directory)
+            try:
+                yield Entry(directory, os.lstat(directory), implicit=True)
+            except OSError as exc:
+                problems.append({"path": directory, "error": exc.strerror})
+        yield Entry(path, st)
+        if stat.S_ISDIR(st.st_mode):
+            yield from walk(path, st.st_dev)
+
+
+class Totals:
+    """Counts over entries, for results and the manifest."""
+
+    def __init__(self):
+        self.file_count = 0
+        self.directory_count = 0
+        self.symlink_count = 0
+        self.total_bytes = 0
+
+    def add(self, entry):
+        if entry.kind == "file":
+            self.file_count += 1
+            self.total_bytes += entry.st.st_size
+        elif entry.kind == "directory":
+            self.directory_count += 1
+        elif entry.kind == "symlink":
+            self.symlink_count += 1
+
+    def as_dict(self):
+        return {
+            "file_count": self.file_count,
+            "directory_count": self.directory_count,
+            "symlink_count": self.symlink_count,
+            "total_bytes": self.total_bytes,
+        }
+
+
+class IndexBuffer:
+    """The per-file index as JSON lines, kept zlib-compressed in memory while the tar streams.
+
+    A plaintext index must not touch the disk (it holds hashes of secret files), and a list
+    of dicts would grow by about a kilobyte per file; this grows by a few dozen bytes.
+    """
+
+    def __init__(self):
+        self._compressor = zlib.compressobj(6)
+        self._parts = []
+        self.count = 0
+
+    def add(self, record):
+        self._parts.append(self._compressor.compress(json.dumps(record, sort_keys=True).encode("utf-8") + b"\n"))
+        self.count += 1
+
+    def write_to(self, out):
+        self._parts.append(self._compressor.flush())
+        decompressor = zlib.decompressobj()
+        for part in self._parts:
+            data = decompressor.decompress(part)
+            if data:
+                out.write(data)
+        self._parts = []
+
+
+def read_index(stream):
+    """Parse an index member (JSON lines) from a readable stream into a dict by path."""
+    index = {}
+    pending = b""
+    while True:
+        chunk = stream.read(READ_SIZE)
+        if not chunk:
+            break
+        pending += chunk
+        lines = pending.split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            if line:
+                record = json.loads(line)
+                index[record["path"]] = record
+    if pending.strip():
+        record = json.loads(pending)
+        index[record["path"]] = record
+    return index
+
+
+# ---- writing tar ---------------------------------------------------------------------
+
+
+class _Names:
+    def __init__(self):
+        self.users = {}
+        self.groups = {}
+
+    def user(self, uid):
+        if uid not in self.users:
+            try:
+                self.users[uid] = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                self.users[uid] = ""
+        return self.users[uid]
+
+    def group(self, gid):
+        if gid not in self.groups:
+            try:
+                self.groups[gid] = grp.getgrgid(gid).gr_name
+            except KeyError:
+                self.groups[gid] = ""
+        return self.groups[gid]
+
+
+def _tarinfo(entry, names, size):
+    st = entry.st
+    info = tarfile.TarInfo(entry.arcname)
+    info.mode = stat.S_IMODE(st.st_mode)
+    info.uid = st.st_uid
+    info.gid = st.st_gid
+    info.uname = names.user(st.st_uid)
+    info.gname = names.group(st.st_gid)
+    info.mtime = int(st.st_mtime)
+    if entry.kind == "directory":
+        info.type = tarfile.DIRTYPE
+    elif entry.kind == "symlink":
+        info.type = tarfile.SYMTYPE
+        info.linkname = entry.link
+    else:
+        info.type = tarfile.REGTYPE
+        info.size = size
+    return info
+
+
+def index_record(entry, names, sha256=None, size=0):
+    st = entry.st
+    record = {
+        "path": entry.path,
+        "type": entry.kind,
+        "mode": "%04o" % stat.S_IMODE(st.st_mode),
+        "uid": st.st_uid,
+        "gid": st.st_gid,
+        "user": names.user(st.st_uid),
+        "group": names.group(st.st_gid),
+        "mtime": st.st_mtime,
+    }
+    if entry.kind == "file":
+        record["size"] = size
+        record["sha256"] = sha256
+    if entry.kind == "symlink":
+        record["target"] = entry.link
+    if entry.implicit:
+        record["implicit"] = True
+    return record
+
+
+class TarWriter:
+    """Streams entries as a POSIX (pax) tar into ``out`` (anything with ``write``)."""
+
+    def __init__(self, out):
+        self.out = out
+        self.offset = 0
+        self.names = _Names()
+        self._buffer = bytearray(READ_SIZE)
+        # O_NOATIME: a backup should not touch access times; only the owner or root may ask.
+        self._flags = os.O_RDONLY | os.O_NOFOLLOW | (getattr(os, "O_NOATIME", 0) if os.geteuid() == 0 else 0)
+
+    def _emit(self, data):
+        self.out.write(data)
+        self.offset += len(data)
+
+    def add(self, entry):
+        """Write one entry. Returns (index record, warning or None). Raises OSError when a
+        file cannot be opened or read at all."""
+        if entry.kind == "special":
+            return None, "%s: special file (device, FIFO or socket) not archived" % entry.path
+        if entry.kind != "file":
+            self._emit(_tarinfo(entry, self.names, 0).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+            return index_record(entry, self.names), None
+        fd = os.open(entry.path, self._flags)
+        try:
+            st = os.fstat(fd)
+            entry.st = st  # the metadata of what we actually read
+            size = st.st_size
+            self._emit(_tarinfo(entry, self.names, size).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+            digest = hashlib.sha256()
+            remaining = size
+            view = memoryview(self._buffer)
+            while remaining > 0:
+                got = os.readv(fd, [view[: min(READ_SIZE, remaining)]])
+                if got == 0:
+                    break
+                chunk = view[:got]
+                digest.update(chunk)
+                self._emit(chunk)
+                remaining -= got
+            warning = None
+            if remaining > 0:
+                # The file shrank while we read it: pad to the size the header promised.
+                self._emit(bytes(remaining))
+                digest = None
+                warning = "%s: file shrank while being read; archived content is incomplete" % entry.path
+            elif os.read(fd, 1):
+                warning = "%s: file grew while being read; archived the first %d bytes" % (entry.path, size)
+            pad = -size % BLOCK
+            if pad:
+                self._emit(bytes(pad))
+            view.release()
+        finally:
+            os.close(fd)
+        return index_record(entry, self.names, digest.hexdigest() if digest else None, size), warning
+
+    def close(self):
+        self._emit(bytes(BLOCK * 2))
+        pad = -self.offset % RECORD
+        if pad:
+            self._emit(bytes(pad))
+
+
+# ---- extracting ----------------------------------------------------------------------
+
+
+def _split(arcname):
+    parts = [p for p in arcname.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise TreeError("unsafe path in archive: %r" % arcname)
+    return parts
+
+
+class Extractor:
+    """Writes tar entries under ``root`` without ever following a symlink on the way.
+
+    Files are written to a temporary name and renamed into place, so a reader never
+    sees half a file and an existing symlink at the target is replaced, not followed.
+    """
+
+    def __init__(self, root, same_owner=None):
+        self.root = root
+        self.same_owner = os.geteuid() == 0 if same_owner is None else same_owner
+        os.makedirs(root, exist_ok=True)
+        self.root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        self._dirs = []  # directory metadata applied last (their mtimes change as we write)
+
+    def close(self):
+        for parts, info in reversed(self._dirs):
+            try:
+                fd = self._open_dir(parts, create=False)
+            except (OSError, TreeError):
+                continue
+            try:
+                self._apply_meta(fd, info)
+            finally:
+                os.close(fd)
+        os.close(self.root_fd)
+
+    def _open_dir(self, parts, create, modes=None):
+        fd = os.dup(self.root_fd)
+        for i, part in enumerate(parts):
+            try:
+                nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    os.close(fd)
+                    raise
+                os.mkdir(part, (modes or {}).get("/".join(parts[: i + 1]), 0o755), dir_fd=fd)
+                nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (20, 40):  # ENOTDIR, ELOOP: a symlink or file where a directory should be
+                    raise TreeError("refusing to write through %s: it is a symlink or not a directory" % "/".join(parts[: i + 1])) from None
+                raise
+            os.close(fd)
+            fd = nfd
+        return fd
+
+    def _apply_meta(self, fd, info):
+        if self.same_owner:
+            uid, gid = _owner(info)
+            try:
+                os.fchown(fd, uid, gid)
+            except OSError:
+                pass
+        os.fchmod(fd, info.mode)
+        os.utime(fd, (info.mtime, info.mtime))
+
+    def extract(self, info, source, parent_modes=None):
+        """Create ``info`` from ``source`` (a readable positioned at the entry's data)."""
+        parts = _split(info.name)
+        if not parts:
+            return
+        parent = self._open_dir(parts[:-1], create=True, modes=parent_modes)
+        name = parts[-1]
+        try:
+            if info.isdir():
+                try:
+                    os.mkdir(name, 0o700, dir_fd=parent)
+                except FileExistsError:
+                    st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                    if not stat.S_ISDIR(st.st_mode):
+                        os.unlink(name, dir_fd=parent)
+                        os.mkdir(name, 0o700, dir_fd=parent)
+                self._dirs.append((parts, info))
+            elif info.issym():
+                tmp = ".%s.lifeboat-tmp" % name
+                _unlink_quiet(tmp, parent)
+                os.symlink(info.linkname, tmp, dir_fd=parent)
+                if self.same_owner:
+                    uid, gid = _owner(info)
+                    try:
+                        os.chown(tmp, uid, gid, dir_fd=parent, follow_symlinks=False)
+                    except OSError:
+                        pass
+                _replace(tmp, name, parent)
+            elif info.isreg():
+                tmp = ".%s.lifeboat-tmp" % name
+                _unlink_quiet(tmp, parent)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent)
+                try:
+                    remaining = info.size
+                    while remaining:
+                        chunk = source.read(min(READ_SIZE, remaining))
+                        if not chunk:
+                            raise TreeError("archive truncated inside %s" % info.name)
+                        os.write(fd, chunk)
+                        remaining -= len(chunk)
+                    self._apply_meta(fd, info)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                _replace(tmp, name, parent)
+            else:
+                raise TreeError("unsupported entry type in archive: %s" % info.name)
+        finally:
+            os.close(parent)
+
+
+def _replace(tmp, name, parent):
+    try:
+        os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+    except IsADirectoryError:
+        raise TreeError("cannot replace directory %s with a file" % name) from None
+
+
+def _unlink_quiet(name, dir_fd):
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+
+
+def _owner(info):
+    uid, gid = info.uid, info.gid
+    if info.uname:
+        try:
+            uid = pwd.getpwnam(info.uname).pw_uid
+        except KeyError:
+            pass
+    if info.gname:
+        try:
+            gid = grp.getgrnam(info.gname).gr_gid
+        except KeyError:
+            pass
+    return uid, gid
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        while True:
+            chunk = os.read(fd, READ_SIZE)
+            if not chunk:
+                return digest.hexdigest()
+            digest.update(chunk)
+    finally:
+        os.close(fd)

@@ -1,0 +1,362 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, lifeboat.backup contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: config_restore
+short_description: Restore configuration files from a backup image
+version_added: 0.1.0
+description:
+  - Restores files, directories and symlinks captured by M(lifeboat.backup.config_archive),
+    to their original paths or under an alternate O(root), all of them or only O(paths).
+  - Compares each entry with what is on disk first (SHA-256, type, mode, owner); only what
+    differs is written, so a second run reports no change.
+  - Each file is written to a temporary name, checked against the SHA-256 in the image's
+    file index, then renamed into place with its mode, owner and modification time.
+  - Never writes through a symlink - neither one already on disk nor one restored from the
+    archive - so an archive entry cannot reach outside O(root).
+author:
+  - lifeboat.backup contributors
+extends_documentation_fragment:
+  - lifeboat.backup._decryption
+attributes:
+  check_mode:
+    support: full
+    details: Reports which files would be created or changed and writes nothing.
+  diff_mode:
+    support: full
+    details: The diff lists the changed paths with type, mode, owner, size and SHA-256 before and after; file contents are not shown.
+options:
+  image:
+    description:
+      - Path of the image on the managed node.
+    type: path
+    required: true
+  component:
+    description:
+      - Name of the configuration component in the image.
+    type: str
+    default: config
+  root:
+    description:
+      - Directory under which the original absolute paths are recreated. C(/) restores in place.
+    type: path
+    default: /
+  paths:
+    description:
+      - Restore only these original paths. A directory selects everything below it; glob
+        patterns are allowed. Default is everything in the component.
+    type: list
+    elements: str
+    default: []
+  owner:
+    description:
+      - Restore owner and group (by name, falling back to the numeric id). Needs root.
+      - Default is true when running as root.
+    type: bool
+notes:
+  - Files present on disk but absent from the image are left alone.
+seealso:
+  - module: lifeboat.backup.config_archive
+"""
+
+EXAMPLES = r"""
+- name: Which configuration files differ from the backup? (nothing is written)
+  lifeboat.backup.config_restore:
+    image: /var/backups/lifeboat/20261122T194512Z-app1.zip
+    passphrase: "{{ vault_backup_passphrase }}"
+  check_mode: true
+  diff: true
+
+- name: Restore two directories in place
+  lifeboat.backup.config_restore:
+    image: /var/backups/lifeboat/20261122T194512Z-app1.zip
+    passphrase: "{{ vault_backup_passphrase }}"
+    paths: [/etc/nginx, /etc/myapp]
+
+- name: Unpack everything under /srv/restore for inspection
+  lifeboat.backup.config_restore:
+    image: /var/backups/lifeboat/20261122T194512Z-app1.zip
+    identity_file: /root/backup-key.txt
+    root: /srv/restore
+"""
+
+RETURN = r"""
+created:
+  description: Original paths that did not exist and were (or would be) created.
+  returned: always
+  type: list
+  elements: str
+  sample: [/etc/myapp/new.conf]
+updated:
+  description: Paths whose content or type differed and were (or would be) replaced.
+  returned: always
+  type: list
+  elements: str
+  sample: [/etc/nginx/nginx.conf]
+metadata_changed:
+  description: Paths whose content matched but mode or owner differed.
+  returned: always
+  type: list
+  elements: str
+  sample: [/etc/myapp/secret.conf]
+unchanged:
+  description: Number of selected entries already identical on disk.
+  returned: always
+  type: int
+  sample: 120
+selected:
+  description: Number of entries selected from the image.
+  returned: always
+  type: int
+  sample: 123
+root:
+  description: Restore root used.
+  returned: always
+  type: str
+  sample: /
+"""
+
+import fnmatch
+import grp
+import hashlib
+import os
+import pwd
+import stat
+import tarfile
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _tree
+
+
+def selector(paths):
+    """A predicate on original paths: exact, under a directory, or matching a glob."""
+    if not paths:
+        return lambda path: True
+    cleaned = [os.path.normpath(p) for p in paths]
+
+    def selected(path):
+        for wanted in cleaned:
+            if path == wanted or path.startswith(wanted.rstrip("/") + "/") or (_tree.has_magic(wanted) and fnmatch.fnmatchcase(path, wanted)):
+                return True
+        return False
+
+    return selected
+
+
+def target_of(root, path):
+    return os.path.join(root, path.lstrip("/")) if root != "/" else path
+
+
+def _uid(record):
+    try:
+        return pwd.getpwnam(record["user"]).pw_uid if record.get("user") else record["uid"]
+    except KeyError:
+        return record["uid"]
+
+
+def _gid(record):
+    try:
+        return grp.getgrnam(record["group"]).gr_gid if record.get("group") else record["gid"]
+    except KeyError:
+        return record["gid"]
+
+
+def describe(record):
+    parts = [record["type"], record.get("mode", "")]
+    if record["type"] == "file":
+        parts += ["size=%s" % record.get("size"), "sha256=%s" % (record.get("sha256") or "?")[:16]]
+    if record["type"] == "symlink":
+        parts.append("-> %s" % record.get("target"))
+    parts.append("%s:%s" % (record.get("user") or record.get("uid"), record.get("group") or record.get("gid")))
+    return " ".join(str(p) for p in parts)
+
+
+def current_state(target, want, with_owner):
+    """Describe what is on disk at ``target`` in the index's terms, or None."""
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return None
+    kind = "file" if stat.S_ISREG(st.st_mode) else "directory" if stat.S_ISDIR(st.st_mode) else "symlink" if stat.S_ISLNK(st.st_mode) else "special"
+    record = {"type": kind, "mode": "%04o" % stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}
+    try:
+        record["user"] = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        record["user"] = ""
+    try:
+        record["group"] = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        record["group"] = ""
+    if kind == "file":
+        record["size"] = st.st_size
+        record["sha256"] = _tree.file_sha256(target) if want.get("type") == "file" and st.st_size == want.get("size") else None
+    if kind == "symlink":
+        record["target"] = os.readlink(target)
+    return record
+
+
+def compare(want, have, with_owner):
+    """'create', 'update', 'metadata' or None (identical)."""
+    if have is None:
+        return "create"
+    if want["type"] != have["type"]:
+        return "update"
+    if want["type"] == "file" and (want.get("size") != have.get("size") or want.get("sha256") != have.get("sha256")):
+        return "update"
+    if want["type"] == "symlink":
+        if want.get("target") != have.get("target"):
+            return "update"
+        return "metadata" if with_owner and (_uid(want), _gid(want)) != (have["uid"], have["gid"]) else None
+    if want.get("implicit"):
+        return None  # an existing parent directory is left as it is
+    if want.get("mode") != have.get("mode"):
+        return "metadata"
+    if with_owner and (_uid(want), _gid(want)) != (have["uid"], have["gid"]):
+        return "metadata"
+    return None
+
+
+class _HashingSource:
+    def __init__(self, source):
+        self.source = source
+        self.sha = hashlib.sha256()
+
+    def read(self, size=-1):
+        data = self.source.read(size)
+        self.sha.update(data)
+        return data
+
+
+def restore(image, data_member, plan, root, with_owner):
+    """Stream the tar once, writing the planned entries. Returns a list of failures."""
+    failures = []
+    extractor = _tree.Extractor(root, same_owner=with_owner)
+    try:
+        with image.open_member(data_member) as member:
+            with tarfile.open(fileobj=member, mode="r|", errorlevel=2) as tar:
+                for info in tar:
+                    path = "/" + info.name
+                    if path not in plan:
+                        continue
+                    record, _action = plan[path]
+                    source = _HashingSource(tar.extractfile(info)) if info.isreg() else None
+                    try:
+                        extractor.extract(info, source)
+                    except (OSError, _tree.TreeError) as exc:
+                        failures.append({"path": path, "error": getattr(exc, "strerror", None) or str(exc)})
+                        continue
+                    if source is not None and record.get("sha256") and source.sha.hexdigest() != record["sha256"]:
+                        failures.append({"path": path, "error": "restored content does not match the SHA-256 in the image index"})
+            # Reading to the end makes the member check its SHA-256 against the manifest.
+            member.read()
+    finally:
+        extractor.close()
+    return failures
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            image=dict(type="path", required=True),
+            component=dict(type="str", default="config"),
+            root=dict(type="path", default="/"),
+            paths=dict(type="list", elements="str", default=[]),
+            owner=dict(type="bool"),
+            passphrase=dict(type="str", no_log=True),
+            identity=dict(type="str", no_log=True),
+            identity_file=dict(type="path"),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    if not _age.HAS_CRYPTOGRAPHY:
+        module.fail_json(msg=missing_required_lib("cryptography"), exception=_age.CRYPTOGRAPHY_IMPORT_ERROR)
+    root = os.path.abspath(params["root"])
+    with_owner = os.geteuid() == 0 if params["owner"] is None else params["owner"]
+    if with_owner and os.geteuid() != 0:
+        module.fail_json(msg="owner=true needs root; run with become or set owner=false")
+    try:
+        identities = _image.load_identities(identity=params["identity"], identity_file=params["identity_file"])
+        image = _image.Image(params["image"], passphrase=params["passphrase"], identities=identities)
+    except (_image.ImageError, _age.AgeError) as exc:
+        module.fail_json(msg=str(exc))
+    with image:
+        component = image.manifest.get("components", {}).get(params["component"])
+        if not component or component.get("kind") != "config":
+            available = sorted(n for n, c in image.manifest.get("components", {}).items() if c.get("kind") == "config")
+            module.fail_json(msg="image has no configuration component %r; it has: %s" % (params["component"], ", ".join(available) or "none"))
+        if component.get("status") != "success":
+            module.fail_json(msg="component %s was not captured successfully (%s): %s" % (params["component"], component.get("status"), component.get("error")))
+        details = component.get("details", {})
+        try:
+            with image.open_member(details["index_member"]) as stream:
+                index = _tree.read_index(stream)
+        except (_image.ImageError, KeyError, ValueError) as exc:
+            module.fail_json(msg="cannot read the file index of %s: %s" % (params["component"], exc))
+
+        selected = selector(params["paths"])
+        chosen = [p for p in index if selected(p)]
+        if params["paths"] and not chosen:
+            module.fail_json(msg="paths: nothing in component %s matches %s" % (params["component"], ", ".join(params["paths"])))
+        # Directories above a chosen entry are recreated when missing, never changed otherwise.
+        ancestors = set()
+        for path in chosen:
+            parent = os.path.dirname(path)
+            while parent not in ("/", "") and parent not in ancestors:
+                ancestors.add(parent)
+                parent = os.path.dirname(parent)
+        plan = {}
+        unchanged = 0
+        for path, record in index.items():
+            explicit = selected(path)
+            if not explicit and path not in ancestors:
+                continue
+            want = dict(record, implicit=record.get("implicit") or not explicit)
+            action = compare(want, current_state(target_of(root, path), want, with_owner), with_owner)
+            if action:
+                plan[path] = (want, action)
+            elif explicit:
+                unchanged += 1
+
+        created = sorted(p for p, (r, a) in plan.items() if a == "create" and not r.get("implicit"))
+        updated = sorted(p for p, (_r, a) in plan.items() if a == "update")
+        metadata = sorted(p for p, (_r, a) in plan.items() if a == "metadata")
+        result = dict(
+            changed=bool(plan),
+            created=created,
+            updated=updated,
+            metadata_changed=metadata,
+            unchanged=unchanged,
+            selected=len(chosen),
+            root=root,
+        )
+        if module._diff and plan:
+            before = []
+            after = []
+            for path in sorted(plan):
+                record, action = plan[path]
+                have = current_state(target_of(root, path), record, with_owner) if action != "create" else None
+                before.append("%s: %s" % (path, describe(have) if have else "(absent)"))
+                after.append("%s: %s" % (path, describe(record)))
+            result["diff"] = {"before_header": "on disk", "after_header": "image", "before": "\n".join(before) + "\n", "after": "\n".join(after) + "\n"}
+        if module.check_mode or not plan:
+            module.exit_json(**result)
+        try:
+            failures = restore(image, details["data_member"], plan, root, with_owner)
+        except (_image.ImageError, _age.AgeError, tarfile.TarError) as exc:
+            module.fail_json(msg="restore of %s failed while reading the image: %s" % (params["component"], exc), **result)
+    if failures:
+        module.fail_json(
+            msg="%d entries could not be restored, first: %s: %s" % (len(failures), failures[0]["path"], failures[0]["error"]), failures=failures, **result
+        )
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
