@@ -79,6 +79,20 @@ def test_search_round_trip_with_snapshot(search_server, namespace):
     assert es.server_version() == es.version
 
 
+def test_search_cleanup_removes_only_its_namespace(search_server, namespace):
+    """What the namespace fixture relies on; 8.x refuses wildcard deletes, so it must go by name."""
+    es, other = search_server, f"{namespace}x"
+    for prefix in (namespace, other):
+        es.request("PUT", f"/{prefix}-a", json={"settings": {"number_of_replicas": 0}})
+        es.request("PUT", f"/_snapshot/{prefix}-repo", json={"type": "fs", "settings": {"location": str(es.repo_dir / prefix)}})
+    es.cleanup(other)
+    assert es.request("GET", f"/{other}-a", check=False).status_code == 404
+    assert es.request("GET", f"/_snapshot/{other}-repo", check=False).status_code == 404
+    assert not (es.repo_dir / other).exists()
+    assert es.request("GET", f"/{namespace}-a").status_code == 200
+    assert es.request("GET", f"/_snapshot/{namespace}-repo").status_code == 200
+
+
 def test_engine_fixtures_share_the_session_servers(opensearch_server, elasticsearch_server, server_pool):
     assert opensearch_server.engine == "opensearch"
     assert elasticsearch_server.engine == "elasticsearch"
