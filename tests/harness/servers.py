@@ -68,7 +68,7 @@ class Server:
         self.stop()
 
     def __repr__(self):
-        state = f"pid {self.process.pid}" if self.process else "stopped"
+        state = f"pid {self.process.pid}" if self.root and self.process else "stopped"
         return f"<{type(self).__name__} {self.version} {state} {self.root}>"
 
     @property
@@ -109,10 +109,9 @@ class Server:
         if failure is not None:
             log = self.log_path or self.root / "logs"
             saved = save_logs(self.root, self.label.lower())
+            headline = failure if failure.startswith(self.name) else f"{self.name}: {failure}"
             message = (
-                f"{self.name}: {failure}\n"
-                f"  full logs: {saved or log} (server dir {self.root})\n"
-                f"  last lines of {log.name}:\n{tail(log) if log.is_file() else '(no log)'}"
+                f"{headline}\n  full logs: {saved or log} (server dir {self.root})\n  last lines of {log.name}:\n{tail(log) if log.is_file() else '(no log)'}"
             )
         remove_root(self.root)
         self.root = None
@@ -123,9 +122,6 @@ class Server:
 
     def _start(self) -> None:
         raise NotImplementedError
-
-    def _run_as(self) -> pwd.struct_passwd | None:
-        return None
 
     def _launch(self, cmd: list[str], env: dict[str, str], log_name: str) -> ServerProcess:
         self.log_path = self.logs_dir / log_name
