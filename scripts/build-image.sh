@@ -87,10 +87,9 @@ import_image() {
 
 ensure_image() {
     if [ "${rebuild}" = 1 ]; then
+        # Import over the tag; running containers keep the old image.
         rm -f "${ROOTFS}"
-        podman image rm --force "${TAG}" >/dev/null 2>&1 || true
-    fi
-    if podman image exists "${TAG}"; then
+    elif podman image exists "${TAG}"; then
         return 0
     fi
     [ -s "${ROOTFS}" ] || build_rootfs
