@@ -18,6 +18,7 @@
 #   scripts/build-image.sh            build if missing, print the tag
 #   scripts/build-image.sh --tag      print the tag only (never builds)
 #   scripts/build-image.sh --rebuild  fetch the packages again (security updates)
+# shellcheck source=scripts/common.sh
 source "$(dirname "$0")/common.sh"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-${ROOT}/extensions/molecule/containers.conf}"
 

@@ -8,8 +8,9 @@
 #
 # A loop rather than `molecule test --all`: --all stops at the first failing
 # scenario and prints no per-scenario verdict.
+# shellcheck source=scripts/common.sh
 source "$(dirname "$0")/common.sh"
-cd "${ROOT}"
+cd "${ROOT}" || exit 1
 
 export CONTAINERS_CONF="${CONTAINERS_CONF:-${ROOT}/extensions/molecule/containers.conf}"
 export ANSIBLE_COLLECTIONS_PATH="${BUILD}/collections"
