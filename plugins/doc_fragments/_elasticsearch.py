@@ -32,14 +32,14 @@ options:
   api_key:
     description:
       - Elasticsearch API key, either as C(id:api_key) or already base64-encoded (the C(encoded)
-        value the create API key API returns). Sent as C(Authorization: ApiKey ...).
+        value the create API key API returns). Sent in the C(Authorization) header as C(ApiKey ...).
       - Never logged, never returned. Mutually exclusive with O(username) and O(bearer_token).
     type: str
     version_added: 0.1.0
   bearer_token:
     description:
-      - Token sent as C(Authorization: Bearer ...) (Elasticsearch service or OAuth tokens, a
-        reverse proxy's tokens). Never logged, never returned.
+      - Token sent in the C(Authorization) header as C(Bearer ...) (Elasticsearch service or OAuth
+        tokens, a reverse proxy's tokens). Never logged, never returned.
     type: str
     version_added: 0.1.0
   ca_path:

@@ -330,8 +330,15 @@ class Client:
                 index = (self._current + offset) % len(self.hosts)
                 host = self.hosts[index]
                 try:
+                    # verify given per request: a session-level CA bundle loses to REQUESTS_CA_BUNDLE otherwise.
                     response = self.session.request(
-                        method, host + path, params=params, data=data, timeout=(self.connect_timeout, timeout or self.request_timeout), allow_redirects=False
+                        method,
+                        host + path,
+                        params=params,
+                        data=data,
+                        timeout=(self.connect_timeout, timeout or self.request_timeout),
+                        allow_redirects=False,
+                        verify=self.session.verify,
                     )
                 except requests.exceptions.SSLError as exc:
                     raise SearchError(self._tls_message(host, exc)) from None
@@ -358,7 +365,8 @@ class Client:
         tried = ", ".join(self.hosts)
         raise SearchError(
             "cannot reach %s at %s: %s (%d attempt%s over %d host%s); check hosts, that the server is running and "
-            "listening there, and firewalls" % (self.label, tried, _connection_reason(what), attempts, "s" if attempts > 1 else "", len(self.hosts), "s" if len(self.hosts) > 1 else "")
+            "listening there, and firewalls"
+            % (self.label, tried, _connection_reason(what), attempts, "s" if attempts > 1 else "", len(self.hosts), "s" if len(self.hosts) > 1 else "")
         )
 
     @staticmethod
@@ -379,13 +387,19 @@ class Client:
         where = "%s %s at %s" % (method, path, host)
         if reply.status == 401:
             if self.has_credentials:
-                message = "authentication failed at %s (HTTP 401): the server refused the credentials; check username and password (or api_key / bearer_token)" % host
+                message = (
+                    "authentication failed at %s (HTTP 401): the server refused the credentials; check username and password (or api_key / bearer_token)" % host
+                )
             else:
                 message = "%s at %s requires authentication (HTTP 401): give username and password, api_key or bearer_token" % (self.label, host)
         elif reply.status == 403:
-            message = "permission denied (HTTP 403) for %s: %s; the user needs the cluster privilege to manage snapshots (Elasticsearch: manage or create_snapshot/monitor_snapshot; OpenSearch: the snapshot management permissions) and access to the indices" % (
-                where,
-                reason or "forbidden",
+            message = (
+                "permission denied (HTTP 403) for %s: %s; the user needs the cluster privilege to manage snapshots "
+                "(Elasticsearch: manage or create_snapshot/monitor_snapshot; OpenSearch: the snapshot management permissions) and access to the indices"
+                % (
+                    where,
+                    reason or "forbidden",
+                )
             )
         elif reply.status in RETRY_STATUS:
             message = "%s: the server is busy or unavailable (HTTP %d%s) after %d attempts; try again later or raise retries" % (
@@ -402,9 +416,13 @@ class Client:
         text = str(exc)
         if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
             detail = re.search(r"certificate verify failed: ([^(\)\"']+)", text)
-            return "TLS certificate verification failed for %s%s; give the CA bundle that signed the server certificate in ca_path (validate_certs=false skips the check, for tests only)" % (
-                host,
-                " (%s)" % detail.group(1).strip() if detail else "",
+            return (
+                "TLS certificate verification failed for %s%s; give the CA bundle that signed the server certificate in ca_path "
+                "(validate_certs=false skips the check, for tests only)"
+                % (
+                    host,
+                    " (%s)" % detail.group(1).strip() if detail else "",
+                )
             )
         if "hostname" in text.lower() and "match" in text.lower():
             return "TLS: the certificate of %s is not valid for that host name; use the name the certificate was issued for in hosts" % host
@@ -433,7 +451,9 @@ class Client:
                 node = next(iter(nodes.values()))
                 product = product or nodes_reply.headers.get("X-elastic-product")
                 opensearch = not product and "cluster_manager" in (node.get("roles") or [])
-                self._server = ServerInfo("opensearch" if opensearch else "elasticsearch", node.get("version"), nodes_reply.data.get("cluster_name"), node.get("name"))
+                self._server = ServerInfo(
+                    "opensearch" if opensearch else "elasticsearch", node.get("version"), nodes_reply.data.get("cluster_name"), node.get("name")
+                )
         return self._server
 
 
@@ -607,7 +627,9 @@ def summary(raw, repository):
         "duration_in_millis": raw.get("duration_in_millis"),
         "shards": raw.get("shards") or {},
         "failures": [
-            {k: f.get(k) for k in ("index", "shard_id", "node_id", "reason", "status") if f.get(k) is not None} for f in raw.get("failures") or [] if isinstance(f, dict)
+            {k: f.get(k) for k in ("index", "shard_id", "node_id", "reason", "status") if f.get(k) is not None}
+            for f in raw.get("failures") or []
+            if isinstance(f, dict)
         ],
         "metadata": raw.get("metadata") or {},
         "version": raw.get("version"),
@@ -631,7 +653,9 @@ def get_snapshots(client, repository, names=("_all",), verbose=True):
             first = next(iter(failures.values()))
             error_type, reason = first.get("type"), first.get("reason")
         if error_type == "repository_missing_exception":
-            raise SearchError("repository %s is not registered; register it with lifeboat.backup.elasticsearch_repository" % repository, status=404, error_type=error_type)
+            raise SearchError(
+                "repository %s is not registered; register it with lifeboat.backup.elasticsearch_repository" % repository, status=404, error_type=error_type
+            )
         if reply.status == 404:
             return []
         raise SearchError("listing snapshots of %s failed: %s" % (repository, reason), error_type=error_type)
@@ -738,10 +762,7 @@ def validate_snapshot_name(name):
 
 def generated_name(backup_id=None, now=None):
     """``lifeboat-<backup id>`` within a session, else ``lifeboat-<utc time>``."""
-    if backup_id:
-        base = backup_id
-    else:
-        base = time.strftime("%Y%m%dt%H%M%Sz", time.gmtime(now if now is not None else time.time()))
+    base = backup_id or time.strftime("%Y%m%dt%H%M%Sz", time.gmtime(now if now is not None else time.time()))
     return "lifeboat-" + re.sub(r"[^a-z0-9._-]+", "-", base.lower()).strip("-")
 
 
@@ -822,8 +843,8 @@ def _expression(expr, now):
     if "{" in expr:
         if not expr.endswith("}"):
             raise ValueError("unbalanced braces in {%s}" % expr)
-        expr, _, spec = expr[:-1].partition("{")
-        fmt, _, tz = spec.partition("|")
+        expr, _brace, spec = expr[:-1].partition("{")
+        fmt, _bar, tz = spec.partition("|")
         fmt = fmt or "uuuu.MM.dd"
         if tz:
             zone = _timezone(tz)

@@ -24,8 +24,9 @@ description:
     cluster as it was.
   - O(state=absent) unregisters the repository. The snapshot files stay on disk.
 author:
-  - lifeboat.backup contributors
+  - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
+  - lifeboat.backup._attributes
   - lifeboat.backup._elasticsearch
 attributes:
   check_mode:
@@ -158,6 +159,7 @@ server:
 import posixpath
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.lifeboat.backup.plugins.module_utils import _elasticsearch as es
 
 PATH_REPO_REJECTED = "doesn't match any of the locations specified by path.repo"
@@ -279,7 +281,8 @@ def main():
             if params["type"] == "fs":
                 message += (
                     " Every node must be able to write to %s: create it, give it to the account the server runs as "
-                    "(chown %s:%s), and on several nodes use a filesystem shared by all of them." % (result.get("location"), server.service_user, server.service_user)
+                    "(chown %s:%s), and on several nodes use a filesystem shared by all of them."
+                    % (result.get("location"), server.service_user, server.service_user)
                 )
             if changed:
                 try:

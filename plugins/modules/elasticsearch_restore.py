@@ -25,14 +25,17 @@ description:
     registered read-only as O(repository), and the snapshot restored from there. This restores a
     snapshot on a cluster that never saw the original repository.
 author:
-  - lifeboat.backup contributors
+  - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
+  - lifeboat.backup._attributes
   - lifeboat.backup._elasticsearch
   - lifeboat.backup._decryption
 attributes:
   check_mode:
     support: full
-    details: Finds the snapshot, selects and renames the indices and reports which would be restored and which existing ones replaced (or refuses, as the real run would); nothing is written or unpacked.
+    details:
+      - Finds the snapshot, selects and renames the indices and reports which would be restored and
+        which existing ones replaced (or refuses, as the real run would); nothing is written or unpacked.
   diff_mode:
     support: none
 options:
@@ -83,7 +86,7 @@ options:
     default: false
   index_settings:
     description:
-      - Index settings to change on the restored indices, for example C({index.number_of_replicas: 0})
+      - Index settings to change on the restored indices, for example C(index.number_of_replicas=0)
         on a single-node cluster.
     type: dict
     default: {}
@@ -187,7 +190,9 @@ snapshot:
   type: dict
   sample: {name: nightly-2026.11.22, uuid: dEiLpf8EQWSo3JR9f2bMwA, repository: backup, state: SUCCESS}
 indices:
-  description: One entry per restored index - source name, target name, whether an existing index was replaced (and how), primary shards and, after the wait, the document count.
+  description:
+    - One entry per restored index - source name, target name, whether an existing index was replaced
+      (and how), primary shards and, after the wait, the document count.
   returned: always, once the indices are selected
   type: list
   elements: dict
@@ -227,12 +232,12 @@ server:
 import fnmatch
 import hashlib
 import os
-import posixpath
 import re
 import tarfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _tree
 from ansible_collections.lifeboat.backup.plugins.module_utils import _elasticsearch as es
 
@@ -343,7 +348,8 @@ def image_component(image, name):
     files = (component.get("details") or {}).get("repository_files")
     if not files:
         raise RestoreError(
-            "component %s holds no repository files (the snapshot was taken without include_repository_files); restore from the repository instead (leave image out)" % name
+            "component %s holds no repository files (the snapshot was taken without include_repository_files); "
+            "restore from the repository instead (leave image out)" % name
         )
     return component["details"]
 
@@ -418,11 +424,15 @@ def prepare_image_repository(module, client, server, params, result):
             current = (registered.get("settings") or {}).get("location")
             if registered.get("type") != "fs" or es.resolve_location(current or "", es.node_repo_paths(client)) != location:
                 raise RestoreError(
-                    "repository %s is already registered (type %s, location %s); give another repository name for the unpacked copy" % (params["repository"], registered.get("type"), current)
+                    "repository %s is already registered (type %s, location %s); give another repository name for the unpacked copy"
+                    % (params["repository"], registered.get("type"), current)
                 )
         reuse = os.path.isdir(location) and os.listdir(location) and es.repository_holds(location, snapshot["uuid"])
         if os.path.isdir(location) and os.listdir(location) and not reuse:
-            raise RestoreError("repository_location %s is not empty and does not hold snapshot %s; give a new or empty directory under path.repo" % (location, snapshot["name"]))
+            raise RestoreError(
+                "repository_location %s is not empty and does not hold snapshot %s; give a new or empty directory under path.repo"
+                % (location, snapshot["name"])
+            )
         result["unpacked"] = {"location": location, "file_count": files.get("file_count"), "total_bytes": files.get("total_bytes"), "reused": bool(reuse)}
         if module.check_mode:
             return snapshot["name"], details
@@ -529,7 +539,10 @@ def recovered(state):
 def unassigned_reasons(client, targets, limit=10):
     reasons = []
     for group in es.chunks(targets):
-        rows = client.get("/_cat/shards/%s" % es.path_list(group), params={"format": "json", "h": "index,shard,prirep,state,unassigned.reason,unassigned.details"}) or []
+        rows = (
+            client.get("/_cat/shards/%s" % es.path_list(group), params={"format": "json", "h": "index,shard,prirep,state,unassigned.reason,unassigned.details"})
+            or []
+        )
         for row in rows:
             if row.get("prirep") == "p" and row.get("state") != "STARTED":
                 reasons.append(
@@ -538,7 +551,9 @@ def unassigned_reasons(client, targets, limit=10):
                         row.get("index"),
                         row.get("shard"),
                         row.get("state"),
-                        " (%s%s)" % (row.get("unassigned.reason"), ": %s" % row["unassigned.details"] if row.get("unassigned.details") else "") if row.get("unassigned.reason") else "",
+                        " (%s%s)" % (row.get("unassigned.reason"), ": %s" % row["unassigned.details"] if row.get("unassigned.details") else "")
+                        if row.get("unassigned.reason")
+                        else "",
                     )
                 )
     return reasons[:limit]
@@ -638,14 +653,22 @@ def main():
     client, server = es.connect(module)
     result = dict(changed=False, server=server.as_dict())
     if params["feature_states"] is not None and not server.feature_states:
-        module.fail_json(msg="feature_states: %s %s has no feature states (Elasticsearch 7.12 and later only); leave the option out" % (server.label, server.version), **result)
+        module.fail_json(
+            msg="feature_states: %s %s has no feature states (Elasticsearch 7.12 and later only); leave the option out" % (server.label, server.version),
+            **result,
+        )
     repository = params["repository"]
     try:
         if params["image"]:
             wanted, _details = prepare_image_repository(module, client, server, params, result)
             if module.check_mode:
                 # Nothing is unpacked or registered in check mode: plan from the manifest.
-                raw = {"snapshot": wanted, "uuid": _details["snapshot"].get("uuid"), "state": _details["snapshot"].get("state"), "indices": _details["snapshot"].get("indices")}
+                raw = {
+                    "snapshot": wanted,
+                    "uuid": _details["snapshot"].get("uuid"),
+                    "state": _details["snapshot"].get("state"),
+                    "indices": _details["snapshot"].get("indices"),
+                }
             else:
                 raw = find_snapshot(client, repository, wanted)
         else:
@@ -657,7 +680,11 @@ def main():
         if snapshot["state"] != "SUCCESS" and not (snapshot["state"] == "PARTIAL" and params["partial"]):
             raise RestoreError(
                 "snapshot %s is %s, not SUCCESS; %s"
-                % (snapshot["name"], snapshot["state"], "set partial=true to restore what it holds" if snapshot["state"] == "PARTIAL" else "choose another snapshot")
+                % (
+                    snapshot["name"],
+                    snapshot["state"],
+                    "set partial=true to restore what it holds" if snapshot["state"] == "PARTIAL" else "choose another snapshot",
+                )
             )
         sources = select_indices(snapshot["indices"], params["indices"])
         mapping = targets_of(sources, params["rename_pattern"], params["rename_replacement"])
@@ -665,13 +692,16 @@ def main():
         aliases = existing_aliases(client)
         clashes = sorted(t for t in mapping.values() if t in aliases)
         if clashes:
-            raise RestoreError("target names are aliases of existing indices: %s; restore under other names (rename_pattern)" % ", ".join("%s (alias of %s)" % (c, aliases[c]) for c in clashes))
+            raise RestoreError(
+                "target names are aliases of existing indices: %s; restore under other names (rename_pattern)"
+                % ", ".join("%s (alias of %s)" % (c, aliases[c]) for c in clashes)
+            )
         existing = sorted(t for t in mapping.values() if t in present)
         result["indices"] = [{"source": s, "target": t, "replaced": params["replace_method"] if t in present else None} for s, t in sorted(mapping.items())]
         if existing and not params["replace"]:
             raise RestoreError(
-                "these indices already exist: %s; set replace=true (replace_method close or delete) to overwrite them, or restore under other names with rename_pattern and rename_replacement"
-                % ", ".join(existing)
+                "these indices already exist: %s; set replace=true (replace_method close or delete) to overwrite them, "
+                "or restore under other names with rename_pattern and rename_replacement" % ", ".join(existing)
             )
     except RestoreError as exc:
         module.fail_json(msg=str(exc), **result)

@@ -26,14 +26,17 @@ description:
     default only snapshots this collection made (they carry C(metadata.lifeboat.created_by)).
   - O(state=absent) deletes one snapshot.
 author:
-  - lifeboat.backup contributors
+  - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
+  - lifeboat.backup._attributes
   - lifeboat.backup._elasticsearch
   - lifeboat.backup._session
 attributes:
   check_mode:
     support: full
-    details: Resolves the name, checks the repository and reports what would be taken and which snapshots retention would delete (counting the new one as successful); nothing is written.
+    details:
+      - Resolves the name, checks the repository and reports what would be taken and which snapshots
+        retention would delete (counting the new one as successful); nothing is written.
   diff_mode:
     support: none
 options:
@@ -288,12 +291,12 @@ server:
   sample: {engine: opensearch, version: 2.19.6, cluster_name: production}
 """
 
-import json
 import os
 import socket
 import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _session, _tree
 from ansible_collections.lifeboat.backup.plugins.module_utils import _elasticsearch as es
 
@@ -375,11 +378,15 @@ def take_snapshot(client, server, params, name, body, result):
         if exc.error_type == "concurrent_snapshot_execution_exception":
             hint = "; another snapshot or delete is running on this repository: wait for it, or raise the server's snapshot.max_concurrent_operations"
         elif "primary shard" in (exc.reason or ""):
-            hint = "; some indices are red (primary shards unassigned): fix them, leave them out with indices, or allow a PARTIAL snapshot with partial=true (which still fails this task)"
-        raise SnapshotFailed("snapshot %s could not start: %s%s" % (name, exc.reason or exc, hint), {"snapshot": {"name": name, "repository": repository, "state": None}}) from None
+            hint = (
+                "; some indices are red (primary shards unassigned): fix them, leave them out with indices, "
+                "or allow a PARTIAL snapshot with partial=true (which still fails this task)"
+            )
+        raise SnapshotFailed(
+            "snapshot %s could not start: %s%s" % (name, exc.reason or exc, hint), {"snapshot": {"name": name, "repository": repository, "state": None}}
+        ) from None
     if not params["wait"]:
-        raw = es.get_snapshot(client, repository, name) or {"snapshot": name, "state": "IN_PROGRESS"}
-        return raw
+        return es.get_snapshot(client, repository, name) or {"snapshot": name, "state": "IN_PROGRESS"}
     samples = []
     poller = es.Poller(params["wait_timeout"])
     raw = wait_for(client, repository, name, poller, samples)
@@ -461,7 +468,9 @@ def copy_repository(component, location, uuid):
             generation, root = es.root_index(location, root_files)
             listed = [s.get("uuid") for s in (root or {}).get("snapshots") or []]
             if uuid not in listed:
-                raise _tree.TreeError("the copied repository does not list snapshot %s (root index-%s): copy it again when no other snapshot runs" % (uuid, generation))
+                raise _tree.TreeError(
+                    "the copied repository does not list snapshot %s (root index-%s): copy it again when no other snapshot runs" % (uuid, generation)
+                )
         component.add_member_record(data.record)
         with component.member(appender, "repository-index.jsonl", "application/x-ndjson") as index_member:
             index.write_to(index_member)
@@ -513,7 +522,9 @@ def apply_retention(client, server, params, result, check_mode, pretend=None):
     if delete:
         result["changed"] = True
         if not check_mode:
-            es.delete_snapshots(client, server, params["repository"], [raw["snapshot"] for raw, _r in delete], max(params["wait_timeout"], client.request_timeout))
+            es.delete_snapshots(
+                client, server, params["repository"], [raw["snapshot"] for raw, _r in delete], max(params["wait_timeout"], client.request_timeout)
+            )
 
 
 def validate(module, params):
@@ -659,7 +670,10 @@ def main():
     if existing is not None:
         result["snapshot"] = es.summary(existing, repository)
         if session:
-            fail("snapshot %s already exists in repository %s (started %s); a backup session captures a new one: give another name, or leave snapshot out to get a generated one" % (name, repository, existing.get("start_time")))
+            fail(
+                "snapshot %s already exists in repository %s (started %s); a backup session captures a new one: "
+                "give another name, or leave snapshot out to get a generated one" % (name, repository, existing.get("start_time"))
+            )
         if existing.get("state") != "SUCCESS":
             fail("snapshot %s exists in repository %s in state %s; delete it (state=absent) or use another name" % (name, repository, existing.get("state")))
         if params["retention"] is not None:

@@ -17,15 +17,11 @@ description:
     newest successful snapshot.
   - Read-only - never changes anything and never reports a change.
 author:
-  - lifeboat.backup contributors
+  - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
+  - lifeboat.backup._attributes
+  - lifeboat.backup._attributes.info_module
   - lifeboat.backup._elasticsearch
-attributes:
-  check_mode:
-    support: full
-    details: The module only reads; it runs the same in check mode.
-  diff_mode:
-    support: none
 options:
   repository:
     description:
@@ -43,8 +39,8 @@ options:
   verbose:
     description:
       - Full details. V(false) lists only name, UUID, state and indices, which is much faster on
-        repositories with many snapshots (and drops metadata, so RV(snapshots[].created_by_collection)
-        is false).
+        repositories with many snapshots (and drops metadata, so C(created_by_collection) is false and
+        O(only_collection_snapshots) finds nothing).
     type: bool
     default: true
   sizes:
@@ -136,6 +132,7 @@ server:
 import fnmatch
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.lifeboat.backup.plugins.module_utils import _elasticsearch as es
 
 
@@ -168,6 +165,8 @@ def main():
         )
     )
     params = module.params
+    if params["only_collection_snapshots"] and not params["verbose"]:
+        module.fail_json(msg="only_collection_snapshots needs verbose=true: the collection's marker is in the snapshot metadata, which verbose=false leaves out")
     es.check_libraries(module, jmespath_needed=bool(params["query"]))
     client, server = es.connect(module)
     result = dict(changed=False, server=server.as_dict(), repositories=[], snapshots=[])
@@ -195,7 +194,9 @@ def main():
     result["snapshots"] = [s for _t, _r, s in sorted(snapshots, key=lambda item: (item[0], item[1]))]
     if params["query"]:
         try:
-            result["query_result"] = es.jmespath_search(params["query"], {"server": result["server"], "repositories": result["repositories"], "snapshots": result["snapshots"]})
+            result["query_result"] = es.jmespath_search(
+                params["query"], {"server": result["server"], "repositories": result["repositories"], "snapshots": result["snapshots"]}
+            )
         except ValueError as exc:
             module.fail_json(msg=str(exc), **result)
     module.exit_json(**result)
