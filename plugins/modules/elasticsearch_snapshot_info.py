@@ -166,7 +166,7 @@ def main():
     )
     params = module.params
     if params["only_collection_snapshots"] and not params["verbose"]:
-        module.fail_json(msg="only_collection_snapshots needs verbose=true: the collection's marker is in the snapshot metadata, which verbose=false leaves out")
+        module.fail_json(msg="only_collection_snapshots needs verbose=true: the collection's marker is in the snapshot metadata, which verbose=false omits")
     es.check_libraries(module, jmespath_needed=bool(params["query"]))
     client, server = es.connect(module)
     result = dict(changed=False, server=server.as_dict(), repositories=[], snapshots=[])

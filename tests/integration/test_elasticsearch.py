@@ -71,7 +71,7 @@ def snapshot_names(es, repository):
 
 
 def register(es, repository, location, **options):
-    result = run_module("elasticsearch_repository", name=repository, location=str(location), **conn(es), **options)
+    result = run_module("elasticsearch_repository", module_args={"name": repository}, location=str(location), **conn(es), **options)
     assert result.rc == 0, result
     return result
 
@@ -114,7 +114,7 @@ def test_round_trip_snapshot_delete_restore(search_server, namespace, tmp_path):
     samples = {index: documents(es, index, sample_ids) for index in indices}
     repository, location = f"{namespace}-repo", es.repo_dir / namespace
 
-    first = run_module("elasticsearch_repository", name=repository, location=str(location), diff=True, **conn(es))
+    first = run_module("elasticsearch_repository", module_args={"name": repository}, location=str(location), diff=True, **conn(es))
     assert first.rc == 0 and first["changed"], first
     assert first["diff"] == {"before": {}, "after": {"type": "fs", "settings": {"location": str(location)}}}
     assert [n["name"] for n in first["verified_nodes"]] == ["node-1"]
@@ -313,7 +313,7 @@ def test_repository_outside_path_repo_says_what_to_add_where(elasticsearch_serve
         "on a cluster of several nodes the location must be a shared filesystem mounted at the same path on each. Then run this task again."
     )
     for check in (True, False):
-        result = run_module("elasticsearch_repository", check=check, name=repository, location=str(outside), **conn(es))
+        result = run_module("elasticsearch_repository", check=check, module_args={"name": repository}, location=str(outside), **conn(es))
         assert result.rc != 0
         assert result["msg"] == expected
     assert es.request("GET", f"/_snapshot/{repository}", check=False).status_code == 404
@@ -332,7 +332,7 @@ def test_unreachable_server_is_a_failed_component(tmp_path):
     sealed = seal(work_dir, verdict="failed")
     assert sealed["failures"] == {"elasticsearch": message}
     others = {
-        "elasticsearch_repository": {"name": "r", "location": "/x"},
+        "elasticsearch_repository": {"module_args": {"name": "r"}, "location": "/x"},
         "elasticsearch_snapshot_info": {},
         "elasticsearch_restore": {"repository": "r", "snapshot": "s"},
     }
@@ -351,9 +351,13 @@ def test_snapshot_of_a_red_index_is_a_failed_component(elasticsearch_server, nam
     register(es, repository, es.repo_dir / namespace)
     work_dir = start_session(tmp_path)
 
-    good = run_module("elasticsearch_snapshot", repository=repository, indices=[data], session=work_dir, name="search-good", snapshot="good", **conn(es))
+    good = run_module(
+        "elasticsearch_snapshot", repository=repository, indices=[data], session=work_dir, module_args={"name": "search-good"}, snapshot="good", **conn(es)
+    )
     assert good.rc == 0, good
-    refused = run_module("elasticsearch_snapshot", repository=repository, indices=[data, red], session=work_dir, name="search-red", snapshot="red", **conn(es))
+    refused = run_module(
+        "elasticsearch_snapshot", repository=repository, indices=[data, red], session=work_dir, module_args={"name": "search-red"}, snapshot="red", **conn(es)
+    )
     assert refused.rc != 0
     assert refused["msg"].startswith("snapshot red could not start: ") and red in refused["msg"]
     assert "partial=true" in refused["msg"]
@@ -363,7 +367,7 @@ def test_snapshot_of_a_red_index_is_a_failed_component(elasticsearch_server, nam
         indices=[data, red],
         partial=True,
         session=work_dir,
-        name="search-partial",
+        module_args={"name": "search-partial"},
         snapshot="partial",
         **conn(es),
     )

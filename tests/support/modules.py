@@ -39,9 +39,12 @@ def module_env(extra=None):
     return env
 
 
-def run_module(name, /, check=False, diff=False, env=None, timeout=600, python=None, prefix=(), **args):
-    """Run lifeboat.backup.<name> with ``args``; return its result (never raises on failure)."""
-    payload = dict(args)
+def run_module(name, check=False, diff=False, env=None, timeout=600, python=None, prefix=(), module_args=None, **args):
+    """Run lifeboat.backup.<name> with ``args``; return its result (never raises on failure).
+
+    Module options that clash with this function's own parameters (a module's ``name``)
+    go in ``module_args``."""
+    payload = dict(module_args or {}, **args)
     payload["_ansible_check_mode"] = check
     payload["_ansible_diff"] = diff
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
