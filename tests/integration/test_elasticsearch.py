@@ -8,100 +8,28 @@ authentication goes through a real reverse proxy in front of the real engine.
 from __future__ import annotations
 
 import base64
-import json
 import secrets
-import socket
 import time
 
 import pytest
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _image
 from tests.support.authproxy import AuthProxy, ProxyPKI
 from tests.support.modules import run_module, run_playbook
-
-PASSPHRASE = "lifeboat search passphrase"
-
-
-# ---- helpers ----------------------------------------------------------------------------------
-
-
-def conn(server):
-    return {"hosts": [server.url]}
-
-
-def bulk(es, index, docs):
-    lines = []
-    for doc_id, doc in docs:
-        lines.append(json.dumps({"index": {"_id": str(doc_id)}}))
-        lines.append(json.dumps(doc))
-    ndjson = {"Content-Type": "application/x-ndjson"}
-    answer = es.request("POST", f"/{index}/_bulk", params={"refresh": "true"}, data="\n".join(lines) + "\n", headers=ndjson).json()
-    assert not answer["errors"], answer
-
-
-def make_indices(es, namespace, spec, shards=2):
-    """Indices ``<namespace>-<name>`` with ``count`` documents each, all under one alias."""
-    alias = f"{namespace}-all"
-    for name, count in spec.items():
-        index = f"{namespace}-{name}"
-        es.request("PUT", f"/{index}", json={"settings": {"number_of_shards": shards, "number_of_replicas": 0}, "aliases": {alias: {}}})
-        bulk(es, index, [(n, {"n": n, "name": name, "text": f"{name} document {n}", "tags": [name, str(n % 7)]}) for n in range(count)])
-    return {f"{namespace}-{name}": count for name, count in spec.items()}, alias
-
-
-def make_red_index(es, index):
-    """An index whose only primary shard can never be allocated: a red index."""
-    settings = {"number_of_shards": 1, "number_of_replicas": 0, "index.routing.allocation.require._name": "no-such-node"}
-    es.request("PUT", f"/{index}", params={"wait_for_active_shards": "0"}, json={"settings": settings})
-    health = es.request("GET", f"/_cluster/health/{index}").json()
-    assert health["status"] == "red"
-
-
-def doc_counts(es, indices):
-    return {index: es.request("GET", f"/{index}/_count").json()["count"] for index in indices}
-
-
-def documents(es, index, ids):
-    return [es.request("GET", f"/{index}/_doc/{doc_id}").json()["_source"] for doc_id in ids]
-
-
-def snapshot_names(es, repository):
-    answer = es.request("GET", f"/_snapshot/{repository}/_all").json()
-    return sorted(s["snapshot"] for s in answer["snapshots"])
-
-
-def register(es, repository, location, **options):
-    result = run_module("elasticsearch_repository", module_args={"name": repository}, location=str(location), **conn(es), **options)
-    assert result.rc == 0, result
-    return result
-
-
-def start_session(tmp_path):
-    destination = tmp_path / "images"
-    destination.mkdir(exist_ok=True)
-    state_dir = str(tmp_path / "state")
-    started = run_module("backup_session", state="started", destination=str(destination), state_dir=state_dir, passphrase=PASSPHRASE, work_factor=10)
-    assert started.rc == 0, started
-    return started["session"]["work_dir"]
-
-
-def seal(work_dir, verdict="success"):
-    sealed = run_module("backup_session", state="sealed", session=work_dir)
-    assert sealed["verdict"] == verdict, sealed
-    assert (sealed.rc == 0) == (verdict != "failed"), sealed
-    return sealed
-
-
-def manifest_of(image):
-    with _image.Image(image, passphrase=PASSPHRASE) as opened:
-        return opened.manifest
-
-
-def closed_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
+from tests.support.search import (
+    PASSPHRASE,
+    bulk,
+    closed_port,
+    conn,
+    doc_counts,
+    documents,
+    make_indices,
+    make_red_index,
+    manifest_of,
+    register,
+    seal,
+    snapshot_names,
+    start_session,
+)
 
 # ---- round trip, on every engine --------------------------------------------------------------
 
@@ -114,7 +42,7 @@ def test_round_trip_snapshot_delete_restore(search_server, namespace, tmp_path):
     samples = {index: documents(es, index, sample_ids) for index in indices}
     repository, location = f"{namespace}-repo", es.repo_dir / namespace
 
-    first = run_module("elasticsearch_repository", module_args={"name": repository}, location=str(location), diff=True, **conn(es))
+    first = run_module("elasticsearch_repository", name=repository, location=str(location), diff=True, **conn(es))
     assert first.rc == 0 and first["changed"], first
     assert first["diff"] == {"before": {}, "after": {"type": "fs", "settings": {"location": str(location)}}}
     assert [n["name"] for n in first["verified_nodes"]] == ["node-1"]
@@ -313,7 +241,7 @@ def test_repository_outside_path_repo_says_what_to_add_where(elasticsearch_serve
         "on a cluster of several nodes the location must be a shared filesystem mounted at the same path on each. Then run this task again."
     )
     for check in (True, False):
-        result = run_module("elasticsearch_repository", check=check, module_args={"name": repository}, location=str(outside), **conn(es))
+        result = run_module("elasticsearch_repository", check=check, name=repository, location=str(outside), **conn(es))
         assert result.rc != 0
         assert result["msg"] == expected
     assert es.request("GET", f"/_snapshot/{repository}", check=False).status_code == 404
@@ -332,7 +260,7 @@ def test_unreachable_server_is_a_failed_component(tmp_path):
     sealed = seal(work_dir, verdict="failed")
     assert sealed["failures"] == {"elasticsearch": message}
     others = {
-        "elasticsearch_repository": {"module_args": {"name": "r"}, "location": "/x"},
+        "elasticsearch_repository": {"name": "r", "location": "/x"},
         "elasticsearch_snapshot_info": {},
         "elasticsearch_restore": {"repository": "r", "snapshot": "s"},
     }
@@ -351,13 +279,9 @@ def test_snapshot_of_a_red_index_is_a_failed_component(elasticsearch_server, nam
     register(es, repository, es.repo_dir / namespace)
     work_dir = start_session(tmp_path)
 
-    good = run_module(
-        "elasticsearch_snapshot", repository=repository, indices=[data], session=work_dir, module_args={"name": "search-good"}, snapshot="good", **conn(es)
-    )
+    good = run_module("elasticsearch_snapshot", repository=repository, indices=[data], session=work_dir, name="search-good", snapshot="good", **conn(es))
     assert good.rc == 0, good
-    refused = run_module(
-        "elasticsearch_snapshot", repository=repository, indices=[data, red], session=work_dir, module_args={"name": "search-red"}, snapshot="red", **conn(es)
-    )
+    refused = run_module("elasticsearch_snapshot", repository=repository, indices=[data, red], session=work_dir, name="search-red", snapshot="red", **conn(es))
     assert refused.rc != 0
     assert refused["msg"].startswith("snapshot red could not start: ") and red in refused["msg"]
     assert "partial=true" in refused["msg"]
@@ -367,7 +291,7 @@ def test_snapshot_of_a_red_index_is_a_failed_component(elasticsearch_server, nam
         indices=[data, red],
         partial=True,
         session=work_dir,
-        module_args={"name": "search-partial"},
+        name="search-partial",
         snapshot="partial",
         **conn(es),
     )
