@@ -42,13 +42,62 @@ from tests.support.modules import module_env, run_module, run_playbook  # noqa: 
 INDICES = 4
 SHARDS = 2
 BULK_BYTES = 8 * 2**20
-WORDS = (
-    "alert indicator malware campaign actor sighting observable domain address hash "
-    "network traffic report analyst enrichment feed source confidence severity tlp "
-    "green amber red white relation entity incident response ticket vulnerability exploit "
-    "patch vendor product version kernel service process registry file path user group "
-    "login failure success session token certificate issuer subject country region city"
-).split()
+WORDS = [
+    "alert",
+    "indicator",
+    "malware",
+    "campaign",
+    "actor",
+    "sighting",
+    "observable",
+    "domain",
+    "address",
+    "hash",
+    "network",
+    "traffic",
+    "report",
+    "analyst",
+    "enrichment",
+    "feed",
+    "source",
+    "confidence",
+    "severity",
+    "tlp",
+    "green",
+    "amber",
+    "red",
+    "white",
+    "relation",
+    "entity",
+    "incident",
+    "response",
+    "ticket",
+    "vulnerability",
+    "exploit",
+    "patch",
+    "vendor",
+    "product",
+    "version",
+    "kernel",
+    "service",
+    "process",
+    "registry",
+    "file",
+    "path",
+    "user",
+    "group",
+    "login",
+    "failure",
+    "success",
+    "session",
+    "token",
+    "certificate",
+    "issuer",
+    "subject",
+    "country",
+    "region",
+    "city",
+]
 
 PLAYBOOK_MODULES = """
 - hosts: localhost
@@ -179,7 +228,7 @@ def load(server, names, target_bytes):
             with lock:
                 written[0] += size
 
-    threads = [threading.Thread(target=writer) for _ in range(2)]
+    threads = [threading.Thread(target=writer) for _writer in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -259,7 +308,9 @@ def task_seconds(output, name):
 def run_playbook_timed(playbook, server, names, repository, work, tasks):
     out = work / "counts.json"
     variables = {"url": server.url, "repository": repository, "pattern": ",".join(names), "names": ",".join(names), "out": str(out)}
-    proc = run_playbook(playbook, work, extra_vars=variables, env={"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks", "PROFILE_TASKS_SORT_ORDER": "none"})
+    proc = run_playbook(
+        playbook, work, extra_vars=variables, env={"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks", "PROFILE_TASKS_SORT_ORDER": "none"}
+    )
     if proc.returncode != 0:
         raise SystemExit("playbook failed:\n" + proc.stdout[-3000:])
     return [task_seconds(proc.stdout, t) for t in tasks], json.loads(out.read_text())
@@ -301,9 +352,13 @@ def main():
                 elif label == "modules":
                     snapshot_s, restore_s, restored = run_modules(server, names, repository)
                 elif label == "playbook modules":
-                    (snapshot_s, restore_s), restored = run_playbook_timed(PLAYBOOK_MODULES, server, names, repository, work, ["module snapshot", "module restore"])
+                    (snapshot_s, restore_s), restored = run_playbook_timed(
+                        PLAYBOOK_MODULES, server, names, repository, work, ["module snapshot", "module restore"]
+                    )
                 else:
-                    (snapshot_s, restore_s, *count_s), restored = run_playbook_timed(PLAYBOOK_URI, server, names, repository, work, ["uri snapshot", "uri restore", "uri count"])
+                    (snapshot_s, restore_s, *count_s), restored = run_playbook_timed(
+                        PLAYBOOK_URI, server, names, repository, work, ["uri snapshot", "uri restore", "uri count"]
+                    )
                     restore_s += sum(count_s)
                 if restored != expected:
                     raise SystemExit("%s: documents after restore %s differ from before %s" % (label, restored, expected))

@@ -233,8 +233,10 @@ import fnmatch
 import hashlib
 import os
 import re
+import shutil
 import tarfile
 import time
+import zipfile
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
@@ -363,6 +365,15 @@ def existing_parent(path):
     return path
 
 
+def empty_directory(path):
+    for entry in os.listdir(path):
+        full = os.path.join(path, entry)
+        if os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full, ignore_errors=True)
+        else:
+            os.unlink(full)
+
+
 def chown_tree(root, uid, gid):
     os.lchown(root, uid, gid)
     for dirpath, dirnames, filenames in os.walk(root):
@@ -437,10 +448,22 @@ def prepare_image_repository(module, client, server, params, result):
         if module.check_mode:
             return snapshot["name"], details
         if not reuse:
+            created = not os.path.exists(location)
             try:
                 result["unpacked"] = unpack(image, files, location)
-            except (OSError, _tree.TreeError, _image.ImageError, _age.AgeError, tarfile.TarError) as exc:
-                raise RestoreError("unpacking the repository into %s failed: %s" % (location, getattr(exc, "strerror", None) or exc)) from None
+            except (OSError, _tree.TreeError, _image.ImageError, _age.AgeError, tarfile.TarError, zipfile.BadZipFile, EOFError, RestoreError) as exc:
+                # Half a repository must not be mistaken for a good one by the next run.
+                if created:
+                    shutil.rmtree(location, ignore_errors=True)
+                else:
+                    empty_directory(location)
+                reason = getattr(exc, "strerror", None) or exc
+                if isinstance(exc, zipfile.BadZipFile):
+                    reason = "the image is damaged: %s" % exc
+                raise RestoreError(
+                    "unpacking the repository into %s failed: %s; nothing was registered or restored, and the partly unpacked files were removed"
+                    % (location, reason)
+                ) from None
     if registered is None:
         client.request(
             "PUT",

@@ -8,8 +8,11 @@ authentication goes through a real reverse proxy in front of the real engine.
 from __future__ import annotations
 
 import base64
+import re
 import secrets
+import struct
 import time
+import zipfile
 
 import pytest
 
@@ -339,6 +342,18 @@ def test_snapshot_timeout_is_a_failed_component_with_the_last_state(elasticsearc
     sealed = seal(work_dir, verdict="failed")
     assert sealed["failures"] == {"elasticsearch": result["msg"]}
 
+    # A restore that cannot finish in time says how far it got.
+    throttled = f"{namespace}-restore-throttled"
+    register(es, throttled, es.repo_dir / throttled, max_restore_bytes_per_sec="20kb")
+    assert run_module("elasticsearch_snapshot", repository=throttled, snapshot="quick", indices=[index], **conn(es)).rc == 0
+    restore = run_module(
+        "elasticsearch_restore", repository=throttled, snapshot="quick", rename_pattern="(.+)", rename_replacement="$1-copy", wait_timeout=3, **conn(es)
+    )
+    assert restore.rc != 0 and restore["timed_out"]
+    assert restore["msg"].startswith("restore of snapshot quick did not finish within 3 s: ")
+    assert re.search(r"[01] of 2 primary shards active, \d+ of \d+ bytes recovered", restore["msg"]), restore["msg"]
+    assert restore["recovery"][f"{index}-copy"]["primaries_total"] == 2
+
 
 # ---- credentials and TLS, through a real reverse proxy --------------------------------------
 
@@ -431,3 +446,45 @@ def test_tls_with_a_ca_bundle_and_a_client_certificate(opensearch_server, tmp_pa
         no_client_cert = run_module("elasticsearch_snapshot_info", hosts=[proxy.url], username="backup", password=password, ca_path=str(pki.ca_path), retries=0)
         assert no_client_cert.rc != 0
         assert no_client_cert["msg"].startswith(f"TLS handshake with {proxy.url} failed") or "cannot reach" in no_client_cert["msg"], no_client_cert["msg"]
+
+
+def test_a_corrupt_image_restores_nothing(opensearch_server, namespace, tmp_path):
+    es = opensearch_server
+    indices, _alias = make_indices(es, namespace, {"alpha": 300}, shards=1)
+    repository = f"{namespace}-repo"
+    register(es, repository, es.repo_dir / namespace)
+    work_dir = start_session(tmp_path)
+    taken = run_module("elasticsearch_snapshot", repository=repository, indices=list(indices), session=work_dir, include_repository_files=True, **conn(es))
+    assert taken.rc == 0, taken
+    image = seal(work_dir)["image"]
+    member = taken["repository_files"]["data_member"]
+    with zipfile.ZipFile(image) as archive:
+        info = archive.getinfo(member)
+    with open(image, "r+b") as handle:
+        handle.seek(info.header_offset)
+        name_len, extra_len = struct.unpack("<HH", handle.read(30)[26:30])
+        middle = info.header_offset + 30 + name_len + extra_len + info.compress_size // 2
+        handle.seek(middle)
+        byte = handle.read(1)
+        handle.seek(middle)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+    location = es.repo_dir / f"{namespace}-unpacked"
+    result = run_module(
+        "elasticsearch_restore",
+        repository=f"{namespace}-from-image",
+        image=image,
+        passphrase=PASSPHRASE,
+        repository_location=str(location),
+        rename_pattern="(.+)",
+        rename_replacement="$1-copy",
+        **conn(es),
+    )
+    assert result.rc != 0, result.stderr[-3000:]
+    # Where the flipped byte is found first depends on the read size: the zip CRC-32 or age's authentication.
+    assert result["msg"].startswith(f"unpacking the repository into {location} failed: "), result.stderr[-3000:]
+    assert f"Bad CRC-32 for file '{member}'" in result["msg"] or f"member {member}: age payload chunk" in result["msg"], result["msg"]
+    assert result["msg"].endswith("nothing was registered or restored, and the partly unpacked files were removed")
+    assert not location.exists()
+    assert es.request("GET", f"/_snapshot/{namespace}-from-image", check=False).status_code == 404
+    assert es.request("GET", f"/{namespace}-alpha-copy", check=False).status_code == 404
