@@ -161,8 +161,8 @@ options:
         the image, as a tar member with a per-file SHA-256 index, so that the image holds
         everything needed to restore. Needs O(session) and an C(fs) repository whose location is
         readable where the task runs.
-      - Keep the repository lean with O(retention); a repository per cluster and purpose keeps
-        the copy small.
+      - Keep the repository lean with O(retention), which runs before the copy; a repository per
+        cluster and purpose keeps the copy small.
     type: bool
     default: false
 requirements:
@@ -315,18 +315,19 @@ def entry_line(raw, reason):
     return {"name": raw.get("snapshot"), "uuid": raw.get("uuid"), "state": raw.get("state"), "start_time": raw.get("start_time"), "reason": reason}
 
 
-def resolve_name(module, params, session):
+def resolve_name(params, session):
+    """(name, None) or (None, the reason the name is not usable)."""
     if params["snapshot"]:
         try:
             name = es.resolve_date_math(params["snapshot"])
         except ValueError as exc:
-            module.fail_json(msg="snapshot: cannot resolve the date math name %r: %s" % (params["snapshot"], exc))
+            return None, "snapshot: cannot resolve the date math name %r: %s" % (params["snapshot"], exc)
     else:
         name = es.generated_name(session.data.get("backup_id") if session else None)
     problem = es.validate_snapshot_name(name)
     if problem:
-        module.fail_json(msg="snapshot: the name %r %s" % (name, problem))
-    return name
+        return None, "snapshot: the name %r %s" % (name, problem)
+    return name, None
 
 
 def create_body(params, server, session):
@@ -654,7 +655,9 @@ def main():
         module.exit_json(**result)
 
     repository = params["repository"]
-    name = resolve_name(module, params, session)
+    name, problem = resolve_name(params, session)
+    if problem:
+        fail(problem)
     try:
         repo_record = es.get_repository(client, repository)
         if repo_record is None:
@@ -719,6 +722,14 @@ def main():
         result["sizes"] = {}
         module.warn("snapshot %s succeeded but its sizes could not be read: %s" % (name, exc))
 
+    # Retention before the copy: what it deletes need not travel in the image.
+    retention_error = None
+    if params["retention"] is not None:
+        try:
+            apply_retention(client, server, params, result, False)
+        except (es.SearchError, SnapshotFailed) as exc:
+            retention_error = "snapshot %s succeeded, but retention failed: %s" % (name, exc)
+
     if session:
         details = {
             "engine": server.engine,
@@ -730,6 +741,7 @@ def main():
             "snapshot": snapshot,
             "sizes": result["sizes"],
             "progress": result.get("progress", []),
+            "retention_deleted": [d["name"] for d in result.get("deleted", [])],
             "repository_files": None,
         }
         if params["include_repository_files"]:
@@ -744,16 +756,15 @@ def main():
             details["repository_files"] = copied
             result["members"] = copied["members"]
             result["repository_files"] = copied
+        if retention_error:
+            component.warn(retention_error)
         component.marker("snapshot_uuid", snapshot["uuid"])
         details["duration"] = round(time.time() - started, 3)
         component.succeed(details)
 
-    if params["retention"] is not None:
-        try:
-            apply_retention(client, server, params, result, False)
-        except (es.SearchError, SnapshotFailed) as exc:
-            # The snapshot itself is good (and recorded); say what retention could not do.
-            module.fail_json(msg="snapshot %s succeeded, but retention failed: %s" % (name, exc), **result)
+    if retention_error:
+        # The snapshot itself is good (and recorded); say what retention could not do.
+        module.fail_json(msg=retention_error, **result)
     module.exit_json(**result)
 
 
