@@ -1001,9 +1001,10 @@ def delete_snapshots(client, server, repository, names, timeout):
 class Poller:
     """Paces status checks while waiting for a snapshot or a recovery: the pause is 2 % of the
     time waited so far, between ``minimum`` and ``maximum`` seconds. A short operation is
-    seen done at once, and a long one is overshot by about 2 % at most."""
+    seen done soon, a long one is overshot by 2 % at most, and the cluster is not kept busy
+    answering (five questions a second at the most)."""
 
-    def __init__(self, timeout, minimum=0.1, maximum=5.0, clock=time.monotonic, sleep=time.sleep):
+    def __init__(self, timeout, minimum=0.2, maximum=5.0, clock=time.monotonic, sleep=time.sleep):
         self.timeout = timeout
         self.minimum = minimum
         self.maximum = maximum

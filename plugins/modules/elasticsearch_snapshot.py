@@ -300,7 +300,8 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _session, _tree
 from ansible_collections.lifeboat.backup.plugins.module_utils import _elasticsearch as es
 
-RUNNING = ("IN_PROGRESS", "STARTED", "INIT", "WAITING")
+# _status states of a snapshot still being written (ABORTED: being aborted).
+RUNNING = ("IN_PROGRESS", "STARTED", "INIT", "WAITING", "ABORTED")
 
 
 class SnapshotFailed(Exception):
@@ -350,20 +351,23 @@ def create_body(params, server, session):
 
 
 def wait_for(client, repository, name, poller, samples):
-    """Poll until the snapshot ends or the poller expires. Returns the last raw snapshot record."""
-    last = None
+    """Poll until the snapshot ends or the poller expires. Returns (raw snapshot record, last _status).
+
+    Each round asks ``_status`` only (cheap while the snapshot runs, and it carries the
+    progress); once it no longer says running, ``GET _snapshot`` gives the real final state
+    (``_status`` reports a PARTIAL snapshot as SUCCESS)."""
+    status = None
     while True:
-        raw = es.get_snapshot(client, repository, name)
-        if raw is not None:
-            last = raw
-        state = (raw or {}).get("state")
-        if state in es.FINISHED_STATES:
-            return raw
-        status = es.snapshot_status(client, repository, name)
-        if status:
-            samples.append(es.progress(status, poller.elapsed))
+        current = es.snapshot_status(client, repository, name)
+        if current:
+            status = current
+            samples.append(es.progress(current, poller.elapsed))
+        if current and current.get("state") not in RUNNING:
+            raw = es.get_snapshot(client, repository, name)
+            if raw is not None and raw.get("state") in es.FINISHED_STATES:
+                return raw, status
         if poller.expired:
-            return last
+            return es.get_snapshot(client, repository, name), status
         poller.pause()
 
 
@@ -390,8 +394,9 @@ def take_snapshot(client, server, params, name, body, result):
         return es.get_snapshot(client, repository, name) or {"snapshot": name, "state": "IN_PROGRESS"}
     samples = []
     poller = es.Poller(params["wait_timeout"])
-    raw = wait_for(client, repository, name, poller, samples)
+    raw, status = wait_for(client, repository, name, poller, samples)
     result["progress"] = es.keep_samples(samples)
+    result["sizes"] = es.sizes(status) if (raw or {}).get("state") == "SUCCESS" else {}
     state = (raw or {}).get("state")
     result["timed_out"] = state not in es.FINISHED_STATES
     if result["timed_out"]:
@@ -716,11 +721,6 @@ def main():
     result["snapshot"] = snapshot
     if not params["wait"]:
         module.exit_json(**result)
-    try:
-        result["sizes"] = es.sizes(es.snapshot_status(client, repository, name))
-    except es.SearchError as exc:
-        result["sizes"] = {}
-        module.warn("snapshot %s succeeded but its sizes could not be read: %s" % (name, exc))
 
     # Retention before the copy: what it deletes need not travel in the image.
     retention_error = None

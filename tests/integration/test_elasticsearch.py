@@ -84,6 +84,11 @@ def test_round_trip_snapshot_delete_restore(search_server, namespace, tmp_path):
     assert restored.rc == 0, restored
     assert restored["doc_counts"] == counts
     assert not restored["timed_out"]
+    # The wait watched the snapshot recoveries of every primary, bytes included.
+    for index in indices:
+        recovery = restored["recovery"][index]
+        assert recovery["primaries_active"] == recovery["primaries_total"] == 2
+        assert 0 < recovery["bytes_total"] == recovery["bytes_recovered"]
     assert {e["target"]: e["docs"] for e in restored["indices"]} == counts
     for index in indices:
         assert documents(es, index, sample_ids) == samples[index]

@@ -356,7 +356,7 @@ def test_poller_waits_two_percent_of_the_elapsed_time():
     poller.pause()
     now[0] = 999.0
     poller.pause()
-    assert slept == [0.1, 2.0, 5.0, 1.0]
+    assert slept == [0.2, 2.0, 5.0, 1.0]
     assert poller.expired
 
 
