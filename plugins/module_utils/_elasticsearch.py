@@ -999,9 +999,9 @@ def delete_snapshots(client, server, repository, names, timeout):
 
 
 class Poller:
-    """Paces status checks while waiting for a snapshot or a recovery: the pause is 2 % of the
+    """Paces status checks while waiting for a snapshot or a recovery: the pause is 1 % of the
     time waited so far, between ``minimum`` and ``maximum`` seconds. A short operation is
-    seen done soon, a long one is overshot by 2 % at most, and the cluster is not kept busy
+    seen done soon, a long one is overshot by 1 % at most, and the cluster is not kept busy
     answering (five questions a second at the most)."""
 
     def __init__(self, timeout, minimum=0.2, maximum=5.0, clock=time.monotonic, sleep=time.sleep):
@@ -1021,7 +1021,7 @@ class Poller:
         return self.timeout is not None and self.elapsed >= self.timeout
 
     def pause(self):
-        delay = min(self.maximum, max(self.minimum, self.elapsed * 0.02))
+        delay = min(self.maximum, max(self.minimum, self.elapsed * 0.01))
         if self.timeout is not None:
             delay = max(0.0, min(delay, self.timeout - self.elapsed))
         self._sleep(delay)
