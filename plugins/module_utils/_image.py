@@ -110,6 +110,9 @@ def compressor(kind, level=None, threads=0):
     return _Passthrough()
 
 
+_DECOMPRESS_ERRORS = (zlib.error, zstandard.ZstdError) if HAS_ZSTANDARD else (zlib.error,)
+
+
 class _Decompressor:
     """Push-style decompressor that refuses trailing garbage and truncated input."""
 
@@ -129,7 +132,7 @@ class _Decompressor:
             return data
         try:
             return self._obj.decompress(data)
-        except (zlib.error, zstandard.ZstdError if HAS_ZSTANDARD else zlib.error) as exc:
+        except _DECOMPRESS_ERRORS as exc:
             raise ImageError("%s data is corrupt: %s" % (self.kind, exc)) from None
 
     def finish(self):
