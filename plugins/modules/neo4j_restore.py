@@ -152,6 +152,12 @@ file_count:
   returned: success and method is files
   type: int
   sample: 64
+notes:
+  description: Observations that did not stop the restore (a stale pid file, a lock that could not be checked).
+  returned: always
+  type: list
+  elements: str
+  sample: ["stale pid file /var/lib/neo4j/run/neo4j.pid: process 4242 is gone"]
 owner:
   description:
     - The numeric owner and group given to the restored files (O(owner)/O(group), or the owner of the data directory for
@@ -461,7 +467,17 @@ def main():
     params = module.params
     if not _age.HAS_CRYPTOGRAPHY:
         module.fail_json(msg=missing_required_lib("cryptography"), exception=_age.CRYPTOGRAPHY_IMPORT_ERROR)
-    result = {"changed": False, "method": None, "data_dir": None, "databases": [], "store_ids": {}, "expected_store_ids": {}, "replaced": False, "owner": None}
+    result = {
+        "changed": False,
+        "method": None,
+        "data_dir": None,
+        "databases": [],
+        "store_ids": {},
+        "expected_store_ids": {},
+        "replaced": False,
+        "owner": None,
+        "notes": [],
+    }
     if (params["owner"] is not None or params["group"] is not None) and os.geteuid() != 0:
         module.fail_json(msg="owner/group need root; run with become, or leave them out", **result)
     try:
@@ -484,6 +500,7 @@ def main():
         expected = dict(component.get("markers", {}).get("store_ids") or {})
         result.update(method=details.get("method", "files"), expected_store_ids=expected)
         evidence, notes = _neo4j.running_evidence(layout)
+        result["notes"] = notes
         for note in notes:
             module.warn(note)
         if evidence:

@@ -236,6 +236,11 @@ try:
     import redis
 
     HAS_REDIS = True
+    try:
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+    except ImportError:  # redis-py < 4.1 does not retry anyway
+        Retry = None
 except ImportError:
     HAS_REDIS = False
     REDIS_IMPORT_ERROR = traceback.format_exc()
@@ -277,6 +282,9 @@ def connect(params):
             ssl_certfile=params["client_cert"],
             ssl_keyfile=params["client_key"],
         )
+    if Retry is not None:
+        # redis-py retries a refused connection for seconds by default; fail at once and say why.
+        kwargs["retry"] = Retry(NoBackoff(), 0)
     client = redis.Redis(**kwargs)
     client.ping()
     return client
