@@ -132,7 +132,7 @@ def parse_address(text):
     """'host:port', ':port', '[v6]:port' or 'host' -> (host or '', port)."""
     text = text.strip()
     if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
+        host, _bracket, rest = text[1:].partition("]")
         port = rest.lstrip(":")
     elif text.count(":") == 1:
         host, port = text.split(":")
@@ -322,7 +322,7 @@ def read_store_id(database_dir):
     creation, random = struct.unpack(">qq", value[1:17])
     offset = 17
     names = []
-    for _ in range(2):
+    for _name in ("storage engine", "format family"):
         length = value[offset]
         names.append(value[offset + 1 : offset + 1 + length].decode("utf-8", "replace"))
         offset += 1 + length

@@ -25,8 +25,9 @@ description:
     manifest as the component's consistency marker (C(store_ids)); after the capture it
     checks again that Neo4j did not start and that the store ids did not change.
 author:
-  - lifeboat.backup contributors
+  - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
+  - lifeboat.backup._attributes
   - lifeboat.backup._session
   - lifeboat.backup._neo4j
 attributes:
@@ -332,7 +333,8 @@ def main():
             if problems:
                 result["notes"].extend(f"cannot read {p['path']}: {p['error']}" for p in problems)
             result.update(file_count=totals.file_count, total_bytes=totals.total_bytes)
-        module.exit_json(**dict(result, changed=True))
+        result["changed"] = True
+        module.exit_json(**result)
 
     started = time.time()
     try:

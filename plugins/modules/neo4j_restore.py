@@ -29,8 +29,9 @@ description:
   - Reports the store id of every restored database and fails if it is not the one the
     manifest recorded at backup time.
 author:
-  - lifeboat.backup contributors
+  - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
+  - lifeboat.backup._attributes
   - lifeboat.backup._decryption
   - lifeboat.backup._neo4j
 attributes:
@@ -52,7 +53,7 @@ options:
     default: neo4j
   replace:
     description:
-      - Replace the content of a data directory that is not empty (O(method=files) images),
+      - Replace the content of a data directory that is not empty (C(method=files) images),
         or databases that already exist (C(method=dump) images). What was there is removed
         once the restored data is in place.
     type: bool
@@ -384,7 +385,8 @@ def restore_files_component(module, image, params, layout, details, expected, ow
         )
     result.update(databases=sorted(expected) or list(details.get("databases", [])), replaced=bool(existing), store_ids=expected)
     if module.check_mode:
-        module.exit_json(**dict(result, changed=True))
+        result["changed"] = True
+        module.exit_json(**result)
     try:
         files, replaced, root_info = restore_files(image, details, data_dir, params["replace"], root, expected)
     except (RestoreError, _tree.TreeError, _neo4j.Neo4jError, _image.ImageError, _age.AgeError, tarfile.TarError, OSError) as exc:
@@ -418,7 +420,8 @@ def restore_dump_component(module, image, params, layout, expected, owner_ids, r
     except _neo4j.Neo4jError as exc:
         module.fail_json(msg=str(exc), **result)
     if module.check_mode:
-        module.exit_json(**dict(result, changed=True))
+        result["changed"] = True
+        module.exit_json(**result)
     if os.geteuid() == 0 and owner_ids == (-1, -1) and os.path.isdir(layout.data_dir):
         st = os.stat(layout.data_dir)
         owner_ids = (st.st_uid, st.st_gid)  # neo4j-admin ran as root; the service account must own its store

@@ -22,7 +22,9 @@ description:
     lengths at the cut (RV(lengths)) recorded as consistency marker.
   - Reading and waiting never report a change; only an actual purge does.
 author:
-  - lifeboat.backup contributors
+  - lifeboat.backup maintainers (@lifeboat-backup)
+extends_documentation_fragment:
+  - lifeboat.backup._attributes
 attributes:
   check_mode:
     support: full

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """A small daemon for the quiesce tests (pytest and Molecule): a real process with a PID
 file, a start/stop event log, and optionally a TCP listener or a Redis queue consumer.
 
@@ -63,7 +62,7 @@ def main() -> int:
         server.bind(("127.0.0.1", args.port))
         server.listen()
         while True:
-            conn, _ = server.accept()
+            conn, _peer = server.accept()
             conn.close()
     if args.consume:
         import redis  # the worker's broker client, as a Celery worker has
