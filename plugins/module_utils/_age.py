@@ -316,7 +316,10 @@ def _read_line(source, limit=4096):
 
 def _parse_header(source):
     """Return (stanzas, header_bytes_for_mac, mac). stanzas: list of (args, body)."""
-    first = _read_line(source)
+    try:
+        first = _read_line(source, limit=len(VERSION_LINE) + 1)
+    except AgeError:
+        first = b"?"
     if first != VERSION_LINE:
         raise AgeError("not an age file, or an unsupported age version (first line %r)" % first[:40])
     raw = first + b"\n"
