@@ -89,7 +89,7 @@ def graph_backup(server_pool, tmp_path_factory):
     work_dir = start_session(destination, tmp_path_factory.mktemp("state"))
     files = run_module("neo4j_archive", session=work_dir, home=str(server.home))
     assert not files.failed, files
-    dump = run_module("neo4j_archive", session=work_dir, home=str(server.home), method="dump", module_args={"name": "neo4j-dump"})
+    dump = run_module("neo4j_archive", session=work_dir, home=str(server.home), method="dump", name="neo4j-dump")
     assert not dump.failed, dump
     sealed = run_module("backup_session", state="sealed", session=work_dir)
     assert not sealed.failed and sealed["verdict"] == "success", sealed

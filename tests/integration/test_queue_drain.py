@@ -42,7 +42,7 @@ def test_wait_times_out_and_says_which_queue_holds_how_many(redis_server, namesp
     busy, idle = f"{namespace}:integrations", f"{namespace}:utilities"
     client.rpush(busy, *[f"task-{i}" for i in range(5)])
     started = time.monotonic()
-    result = run_module("queue_drain", queues=[busy, idle], wait=True, interval=0.2, module_args={"timeout": 2}, **connection(redis_server))
+    result = run_module("queue_drain", queues=[busy, idle], wait=True, interval=0.2, timeout=2, **connection(redis_server))
     elapsed = time.monotonic() - started
     assert result.failed
     assert f"{busy} has 5 items" in result["msg"] and idle not in result["msg"]
@@ -70,7 +70,7 @@ def test_wait_ends_when_a_worker_drains_the_queue(redis_server, namespace):
     thread = threading.Thread(target=worker, daemon=True)
     thread.start()
     try:
-        result = run_module("queue_drain", queues=[queue], wait=True, interval=0.2, module_args={"timeout": 60}, **connection(redis_server))
+        result = run_module("queue_drain", queues=[queue], wait=True, interval=0.2, timeout=60, **connection(redis_server))
     finally:
         thread.join(10)
     assert not result.failed, result

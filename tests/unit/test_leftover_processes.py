@@ -62,7 +62,7 @@ def test_waits_for_processes_that_exit_by_themselves(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)", marker])
     try:
         started = time.monotonic()
-        result = run_module("leftover_processes", patterns=[marker], module_args={"timeout": 20})
+        result = run_module("leftover_processes", patterns=[marker], timeout=20)
         assert result["clean"] is True and result["running"] == [] and time.monotonic() - started < 15
         assert [p["pid"] for p in result["found"]] == []  # gone before the report
     finally:
