@@ -150,7 +150,7 @@ def test_running_evidence_from_each_sign(locked_store):
 
     (home / "run").mkdir()
     (home / "run" / "neo4j.pid").write_text(f"{holder.pid}\n")
-    evidence, _ = _neo4j.running_evidence(layout)
+    evidence, _notes = _neo4j.running_evidence(layout)
     assert any(e.startswith(f"the pid file {home}/run/neo4j.pid names the running process {holder.pid}") for e in evidence)
 
     with socket.socket() as listener:
@@ -158,7 +158,7 @@ def test_running_evidence_from_each_sign(locked_store):
         listener.listen()
         port = listener.getsockname()[1]
         probing = _neo4j.Layout(home=str(home), bolt_address=f"127.0.0.1:{port}")
-        evidence, _ = _neo4j.running_evidence(probing)
+        evidence, _notes = _neo4j.running_evidence(probing)
         assert f"Bolt address 127.0.0.1:{port}" in evidence[-1]
     message = _neo4j.refuse_message("archive /x", evidence)
     assert message.startswith("Neo4j is running, refusing to archive /x:") and "no online backup" in message
