@@ -131,7 +131,7 @@ PLAYBOOK = """
 """
 
 
-def run_quiesce(platform, tmp_path, fail_between=False, verbosity=0, **role_vars):
+def run_quiesce(platform, tmp_path, fail_between=False, verbosity=0, check=False, **role_vars):
     extra = {
         "quiesce_services": [platform.service("api", drain_after=True), platform.service("worker")],
         "quiesce_queues": [platform.queue],
@@ -143,7 +143,7 @@ def run_quiesce(platform, tmp_path, fail_between=False, verbosity=0, **role_vars
         "record": str(tmp_path / "quiesce_state.json"),
     }
     extra.update(role_vars)
-    proc = run_playbook(PLAYBOOK, tmp_path, extra_vars=extra, verbosity=verbosity)
+    proc = run_playbook(PLAYBOOK, tmp_path, extra_vars=extra, verbosity=verbosity, check=check)
     record = json.loads((tmp_path / "quiesce_state.json").read_text()) if (tmp_path / "quiesce_state.json").exists() else None
     return proc, record
 
@@ -171,6 +171,18 @@ def test_resumes_even_when_a_step_between_fails(platform, tmp_path):
     assert platform.events()[2:] == ["stop api", "stop worker", "start worker", "start api"]
     assert platform.running("api") and platform.running("worker")
     assert record["resumed_at"] is not None
+
+
+def test_check_mode_stops_nothing(platform, tmp_path):
+    platform.start("worker", "api")
+    inbound = f"{platform.queue}:inbound"  # nobody consumes it
+    platform.redis.client().rpush(inbound, "t1", "t2", "t3")
+    pids = (platform.pid("api"), platform.pid("worker"))
+    proc, _record = run_quiesce(platform, tmp_path, check=True, quiesce_purge=[inbound])
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert platform.events()[2:] == []
+    assert (platform.pid("api"), platform.pid("worker")) == pids and platform.running("api") and platform.running("worker")
+    assert platform.redis.client().llen(inbound) == 3
 
 
 def test_a_service_found_stopped_stays_stopped(platform, tmp_path):
