@@ -235,3 +235,24 @@ def test_password_never_appears_in_verbose_output(redis_server, namespace, tmp_p
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert '"discarded": 1' in proc.stdout
     assert redis_server.password not in proc.stdout
+
+
+def test_server_going_down_while_waiting_fails_clearly(namespace):
+    with RedisServer(password="down-test-password") as server:
+        server.client().rpush(f"{namespace}:q", "1")
+        outcome = {}
+
+        def drain():
+            args = {"queues": [f"{namespace}:q"], "wait": True, "interval": 0.2, "timeout": 60, "connect_timeout": 5}
+            outcome["result"] = run_module("queue_drain", **args, **connection(server))
+
+        thread = threading.Thread(target=drain)
+        thread.start()
+        time.sleep(2)
+        started = time.monotonic()
+        server.stop()
+        thread.join(60)
+    result = outcome["result"]
+    assert result.failed and "Redis at 127.0.0.1:" in result["msg"] and "Redis is running" in result["msg"], result["msg"]
+    assert result["initial_lengths"] == {f"{namespace}:q": 1} and result["timed_out"] is False
+    assert time.monotonic() - started < 30
