@@ -14,12 +14,15 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.harness.process import free_port
 from tests.support.modules import ROOT, run_playbook
+from tests.support.trees import PASSPHRASE, make_config_tree
 
 TOY = ROOT / "tests" / "support" / "toy_service.py"
 
@@ -254,3 +257,42 @@ def test_resume_reports_every_service_that_does_not_come_back(platform, tmp_path
     assert proc.returncode != 0
     assert "1 service(s) did not come back: broken" in proc.stdout
     assert platform.events() == ["start api"] and platform.running("api")
+
+
+def test_backup_role_quiesces_around_the_capture_and_records_the_cut(platform, tmp_path):
+    """playbooks/backup.yml with a profile that has a quiesce section: the manifest carries
+    the quiesce window and the queue lengths at the cut."""
+    platform.start("worker", "api")
+    platform.redis.client().rpush(platform.queue, *[f"task-{i}" for i in range(20)])
+    source = make_config_tree(tmp_path / "src")
+    (tmp_path / "dest").mkdir()
+    profile = {
+        "name": "toy",
+        "platform": {"name": "toy", "version": "1.0"},
+        "components": [{"name": "config", "kind": "config", "paths": [str(source)]}],
+        "quiesce": {"services": [platform.service("api", drain_after=True), platform.service("worker")], "queues": [platform.queue]},
+        "checks": [],
+    }
+    node = {
+        "ansible_connection": "local",
+        "backup_destination": str(tmp_path / "dest"),
+        "backup_state_dir": str(tmp_path / "state"),
+        "backup_facts_dir": str(tmp_path / "facts"),
+        "backup_passphrase": PASSPHRASE,
+        "backup_work_factor": 12,
+        "backup_profile": profile,
+        "quiesce_redis": {"host": platform.redis.host, "port": platform.redis.port},
+        "quiesce_redis_password": platform.redis.password,
+        "quiesce_poll_interval": 1,
+    }
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"node1": node}}}))
+    proc = run_playbook((ROOT / "playbooks" / "backup.yml").read_text(), tmp_path, inventory=str(inventory))
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert platform.events()[2:] == ["stop api", "stop worker", "start worker", "start api"]
+    (image,) = (tmp_path / "dest").glob("*.zip")
+    with zipfile.ZipFile(image) as archive:
+        consistency = json.loads(archive.read("manifest.json"))["consistency"]
+    assert consistency["queue_lengths"] == {platform.queue: 0}
+    assert consistency["quiesced_at"] <= consistency["resumed_at"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", consistency["quiesced_at"])
