@@ -16,10 +16,11 @@ import re
 import zipfile
 
 import pytest
+import yaml
 
 from tests.harness.neo4j import NEO4J_ACCOUNT, Neo4jServer
 from tests.harness.process import is_root
-from tests.support.modules import run_module
+from tests.support.modules import ROOT, run_module, run_playbook
 
 PASSPHRASE = "neo4j graph backup passphrase"
 
@@ -213,3 +214,36 @@ def test_wrong_passphrase_leaves_the_data_directory_alone(graph_backup, tmp_path
     result = run_module("neo4j_restore", image=graph_backup["image"], passphrase="not the passphrase", **args)
     assert result.failed and "passphrase" in result["msg"]
     assert not target.exists()
+
+
+def test_backup_and_restore_playbooks_with_a_neo4j_component(graph_backup, tmp_path):
+    """playbooks/backup.yml and restore.yml with a profile holding a neo4j component."""
+    server = halted(graph_backup["server"])
+    (tmp_path / "dest").mkdir()
+    component = {"name": "graph", "kind": "neo4j", "home": str(server.home)}
+    if is_root():
+        component.update(owner=NEO4J_ACCOUNT, owner_group=NEO4J_ACCOUNT)
+    node = {
+        "ansible_connection": "local",
+        "backup_destination": str(tmp_path / "dest"),
+        "backup_state_dir": str(tmp_path / "state"),
+        "backup_facts_dir": str(tmp_path / "facts"),
+        "backup_passphrase": PASSPHRASE,
+        "backup_work_factor": 12,
+        "backup_profile": {"name": "graph", "platform": {"name": "graph", "version": "1"}, "components": [component], "checks": []},
+    }
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"node1": node}}}))
+
+    backup = run_playbook((ROOT / "playbooks" / "backup.yml").read_text(), tmp_path, inventory=str(inventory))
+    assert backup.returncode == 0, backup.stdout[-4000:]
+    (image,) = (tmp_path / "dest").glob("*.zip")
+    with zipfile.ZipFile(image) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+    assert manifest["consistency"]["graph"] == {"store_ids": graph_backup["files"]["store_ids"]}
+
+    server.wipe_data()
+    restore = run_playbook((ROOT / "playbooks" / "restore.yml").read_text(), tmp_path, inventory=str(inventory))
+    assert restore.returncode == 0, restore.stdout[-4000:]
+    server.resume()
+    assert snapshot(server) == graph_backup["expected"]
