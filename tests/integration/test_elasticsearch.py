@@ -423,6 +423,8 @@ def test_wrong_credentials_fail_clearly_without_showing_secrets(opensearch_serve
     with AuthProxy(es.url, basic=("backup", secret["good_password"]), api_key=secret["good_key"], bearer=secret["good_token"]) as proxy:
         variables = dict(secret, proxy=proxy.url, repository=f"{namespace}-repo", location=str(es.repo_dir / namespace))
         ran = run_playbook(playbook, tmp_path, extra_vars=variables, verbosity=3)
+        anonymous = run_module("elasticsearch_snapshot_info", hosts=[proxy.url], retries=0)
+        assert anonymous["msg"] == f"the search server at {proxy.url} requires authentication (HTTP 401): give username and password, api_key or bearer_token"
     output = ran.stdout
     assert ran.returncode == 0, output[-6000:]
     assert "authentication failed at" in output
