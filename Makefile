@@ -55,8 +55,9 @@ ansible-lint: deps
 	$(BIN)/ansible-lint --profile production
 
 sanity: deps
+	@scripts/install-get-pip-shim.sh
 	@copy=$$(scripts/collection-path.sh --copy) && cd "$$copy" && \
-	  $(BIN)/ansible-test sanity --color no --python 3.11 --requirements-mode skip $(SANITY_ARGS)
+	  $(BIN)/ansible-test sanity --color no --python 3.11 --venv $(SANITY_ARGS)
 
 unit: deps
 	$(BIN)/pytest -c tests/pytest.ini tests/unit $(PYTEST_ARGS)

@@ -20,5 +20,8 @@ if [ "${1:-}" = "--copy" ]; then
     (cd "$copy" && find . -type f -print0) | while IFS= read -r -d '' f; do
         [ -e "${ROOT}/$f" ] || rm -f "$copy/$f"
     done
+    # ansible-test lists files with git when it finds a repository above the collection; the
+    # clone's own .git (which ignores .build/) would hide everything, so the copy gets its own.
+    [ -d "$copy/.git" ] || git -C "$copy" init -q
     echo "$copy"
 fi

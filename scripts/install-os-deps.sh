@@ -13,7 +13,7 @@ PACKAGES=(
     # OpenSearch / Elasticsearch / Neo4j run on the machine's JDK, fetched with Maven
     openjdk-17-jdk-headless maven
     # Python, and the odds and ends the scripts use
-    python3 python3-venv git curl ca-certificates time procps iproute2 util-linux
+    python3 python3-venv git curl ca-certificates time procps iproute2 util-linux shellcheck
 )
 
 missing=()

@@ -3,7 +3,7 @@
 # failed (so one CI run tells the whole story), then a summary table.
 # Exit status is non-zero when any stage failed.
 source "$(dirname "$0")/common.sh"
-cd "${ROOT}"
+cd "${ROOT}" || exit 1
 
 STAGES=(ruff ansible-lint sanity unit integration molecule)
 declare -A status seconds

@@ -9,20 +9,69 @@ import os
 import random
 import sys
 
-WORDS = (
-    "server listen port proxy upstream timeout error warning info debug user group allow deny "
-    "include path root index location cache buffer worker process thread queue broker celery "
-    "postgres elastic neo4j redis config value true false none null enable disable host name "
-    "address network interface route gateway certificate key secret token session cookie header"
-).split()
+WORDS = [
+    "server",
+    "listen",
+    "port",
+    "proxy",
+    "upstream",
+    "timeout",
+    "error",
+    "warning",
+    "info",
+    "debug",
+    "user",
+    "group",
+    "allow",
+    "deny",
+    "include",
+    "path",
+    "root",
+    "index",
+    "location",
+    "cache",
+    "buffer",
+    "worker",
+    "process",
+    "thread",
+    "queue",
+    "broker",
+    "celery",
+    "postgres",
+    "elastic",
+    "neo4j",
+    "redis",
+    "config",
+    "value",
+    "true",
+    "false",
+    "none",
+    "null",
+    "enable",
+    "disable",
+    "host",
+    "name",
+    "address",
+    "network",
+    "interface",
+    "route",
+    "gateway",
+    "certificate",
+    "key",
+    "secret",
+    "token",
+    "session",
+    "cookie",
+    "header",
+]
 
 
 def corpus(rng, size):
     out = []
     total = 0
     while total < size:
-        line = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12)))
-        line += " = %d;\n" % rng.randint(0, 10**rng.randint(1, 9))
+        line = " ".join(rng.choice(WORDS) for _word in range(rng.randint(3, 12)))
+        line += " = %d;\n" % rng.randint(0, 10 ** rng.randint(1, 9))
         out.append(line)
         total += len(line)
     return "".join(out).encode()

@@ -15,7 +15,7 @@ options:
       - Work area of the backup session to write into, as returned by
         M(lifeboat.backup.backup_session) with O(lifeboat.backup.backup_session#module:state=started)
         in RV(lifeboat.backup.backup_session#module:session.work_dir).
-      - The session decides compression and encryption: component modules encrypt to the
+      - The session decides compression and encryption. Component modules encrypt to the
         session's public recipients only, so they never need the passphrase.
     type: path
     required: true

@@ -316,7 +316,10 @@ def _read_line(source, limit=4096):
 
 def _parse_header(source):
     """Return (stanzas, header_bytes_for_mac, mac). stanzas: list of (args, body)."""
-    first = _read_line(source)
+    try:
+        first = _read_line(source, limit=len(VERSION_LINE) + 1)
+    except AgeError:
+        first = b"?"
     if first != VERSION_LINE:
         raise AgeError("not an age file, or an unsupported age version (first line %r)" % first[:40])
     raw = first + b"\n"
@@ -369,7 +372,7 @@ class AgeReader:
 
     @staticmethod
     def _unwrap(stanzas, identities, passphrase, max_work_factor):
-        kinds = [args[0] for args, _ in stanzas if args]
+        kinds = [args[0] for args, _body in stanzas if args]
         if b"scrypt" in kinds:
             if len(stanzas) != 1:
                 raise AgeError("malformed age header: a scrypt stanza must be the only one")
@@ -386,7 +389,7 @@ class AgeReader:
                 return _open_key(_scrypt_key(_to_bytes(passphrase), salt, work_factor), body)
             except InvalidTag:
                 raise AgeError("wrong passphrase: it does not decrypt this age file") from None
-        keys = [k for k in identities]
+        keys = list(identities)
         if not keys:
             if passphrase is not None:
                 raise AgeError("this age file is encrypted to public-key recipients, not to a passphrase; an identity (AGE-SECRET-KEY-1...) is needed")

@@ -110,6 +110,9 @@ def compressor(kind, level=None, threads=0):
     return _Passthrough()
 
 
+_DECOMPRESS_ERRORS = (zlib.error, zstandard.ZstdError) if HAS_ZSTANDARD else (zlib.error,)
+
+
 class _Decompressor:
     """Push-style decompressor that refuses trailing garbage and truncated input."""
 
@@ -129,7 +132,7 @@ class _Decompressor:
             return data
         try:
             return self._obj.decompress(data)
-        except (zlib.error, zstandard.ZstdError if HAS_ZSTANDARD else zlib.error) as exc:
+        except _DECOMPRESS_ERRORS as exc:
             raise ImageError("%s data is corrupt: %s" % (self.kind, exc)) from None
 
     def finish(self):
@@ -145,7 +148,7 @@ class _Decompressor:
 
 
 def _dos_time(when):
-    t = time.gmtime(when)
+    t = time.gmtime(max(when, 315532800))  # DOS dates start in 1980
     return ((t.tm_hour << 11) | (t.tm_min << 5) | (t.tm_sec // 2)), (((t.tm_year - 1980) << 9) | (t.tm_mon << 5) | t.tm_mday)
 
 
@@ -262,7 +265,10 @@ class ImageAppender:
                     self.fp.close()
                     raise ImageError("another writer holds %s for more than %d s" % (self.path, lock_timeout)) from None
                 time.sleep(0.2)
-        self.entries = read_journal(self.journal_path)
+        self.entries, valid = read_journal(self.journal_path, with_length=True)
+        if os.path.exists(self.journal_path) and os.path.getsize(self.journal_path) != valid:
+            # A writer died while journaling: drop its half line before anyone appends.
+            os.truncate(self.journal_path, valid)
         end = self.entries[-1]["zip"]["end"] if self.entries else 0
         self.fp.truncate(end)
         self.fp.seek(end)
@@ -336,16 +342,21 @@ class ImageAppender:
         return False
 
 
-def read_journal(path):
+def read_journal(path, with_length=False):
+    """Complete journal lines; a torn last line (writer killed) is not a member."""
     entries = []
-    if not os.path.exists(path):
-        return entries
-    with open(path) as journal:
-        for line in journal:
-            if not line.endswith("\n"):
-                break  # torn last line: that member never completed
-            entries.append(json.loads(line))
-    return entries
+    valid = 0
+    if os.path.exists(path):
+        with open(path, "rb") as journal:
+            for line in journal:
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    entries.append(json.loads(line))
+                except ValueError:
+                    break
+                valid += len(line)
+    return (entries, valid) if with_length else entries
 
 
 def _central_record(entry):

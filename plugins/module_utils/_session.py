@@ -648,9 +648,8 @@ def build_manifest(session, components, entries, sealed_at, verdict, extra=None)
 
 def _finish_session(session, state, record, status_changes):
     work_dir = session["work_dir"]
-    with contextlib.suppress(OSError):
-        with open(os.path.join(work_dir, "done"), "w"):
-            pass
+    with contextlib.suppress(OSError), open(os.path.join(work_dir, "done"), "w"):
+        pass
     stop_keeper(session.get("keeper_pid"))
     shutil.rmtree(work_dir, ignore_errors=True)
     state.audit(record)
@@ -669,7 +668,7 @@ def seal(work_dir, errors=None, consistency=None):
     session = load_session_data(work_dir)
     state = NodeState(session["state_dir"])
     components = _component_records(work_dir)
-    for name, comp in components.items():
+    for comp in components.values():
         if comp["status"] == "running":
             alive = pid_alive(comp.get("pid")) and comp.get("pid") != os.getpid()
             comp["status"] = "failed"
@@ -680,7 +679,9 @@ def seal(work_dir, errors=None, consistency=None):
         key = _image.safe_name(name)
         comp = components.get(key)
         if comp is None or comp["status"] != "failed":
-            components[key] = dict(comp or {"name": key, "kind": name, "members": [], "markers": {}, "details": {}, "warnings": []}, status="failed", error=reason)
+            components[key] = dict(
+                comp or {"name": key, "kind": name, "members": [], "markers": {}, "details": {}, "warnings": []}, status="failed", error=reason
+            )
         elif not comp.get("error"):
             comp["error"] = reason
     for requested in session["components"]:
@@ -736,7 +737,11 @@ def seal(work_dir, errors=None, consistency=None):
         changes["last_success"] = {"time": sealed_at, "backup_id": session["backup_id"], "image": final, "size": record["size"]}
     else:
         changes["last_partial"] = {"time": sealed_at, "backup_id": session["backup_id"], "image": final, "failures": failures}
-        changes["last_failure"] = {"time": sealed_at, "backup_id": session["backup_id"], "reason": "partial: %s" % "; ".join("%s: %s" % kv for kv in sorted(failures.items()))}
+        changes["last_failure"] = {
+            "time": sealed_at,
+            "backup_id": session["backup_id"],
+            "reason": "partial: %s" % "; ".join("%s: %s" % kv for kv in sorted(failures.items())),
+        }
     _finish_session(session, state, record, changes)
     return record, manifest
 

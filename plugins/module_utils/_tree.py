@@ -58,10 +58,7 @@ class Entry:
 
 def _excluded(path, patterns):
     name = os.path.basename(path)
-    for pattern in patterns:
-        if fnmatch.fnmatchcase(path, pattern) or ("/" not in pattern and fnmatch.fnmatchcase(name, pattern)):
-            return True
-    return False
+    return any(fnmatch.fnmatchcase(path, p) or ("/" not in p and fnmatch.fnmatchcase(name, p)) for p in patterns)
 
 
 def has_magic(path):

@@ -26,7 +26,9 @@ description:
     and the O(lease) ran out, or it was killed), the next C(started) takes the lock over,
     removes the dead session's work area and records it as failed.
 author:
-  - lifeboat.backup contributors
+  - lifeboat.backup maintainers (@lifeboat-backup)
+extends_documentation_fragment:
+  - lifeboat.backup._attributes
 attributes:
   check_mode:
     support: full
@@ -120,7 +122,7 @@ options:
   platform:
     description:
       - Platform identity recorded in the manifest, for the restore version rule
-        (for example C({name: threatintel, version: 3.4.1})).
+        with the keys C(name) and C(version) (for example C(threatintel) and C(3.4.1)).
     type: dict
     default: {}
   lease:
@@ -144,7 +146,7 @@ options:
   consistency:
     description:
       - With O(state=sealed), extra consistency markers for the manifest, for example
-        C({quiesced_at: ..., resumed_at: ...}).
+        the keys C(quiesced_at) and C(resumed_at) set by the quiesce role.
     type: dict
     default: {}
   reason:
@@ -262,6 +264,7 @@ import socket
 import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _session
 
 
@@ -274,7 +277,9 @@ def check_start(module, params):
     _image.resolve_compression(params["compression"])
     holder = _session.NodeState(params["state_dir"]).holder() if os.path.isdir(params["state_dir"]) else None
     if holder:
-        raise _session.SessionError("another backup is in progress on this node: backup_id %s (keeper pid %s)" % (holder.get("backup_id"), holder.get("keeper_pid")))
+        raise _session.SessionError(
+            "another backup is in progress on this node: backup_id %s (keeper pid %s)" % (holder.get("backup_id"), holder.get("keeper_pid"))
+        )
     name = _image.image_name(params["node"], time.time(), params["prefix"])
     module.exit_json(changed=True, session={"image": name, "node": params["node"], "work_dir": None, "backup_id": params.get("backup_id")}, notes=[])
 
@@ -326,7 +331,9 @@ def main():
         for note in notes:
             module.warn(note)
         if params["encryption"] == "none":
-            module.warn("encryption=none: the image is NOT encrypted and holds configuration files and database dumps, passwords included; store it accordingly")
+            module.warn(
+                "encryption=none: the image is NOT encrypted and holds configuration files and database dumps, passwords included; store it accordingly"
+            )
         public = {k: session[k] for k in ("work_dir", "backup_id", "image", "node", "compression", "keeper_pid", "started", "destination")}
         module.exit_json(changed=True, session=public, notes=notes)
 
@@ -363,7 +370,12 @@ def main():
     if record is None:
         module.exit_json(changed=False, verdict=None, msg="no session to abort")
     module.exit_json(
-        changed=True, verdict=record["verdict"], components=record["components"], failures=record["failures"], reason=record["reason"], backup_id=record["backup_id"]
+        changed=True,
+        verdict=record["verdict"],
+        components=record["components"],
+        failures=record["failures"],
+        reason=record["reason"],
+        backup_id=record["backup_id"],
     )
 
 

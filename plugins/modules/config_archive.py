@@ -17,13 +17,14 @@ description:
     followed); empty directories are kept; the parent directories of each listed path are
     recorded too, so a restore recreates them with their modes.
   - Writes a second member, the file index, with the SHA-256, size and metadata of every file.
-    The index is encrypted like the data: hashes of short secrets must not be readable
-    from an image without the key.
+    The index is encrypted like the data, because hashes of short secrets must not be
+    readable from an image without the key.
   - A missing path or an unreadable file is a warning listed in the result; with O(halt) (or
     a session started with halt) it fails the component.
 author:
-  - lifeboat.backup contributors
+  - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
+  - lifeboat.backup._attributes
   - lifeboat.backup._session
 attributes:
   check_mode:
@@ -68,7 +69,7 @@ requirements:
   - zstandard (Python library, on the managed node) when the session compresses with zstd.
 notes:
   - Extended attributes, ACLs and SELinux labels are not captured.
-  - A file that changes while it is read is archived as read and reported in RV(warnings),
+  - A file that changes while it is read is archived as read and reported in RV(warnings_detail),
     like GNU tar does.
 seealso:
   - module: lifeboat.backup.config_restore
@@ -173,6 +174,7 @@ warnings_detail:
 import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _session, _tree
 
 

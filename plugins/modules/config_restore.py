@@ -20,8 +20,9 @@ description:
   - Never writes through a symlink - neither one already on disk nor one restored from the
     archive - so an archive entry cannot reach outside O(root).
 author:
-  - lifeboat.backup contributors
+  - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
+  - lifeboat.backup._attributes
   - lifeboat.backup._decryption
 attributes:
   check_mode:
@@ -122,14 +123,15 @@ root:
 """
 
 import fnmatch
+import grp
 import hashlib
 import os
-import grp
 import pwd
 import stat
 import tarfile
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _tree
 
 
@@ -351,7 +353,9 @@ def main():
         except (_image.ImageError, _age.AgeError, tarfile.TarError) as exc:
             module.fail_json(msg="restore of %s failed while reading the image: %s" % (params["component"], exc), **result)
     if failures:
-        module.fail_json(msg="%d entries could not be restored, first: %s: %s" % (len(failures), failures[0]["path"], failures[0]["error"]), failures=failures, **result)
+        module.fail_json(
+            msg="%d entries could not be restored, first: %s: %s" % (len(failures), failures[0]["path"], failures[0]["error"]), failures=failures, **result
+        )
     module.exit_json(**result)
 
 

@@ -12,16 +12,13 @@ short_description: Read the manifest and member list of a backup image
 version_added: 0.1.0
 description:
   - Reads C(manifest.json) of an image and lists its members, components and verdict.
-  - Needs no key: the manifest is stored in plaintext and no member is decrypted.
+  - Needs no key. The manifest is stored in plaintext and no member is decrypted.
   - Read-only; never reports a change.
 author:
-  - lifeboat.backup contributors
-attributes:
-  check_mode:
-    support: full
-    details: Read-only; behaves the same in check mode.
-  diff_mode:
-    support: none
+  - lifeboat.backup maintainers (@lifeboat-backup)
+extends_documentation_fragment:
+  - lifeboat.backup._attributes
+  - lifeboat.backup._attributes.info_module
 options:
   path:
     description:
@@ -105,6 +102,7 @@ size:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.lifeboat.backup.plugins.module_utils import _image
 
 

@@ -21,15 +21,11 @@ description:
     with the manifest. It reads everything a restore would read.
   - Read-only; never reports a change.
 author:
-  - lifeboat.backup contributors
+  - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
+  - lifeboat.backup._attributes
+  - lifeboat.backup._attributes.info_module
   - lifeboat.backup._decryption
-attributes:
-  check_mode:
-    support: full
-    details: Read-only; behaves the same in check mode.
-  diff_mode:
-    support: none
 options:
   path:
     description:
@@ -92,6 +88,7 @@ checked:
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image
 
 
@@ -136,7 +133,9 @@ def main():
         results, first_error = _image.verify_image(image, level, names)
     result = dict(changed=False, valid=first_error is None, level=level, members=results, checked=len(results))
     if first_error:
-        module.fail_json(msg="image %s is damaged: member %s: %s" % (params["path"], first_error["member"], first_error["error"]), first_error=first_error, **result)
+        module.fail_json(
+            msg="image %s is damaged: member %s: %s" % (params["path"], first_error["member"], first_error["error"]), first_error=first_error, **result
+        )
     module.exit_json(**result)
 
 

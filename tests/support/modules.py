@@ -55,6 +55,7 @@ def run_module(name, check=False, diff=False, env=None, timeout=600, python=None
             env=module_env(env),
             timeout=timeout,
             cwd="/",
+            check=False,
         )
     finally:
         os.unlink(args_path)
@@ -92,4 +93,4 @@ def run_playbook(playbook, workdir, extra_vars=None, verbosity=0, check=False, i
         }
     )
     run_env.update(env or {})
-    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=run_env, cwd=str(workdir), timeout=timeout)
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=run_env, cwd=str(workdir), timeout=timeout, check=False)

@@ -1,0 +1,196 @@
+"""Fetch and unpack the search-engine distributions the integration tests run.
+
+OpenSearch and Elasticsearch are neither Debian nor PyPI packages; their
+``integ-test-zip`` distributions (no bundled JDK, no security plugin) are on
+Maven Central. ``python -m tests.harness.fetch`` (``make servers``) copies each
+zip with Maven into ``${LIFEBOAT_CACHE:-~/.cache/lifeboat}/dist/`` and unpacks
+it once; a warm run only checks that the unpacked directories exist.
+
+Adding a server version is one line in ``DISTRIBUTIONS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+# Maven groupId of each engine's integ-test-zip; artifactId is the engine name.
+MAVEN_GROUPS = {
+    "opensearch": "org.opensearch.distribution.integ-test-zip",
+    "elasticsearch": "org.elasticsearch.distribution.integ-test-zip",
+}
+# Pinned so that every run tests the same bits.
+MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+
+
+@dataclass(frozen=True)
+class Distribution:
+    engine: str
+    version: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.engine}-{self.version}"
+
+    @property
+    def coordinates(self) -> str:
+        return f"{MAVEN_GROUPS[self.engine]}:{self.engine}:{self.version}:zip"
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".", 1)[0])
+
+
+# One line per server version. The first line of an engine is its default.
+DISTRIBUTIONS = (
+    Distribution("opensearch", "2.19.6"),
+    Distribution("elasticsearch", "7.17.29"),
+    Distribution("elasticsearch", "8.19.21"),
+)
+
+
+class FetchError(RuntimeError):
+    """A distribution could not be had; the message says what to do."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LIFEBOAT_CACHE") or Path.home() / ".cache" / "lifeboat")
+
+
+def dist_dir() -> Path:
+    return cache_dir() / "dist"
+
+
+def find(engine: str, version: str | None = None) -> Distribution:
+    """The table entry for engine (and version; default: the engine's first line)."""
+    for dist in DISTRIBUTIONS:
+        if dist.engine == engine and (version is None or dist.version == version):
+            return dist
+    known = ", ".join(d.name for d in DISTRIBUTIONS)
+    raise FetchError(f"no distribution {engine} {version or ''} in tests/harness/fetch.py DISTRIBUTIONS (known: {known}); add a line there to use it")
+
+
+def home(dist: Distribution) -> Path:
+    """Where the distribution is unpacked. It exists only once complete."""
+    return dist_dir() / dist.name
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _maven_copy(dist: Distribution, into: Path) -> Path:
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise FetchError(f"cannot fetch {dist.name}: 'mvn' is not installed (apt-get install maven, or run scripts/install-os-deps.sh)")
+    cmd = [
+        mvn,
+        "-q",
+        "-B",
+        f"{MAVEN_DEPENDENCY_PLUGIN}:copy",
+        f"-Dartifact={dist.coordinates}",
+        f"-DoutputDirectory={into}",
+    ]
+    # No project here: run in the empty download dir so a stray pom.xml is never picked up.
+    proc = subprocess.run(cmd, cwd=into, capture_output=True, text=True, check=False)
+    zips = list(into.glob("*.zip"))
+    if proc.returncode != 0 or len(zips) != 1:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise FetchError(
+            f"cannot fetch {dist.name} from Maven Central ({dist.coordinates}): mvn exited {proc.returncode}. "
+            f"Check network access to https://repo1.maven.org and that the version exists.\n{tail}"
+        )
+    return zips[0]
+
+
+def _unpack(archive: Path, into: Path) -> Path:
+    """Unpack keeping the Unix modes (zipfile alone drops the executable bits)."""
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            target = Path(zf.extract(info, into))
+            mode = (info.external_attr >> 16) & 0o777
+            if mode and not info.is_dir():
+                target.chmod(mode)
+    tops = [p for p in into.iterdir() if p.is_dir()]
+    if len(tops) != 1:
+        raise FetchError(f"{archive.name}: expected one top-level directory, found {[p.name for p in tops]}")
+    return tops[0]
+
+
+def ensure(dist: Distribution) -> Path:
+    """Return the unpacked home of dist, downloading it first if needed.
+
+    Safe to call from parallel processes: the first one downloads under a
+    lock, the others wait and then find it done.
+    """
+    target = home(dist)
+    if target.is_dir():
+        return target
+    with _locked(dist_dir() / f".{dist.name}.lock"):
+        if target.is_dir():
+            return target
+        # Work next to the target so the final rename is atomic (same file system).
+        with tempfile.TemporaryDirectory(prefix=f".{dist.name}-", dir=dist_dir()) as work:
+            work_path = Path(work)
+            download = work_path / "download"
+            download.mkdir()
+            archive = _maven_copy(dist, download)
+            top = _unpack(archive, work_path / "unpacked")
+            if not (top / "bin" / dist.engine).is_file():
+                raise FetchError(f"{archive.name} has no bin/{dist.engine}; not a server distribution")
+            top.rename(target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.harness.fetch", description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("names", nargs="*", metavar="ENGINE-VERSION", help="e.g. opensearch-2.19.6 (default: every distribution in the table)")
+    parser.add_argument("--list", action="store_true", help="print the table and where each distribution is unpacked")
+    args = parser.parse_args(argv)
+
+    by_name = {d.name: d for d in DISTRIBUTIONS}
+    unknown = [n for n in args.names if n not in by_name]
+    if unknown:
+        parser.error(f"unknown distribution(s) {unknown}; known: {sorted(by_name)}")
+    wanted = [by_name[n] for n in args.names] or list(DISTRIBUTIONS)
+
+    if args.list:
+        for dist in wanted:
+            state = "unpacked" if home(dist).is_dir() else "missing"
+            print(f"{dist.name:24} {state:9} {home(dist)}")
+        return 0
+
+    failed = 0
+    for dist in wanted:
+        cold = not home(dist).is_dir()
+        start = time.monotonic()
+        try:
+            path = ensure(dist)
+        except FetchError as exc:
+            print(f"ERROR: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        if cold:
+            print(f"==> {dist.name}: fetched and unpacked into {path} in {time.monotonic() - start:.1f}s", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

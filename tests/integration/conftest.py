@@ -1,0 +1,149 @@
+"""Fixtures for integration tests: real servers from tests/harness.
+
+Each server starts at most once per session, and only when a test asks for
+it. A server that cannot be had makes the test fail (an error in setup) with
+the harness's message -- it is never skipped.
+
+    def test_x(postgres_server): ...                      # PostgreSQL 15
+    @pytest.mark.parametrize("elasticsearch_server", ["8.19.21"], indirect=True)
+    def test_y(elasticsearch_server): ...                 # a given version
+    def test_z(search_server): ...                        # every engine/version in fetch.DISTRIBUTIONS
+    def test_w(pg_database, namespace): ...               # a fresh database; names prefixed with namespace
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from dataclasses import dataclass
+
+import pytest
+
+from tests.harness import fetch
+from tests.harness.process import ServerError
+from tests.harness.servers import PostgresServer, RedisServer, SearchServer
+
+
+class ServerPool:
+    """Session-wide servers, started lazily, stopped at session end.
+
+    A server that failed to start is not retried: every test that wants it
+    fails at once with the first failure's message.
+    """
+
+    def __init__(self):
+        self._stack = contextlib.ExitStack()
+        self._servers = {}
+        self._failures = {}
+
+    def get(self, key, factory):
+        if key in self._failures:
+            pytest.fail(f"{self._failures[key]}\n(failed earlier in this session; not retried)", pytrace=False)
+        if key not in self._servers:
+            try:
+                self._servers[key] = self._stack.enter_context(factory())
+            except ServerError as exc:
+                self._failures[key] = str(exc)
+                pytest.fail(str(exc), pytrace=False)
+        return self._servers[key]
+
+    def running(self):
+        return list(self._servers.values())
+
+    def close(self):
+        self._stack.close()
+
+
+@pytest.fixture(scope="session")
+def server_pool():
+    pool = ServerPool()
+    yield pool
+    pool.close()
+
+
+def _param(request, default=None):
+    return getattr(request, "param", default)
+
+
+@pytest.fixture
+def postgres_server(request, server_pool) -> PostgresServer:
+    """PostgreSQL (default 15; parametrize indirectly with another major version)."""
+    version = str(_param(request, "15"))
+    return server_pool.get(("postgresql", version), lambda: PostgresServer(version=version))
+
+
+@pytest.fixture
+def redis_server(server_pool) -> RedisServer:
+    """Redis with a password (requirepass)."""
+    return server_pool.get(("redis",), lambda: RedisServer(password=secrets.token_urlsafe(12)))
+
+
+def _search(server_pool, engine, version=None) -> SearchServer:
+    try:
+        version = fetch.find(engine, version).version
+    except fetch.FetchError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    return server_pool.get((engine, version), lambda: SearchServer(engine, version))
+
+
+@pytest.fixture
+def opensearch_server(request, server_pool) -> SearchServer:
+    """OpenSearch (default: the first opensearch line of fetch.DISTRIBUTIONS)."""
+    return _search(server_pool, "opensearch", _param(request))
+
+
+@pytest.fixture
+def elasticsearch_server(request, server_pool) -> SearchServer:
+    """Elasticsearch (default: the first elasticsearch line of fetch.DISTRIBUTIONS)."""
+    return _search(server_pool, "elasticsearch", _param(request))
+
+
+@pytest.fixture(params=[d.name for d in fetch.DISTRIBUTIONS])
+def search_server(request, server_pool) -> SearchServer:
+    """Each OpenSearch/Elasticsearch version of fetch.DISTRIBUTIONS in turn."""
+    engine, version = request.param.split("-", 1)
+    return _search(server_pool, engine, version)
+
+
+@pytest.fixture
+def namespace(server_pool):
+    """A unique lower-case name prefix (valid for databases, indices, keys).
+
+    Afterwards, indices / snapshot repositories / Redis keys starting with it
+    are removed from the session servers, so tests do not see each other.
+    """
+    prefix = f"t{secrets.token_hex(4)}"
+    yield prefix
+    for server in server_pool.running():
+        if isinstance(server, SearchServer):
+            server.cleanup(prefix)
+        elif isinstance(server, RedisServer):
+            for db in server.client().info("keyspace"):  # {"db0": {...}, ...}: only non-empty ones
+                client = server.client(db=int(db[2:]))
+                keys = list(client.scan_iter(match=f"{prefix}*"))
+                if keys:
+                    client.delete(*keys)
+
+
+@dataclass
+class PgDatabase:
+    server: PostgresServer
+    name: str
+
+    @property
+    def dsn(self) -> str:
+        return self.server.dsn(self.name)
+
+    def psql(self, sql: str) -> str:
+        return self.server.psql(sql, dbname=self.name)
+
+    def connect(self, **kwargs):
+        return self.server.connect(self.name, **kwargs)
+
+
+@pytest.fixture
+def pg_database(postgres_server, namespace) -> PgDatabase:
+    """A fresh database on the session's PostgreSQL, dropped afterwards."""
+    postgres_server.psql(f'CREATE DATABASE "{namespace}"')
+    yield PgDatabase(postgres_server, namespace)
+    postgres_server.psql(f'DROP DATABASE IF EXISTS "{namespace}" WITH (FORCE)')

@@ -1,0 +1,129 @@
+"""Tree scanning order and the extractor's refusal to follow symlinks."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+
+import pytest
+
+from ansible_collections.lifeboat.backup.plugins.module_utils import _tree
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "etc"
+    (root / "app" / "sub").mkdir(parents=True)
+    (root / "app" / "empty").mkdir()
+    (root / "app-b").mkdir()
+    (root / "app" / "a.conf").write_text("a")
+    (root / "app" / "a.conf.swp").write_text("swap")
+    (root / "app" / "sub" / "b.conf").write_text("b")
+    (root / "app-b" / "c.conf").write_text("c")
+    os.symlink("a.conf", root / "app" / "link")
+    return root
+
+
+def paths(roots, **kwargs):
+    return [(e.path, e.kind, e.implicit) for e in _tree.iter_entries(roots, **kwargs)]
+
+
+def test_overlapping_roots_yield_each_path_once(tree):
+    roots, missing, problems = _tree.expand([str(tree / "app"), str(tree / "app" / "sub"), str(tree / "app-b"), str(tree / "nope*")])
+    assert [r[0] for r in roots] == [str(tree / "app"), str(tree / "app-b")]
+    assert missing == [str(tree / "nope*")]
+    listed = [p for p, _kind, _implicit in paths(roots)]
+    assert len(listed) == len(set(listed))
+    assert str(tree / "app" / "sub" / "b.conf") in listed
+
+
+def test_parents_are_implicit_and_come_first(tree):
+    roots, _missing, _problems = _tree.expand([str(tree / "app" / "sub" / "b.conf")])
+    entries = paths(roots)
+    assert entries[-1] == (str(tree / "app" / "sub" / "b.conf"), "file", False)
+    assert all(implicit for _path, kind, implicit in entries[:-1])
+    assert [p for p, _k, _i in entries[:-1]][-2:] == [str(tree / "app"), str(tree / "app" / "sub")]
+
+
+def test_exclude_by_name_and_by_path_and_symlink_not_followed(tree):
+    roots, _missing, _problems = _tree.expand([str(tree)])
+    entries = paths(roots, exclude=["*.swp", str(tree / "app-b")])
+    listed = {p: kind for p, kind, _i in entries}
+    assert str(tree / "app" / "a.conf.swp") not in listed
+    assert not any(p.startswith(str(tree / "app-b")) for p in listed)
+    assert listed[str(tree / "app" / "link")] == "symlink"
+    assert listed[str(tree / "app" / "empty")] == "directory"
+
+
+def test_relative_path_is_refused():
+    with pytest.raises(_tree.TreeError, match="not absolute"):
+        _tree.expand(["etc/app"])
+
+
+def malicious_tar(target):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        link = tarfile.TarInfo("etc/escape")
+        link.type = tarfile.SYMTYPE
+        link.linkname = target
+        tar.addfile(link)
+        evil = tarfile.TarInfo("etc/escape/evil")
+        evil.size = 4
+        tar.addfile(evil, io.BytesIO(b"evil"))
+        dotdot = tarfile.TarInfo("../outside")
+        dotdot.size = 4
+        tar.addfile(dotdot, io.BytesIO(b"evil"))
+    buffer.seek(0)
+    return buffer
+
+
+def test_extractor_never_writes_through_a_symlink(tmp_path):
+    root = tmp_path / "sub" / "restore"
+    target = tmp_path / "target"
+    target.mkdir()
+    extractor = _tree.Extractor(str(root), same_owner=False)
+    errors = []
+    with tarfile.open(fileobj=malicious_tar(str(target)), mode="r|") as tar:
+        for info in tar:
+            try:
+                extractor.extract(info, tar.extractfile(info) if info.isreg() else None)
+            except _tree.TreeError as exc:
+                errors.append(str(exc))
+    extractor.close()
+    assert os.path.islink(root / "etc" / "escape")
+    assert list(target.iterdir()) == []
+    assert not (tmp_path / "sub" / "outside").exists()
+    assert any("refusing to write through" in e for e in errors)
+    assert any("unsafe path" in e for e in errors)
+
+
+def test_existing_symlinked_directory_on_disk_is_not_followed(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "restore"
+    root.mkdir()
+    os.symlink(str(outside), root / "etc")
+    info = tarfile.TarInfo("etc/file")
+    info.size = 1
+    extractor = _tree.Extractor(str(root), same_owner=False)
+    with pytest.raises(_tree.TreeError, match="refusing to write through"):
+        extractor.extract(info, io.BytesIO(b"x"))
+    extractor.close()
+    assert list(outside.iterdir()) == []
+
+
+def test_index_buffer_round_trip():
+    index = _tree.IndexBuffer()
+    for n in range(5000):
+        index.add({"path": "/etc/f%d" % n, "sha256": "%064x" % n})
+
+    class Sink:
+        data = b""
+
+        def write(self, chunk):
+            Sink.data += chunk
+
+    index.write_to(Sink())
+    parsed = _tree.read_index(io.BytesIO(Sink.data))
+    assert len(parsed) == 5000 and parsed["/etc/f42"]["sha256"] == "%064x" % 42
