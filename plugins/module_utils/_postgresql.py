@@ -251,7 +251,7 @@ def candidate_dirs(tool, bin_dir=None, path_env=None):
 def probe_version(path, timeout=30):
     """Run ``<tool> --version``; return (version_num, text) or raise ToolError."""
     try:
-        proc = subprocess.run([path, "--version"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, check=False)
+        proc = subprocess.run([path, "--version"], capture_output=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ToolError("cannot run %s --version: %s" % (path, getattr(exc, "strerror", None) or exc)) from None
     text = proc.stdout.decode("utf-8", "replace").strip()
@@ -536,10 +536,9 @@ def split_guc_list(value):
 def setting_sql(target, config):
     """``ALTER <target> SET name TO value`` for a stored ``name=value`` (pg_db_role_setting)."""
     name, _sep, value = config.partition("=")
+    rendered = quote_literal(value)
     if name.lower() in LIST_QUOTE_GUCS:
         rendered = ", ".join(quote_literal(v) for v in split_guc_list(value)) or "''"
-    else:
-        rendered = quote_literal(value)
     return "ALTER %s SET %s TO %s" % (target, quote_ident(name), rendered)
 
 
@@ -695,9 +694,8 @@ def plan_globals(items, existing_roles, existing_tablespaces, login_user, mode):
                 plan["kept_tablespaces"].append(name)
                 continue
             plan["created_tablespaces"].append(name)
-        elif kind == "tablespace_other":
-            if name in existing_tablespaces:
-                continue
+        elif kind == "tablespace_other" and name in existing_tablespaces:
+            continue
         plan["statements"].append((kind, name, text))
     return plan
 

@@ -35,8 +35,9 @@ description:
   - Before starting, compares the free space at the destination with an estimate from the
     database sizes (O(space_factor)) and refuses when it is clearly insufficient.
 author:
-  - lifeboat.backup contributors
+  - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
+  - lifeboat.backup._attributes
   - lifeboat.backup._session
   - lifeboat.backup._postgresql
 attributes:
@@ -269,6 +270,7 @@ import shutil
 import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _proc, _session, _tree
 from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql as pg
 

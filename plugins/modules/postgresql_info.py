@@ -20,15 +20,11 @@ description:
   - Read-only; never reports a change. Use it to preflight a backup or to check that the
     platform is quiet (RV(activity)) before a consistent cut.
 author:
-  - lifeboat.backup contributors
+  - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
+  - lifeboat.backup._attributes
+  - lifeboat.backup._attributes.info_module
   - lifeboat.backup._postgresql
-attributes:
-  check_mode:
-    support: full
-    details: Read-only; behaves the same in check mode.
-  diff_mode:
-    support: none
 options:
   include_queries:
     description:
@@ -165,6 +161,7 @@ client_tools:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql as pg
 
 WAL_SETTINGS = (

@@ -29,14 +29,17 @@ description:
   - Stops at the first error (C(pg_restore --exit-on-error)); a database that failed half-way
     is named in the error and left as it is for inspection.
 author:
-  - lifeboat.backup contributors
+  - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
+  - lifeboat.backup._attributes
   - lifeboat.backup._decryption
   - lifeboat.backup._postgresql
 attributes:
   check_mode:
     support: full
-    details: Reads the manifest and the globals, inspects the target; reports which roles and databases would be created or replaced, and refuses what a real run would refuse.
+    details:
+      - Reads the manifest and the globals and inspects the target; reports which roles and databases would be
+        created or replaced, and refuses what a real run would refuse.
   diff_mode:
     support: none
 options:
@@ -193,6 +196,7 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _proc, _session, _tree
 from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql as pg
 
@@ -429,7 +433,7 @@ def restore_database(module, image, tools, env, params, conn, item, scratch, ser
             % (item["name"], target, exc)
         ) from None
     finally:
-        for leftover in ("archive", "archive.dump"):
+        for leftover in ("archive", "archive.dump") if scratch else ():
             path = os.path.join(scratch, leftover)
             if os.path.isdir(path):
                 shutil.rmtree(path, ignore_errors=True)
@@ -554,7 +558,8 @@ def run(module, params, image):
         dumped_by = (details.get("client") or {}).get("version_num") or 0
         if dumped_by and pg.major_key(tools.version) < pg.major_key(dumped_by):
             module.fail_json(
-                msg="pg_restore %s (%s) is older than the pg_dump %s that wrote the archives and cannot read them; install the PostgreSQL %s client tools or set client_bin_dir"
+                msg="pg_restore %s (%s) is older than the pg_dump %s that wrote the archives and cannot read them; "
+                "install the PostgreSQL %s client tools or set client_bin_dir"
                 % (pg.version_text(tools.version), tools.dir, pg.version_text(dumped_by), pg.major_text(dumped_by))
             )
         result = dict(changed=False, databases=[], roles_created=[], roles_kept=[], tablespaces_created=[], client_tools=tools.describe())
