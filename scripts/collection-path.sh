@@ -17,7 +17,9 @@ if [ "${1:-}" = "--copy" ]; then
     (cd "${ROOT}" && git ls-files -z --cached --others --exclude-standard) |
         rsync -a --delete --from0 --files-from=- "${ROOT}/" "$copy/"
     # rsync --files-from does not delete files gone from the list; prune them.
-    (cd "$copy" && find . -type f -print0) | while IFS= read -r -d '' f; do
+    # (Not inside the copy's own .git: in a git worktree ROOT/.git is a file, so every file
+    # there would look "gone" and be pruned, leaving an empty .git that hides the copy.)
+    (cd "$copy" && find . -path ./.git -prune -o -type f -print0) | while IFS= read -r -d '' f; do
         [ -e "${ROOT}/$f" ] || rm -f "$copy/$f"
     done
     # ansible-test lists files with git when it finds a repository above the collection; the

@@ -58,7 +58,7 @@ options:
     version_added: 0.1.0
   ssl_mode:
     description:
-      - libpq C(sslmode): whether and how TLS is used.
+      - Whether and how TLS is used (libpq C(sslmode)).
       - C(verify-full) checks the certificate chain against O(ca_cert) and the host name.
     type: str
     choices: [disable, allow, prefer, require, verify-ca, verify-full]

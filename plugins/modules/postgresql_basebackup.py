@@ -293,16 +293,22 @@ def main():
     if session.compression == "zstd" and not _image.HAS_ZSTANDARD:
         module.fail_json(msg=missing_required_lib("zstandard"), exception=_image.ZSTANDARD_IMPORT_ERROR)
     pg.require_driver(module)
+    fail = pg.Failer(module)
+    if not module.check_mode:
+        try:
+            fail.component = session.component(_image.safe_name(params["name"]), "postgresql-basebackup")
+        except _session.SessionError as exc:
+            module.fail_json(msg=str(exc))
     if params["max_rate"] and not re.match(r"^\d+[kKmM]?$", params["max_rate"]):
-        module.fail_json(msg="max_rate must be a number of kB/s, optionally with k or M (for example 32M)")
+        fail("max_rate must be a number of kB/s, optionally with k or M (for example 32M)")
     if params["space_factor"] < 0:
-        module.fail_json(msg="space_factor must be 0 (no check) or more")
+        fail("space_factor must be 0 (no check) or more")
     name = _image.safe_name(params["name"])
 
     try:
         conn = pg.connect(params)
     except pg.PgError as exc:
-        module.fail_json(msg=str(exc))
+        fail(str(exc))
     try:
         server_num, server_text = pg.server_version(conn)
         check_server(conn, params)
@@ -312,15 +318,15 @@ def main():
         except pg.PgError:
             data_directory = None
     except BackupError as exc:
-        module.fail_json(msg=str(exc))
+        fail(str(exc))
     except pg.PgError as exc:
-        module.fail_json(msg="inspecting the server at %s failed: %s" % (pg.where(params), exc))
+        fail("inspecting the server at %s failed: %s" % (pg.where(params), exc))
     finally:
         conn.close()
     try:
         tools = pg.find_tools(server_num, ["pg_basebackup"], params["client_bin_dir"], purpose="a base backup of this server")
     except pg.ToolError as exc:
-        module.fail_json(msg=str(exc))
+        fail(str(exc))
 
     free = pg.free_bytes(session.work_dir)
     result = dict(changed=False, component=name, estimated_bytes=estimated, free_bytes=free, client_tools=tools.describe())
@@ -331,16 +337,13 @@ def main():
             problem += " (estimate: space_factor %s x %s, the size of all databases)" % (params["space_factor"], pg.format_size(estimated))
     if module.check_mode:
         if problem:
-            module.fail_json(msg=problem, **result)
-        module.exit_json(**dict(result, changed=True))
+            fail(problem, **result)
+        result["changed"] = True
+        module.exit_json(**result)
 
-    try:
-        component = session.component(name, "postgresql-basebackup")
-    except _session.SessionError as exc:
-        module.fail_json(msg=str(exc), **result)
+    component = fail.component
     if problem:
-        component.fail(problem)
-        module.fail_json(msg=problem, **result)
+        fail(problem, **result)
 
     label = params["label"] or "lifeboat %s" % session.data.get("backup_id")
     argv = [
@@ -380,12 +383,10 @@ def main():
             component.add_member_record(out.record)
     except (BackupError, _proc.CommandError) as exc:
         reason = "base backup failed: %s" % exc
-        component.fail(reason)
-        module.fail_json(msg=reason, **result)
+        fail(reason, **result)
     except (OSError, _image.ImageError, _age.AgeError) as exc:
         reason = "base backup failed: %s" % (getattr(exc, "strerror", None) or exc)
-        component.fail(reason)
-        module.fail_json(msg=reason, **result)
+        fail(reason, **result)
     start_lsn, timeline = (start.group(1), int(start.group(2))) if start else (None, None)
     end_lsn = end.group(1) if end else None
     component.marker("start_lsn", start_lsn)

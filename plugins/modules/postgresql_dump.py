@@ -16,7 +16,7 @@ description:
     selected database as a C(pg_dump) custom-format archive, each into its own image member.
   - The dump output is streamed through compression and encryption into the image; no
     plaintext copy is written to disk. With O(jobs) above 1, C(pg_dump --jobs) needs a
-    directory: it is created in the session's private scratch area (mode 0700), each table
+    directory; it is created in the session's private scratch area (mode 0700), each table
     file is moved into the image as soon as C(pg_dump) has finished it, and the directory is
     removed afterwards whatever happens. The member is then a tar of the directory-format
     archive.
@@ -545,24 +545,28 @@ def main():
     if session.compression == "zstd" and not _image.HAS_ZSTANDARD:
         module.fail_json(msg=missing_required_lib("zstandard"), exception=_image.ZSTANDARD_IMPORT_ERROR)
     pg.require_driver(module)
+    fail = pg.Failer(module)
+    if not module.check_mode:
+        try:
+            fail.component = session.component(_image.safe_name(params["name"]), "postgresql")
+        except _session.SessionError as exc:
+            module.fail_json(msg=str(exc))
     name = _image.safe_name(params["name"])
     halt = session.halt if params["halt"] is None else params["halt"]
     dumpall = params["mode"] == "dumpall"
 
     if params["jobs"] < 1:
-        module.fail_json(msg="jobs must be 1 or more")
+        fail("jobs must be 1 or more")
     if params["space_factor"] < 0:
-        module.fail_json(msg="space_factor must be 0 (no check) or more")
+        fail("space_factor must be 0 (no check) or more")
     if dumpall and (params["databases"] or params["exclude_tables"] or params["exclude_table_data"] or params["jobs"] > 1):
-        module.fail_json(
-            msg="mode=dumpall dumps the whole cluster as one SQL script: databases, exclude_tables, exclude_table_data and jobs need mode=per_database"
-        )
+        fail("mode=dumpall dumps the whole cluster as one SQL script: databases, exclude_tables, exclude_table_data and jobs need mode=per_database")
     if dumpall and params["audit_tables"] and not params["include_audit"]:
-        module.fail_json(msg="mode=dumpall cannot leave out the rows of audit_tables; use mode=per_database (or include_audit with a custom selection)")
+        fail("mode=dumpall cannot leave out the rows of audit_tables; use mode=per_database (or include_audit with a custom selection)")
     selection = session.data.get("selection") or "standard"
     if params["include_audit"] and selection != "custom":
-        module.fail_json(
-            msg="include_audit=true needs a session started with selection=custom: a standard backup excludes audit tables by design. "
+        fail(
+            "include_audit=true needs a session started with selection=custom: a standard backup excludes audit tables by design. "
             "Start the session with selection=custom, or drop include_audit"
         )
     audit_included = bool(params["include_audit"])
@@ -570,7 +574,7 @@ def main():
     try:
         conn = pg.connect(params)
     except pg.PgError as exc:
-        module.fail_json(msg=str(exc))
+        fail(str(exc))
     try:
         server_num, server_text = pg.server_version(conn)
         superuser = bool(pg.scalar(conn, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
@@ -584,20 +588,18 @@ def main():
         else:
             selected, unknown = select_databases(available, [], params["exclude_databases"])
     except pg.PgError as exc:
-        module.fail_json(msg="reading the database list from %s failed: %s" % (pg.where(params), exc))
+        fail("reading the database list from %s failed: %s" % (pg.where(params), exc))
     finally:
         conn.close()
     if unknown:
-        module.fail_json(
-            msg="databases: %s not found on the server; it has: %s" % (", ".join(unknown), ", ".join(d["name"] for d in available if not d["is_template"]))
-        )
+        fail("databases: %s not found on the server; it has: %s" % (", ".join(unknown), ", ".join(d["name"] for d in available if not d["is_template"])))
     if not selected and not (params["globals"] and not dumpall):
-        module.fail_json(msg="nothing to dump: no database selected (check databases and exclude_databases)")
+        fail("nothing to dump: no database selected (check databases and exclude_databases)")
 
     try:
         tools = pg.find_tools(server_num, ["pg_dump", "pg_restore", "pg_dumpall"], params["client_bin_dir"], purpose="a dump of this server")
     except pg.ToolError as exc:
-        module.fail_json(msg=str(exc))
+        fail(str(exc))
 
     sizes = {d["name"]: d["size"] for d in available}
     estimated = sum(sizes[d] for d in selected)
@@ -607,7 +609,7 @@ def main():
         try:
             scratch_needed = max([largest_tables_size(params, d, params["jobs"]) for d in selected] or [0])
         except pg.PgError as exc:
-            module.fail_json(msg="sizing the largest tables failed: %s" % exc)
+            fail("sizing the largest tables failed: %s" % exc)
     free = pg.free_bytes(session.work_dir)
     databases = [{"name": d, "size": sizes[d]} for d in selected]
     result = dict(
@@ -637,17 +639,13 @@ def main():
 
     if module.check_mode:
         if problem:
-            module.fail_json(msg=problem, **result)
+            fail(problem, **result)
         result["changed"] = True
         module.exit_json(**result)
 
-    try:
-        component = session.component(name, "postgresql")
-    except _session.SessionError as exc:
-        module.fail_json(msg=str(exc), **result)
+    component = fail.component
     if problem:
-        component.fail(problem)
-        module.fail_json(msg=problem, **result)
+        fail(problem, **result)
 
     component.marker("lsn", lsn)
     role_passwords = params["role_passwords"]
@@ -727,7 +725,7 @@ def main():
     if failed:
         reason = "; ".join("%s: %s" % (f["name"], f["error"]) for f in failed)
         component.fail(reason, details)
-        module.fail_json(msg="PostgreSQL dump failed: %s" % reason, failed=failed, **result)
+        fail("PostgreSQL dump failed: %s" % reason, failed=failed, **result)
     component.succeed(details)
     for text in component.record["warnings"]:
         module.warn(text)
