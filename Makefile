@@ -42,6 +42,8 @@ image: deps
 
 # ---- checks ------------------------------------------------------------------
 .PHONY: test lint ruff ansible-lint sanity unit integration molecule
+# `make test` = scripts/run-tests.sh: ruff, ansible-lint, sanity, unit, integration,
+# molecule, then the benchmarks in --small mode (correctness only).
 test: deps
 	@scripts/run-tests.sh
 
@@ -69,12 +71,15 @@ molecule: deps image
 	@scripts/run-molecule.sh
 
 # ---- product -----------------------------------------------------------------
-.PHONY: demo bench
+.PHONY: demo bench bench-small
 demo: deps
 	@scripts/demo.sh
 
 bench: deps servers
 	@scripts/run-benchmarks.sh
+
+bench-small: deps servers
+	@scripts/run-benchmarks.sh --small
 
 .PHONY: clean
 clean:

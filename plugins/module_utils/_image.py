@@ -254,7 +254,9 @@ class ImageAppender:
         self.path = os.path.join(work_dir, "image.partial")
         self.journal_path = os.path.join(work_dir, "journal.jsonl")
         # 0600: members are encrypted, but names and sizes are nobody else's business.
-        self.fp = os.fdopen(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600), "r+b")
+        # Unbuffered: discarding a failed member must not flush its buffered tail first
+        # (on a full disk that flush fails again and the space is never given back).
+        self.fp = os.fdopen(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600), "r+b", buffering=0)
         deadline = time.time() + lock_timeout
         while True:
             try:
@@ -408,6 +410,13 @@ def load_identities(passphrase=None, identity=None, identity_file=None):
     return keys
 
 
+def _zip_error(exc):
+    text = str(exc)
+    if "Bad CRC-32" in text:
+        return "CRC-32 of the stored bytes does not match: the member is corrupt"
+    return text
+
+
 class MemberReader:
     """Readable plaintext of one member. Stored and plaintext SHA-256 are checked against
     the manifest when the end is reached; any mismatch raises ImageError naming the member."""
@@ -438,7 +447,7 @@ class MemberReader:
         except _age.AgeError as exc:
             raise ImageError("member %s: %s" % (self.name, exc)) from None
         except (zipfile.BadZipFile, OSError) as exc:
-            raise ImageError("member %s: %s" % (self.name, exc)) from None
+            raise ImageError("member %s: %s" % (self.name, _zip_error(exc))) from None
         if chunk:
             try:
                 return self._decompressor.decompress(chunk)
@@ -549,6 +558,8 @@ class Image:
                         text = _age.AgeReader(handle, passphrase=self._passphrase).read().decode("ascii")
                 except _age.AgeError as exc:
                     raise ImageError("%s: %s" % (stored, exc)) from None
+                except (zipfile.BadZipFile, OSError) as exc:
+                    raise ImageError("%s: %s" % (stored, _zip_error(exc))) from None
                 self._identities += _age.parse_identities(text)
             elif self._passphrase is not None and not stored and not self._identities:
                 raise ImageError("this image is not passphrase-protected (it was encrypted to recipients); give identity or identity_file")
@@ -655,11 +666,9 @@ def verify_image(image, level, names=None):
             else:
                 _verify_full(image, record)
         except (ImageError, zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
-            text = str(exc)
+            text = _zip_error(exc)
             prefix = "member %s: " % record["name"]
             text = text[len(prefix) :] if text.startswith(prefix) else text
-            if "Bad CRC-32" in text:
-                text = "CRC-32 of the stored bytes does not match: the member is corrupt"
             outcome.update(ok=False, error=text)
             if first_error is None:
                 first_error = {"member": record["name"], "error": text}

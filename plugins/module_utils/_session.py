@@ -551,7 +551,10 @@ class Component:
         self.record["status"] = "failed"
         self.record["error"] = reason
         self.record["finished"] = utc_now()
-        self._save()
+        try:
+            self._save()
+        except OSError:
+            pass  # e.g. the disk is full: the record stays "running" and the seal marks it failed
         self.session.touch()
 
     def skip(self, reason):

@@ -130,8 +130,9 @@ def test_unknown_search_version_says_where_to_add_it():
 def test_server_that_dies_on_start_is_reported_with_its_log(tmp_path, monkeypatch):
     monkeypatch.setattr(process, "FAILED_LOGS_DIR", tmp_path)
     server = PostgresServer(settings={"shared_buffers": "plenty"})
-    with pytest.raises(ServerError) as failure, server:
-        pytest.fail("a server with an invalid setting started")
+    with pytest.raises(ServerError) as failure:
+        with server:
+            pytest.fail("a server with an invalid setting started")
     message = str(failure.value)
     assert "exited with status" in message
     assert 'invalid value for parameter "shared_buffers"' in message  # from the log tail

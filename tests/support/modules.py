@@ -39,8 +39,12 @@ def module_env(extra=None):
     return env
 
 
-def run_module(name, check=False, diff=False, env=None, timeout=600, python=None, prefix=(), **args):
-    """Run lifeboat.backup.<name> with ``args``; return its result (never raises on failure)."""
+def run_module(module_name, /, check=False, diff=False, env=None, run_timeout=600, python=None, prefix=(), **args):
+    """Run lifeboat.backup.<module_name> with ``args``; return its result (never raises on failure).
+
+    ``args`` are the module's options (``name``, ``timeout`` ... included); the keywords
+    before them control the run: check and diff mode, extra environment, how long to wait,
+    which Python, and a command prefix (e.g. setpriv) to run the module under."""
     payload = dict(args)
     payload["_ansible_check_mode"] = check
     payload["_ansible_diff"] = diff
@@ -49,11 +53,11 @@ def run_module(name, check=False, diff=False, env=None, timeout=600, python=None
         args_path = handle.name
     try:
         proc = subprocess.run(
-            [*prefix, python or sys.executable, "-m", "%s.%s" % (MODULE_PACKAGE, name), args_path],
+            [*prefix, python or sys.executable, "-m", "%s.%s" % (MODULE_PACKAGE, module_name), args_path],
             capture_output=True,
             text=True,
             env=module_env(env),
-            timeout=timeout,
+            timeout=run_timeout,
             cwd="/",
             check=False,
         )
