@@ -324,13 +324,20 @@ def run_globals(conn, plan):
 # ---- databases -----------------------------------------------------------------------------------
 
 
-def other_sessions(conn, database):
-    rows = pg.execute(
-        conn,
-        "SELECT pid, usename, application_name FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-        (database,),
-    )
-    return ["pid %s (%s%s)" % (r[0], r[1], ", %s" % r[2] if r[2] else "") for r in rows]
+def other_sessions(conn, database, wait=5.0):
+    """Sessions connected to ``database``. A backend whose client just closed (our own
+    inspection, a finished module) lingers for a moment; like DROP DATABASE, give such
+    sessions ``wait`` seconds to go before reporting them."""
+    deadline = time.time() + wait
+    while True:
+        rows = pg.execute(
+            conn,
+            "SELECT pid, usename, application_name FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        )
+        if not rows or time.time() >= deadline:
+            return ["pid %s (%s%s)" % (r[0], r[1], ", %s" % r[2] if r[2] else "") for r in rows]
+        time.sleep(0.2)
 
 
 def inspect_target(params, conn, target):
