@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -24,11 +25,12 @@ import psycopg
 import pytest
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age
-from tests.harness.process import ServerProcess, chown_tree, free_port, service_account, wait_until
+from tests.harness.process import chown_tree, free_port, service_account
 from tests.harness.servers import PostgresServer
 from tests.support.modules import run_module, run_playbook
 
 BIN = Path("/usr/lib/postgresql/15/bin")
+DOC = Path(__file__).resolve().parents[2] / "docs" / "postgresql.md"
 
 
 # ---- fixtures and helpers -------------------------------------------------------------------
@@ -315,54 +317,48 @@ def test_basebackup_restores_into_a_new_data_directory(pg_database, age_key, tmp
     assert sealed["verdict"] == "success", sealed
     assert manifest(sealed["image"])["consistency"]["basebackup"]["start_lsn"] == taken["start_lsn"]
 
-    # The documented procedure (docs/postgresql.md), with stock tools only.
+    # The documented procedure, literally: docs/postgresql.md "Restoring a base backup".
     key = tmp_path / "key.txt"
     key.write_text(identity + "\n")
     key.chmod(0o600)
     account = service_account("postgres")
     root = Path(tempfile.mkdtemp(prefix="lifeboat-pgrestore-"))
     root.chmod(0o755)
-    data = root / "data"
-    data.mkdir(mode=0o700)
-    run_dir = root / "run"
-    run_dir.mkdir()
-    subprocess.run(
-        [
-            "bash",
-            "-c",
-            'set -euo pipefail; unzip -p "$1" basebackup/base.tar.zst.age | age -d -i "$2" | zstd -d | tar -x -C "$3"',
-            "-",
-            sealed["image"],
-            key,
-            data,
-        ],
-        check=True,
-    )
-    chown_tree(root, account.pw_uid, account.pw_gid)
-    data.chmod(0o700)
-    subprocess.run([str(BIN / "pg_verifybackup"), str(data)], check=True, capture_output=True, user=account.pw_uid, group=account.pw_gid, extra_groups=[])
+    (root / "run").mkdir()
+    chown_tree(root / "run", account.pw_uid, account.pw_gid)
     port = free_port()
-    log = root / "postgresql.log"
-    process = ServerProcess(
-        [str(BIN / "postgres"), "-D", str(data), "-p", str(port), "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={run_dir}"],
-        log,
-        {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
-        cwd=root,
-        account=account,
-    )
+    blocks = doc_section_blocks("### Restoring a base backup")
+    assert len(blocks) == 5, "the page's restore procedure changed shape"
+    values = {"IMAGE": sealed["image"], "KEY": key, "NEWDATA": root / "data", "PGBIN": BIN, "PORT": port, "SOCKETS": root / "run"}
+    variables = blocks[0]
+    for name, value in values.items():
+        variables, count = re.subn(r"^%s=\S+" % name, "%s=%s" % (name, value), variables, flags=re.M)
+        assert count == 1, name
+    *steps, stop = blocks[1:]
     try:
+        # The harness cluster asks for a password on its socket too (Debian's default is peer).
+        env = dict(os.environ, PGPASSWORD=server.password)
+        done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", "\n".join([variables, *steps])], capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.strip().splitlines()[-1] == "f"
         dsn = f"host=127.0.0.1 port={port} user={server.user} password={server.password} dbname={pg_database.name}"
-
-        def ready():
-            with psycopg.connect(dsn, connect_timeout=2) as check:
-                return check.execute("SELECT NOT pg_is_in_recovery()").fetchone()[0]
-
-        wait_until(ready, timeout=60, process=process, what="the restored PostgreSQL")
         with psycopg.connect(dsn) as restored:
             assert restored.execute("SELECT note, answer FROM marker").fetchall() == [("before the base backup", 42)]
+        stopped = subprocess.run(["bash", "-e", "-c", "\n".join([variables, stop])], capture_output=True, text=True, timeout=120)
+        assert stopped.returncode == 0, stopped.stderr
     finally:
-        process.stop()
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", str(BIN / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop"], capture_output=True, check=False
+        )
         subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+def doc_section_blocks(heading):
+    """The ```sh blocks of one section of docs/postgresql.md, in order."""
+    text = DOC.read_text()
+    section = text[text.index(heading) + len(heading) :]
+    section = section[: section.index("\n## ")]
+    return re.findall(r"^```sh\n(.*?)^```$", section, flags=re.S | re.M)
 
 
 # ---- failure paths ------------------------------------------------------------------------------------
@@ -554,7 +550,7 @@ def test_info_reports_a_busy_session(postgres_server):
         worker = threading.Thread(target=_sleep_until_cancelled, args=(busy,))
         worker.start()
         try:
-            for _ in range(50):
+            for _attempt in range(50):
                 info = run_module("postgresql_info", include_queries=True, **conn(postgres_server))
                 mine = [s for s in info["sessions"] if s["pid"] == pid]
                 if mine and mine[0]["state"] == "active":
