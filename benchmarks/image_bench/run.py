@@ -44,6 +44,7 @@ PLAYBOOK_MODULE = """
         state_dir: "{{ state }}"
         recipients: ["{{ recipient }}"]
         node: bench
+        facts_dir: ""
       register: s
     - name: config_archive
       lifeboat.backup.config_archive:
@@ -145,7 +146,9 @@ def module_peak_rss(tree, recipient, work):
     for name in ("dest-rss", "state-rss"):
         shutil.rmtree(work / name, ignore_errors=True)
     (work / "dest-rss").mkdir(parents=True)
-    started = run_module("backup_session", state="started", destination=str(work / "dest-rss"), state_dir=str(work / "state-rss"), recipients=[recipient])
+    started = run_module(
+        "backup_session", state="started", destination=str(work / "dest-rss"), state_dir=str(work / "state-rss"), recipients=[recipient], facts_dir=""
+    )
     session = started["session"]["work_dir"]
     report = work / "rss.txt"
     result = run_module("config_archive", session=session, paths=[str(tree)], prefix=["/usr/bin/time", "-f", "%M", "-o", str(report)])

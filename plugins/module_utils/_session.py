@@ -109,8 +109,9 @@ def free_bytes(path):
 
 
 class NodeState:
-    def __init__(self, state_dir):
+    def __init__(self, state_dir, facts_dir=None):
         self.dir = state_dir
+        self.facts_dir = facts_dir
         self.lock_path = os.path.join(state_dir, "lock")
         self.status_path = os.path.join(state_dir, "status.json")
         self.audit_path = os.path.join(state_dir, "audit.jsonl")
@@ -127,8 +128,20 @@ class NodeState:
     def update_status(self, **changes):
         status = self.status()
         status.update(changes)
+        status["updated"] = utc_now()
         write_json_atomic(self.status_path, status)
+        self._write_fact(status)
         return status
+
+    def _write_fact(self, status):
+        """The status as an Ansible local fact (``ansible_local.lifeboat`` after ``setup``)."""
+        if not self.facts_dir:
+            return
+        try:
+            os.makedirs(self.facts_dir, mode=0o755, exist_ok=True)
+            write_json_atomic(os.path.join(self.facts_dir, "lifeboat.fact"), dict(status, state_dir=self.dir), mode=0o644)
+        except OSError:
+            pass  # a fact is a convenience; status.json is the record
 
     def audit(self, record):
         append_line(self.audit_path, record)
@@ -337,7 +350,7 @@ def start(params):
         raise SessionError("destination %s does not exist or is not a directory; create it (mode 0700) or fix the path" % destination)
     if not os.access(destination, os.W_OK | os.X_OK):
         raise SessionError("destination %s is not writable by uid %d" % (destination, os.getuid()))
-    state = NodeState(params["state_dir"])
+    state = NodeState(params["state_dir"], params.get("facts_dir"))
     state.ensure()
     recipients, identity_blob = encryption_plan(params["encryption"], params.get("passphrase"), params.get("recipients"), params["work_factor"])
     compression = _image.resolve_compression(params["compression"])
@@ -364,6 +377,7 @@ def start(params):
             "destination": destination,
             "work_dir": work_dir,
             "state_dir": params["state_dir"],
+            "facts_dir": params.get("facts_dir"),
             "started": iso(now),
             "compression": compression,
             "encryption": {
@@ -669,7 +683,7 @@ def load_session_data(work_dir):
 def seal(work_dir, errors=None, consistency=None):
     """Finish the image and publish it, or record the failure. Returns the audit record."""
     session = load_session_data(work_dir)
-    state = NodeState(session["state_dir"])
+    state = NodeState(session["state_dir"], session.get("facts_dir"))
     components = _component_records(work_dir)
     for comp in components.values():
         if comp["status"] == "running":
@@ -768,7 +782,7 @@ def abort(work_dir=None, state_dir=None, reason=None):
             session = read_json(os.path.join(current["work_dir"], "session.json"))
     if session is None:
         return None
-    state = NodeState(session["state_dir"])
+    state = NodeState(session["state_dir"], session.get("facts_dir"))
     components = _component_records(session["work_dir"]) if os.path.isdir(os.path.join(session["work_dir"], "components")) else {}
     ended = utc_now()
     reason = reason or "aborted"

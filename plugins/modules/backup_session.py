@@ -125,6 +125,13 @@ options:
         with the keys C(name) and C(version) (for example C(threatintel) and C(3.4.1)).
     type: dict
     default: {}
+  facts_dir:
+    description:
+      - Directory where the node's backup status is written as the Ansible local fact
+        C(lifeboat.fact) at every change, so C(setup) shows it as C(ansible_local.lifeboat).
+        An empty string disables it.
+    type: path
+    default: /etc/ansible/facts.d
   lease:
     description:
       - Seconds without activity after which the keeper gives the lock up. Every component
@@ -303,6 +310,7 @@ def main():
             components=dict(type="list", elements="str", default=[]),
             platform=dict(type="dict", default={}),
             lease=dict(type="int", default=_session.DEFAULT_LEASE),
+            facts_dir=dict(type="path", default="/etc/ansible/facts.d"),
             session=dict(type="path"),
             errors=dict(type="dict", default={}),
             consistency=dict(type="dict", default={}),

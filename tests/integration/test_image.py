@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -27,12 +28,13 @@ def place(tmp_path):
     """A destination, a state dir and a source tree."""
     (tmp_path / "dest").mkdir()
     source = make_config_tree(tmp_path / "src")
-    return {"dest": str(tmp_path / "dest"), "state": str(tmp_path / "state"), "src": source, "tmp": tmp_path}
+    return {"dest": str(tmp_path / "dest"), "state": str(tmp_path / "state"), "src": source, "tmp": tmp_path, "facts": str(tmp_path / "facts")}
 
 
 def start(place, **options):
     options.setdefault("passphrase", PASSPHRASE)
     options.setdefault("work_factor", 12)
+    options.setdefault("facts_dir", place.get("facts", ""))
     result = run_module("backup_session", state="started", destination=place["dest"], state_dir=place["state"], node="node1", **options)
     assert not result.failed, result
     return result["session"]["work_dir"]
@@ -213,9 +215,9 @@ def test_check_mode_lists_and_writes_nothing(place):
 
 
 def test_short_passphrase_and_implicit_plaintext_are_refused(place):
-    short = run_module("backup_session", state="started", destination=place["dest"], state_dir=place["state"], passphrase="1234567")
+    short = run_module("backup_session", state="started", destination=place["dest"], state_dir=place["state"], passphrase="1234567", facts_dir="")
     assert short.failed and "at least 8" in short["msg"]
-    nothing = run_module("backup_session", state="started", destination=place["dest"], state_dir=place["state"])
+    nothing = run_module("backup_session", state="started", destination=place["dest"], state_dir=place["state"], facts_dir="")
     assert nothing.failed and "encryption=none explicitly" in nothing["msg"]
     work = start(place, passphrase=None, encryption="none")
     assert run_module("config_archive", session=work, paths=[str(place["src"])])["members"] == ["config/files.tar.zst", "config/index.jsonl.zst"]
@@ -228,13 +230,17 @@ def test_second_session_fails_naming_the_holder_and_stale_lock_is_taken_over(pla
     previous = backup(place)["image"]
     previous_sha = sha(previous)
     work = start(place, backup_id="run-one")
-    second = run_module("backup_session", state="started", destination=place["dest"], state_dir=place["state"], passphrase=PASSPHRASE, work_factor=12)
+    second = run_module(
+        "backup_session", state="started", destination=place["dest"], state_dir=place["state"], passphrase=PASSPHRASE, work_factor=12, facts_dir=""
+    )
     assert second.failed and "run-one" in second["msg"] and "in progress" in second["msg"]
 
     keeper = json.loads(Path(place["state"], "lock").read_text())["keeper_pid"]
     os.kill(keeper, signal.SIGKILL)  # the controller died and took the keeper with it
     time.sleep(0.2)
-    taken = run_module("backup_session", state="started", destination=place["dest"], state_dir=place["state"], passphrase=PASSPHRASE, work_factor=12)
+    taken = run_module(
+        "backup_session", state="started", destination=place["dest"], state_dir=place["state"], passphrase=PASSPHRASE, work_factor=12, facts_dir=""
+    )
     assert not taken.failed, taken
     assert any("stale" in note for note in taken["notes"])
     assert not os.path.exists(work)
@@ -343,6 +349,7 @@ def test_no_secret_in_verbose_output_or_process_table(place, tmp_path):
         state_dir: "{{ state }}"
         passphrase: "{{ secret }}"
         work_factor: 12
+        facts_dir: ""
       register: s
     - lifeboat.backup.config_archive:
         session: "{{ s.session.work_dir }}"
@@ -378,3 +385,32 @@ def test_no_secret_in_verbose_output_or_process_table(place, tmp_path):
     # The only place the secret may appear is where this test defined it: the extra-vars file
     # echoed by -vvv is referenced by path, never by value.
     assert secret not in proc.stdout
+
+
+def test_backup_info_status_history_images_and_fact(place):
+    idle = run_module("backup_info", state_dir=place["state"], destination=place["dest"], schedule=str(place["tmp"] / "no-cron"))
+    assert not idle.failed and not idle["changed"]
+    assert idle["status"]["state"] == "not_running" and idle["status"]["last_success"] is None
+    assert idle["status"]["next_run"] is None and "does not exist" in idle["status"]["schedule"]
+
+    first = backup(place)
+    work = start(place, backup_id="second-run")
+    running = run_module("backup_info", state_dir=place["state"], destination=place["dest"], node="node1")
+    assert running["status"]["state"] == "in_progress" and running["status"]["current"]["backup_id"] == "second-run"
+    fact = json.loads(Path(place["facts"], "lifeboat.fact").read_text())
+    assert fact["state"] == "in_progress" and fact["last_success"]["image"] == first["image"]
+
+    keeper = running["status"]["current"]["keeper_pid"]
+    os.kill(keeper, signal.SIGKILL)
+    time.sleep(0.2)
+    assert run_module("backup_info", state_dir=place["state"])["status"]["state"] == "stale"
+    shutil.rmtree(work)
+
+    cron = place["tmp"] / "lifeboat-backup"
+    cron.write_text("SHELL=/bin/sh\n# nightly\n0 2 * * * root ansible-pull ...\n")
+    later = run_module("backup_info", state_dir=place["state"], destination=place["dest"], schedule=str(cron), history=5)
+    assert later["status"]["next_run"].endswith("T02:00:00Z")
+    assert [h["verdict"] for h in later["history"]] == ["success"]
+    assert [i["backup_id"] for i in later["images"]] == [first["backup_id"]]
+    assert later["images"][0]["components"] == {"config": "success"} and later["images"][0]["verdict"] == "success"
+    assert run_module("backup_info", state_dir=place["state"], destination=place["dest"], node="other")["images"] == []

@@ -54,7 +54,9 @@ def run_in_terminal(script, answer, timeout=120):
 def test_recovery_page_as_written(tmp_path):
     (tmp_path / "dest").mkdir()
     source = make_config_tree(tmp_path / "src")
-    started = run_module("backup_session", state="started", destination=str(tmp_path / "dest"), state_dir=str(tmp_path / "state"), passphrase=PASSPHRASE)
+    started = run_module(
+        "backup_session", state="started", destination=str(tmp_path / "dest"), state_dir=str(tmp_path / "state"), passphrase=PASSPHRASE, facts_dir=""
+    )
     work_dir = started["session"]["work_dir"]
     assert not run_module("config_archive", session=work_dir, paths=[str(source)]).failed
     image = run_module("backup_session", state="sealed", session=work_dir)["image"]
