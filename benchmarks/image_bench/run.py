@@ -165,7 +165,7 @@ def verify(image, identity_file):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--rss-sizes", default="256,1024", help="two tree sizes (MiB) for the peak-RSS comparison")
     parser.add_argument("--small", action="store_true", help="CI mode: 32 MiB, correctness only")

@@ -338,13 +338,15 @@ def test_basebackup_restores_into_a_new_data_directory(pg_database, age_key, tmp
     try:
         # The harness cluster asks for a password on its socket too (Debian's default is peer).
         env = dict(os.environ, PGPASSWORD=server.password)
-        done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", "\n".join([variables, *steps])], capture_output=True, text=True, timeout=300, env=env)
+        done = subprocess.run(
+            ["bash", "-e", "-o", "pipefail", "-c", "\n".join([variables, *steps])], capture_output=True, text=True, timeout=300, env=env, check=False
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         assert done.stdout.strip().splitlines()[-1] == "f"
         dsn = f"host=127.0.0.1 port={port} user={server.user} password={server.password} dbname={pg_database.name}"
         with psycopg.connect(dsn) as restored:
             assert restored.execute("SELECT note, answer FROM marker").fetchall() == [("before the base backup", 42)]
-        stopped = subprocess.run(["bash", "-e", "-c", "\n".join([variables, stop])], capture_output=True, text=True, timeout=120)
+        stopped = subprocess.run(["bash", "-e", "-c", "\n".join([variables, stop])], capture_output=True, text=True, timeout=120, check=False)
         assert stopped.returncode == 0, stopped.stderr
     finally:
         subprocess.run(
