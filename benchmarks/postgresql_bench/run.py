@@ -17,8 +17,10 @@ word-salad documents. Then, on that same database:
 Restores: ``postgresql_restore`` jobs 1 (streamed) and jobs 2 (via scratch), the native
 ``age -d | zstd -d | pg_restore``, and ``postgresql_db state=restore``, each into a new
 database checked for its row count. Peak RSS of the dump module on a small and the big
-database (memory must not grow with the data). ``--small`` is what CI runs: correctness
-only, its numbers mean nothing.
+database and on one a tenth its size (memory must not grow with the data). The machine is
+shared with other work, so the dump paths run in alternating rounds (``--rounds``) and
+each path's best time counts. ``--small`` is what CI runs: correctness only, its numbers
+mean nothing.
 """
 
 from __future__ import annotations
@@ -290,11 +292,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--scale", type=int, default=100, help="pgbench scale (100 is about 1.5 GB with indexes)")
     parser.add_argument("--text-mib", type=int, default=700, help="size of the text documents table")
-    parser.add_argument("--small", action="store_true", help="CI mode: scale 1, 4 MiB of text, correctness only")
+    parser.add_argument("--rounds", type=int, default=2, help="dump rounds; the best time of each path counts")
+    parser.add_argument("--small", action="store_true", help="CI mode: scale 1, 4 MiB of text, one round, correctness only")
     parser.add_argument("--workdir", default=os.environ.get("LIFEBOAT_BENCH_DIR"), help="where outputs go (default: a temp dir)")
     args = parser.parse_args()
     if args.small:
-        args.scale, args.text_mib = 1, 4
+        args.scale, args.text_mib, args.rounds = 1, 4, 1
 
     base = Path(args.workdir or tempfile.mkdtemp(prefix="lifeboat-pg-bench-"))
     base.mkdir(parents=True, exist_ok=True)
@@ -309,7 +312,8 @@ def main():
     with PostgresServer(settings={"shared_buffers": "256MB", "max_wal_size": "4GB", "checkpoint_timeout": "30min"}) as server:
         started = time.time()
         size = populate(server, "bench", args.scale, args.text_mib)
-        tiny = populate(server, "tiny", 1, 1)
+        # A second database a tenth the size: the module's peak RSS must not grow with the data.
+        medium = populate(server, "medium", max(1, args.scale // 10), max(1, args.text_mib // 10))
         accounts = count_accounts(server, "bench")
         print(
             "database: %.1f MiB (pgbench scale %d, %d MiB of text), made in %.0f s; load average %s"
@@ -317,15 +321,28 @@ def main():
             flush=True,
         )
 
-        dumps = {}
-        dumps["module j1"] = module_dump(server, "bench", recipient, base, 1)
-        dumps["module j2"] = module_dump(server, "bench", recipient, base, 2)
-        native_s, native_file = native_dump(server, "bench", recipient, out, None)
-        native0_s, native0_file = native_dump(server, "bench", recipient, out, 0)
-        peer_file = out / "peer.pgc"
-        peer_s = peer(server, "dump", "bench", peer_file, base)
-        for _label, (_seconds, image) in dumps.items():
-            checked = run_module("image_verify", path=str(image), level="full", identity_file=str(identity_file))
+        # The machine is shared: run the dump paths in alternating rounds and keep each one's
+        # best time, so a burst of someone else's load does not land on one path only.
+        best = {}
+        outputs = {}
+        for round_no in range(args.rounds):
+            for label, run in (
+                ("module j1", lambda: module_dump(server, "bench", recipient, base, 1)),
+                ("native", lambda: native_dump(server, "bench", recipient, out, None)),
+                ("module j2", lambda: module_dump(server, "bench", recipient, base, 2)),
+                ("native -Z0", lambda: native_dump(server, "bench", recipient, out, 0)),
+                ("peer", lambda: (peer(server, "dump", "bench", out / "peer.pgc", base), out / "peer.pgc")),
+            ):
+                seconds, produced = run()
+                best[label] = min(seconds, best.get(label, seconds))
+                outputs[label] = produced
+            print("round %d: %s; load average %s" % (round_no + 1, ", ".join("%s %.1f s" % kv for kv in best.items()), os.getloadavg()), flush=True)
+        dumps = {"module j1": (best["module j1"], outputs["module j1"]), "module j2": (best["module j2"], outputs["module j2"])}
+        native_s, native_file = best["native"], outputs["native"]
+        native0_s, native0_file = best["native -Z0"], outputs["native -Z0"]
+        peer_s, peer_file = best["peer"], outputs["peer"]
+        for label in ("module j1", "module j2"):
+            checked = run_module("image_verify", path=str(outputs[label]), level="full", identity_file=str(identity_file))
             if not checked.get("valid"):
                 raise SystemExit("benchmark image does not verify: %s" % checked.get("msg"))
 
@@ -340,7 +357,7 @@ def main():
         restores["community.postgresql restore"] = peer(server, "restore", "r_peer", peer_file, base)
         assert count_accounts(server, "r_peer") == accounts
 
-        rss_small = module_peak_rss(server, "tiny", recipient, base)
+        rss_small = module_peak_rss(server, "medium", recipient, base)
         rss_big = module_peak_rss(server, "bench", recipient, base)
 
     mb = size / 1e6
@@ -351,7 +368,7 @@ def main():
         ("pg_dump -Fc -Z0 | zstd | age", native0_s, native0_file.stat().st_size),
         ("community.postgresql_db dump (-Fc)", peer_s, peer_file.stat().st_size),
     ]
-    print("\n%-38s %9s %14s %12s" % ("dump", "seconds", "DB MB/s", "output MB"))
+    print("\n%-38s %9s %14s %12s" % ("dump (best of %d)" % args.rounds, "seconds", "DB MB/s", "output MB"))
     for name, seconds, produced in rows:
         print("%-38s %9.2f %14.1f %12.1f" % (name, seconds, mb / seconds, produced / 1e6))
     j1, j2 = dumps["module j1"][0], dumps["module j2"][0]
@@ -364,7 +381,7 @@ def main():
         print("%-38s %9.2f" % (name, seconds))
     print(
         "\npostgresql_dump peak RSS: %.1f MB on a %.0f MiB database, %.1f MB on the %.0f MiB one (target: flat)"
-        % (rss_small / 1024, tiny / 2**20, rss_big / 1024, size / 2**20)
+        % (rss_small / 1024, medium / 2**20, rss_big / 1024, size / 2**20)
     )
     print("load average after: %s" % (os.getloadavg(),))
     if not args.workdir:
