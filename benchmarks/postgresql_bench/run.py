@@ -129,6 +129,7 @@ DUMP_PLAYBOOK = """
         login_password: "{{ password }}"
         databases: ["{{ db }}"]
         jobs: "{{ jobs }}"
+        verify: "{{ verify }}"
     - name: seal
       lifeboat.backup.backup_session:
         state: sealed
@@ -227,8 +228,8 @@ def native_restore(server, dump, identity_file, target):
     return time.time() - start
 
 
-def module_dump(server, db, recipient, base, jobs):
-    work = base / ("dump-j%d" % jobs)
+def module_dump(server, db, recipient, base, jobs, verify="toc"):
+    work = base / ("dump-j%d-%s" % (jobs, verify))
     shutil.rmtree(work, ignore_errors=True)
     (work / "dest").mkdir(parents=True)
     extra = {
@@ -241,6 +242,7 @@ def module_dump(server, db, recipient, base, jobs):
         "password": server.password,
         "db": db,
         "jobs": jobs,
+        "verify": verify,
     }
     seconds = playbook(DUMP_PLAYBOOK, work, "postgresql_dump", extra)
     sealed = json.loads((work / "sealed.json").read_text())
@@ -329,6 +331,7 @@ def main():
             for label, run in (
                 ("module j1", lambda: module_dump(server, "bench", recipient, base, 1)),
                 ("native", lambda: native_dump(server, "bench", recipient, out, None)),
+                ("module j1 full", lambda: module_dump(server, "bench", recipient, base, 1, "full")),
                 ("module j2", lambda: module_dump(server, "bench", recipient, base, 2)),
                 ("native -Z0", lambda: native_dump(server, "bench", recipient, out, 0)),
                 ("peer", lambda: (peer(server, "dump", "bench", out / "peer.pgc", base), out / "peer.pgc")),
@@ -363,6 +366,7 @@ def main():
     mb = size / 1e6
     rows = [
         ("postgresql_dump jobs=1", dumps["module j1"][0], dumps["module j1"][1].stat().st_size),
+        ("postgresql_dump jobs=1 verify=full", best["module j1 full"], outputs["module j1 full"].stat().st_size),
         ("postgresql_dump jobs=2", dumps["module j2"][0], dumps["module j2"][1].stat().st_size),
         ("pg_dump -Fc | zstd | age", native_s, native_file.stat().st_size),
         ("pg_dump -Fc -Z0 | zstd | age", native0_s, native0_file.stat().st_size),

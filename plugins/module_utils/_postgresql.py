@@ -735,14 +735,30 @@ SELECT
   (SELECT count(*) FROM pg_largeobject_metadata) AS large_objects,
   (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql') AS extensions,
   (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND t.typtype IN ('e', 'd', 'r', 'm')) AS types
+     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND t.typtype IN ('e', 'd', 'r', 'm')) AS types,
+  (SELECT count(*) FROM pg_event_trigger) AS event_triggers,
+  (SELECT count(*) FROM pg_foreign_server) AS foreign_servers,
+  (SELECT count(*) FROM pg_publication) AS publications,
+  (SELECT count(*) FROM pg_default_acl) AS default_privileges
 """
 
 
 def user_objects(conn):
     """Counts of user objects in the connected database; all zero means empty."""
     row = execute(conn, EMPTY_CHECK_SQL)[0]
-    counts = dict(zip(("relations", "routines", "schemas", "large_objects", "extensions", "types"), (int(v) for v in row)))
+    names = (
+        "relations",
+        "routines",
+        "schemas",
+        "large_objects",
+        "extensions",
+        "types",
+        "event_triggers",
+        "foreign_servers",
+        "publications",
+        "default_privileges",
+    )
+    counts = dict(zip(names, (int(v) for v in row)))
     return {k: v for k, v in counts.items() if v}
 
 

@@ -197,7 +197,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _proc, _session, _tree
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _proc, _session
 from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql as pg
 
 SYSTEM_DATABASES = ("postgres", "template1")
@@ -246,17 +246,22 @@ def decrypt_to_file(image, member, path):
 
 
 def unpack_directory(image, member, path):
-    """Unpack a directory-format archive (a tar member) for pg_restore."""
-    extractor = _tree.Extractor(path, same_owner=False)
-    try:
-        with image.open_member(member) as source, tarfile.open(fileobj=source, mode="r|") as tar:
-            for info in tar:
-                if not info.isreg() or not pg.DIRECTORY_FILE.match(info.name):
-                    raise RestoreError("member %s holds %s, which is not part of a pg_dump directory archive" % (member, info.name))
-                extractor.extract(info, tar.extractfile(info))
-            source.read()  # to the end: the member checks its SHA-256
-    finally:
-        extractor.close()
+    """Unpack a directory-format archive (a tar member) for pg_restore. Only the file names
+    pg_dump writes are accepted, so nothing can land outside ``path``; no fsync: scratch."""
+    os.mkdir(path, 0o700)
+    with image.open_member(member) as source, tarfile.open(fileobj=source, mode="r|") as tar:
+        for info in tar:
+            if not info.isreg() or not pg.DIRECTORY_FILE.match(info.name):
+                raise RestoreError("member %s holds %s, which is not part of a pg_dump directory archive" % (member, info.name))
+            data = tar.extractfile(info)
+            fd = os.open(os.path.join(path, info.name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                while True:
+                    chunk = data.read(_image.COPY_BUFFER)
+                    if not chunk:
+                        break
+                    handle.write(chunk)
+        source.read()  # to the end: the member checks its SHA-256
 
 
 # ---- globals -------------------------------------------------------------------------------------
@@ -676,7 +681,7 @@ def run(module, params, image):
                             pg.execute(target_conn, "ANALYZE")
                         finally:
                             target_conn.close()
-            except (RestoreError, pg.PgError, _image.ImageError, _age.AgeError, _tree.TreeError, tarfile.TarError) as exc:
+            except (RestoreError, pg.PgError, _image.ImageError, _age.AgeError, tarfile.TarError) as exc:
                 module.fail_json(msg=str(exc), **result)
             except OSError as exc:
                 module.fail_json(msg="restore failed: %s" % (exc.strerror or exc), **result)

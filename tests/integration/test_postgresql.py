@@ -254,6 +254,7 @@ def test_restore_streamed_renamed_refusing_a_non_empty_target(pg_database, age_k
         audit_tables=["audit_trail"],
         include_audit=True,
         row_counts=True,
+        verify="full",
         **conn(server),
     )
     assert not dumped.failed, dumped
@@ -277,11 +278,39 @@ def test_restore_streamed_renamed_refusing_a_non_empty_target(pg_database, age_k
 
         planned = run_module("postgresql_restore", check=True, clean=True, **common)
         assert planned["databases"][0]["action"] == "replace"
-        replaced = run_module("postgresql_restore", clean=True, **common)
+        # jobs=2 on a custom-format member: decrypted into a scratch file for pg_restore -j.
+        replaced = run_module("postgresql_restore", clean=True, jobs=2, **common)
         assert not replaced.failed, replaced
         assert server.psql("SELECT count(*) FROM orders", dbname=copy) == "5000"
+        assert not [p for p in Path(image).parent.iterdir() if p.name.startswith(".lifeboat-restore-")], "scratch left behind"
+
+        # The recorded counts are what verify_counts compares with: alter one, and it tells.
+        tampered = tmp_path / "tampered.zip"
+        rewrite_manifest(image, tampered, lambda m: _bump_count(m, "orders"))
+        checked = run_module("postgresql_restore", **dict(common, image=str(tampered), clean=True))
+        assert checked.failed and "row counts differ" in checked["msg"] and "public.orders: 5001 rows dumped, 5000 restored" in checked["msg"]
+        assert checked["count_mismatches"] == [{"database": copy, "table": "public.orders", "dumped": 5001, "restored": 5000}]
     finally:
         server.psql(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
+
+
+def rewrite_manifest(image, target, change):
+    """A copy of ``image`` whose manifest.json went through ``change`` (members untouched)."""
+    with zipfile.ZipFile(image) as source, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as copy:
+        for info in source.infolist():
+            data = source.read(info.filename)
+            if info.filename == "manifest.json":
+                manifest = json.loads(data)
+                change(manifest)
+                data = json.dumps(manifest).encode()
+            copy.writestr(info, data)
+
+
+def _bump_count(manifest, table):
+    for database in manifest["components"]["postgresql"]["details"]["databases"]:
+        for entry in database["row_counts"]:
+            if entry[1] == table:
+                entry[2] += 1
 
 
 def test_dumpall_round_trip(postgres_server, fresh_cluster, pg_database, age_key, tmp_path):
@@ -513,6 +542,32 @@ def test_client_tools_older_than_the_server_are_refused(postgres_server, age_key
     assert based.failed and "older than the server" in based["msg"]
     sealed = backup.seal()
     assert sealed["verdict"] == "failed" and "older than the server" in sealed["failures"]["postgresql"]
+
+
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [
+        ("", "pg_dump exited 0 but wrote nothing"),
+        ("SELECT 1;", "not a custom-format archive"),
+        ("PGDMP-this-is-no-archive", "pg_restore could not read the archive back"),
+    ],
+)
+def test_a_dump_that_does_not_read_back_is_a_failure(postgres_server, age_key, tmp_path, output, reason):
+    """pg_dump exits 0 but its output is empty or garbage (a fake pg_dump beside the real
+    pg_restore; the server is real): the component fails, nothing is published."""
+    _identity, recipient = age_key
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for real in ("pg_restore", "pg_dumpall"):
+        (tools / real).symlink_to(BIN / real)
+    fake = tools / "pg_dump"
+    fake.write_text('#!/bin/sh\n[ "$1" = --version ] && exec %s --version\nprintf "%%s" "%s"\n' % (BIN / "pg_dump", output))
+    fake.chmod(0o755)
+    backup = Backup(tmp_path, recipient)
+    dumped = run_module("postgresql_dump", session=backup.work_dir, databases=["postgres"], globals=False, client_bin_dir=str(tools), **conn(postgres_server))
+    assert dumped.failed and reason in dumped["msg"], dumped
+    sealed = backup.seal()
+    assert sealed["verdict"] == "failed" and backup.images() == []
 
 
 @pytest.fixture
