@@ -25,9 +25,9 @@ description:
     the start (marker C(lsn)) and per database, the database sizes and properties are recorded
     in the manifest.
   - A database counts as dumped only when C(pg_dump) exited 0, wrote no error, wrote a
-    non-empty archive, and C(pg_restore --list) read the archive back; the custom-format
-    stream is also read to the end by C(pg_restore) as it is written (fed the same bytes,
-    nothing on disk). Anything else fails the component and discards the member.
+    non-empty archive, and C(pg_restore --list) read the archive back - fed the very bytes
+    that go into the image as they pass, nothing on disk (see O(verify)). Anything else fails
+    the component and discards the member.
   - With O(mode=dumpall), a single C(pg_dumpall) SQL script of the whole cluster is written
     instead (one member). It cannot exclude tables, and restoring it needs C(psql).
   - Picks the client tools of the server's major version (or the nearest newer one) and
