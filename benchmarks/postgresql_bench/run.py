@@ -220,6 +220,18 @@ def native_dump(server, db, recipient, out, compress):
     return time.time() - start, target
 
 
+def native_directory(server, db, out, jobs):
+    """pg_dump -Fd -Z0 with ``jobs`` workers to a plain directory: what parallel pg_dump alone
+    gains on this machine and data, before any compression or encryption."""
+    target = out / ("native-dir-j%d" % jobs)
+    shutil.rmtree(target, ignore_errors=True)
+    start = time.time()
+    subprocess.run([str(server.bin_dir / "pg_dump"), "-Fd", "-Z0", "-j", str(jobs), "-f", str(target)], env=dict(os.environ, **server.env(db)), check=True)
+    seconds = time.time() - start
+    shutil.rmtree(target, ignore_errors=True)
+    return seconds, None
+
+
 def native_restore(server, dump, identity_file, target):
     server.psql('CREATE DATABASE "%s"' % target)
     script = "age -d -i %s %s | zstd -dc | %s/pg_restore --exit-on-error -d %s" % (identity_file, dump, server.bin_dir, target)
@@ -335,6 +347,8 @@ def main():
                 ("module j2", lambda: module_dump(server, "bench", recipient, base, 2)),
                 ("native -Z0", lambda: native_dump(server, "bench", recipient, out, 0)),
                 ("peer", lambda: (peer(server, "dump", "bench", out / "peer.pgc", base), out / "peer.pgc")),
+                ("pg_dump -Fd -j1", lambda: native_directory(server, "bench", out, 1)),
+                ("pg_dump -Fd -j2", lambda: native_directory(server, "bench", out, 2)),
             ):
                 seconds, produced = run()
                 best[label] = min(seconds, best.get(label, seconds))
@@ -380,6 +394,10 @@ def main():
     print("jobs=1 throughput vs pg_dump -Fc -Z0 | zstd | age:  %.2fx" % (native0_s / j1))
     print("jobs=2 vs jobs=1:                                   %.2fx   (target >= 1.5x on 2 cores)" % (j1 / j2))
     print("jobs=1 vs community.postgresql_db dump:             %.2fx   (target > 1x)" % (peer_s / j1))
+    print(
+        "for reference, plain pg_dump -Fd -Z0 to disk: -j1 %.1f s, -j2 %.1f s (%.2fx from a second worker on this machine and data)"
+        % (best["pg_dump -Fd -j1"], best["pg_dump -Fd -j2"], best["pg_dump -Fd -j1"] / best["pg_dump -Fd -j2"])
+    )
     print("\n%-38s %9s" % ("restore", "seconds"))
     for name, seconds in restores.items():
         print("%-38s %9.2f" % (name, seconds))
