@@ -216,7 +216,7 @@ def databases(conn):
 def roles(conn):
     rows = pg.execute(
         conn,
-        "SELECT r.rolname, r.rolsuper, r.rolcanlogin, r.rolreplication, r.rolcreatedb, r.rolcreaterole, r.rolbypassrls, r.rolvaliduntil, "
+        "SELECT r.rolname, r.rolsuper, r.rolcanlogin, r.rolreplication, r.rolcreatedb, r.rolcreaterole, r.rolbypassrls, r.rolvaliduntil::text, "
         "coalesce((SELECT array_agg(g.rolname ORDER BY g.rolname) FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid), '{}') "
         "FROM pg_roles r WHERE r.rolname !~ '^pg_' ORDER BY r.rolname",
     )
@@ -224,7 +224,6 @@ def roles(conn):
     out = []
     for row in rows:
         record = dict(zip(keys, row))
-        record["valid_until"] = _iso(record["valid_until"])
         record["member_of"] = list(record["member_of"] or [])
         out.append(record)
     return out

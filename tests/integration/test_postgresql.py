@@ -601,7 +601,9 @@ def test_insufficient_space_is_refused_up_front_and_caught_mid_dump(pg_database,
     assert backup.images() == []
 
 
-def test_info_reports_a_busy_session(postgres_server):
+def test_info_reports_a_busy_session(postgres_server, namespace):
+    # A password that never expires is stored as 'infinity', which no Python datetime holds.
+    postgres_server.psql(f"CREATE ROLE {namespace}_forever LOGIN PASSWORD 'x-{namespace}' VALID UNTIL 'infinity'")
     with psycopg.connect(postgres_server.dsn(), autocommit=True, application_name="lifeboat-test-busy") as busy:
         pid = busy.info.backend_pid
         worker = threading.Thread(target=_sleep_until_cancelled, args=(busy,))
@@ -618,10 +620,13 @@ def test_info_reports_a_busy_session(postgres_server):
             assert info["activity"]["busy"] >= 1 and info["server"]["major"] == "15" and info["server"]["current_lsn"]
             assert all(s["application"] != "lifeboat.backup" for s in info["sessions"]), "its own session is not reported"
             assert info["client_tools"]["dir"] == str(BIN)
+            assert {"name": f"{namespace}_forever", "valid_until": "infinity"}.items() <= next(
+                r for r in info["roles"] if r["name"] == f"{namespace}_forever"
+            ).items()
             quiet = run_module("postgresql_info", **conn(postgres_server))
             assert "query" not in next(s for s in quiet["sessions"] if s["pid"] == pid)
         finally:
-            postgres_server.psql(f"SELECT pg_cancel_backend({pid})")
+            postgres_server.psql(f"SELECT pg_cancel_backend({pid}); DROP ROLE {namespace}_forever")
             worker.join()
 
 
