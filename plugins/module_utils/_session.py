@@ -693,13 +693,13 @@ def seal(work_dir, errors=None, consistency=None):
                 "still running in pid %s when the session was sealed" % comp.get("pid") if alive else "interrupted: the module ended before recording a result"
             )
     for name, reason in (errors or {}).items():
+        # Reasons from the caller fill in for components that recorded nothing themselves;
+        # a component that recorded success keeps it.
         key = _image.safe_name(name)
         comp = components.get(key)
-        if comp is None or comp["status"] != "failed":
-            components[key] = dict(
-                comp or {"name": key, "kind": name, "members": [], "markers": {}, "details": {}, "warnings": []}, status="failed", error=reason
-            )
-        elif not comp.get("error"):
+        if comp is None:
+            components[key] = {"name": key, "kind": name, "status": "failed", "error": reason, "members": [], "markers": {}, "details": {}, "warnings": []}
+        elif comp["status"] == "failed" and not comp.get("error"):
             comp["error"] = reason
     for requested in session["components"]:
         key = _image.safe_name(requested)

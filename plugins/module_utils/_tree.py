@@ -436,7 +436,7 @@ class Extractor:
                         os.mkdir(name, 0o700, dir_fd=parent)
                 self._dirs.append((parts, info))
             elif info.issym():
-                tmp = ".%s.lifeboat-tmp" % name
+                tmp = _temp_name(name)
                 _unlink_quiet(tmp, parent)
                 os.symlink(info.linkname, tmp, dir_fd=parent)
                 if self.same_owner:
@@ -447,7 +447,7 @@ class Extractor:
                         pass
                 _replace(tmp, name, parent)
             elif info.isreg():
-                tmp = ".%s.lifeboat-tmp" % name
+                tmp = _temp_name(name)
                 _unlink_quiet(tmp, parent)
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent)
                 try:
@@ -467,6 +467,11 @@ class Extractor:
                 raise TreeError("unsupported entry type in archive: %s" % info.name)
         finally:
             os.close(parent)
+
+
+def _temp_name(name):
+    # Unique per process: two restores into one directory must not share a temp file.
+    return ".%s.lifeboat-%d-%s" % (name[:200], os.getpid(), os.urandom(4).hex())
 
 
 def _replace(tmp, name, parent):

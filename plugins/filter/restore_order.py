@@ -1,0 +1,81 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, lifeboat.backup contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: restore_order
+short_description: The components of an image to restore, in the documented order
+version_added: 0.1.0
+author:
+  - lifeboat.backup maintainers (@lifeboat-backup)
+description:
+  - Takes the components of an image (from M(lifeboat.backup.image_info)) and returns those
+    to restore, in the documented order - configuration files first (services must find
+    their configuration), then PostgreSQL, then Elasticsearch/OpenSearch (indices may be
+    rebuilt from the database), then Neo4j.
+  - Each entry carries the profile's options for that component (connection settings and so
+    on), matched by name.
+  - Only components captured successfully are restored; asking for one that is not in the
+    image, or that failed at backup time, is an error.
+options:
+  _input:
+    description: The image's components (name to manifest entry with C(kind) and C(status)).
+    type: dict
+    required: true
+  profile:
+    description: The profile's component list.
+    type: list
+    elements: dict
+    default: []
+  only:
+    description: Restore only these components.
+    type: list
+    elements: str
+    default: []
+"""
+
+EXAMPLES = r"""
+- name: Restore plan
+  ansible.builtin.set_fact:
+    plan: "{{ image.components | lifeboat.backup.restore_order(profile=restore_profile.components) }}"
+"""
+
+RETURN = r"""
+_value:
+  description: Entries with C(name), C(kind), C(members) and the profile's options, in restore order.
+  type: list
+  elements: dict
+"""
+
+from ansible.errors import AnsibleFilterError
+
+ORDER = {"config": 0, "postgresql": 1, "postgresql_basebackup": 1, "elasticsearch": 2, "neo4j": 3}
+
+
+def restore_order(components, profile=None, only=None):
+    only = list(only or [])
+    by_name = {c.get("name"): c for c in profile or [] if isinstance(c, dict)}
+    profile_rank = {name: i for i, name in enumerate(by_name)}
+    unknown = [n for n in only if n not in components]
+    if unknown:
+        raise AnsibleFilterError(
+            "restore_components lists %s, not in this image; it holds: %s" % (", ".join(unknown), ", ".join(sorted(components)) or "nothing")
+        )
+    failed = [n for n in only if components[n].get("status") != "success"]
+    if failed:
+        raise AnsibleFilterError("components %s were not captured successfully in this image and cannot be restored" % ", ".join(failed))
+    plan = []
+    for name, entry in components.items():
+        kind = entry.get("kind")
+        if kind not in ORDER or entry.get("status") != "success" or (only and name not in only):
+            continue
+        plan.append(dict(by_name.get(name, {}), name=name, kind=kind, members=entry.get("members", []), details=entry.get("details", {})))
+    plan.sort(key=lambda c: (ORDER[c["kind"]], profile_rank.get(c["name"], len(profile_rank)), c["name"]))
+    return plan
+
+
+class FilterModule:
+    def filters(self):
+        return {"restore_order": restore_order}

@@ -1,0 +1,157 @@
+"""The backup and restore roles and playbooks, through ansible-playbook (issue 7).
+
+Two "nodes" on this machine (local connection, each with its own destination and state
+directory) back up configuration components; components that need servers are covered in
+the component tests and the Molecule cluster scenario.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support.modules import ROOT, run_playbook
+from tests.support.trees import PASSPHRASE, make_config_tree, snapshot
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    source = make_config_tree(tmp_path / "src")
+    nodes = {}
+    for name in ("node1", "node2"):
+        (tmp_path / name / "dest").mkdir(parents=True)
+        nodes[name] = {
+            "backup_destination": str(tmp_path / name / "dest"),
+            "backup_state_dir": str(tmp_path / name / "state"),
+            "backup_facts_dir": str(tmp_path / name / "facts"),
+        }
+    profile = {
+        "name": "test",
+        "platform": {"name": "demo", "version": "1.0"},
+        "components": [
+            {"name": "config", "kind": "config", "paths": [str(source)], "exclude": ["*.swp"]},
+            {"name": "app", "kind": "config", "paths": [str(source / "conf.d")], "group": "app"},
+        ],
+        "checks": [],
+    }
+    return {"tmp": tmp_path, "src": source, "nodes": nodes, "profile": profile}
+
+
+def inventory(cluster, **extra_vars):
+    data = {
+        "all": {
+            "hosts": cluster["nodes"],
+            "vars": dict(
+                {"ansible_connection": "local", "backup_passphrase": PASSPHRASE, "backup_work_factor": 12, "backup_profile": cluster["profile"]},
+                **extra_vars,
+            ),
+            "children": {"app": {"hosts": {"node2": {}}}},
+        }
+    }
+    path = cluster["tmp"] / "inventory.yml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def playbook(cluster, name, **extra_vars):
+    text = (ROOT / "playbooks" / name).read_text()
+    return run_playbook(text, cluster["tmp"], inventory=inventory(cluster, **extra_vars), env={"ANSIBLE_SHOW_CUSTOM_STATS": "true"})
+
+
+def summary(output, title):
+    """The summary table's rows: node -> verdict."""
+    rows = re.findall(r'"(node\d)\s+(\w+)\s+', output[output.index(title) :])
+    return dict(rows)
+
+
+def custom_stats(output):
+    return output[output.index("CUSTOM STATS") :]
+
+
+def test_backup_then_restore_across_two_nodes(cluster):
+    plan = playbook(cluster, "plan.yml")
+    assert plan.returncode == 0, plan.stdout[-3000:]
+    assert "skip: app: not hosted here (host is not in group app)" in plan.stdout
+    assert not os.listdir(cluster["nodes"]["node1"]["backup_destination"])
+
+    backup = playbook(cluster, "backup.yml")
+    assert backup.returncode == 0, backup.stdout[-4000:]
+    assert summary(backup.stdout, "Backup summary") == {"node1": "success", "node2": "success"}
+    assert "lifeboat_backup" in custom_stats(backup.stdout)
+    ids = set(re.findall(r'"backup_id": "([^"]+)"', custom_stats(backup.stdout)))
+    assert len(ids) == 1, "one backup id for the whole run"
+    images = {n: sorted(Path(v["backup_destination"]).glob("*.zip")) for n, v in cluster["nodes"].items()}
+    assert all(len(found) == 1 for found in images.values())
+    fact = json.loads(Path(cluster["nodes"]["node1"]["backup_facts_dir"], "lifeboat.fact").read_text())
+    assert fact["state"] == "idle" and fact["last_success"]["backup_id"] in ids
+
+    before = snapshot(cluster["src"])
+    (cluster["src"] / "platform_settings.py").unlink()
+    (cluster["src"] / "conf.d" / "10-listen.conf").write_text("broken\n")
+    restore = playbook(cluster, "restore.yml", restore_checks=[{"name": "settings back", "command": "test -f %s" % (cluster["src"] / "platform_settings.py")}])
+    assert restore.returncode == 0, restore.stdout[-4000:]
+    assert summary(restore.stdout, "Restore summary") == {"node1": "success", "node2": "success"}
+    assert {k: v for k, v in snapshot(cluster["src"]).items() if not k.endswith(".swp")} == {k: v for k, v in before.items() if not k.endswith(".swp")}
+
+    verify = playbook(cluster, "verify.yml")
+    assert verify.returncode == 0 and "members verified at level full" in verify.stdout
+
+
+def test_partial_without_halt_failed_with_halt_other_node_unaffected(cluster):
+    cluster["profile"]["components"].append({"name": "broken", "kind": "config", "paths": ["relative/path"], "group": "app"})
+    partial = playbook(cluster, "backup.yml")
+    assert partial.returncode == 0, partial.stdout[-4000:]
+    assert summary(partial.stdout, "Backup summary") == {"node1": "success", "node2": "partial"}
+    assert "broken: relative/path" in partial.stdout or "not absolute" in partial.stdout
+    assert len(list(Path(cluster["nodes"]["node2"]["backup_destination"]).glob("*.zip"))) == 1
+
+    halted = playbook(cluster, "backup.yml", backup_halt=True)
+    assert halted.returncode != 0
+    assert summary(halted.stdout, "Backup summary") == {"node1": "success", "node2": "failed"}
+    assert len(list(Path(cluster["nodes"]["node2"]["backup_destination"]).glob("*.zip"))) == 1, "halt publishes nothing"
+    assert len(list(Path(cluster["nodes"]["node1"]["backup_destination"]).glob("*.zip"))) == 2
+    status = json.loads(Path(cluster["nodes"]["node2"]["backup_state_dir"], "status.json").read_text())
+    assert status["state"] == "idle" and "broken" in status["last_failure"]["reason"]
+
+    strict = playbook(cluster, "backup.yml", backup_fail_on_partial=True)
+    assert strict.returncode != 0 and summary(strict.stdout, "Backup summary")["node2"] == "partial"
+
+
+def test_custom_selection_and_halt_on_not_applicable(cluster):
+    custom = playbook(cluster, "backup.yml", backup_selection="custom", backup_components=["app"])
+    assert custom.returncode != 0, "node1 has nothing selected: it fails and says why"
+    assert summary(custom.stdout, "Backup summary") == {"node1": "failed", "node2": "success"}
+    assert "nothing selected on node1" in custom.stdout
+
+    halted = playbook(cluster, "backup.yml", backup_selection="custom", backup_components=["app", "config"], backup_halt=True)
+    assert summary(halted.stdout, "Backup summary") == {"node1": "failed", "node2": "success"}
+    assert "requested components not applicable on node1" in halted.stdout
+
+    typo = playbook(cluster, "plan.yml", backup_selection="custom", backup_components=["cnofig"])
+    assert typo.returncode != 0 and "cnofig, which the profile does not define" in typo.stdout
+
+
+def test_restore_version_rule(cluster):
+    assert playbook(cluster, "backup.yml").returncode == 0
+    refused = playbook(cluster, "restore.yml", restore_platform={"name": "demo", "version": "2.0"})
+    assert refused.returncode != 0 and "restore refused" in refused.stdout
+    forced = playbook(cluster, "restore.yml", restore_platform={"name": "demo", "version": "2.0"}, restore_force=True)
+    assert forced.returncode == 0, forced.stdout[-3000:]
+    check = playbook(cluster, "restore.yml", restore_checks=[{"name": "half-processed items", "command": "echo item-42 still processing"}])
+    assert check.returncode != 0 and "post-restore checks failed: half-processed items" in check.stdout
+
+
+def test_fail_fast_starts_no_node_when_one_is_not_ready(cluster):
+    cluster["nodes"]["node2"]["backup_destination"] = str(cluster["tmp"] / "missing")
+    default = playbook(cluster, "backup.yml")
+    assert summary(default.stdout, "Backup summary") == {"node1": "success", "node2": "failed"}
+    assert "must be an existing directory" in default.stdout
+    fast = playbook(cluster, "backup.yml", backup_fail_fast=True)
+    assert summary(fast.stdout, "Backup summary") == {"node1": "failed", "node2": "failed"}
+    assert "not started: backup_fail_fast is set and node2 failed preflight" in fast.stdout
+    assert len(list(Path(cluster["nodes"]["node1"]["backup_destination"]).glob("*.zip"))) == 1
