@@ -287,7 +287,8 @@ def test_restore_streamed_renamed_refusing_a_non_empty_target(pg_database, age_k
         # The recorded counts are what verify_counts compares with: alter one, and it tells.
         tampered = tmp_path / "tampered.zip"
         rewrite_manifest(image, tampered, lambda m: _bump_count(m, "orders"))
-        checked = run_module("postgresql_restore", **dict(common, image=str(tampered), clean=True))
+        tampered_args = {**common, "image": str(tampered), "clean": True}
+        checked = run_module("postgresql_restore", **tampered_args)
         assert checked.failed and "row counts differ" in checked["msg"] and "public.orders: 5001 rows dumped, 5000 restored" in checked["msg"]
         assert checked["count_mismatches"] == [{"database": copy, "table": "public.orders", "dumped": 5001, "restored": 5000}]
     finally:
