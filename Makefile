@@ -11,6 +11,9 @@ export LIFEBOAT_CACHE ?= $(HOME)/.cache/lifeboat
 export ANSIBLE_COLLECTIONS_PATH := $(ROOT)/.build/collections
 export PYTHONPATH := $(ROOT)/.build/collections
 export CONTAINERS_CONF := $(ROOT)/extensions/molecule/containers.conf
+# Ansible's own state (tmp, installed collections, ansible-lint's) stays in the clone, so a
+# stale copy of this collection in ~/.ansible never shadows the working tree.
+export ANSIBLE_HOME := $(ROOT)/.build/ansible-home
 export ANSIBLE_FORCE_COLOR ?= 0
 export PATH := $(BIN):$(PATH)
 # pytest selection for integration: make integration K=postgresql

@@ -17,8 +17,8 @@ if [ "${1:-}" = "--copy" ]; then
     (cd "${ROOT}" && git ls-files -z --cached --others --exclude-standard) |
         rsync -a --delete --from0 --files-from=- "${ROOT}/" "$copy/"
     # rsync --files-from does not delete files gone from the list; prune them.
-    # (Not inside the copy's own .git: in a git worktree ROOT/.git is a file, so every file
-    # there would look "gone" and be pruned, leaving an empty .git that hides the copy.)
+    # (Not the copy's own .git below: in a git worktree the clone's .git is a file, and the
+    # prune would empty the copy's repository.)
     (cd "$copy" && find . -path ./.git -prune -o -type f -print0) | while IFS= read -r -d '' f; do
         [ -e "${ROOT}/$f" ] || rm -f "$copy/$f"
     done

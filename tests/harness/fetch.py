@@ -6,7 +6,8 @@ Maven Central. ``python -m tests.harness.fetch`` (``make servers``) copies each
 zip with Maven into ``${LIFEBOAT_CACHE:-~/.cache/lifeboat}/dist/`` and unpacks
 it once; a warm run only checks that the unpacked directories exist.
 
-Adding a server version is one line in ``DISTRIBUTIONS``.
+Adding a server version is one line in ``DISTRIBUTIONS``. Neo4j (jars, not a zip)
+is fetched by ``ensure_neo4j()`` at ``NEO4J_VERSION``.
 """
 
 from __future__ import annotations
@@ -159,6 +160,58 @@ def ensure(dist: Distribution) -> Path:
     return target
 
 
+# ---- Neo4j community (jars) -------------------------------------------------
+
+# Neo4j publishes no server zip on Maven Central, but the server is org.neo4j:neo4j and
+# its runtime dependencies: Maven resolves them from a throw-away pom into lib/, and
+# tests/harness/neo4j.py runs `org.neo4j.server.startup.Neo4jCommand console` (what
+# `bin/neo4j console` runs) on that classpath.
+NEO4J_VERSION = "5.26.30"
+_NEO4J_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>lifeboat.test</groupId>
+  <artifactId>neo4j-server-jars</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.neo4j</groupId><artifactId>neo4j</artifactId><version>{version}</version></dependency>
+  </dependencies>
+</project>
+"""
+
+
+def neo4j_home(version: str = NEO4J_VERSION) -> Path:
+    """Where the Neo4j jars of ``version`` are (``<it>/lib/*.jar``). It exists only once complete."""
+    return dist_dir() / f"neo4j-{version}"
+
+
+def ensure_neo4j(version: str = NEO4J_VERSION) -> Path:
+    """Return neo4j_home(version), resolving the jars with Maven first if needed (locked like ensure())."""
+    target = neo4j_home(version)
+    if target.is_dir():
+        return target
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise FetchError(f"cannot fetch Neo4j {version}: 'mvn' is not installed (apt-get install maven, or run scripts/install-os-deps.sh)")
+    with _locked(dist_dir() / f".neo4j-{version}.lock"):
+        if target.is_dir():
+            return target
+        with tempfile.TemporaryDirectory(prefix=f".neo4j-{version}-", dir=dist_dir()) as work:
+            work_path = Path(work)
+            (work_path / "pom.xml").write_text(_NEO4J_POM.format(version=version), encoding="utf-8")
+            top = work_path / "neo4j"
+            cmd = [mvn, "-q", "-B", f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={top / 'lib'}"]
+            proc = subprocess.run(cmd, cwd=work_path, capture_output=True, text=True, check=False)
+            if proc.returncode != 0 or not (top / "lib" / f"neo4j-{version}.jar").is_file():
+                tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+                raise FetchError(
+                    f"cannot fetch Neo4j {version} (org.neo4j:neo4j and its dependencies) from Maven Central: mvn exited {proc.returncode}. "
+                    f"Check network access to https://repo1.maven.org and that the version exists.\n{tail}"
+                )
+            top.rename(target)
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.harness.fetch", description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("names", nargs="*", metavar="ENGINE-VERSION", help="e.g. opensearch-2.19.6 (default: every distribution in the table)")
@@ -166,15 +219,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     by_name = {d.name: d for d in DISTRIBUTIONS}
-    unknown = [n for n in args.names if n not in by_name]
+    neo4j_name = f"neo4j-{NEO4J_VERSION}"
+    want_neo4j = not args.names or neo4j_name in args.names
+    names = [n for n in args.names if n != neo4j_name]
+    unknown = [n for n in names if n not in by_name]
     if unknown:
-        parser.error(f"unknown distribution(s) {unknown}; known: {sorted(by_name)}")
-    wanted = [by_name[n] for n in args.names] or list(DISTRIBUTIONS)
+        parser.error(f"unknown distribution(s) {unknown}; known: {sorted([*by_name, neo4j_name])}")
+    wanted = [by_name[n] for n in names] if args.names else list(DISTRIBUTIONS)
 
     if args.list:
         for dist in wanted:
             state = "unpacked" if home(dist).is_dir() else "missing"
             print(f"{dist.name:24} {state:9} {home(dist)}")
+        if want_neo4j:
+            state = "unpacked" if neo4j_home().is_dir() else "missing"
+            print(f"{neo4j_name:24} {state:9} {neo4j_home()}")
         return 0
 
     failed = 0
@@ -189,6 +248,17 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if cold:
             print(f"==> {dist.name}: fetched and unpacked into {path} in {time.monotonic() - start:.1f}s", file=sys.stderr)
+    if want_neo4j:
+        cold = not neo4j_home().is_dir()
+        start = time.monotonic()
+        try:
+            path = ensure_neo4j()
+        except FetchError as exc:
+            print(f"ERROR: {exc}", file=sys.stderr)
+            failed += 1
+        else:
+            if cold:
+                print(f"==> {neo4j_name}: jars fetched into {path} in {time.monotonic() - start:.1f}s", file=sys.stderr)
     return 1 if failed else 0
 
 

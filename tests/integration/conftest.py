@@ -9,6 +9,7 @@ the harness's message -- it is never skipped.
     def test_y(elasticsearch_server): ...                 # a given version
     def test_z(search_server): ...                        # every engine/version in fetch.DISTRIBUTIONS
     def test_w(pg_database, namespace): ...               # a fresh database; names prefixed with namespace
+    def test_v(neo4j_server): ...                         # Neo4j 5 community (tests/harness/neo4j.py)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.harness import fetch
+from tests.harness.neo4j import Neo4jServer
 from tests.harness.process import ServerError
 from tests.harness.servers import PostgresServer, RedisServer, SearchServer
 
@@ -103,6 +105,16 @@ def search_server(request, server_pool) -> SearchServer:
     """Each OpenSearch/Elasticsearch version of fetch.DISTRIBUTIONS in turn."""
     engine, version = request.param.split("-", 1)
     return _search(server_pool, engine, version)
+
+
+@pytest.fixture
+def neo4j_server(server_pool) -> Neo4jServer:
+    """Neo4j 5 community, Bolt on loopback, auth off. A test may halt() it to work on its
+    files; the next test that asks for it gets it running again."""
+    server = server_pool.get(("neo4j",), Neo4jServer)
+    if not server.running:
+        server.resume()
+    return server
 
 
 @pytest.fixture

@@ -1,0 +1,524 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, lifeboat.backup contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: neo4j_restore
+short_description: Restore a Neo4j (community) database from a backup image
+version_added: 0.1.0
+description:
+  - Restores what M(lifeboat.backup.neo4j_archive) captured, into a stopped Neo4j. Refuses,
+    naming the evidence, while Neo4j runs (see the notes).
+  - For an image made with C(method=files) it restores the whole data directory. It
+    refuses a data directory that is not empty unless O(replace=true). The archive is first
+    unpacked into a staging directory inside the data directory, each file checked against
+    the SHA-256 of the image's index and the store ids against the manifest; only then is
+    the old content moved out and the restored content moved in (renames on one file
+    system), and the old content removed. A failure before that point leaves the data
+    directory as it was.
+  - For an image made with C(method=dump) it runs
+    C(neo4j-admin database load <db> --from-stdin) for each database, streaming the dump from
+    the image; a database that exists is refused unless O(replace=true)
+    (C(--overwrite-destination)).
+  - Ownership is fixed afterwards - to O(owner)/O(group) when given; otherwise files keep
+    the owner recorded in the image (by name) and C(neo4j-admin) output gets the owner of
+    the data directory, so that the Neo4j service account can open its store.
+  - Reports the store id of every restored database and fails if it is not the one the
+    manifest recorded at backup time.
+author:
+  - lifeboat.backup maintainers (@lifeboat-backup)
+extends_documentation_fragment:
+  - lifeboat.backup._attributes
+  - lifeboat.backup._decryption
+  - lifeboat.backup._neo4j
+attributes:
+  check_mode:
+    support: full
+    details: Checks that Neo4j is stopped and that the target is empty (or O(replace) is set), reports what would be restored; writes nothing.
+  diff_mode:
+    support: none
+options:
+  image:
+    description:
+      - Path of the image on the managed node.
+    type: path
+    required: true
+  component:
+    description:
+      - Name of the Neo4j component in the image.
+    type: str
+    default: neo4j
+  replace:
+    description:
+      - Replace the content of a data directory that is not empty (C(method=files) images),
+        or databases that already exist (C(method=dump) images). What was there is removed
+        once the restored data is in place.
+    type: bool
+    default: false
+  databases:
+    description:
+      - For an image made with C(method=dump), restore only these databases. Default is
+        every database in the image.
+    type: list
+    elements: str
+    default: []
+  owner:
+    description:
+      - User (name or id) to own everything restored, for example C(neo4j). Needs root.
+    type: str
+  group:
+    description:
+      - Group (name or id) to own everything restored. Needs root.
+    type: str
+  timeout:
+    description:
+      - For C(method=dump) images, seconds one C(neo4j-admin database load) may run.
+    type: int
+    default: 3600
+seealso:
+  - module: lifeboat.backup.neo4j_archive
+  - module: lifeboat.backup.image_verify
+  - name: Neo4j backup and restore (docs/neo4j.md)
+    description: Stop, archive, restore and check a Neo4j community database.
+    link: https://github.com/lifeboat-backup/lifeboat.backup/blob/main/docs/neo4j.md
+"""
+
+EXAMPLES = r"""
+- name: Stop Neo4j before restoring
+  ansible.builtin.systemd_service:
+    name: neo4j
+    state: stopped
+
+- name: Replace the data directory with the one in the image
+  lifeboat.backup.neo4j_restore:
+    image: /var/backups/lifeboat/20261122T194512Z-graph1.zip
+    passphrase: "{{ vault_backup_passphrase }}"
+    config: /etc/eclecticiq-neo4j/neo4j.conf
+    replace: true
+    owner: neo4j
+    group: neo4j
+  register: graph
+
+- name: Start Neo4j again
+  ansible.builtin.systemd_service:
+    name: neo4j
+    state: started
+
+- name: Restore into a new, empty data directory on another host (nothing is replaced)
+  lifeboat.backup.neo4j_restore:
+    image: /srv/images/20261122T194512Z-graph1.zip
+    identity_file: /root/backup-key.txt
+    home: /opt/neo4j
+    data_dir: /srv/neo4j-restored/data
+    bolt_address: ""
+"""
+
+RETURN = r"""
+method:
+  description: How the component was captured (C(files) or C(dump)).
+  returned: always
+  type: str
+  sample: files
+data_dir:
+  description: The data directory restored into.
+  returned: always
+  type: str
+  sample: /var/lib/neo4j/data
+databases:
+  description: The databases restored (would be, in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: [neo4j, system]
+store_ids:
+  description: Store id of each restored database (in check mode, the ones recorded in the image), C(<creationTime>:<random>).
+  returned: always
+  type: dict
+  sample: {neo4j: "1795378252028:1834726679562575866"}
+expected_store_ids:
+  description: The store ids the manifest recorded when the image was made.
+  returned: always
+  type: dict
+  sample: {neo4j: "1795378252028:1834726679562575866"}
+replaced:
+  description: Whether existing data was replaced (would be, in check mode).
+  returned: always
+  type: bool
+  sample: false
+file_count:
+  description: For C(method=files) images, regular files restored.
+  returned: success and method is files
+  type: int
+  sample: 64
+notes:
+  description: Observations that did not stop the restore (a stale pid file, a lock that could not be checked).
+  returned: always
+  type: list
+  elements: str
+  sample: ["stale pid file /var/lib/neo4j/run/neo4j.pid: process 4242 is gone"]
+owner:
+  description:
+    - The numeric owner and group given to the restored files (O(owner)/O(group), or the owner of the data directory for
+      C(neo4j-admin) output); null when the files kept the ownership recorded in the image. A null part was left unchanged.
+  returned: always
+  type: dict
+  sample: {uid: 112, gid: 118}
+"""
+
+import grp
+import hashlib
+import os
+import pwd
+import shutil
+import tarfile
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _neo4j, _proc, _tree
+
+STAGING_PREFIX = ".lifeboat-restore-"
+PREVIOUS_PREFIX = ".lifeboat-previous-"
+
+
+class RestoreError(Exception):
+    pass
+
+
+def resolve_owner(owner, group):
+    """(uid or -1, gid or -1) for names or numbers; raise RestoreError naming the bad one."""
+    uid = gid = -1
+    if owner is not None:
+        try:
+            uid = int(owner) if owner.isdigit() else pwd.getpwnam(owner).pw_uid
+        except KeyError:
+            raise RestoreError(f"owner: no user {owner!r} on this host") from None
+    if group is not None:
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise RestoreError(f"group: no group {group!r} on this host") from None
+    return uid, gid
+
+
+def owner_record(owner_ids):
+    uid, gid = owner_ids
+    return {"uid": uid if uid >= 0 else None, "gid": gid if gid >= 0 else None}
+
+
+def chown_tree(path, uid, gid):
+    os.lchown(path, uid, gid)
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, name), uid, gid)
+
+
+def existing_entries(data_dir):
+    try:
+        entries = os.listdir(data_dir)
+    except FileNotFoundError:
+        return []
+    # lost+found belongs to the file system when the data directory is a mount point.
+    return sorted(e for e in entries if not e.startswith((STAGING_PREFIX, PREVIOUS_PREFIX)) and e != "lost+found")
+
+
+class _HashingSource:
+    def __init__(self, source):
+        self.source = source
+        self.sha = hashlib.sha256()
+
+    def read(self, size=-1):
+        data = self.source.read(size)
+        self.sha.update(data)
+        return data
+
+
+def extract_tree(image, details, staging, with_owner):
+    """Unpack the data tar into ``staging``, checking each file against the index.
+
+    Returns (the tar entry of the data directory itself or None, regular files restored).
+    """
+    with image.open_member(details["index_member"]) as stream:
+        index = _tree.read_index(stream)
+    extractor = _tree.Extractor(staging, same_owner=with_owner)
+    root_info = None
+    files = 0
+    try:
+        with image.open_member(details["data_member"]) as member:
+            with tarfile.open(fileobj=member, mode="r|", errorlevel=2) as tar:
+                for info in tar:
+                    if info.name in (".", "./"):
+                        root_info = info
+                        continue
+                    record = index.get(info.name)
+                    if record is None:
+                        raise RestoreError(f"{info.name} is in the archive but not in its index; the image is inconsistent")
+                    source = _HashingSource(tar.extractfile(info)) if info.isreg() else None
+                    extractor.extract(info, source)
+                    if source is not None:
+                        files += 1
+                        if source.sha.hexdigest() != record.get("sha256"):
+                            raise RestoreError(f"{info.name}: restored content does not match the SHA-256 in the image index")
+            member.read()  # to the end: checks the member's SHA-256 against the manifest
+    finally:
+        extractor.close()
+    return root_info, files
+
+
+def swap_in(data_dir, staging):
+    """Move the current content aside, the staged content in; roll back on failure."""
+    previous = tempfile.mkdtemp(prefix=PREVIOUS_PREFIX, dir=data_dir)
+    moved_out = []
+    moved_in = []
+    try:
+        for entry in existing_entries(data_dir):
+            os.rename(os.path.join(data_dir, entry), os.path.join(previous, entry))
+            moved_out.append(entry)
+        for entry in sorted(os.listdir(staging)):
+            os.rename(os.path.join(staging, entry), os.path.join(data_dir, entry))
+            moved_in.append(entry)
+    except OSError:
+        for entry in moved_in:
+            os.rename(os.path.join(data_dir, entry), os.path.join(staging, entry))
+        for entry in moved_out:
+            os.rename(os.path.join(previous, entry), os.path.join(data_dir, entry))
+        os.rmdir(previous)
+        raise
+    shutil.rmtree(previous)
+    os.rmdir(staging)
+    return bool(moved_out)
+
+
+def restore_files(image, details, data_dir, replace, with_owner, expected):
+    """Unpack, verify, swap in. Until the swap, a failure leaves ``data_dir`` as it was.
+
+    Returns (regular files restored, whether old content was replaced, the tar entry of
+    the data directory itself or None).
+    """
+    created = not os.path.isdir(data_dir)
+    if created:
+        os.makedirs(data_dir, 0o750)
+    for entry in os.listdir(data_dir):
+        if entry.startswith(STAGING_PREFIX):  # left by a restore that was killed
+            shutil.rmtree(os.path.join(data_dir, entry), ignore_errors=True)
+    staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=data_dir)
+    try:
+        root_info, files = extract_tree(image, details, staging, with_owner)
+        check_store_ids(_neo4j.store_ids(staging), expected)
+        if existing_entries(data_dir) and not replace:
+            raise RestoreError(f"{data_dir} is no longer empty; something wrote to it while the image was unpacked")
+        replaced = swap_in(data_dir, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        raise
+    return files, replaced, root_info
+
+
+def fix_ownership(data_dir, root_info, with_owner, owner_ids):
+    """The data directory's own mode and owner from the image, then O(owner)/O(group) on everything."""
+    if root_info is not None:
+        os.chmod(data_dir, root_info.mode)
+        if with_owner:
+            os.chown(data_dir, *_tree._owner(root_info))
+    if owner_ids != (-1, -1):
+        chown_tree(data_dir, *owner_ids)
+
+
+def dump_members(image, component):
+    """{database: member name} of a dump component."""
+    found = {}
+    for member in image.component_members(component):
+        database = (member.get("extra") or {}).get("database")
+        if database:
+            found[database] = member["name"]
+    return found
+
+
+def restore_dumps(image, layout, admin, members, databases, replace, owner_ids, timeout):
+    for database in databases:
+        argv = [admin, "database", "load", database, "--from-stdin"]
+        if replace:
+            argv.append("--overwrite-destination=true")
+        with image.open_member(members[database]) as member:
+            _proc.stream_into(argv, member, env=layout.env(), timeout=timeout)
+    if owner_ids != (-1, -1):
+        for database in databases:
+            for path in (os.path.join(layout.databases_dir, database), os.path.join(layout.data_dir, "transactions", database)):
+                if os.path.exists(path):
+                    chown_tree(path, *owner_ids)
+    return _neo4j.store_ids(layout.data_dir, databases)
+
+
+def check_store_ids(restored, expected):
+    wrong = []
+    for database, store_id in sorted(expected.items()):
+        have = restored.get(database, {}).get("store_id")
+        if have != store_id:
+            wrong.append(f"{database} has {have or 'no store'}, the image recorded {store_id}")
+    if wrong:
+        raise RestoreError(f"restored store ids do not match the image: {'; '.join(wrong)}")
+
+
+def _reason(exc):
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+def restore_files_component(module, image, params, layout, details, expected, owner_ids, result):
+    """A ``method=files`` component: the whole data directory. Returns the restored store ids."""
+    root = os.geteuid() == 0
+    data_dir = layout.data_dir
+    if params["databases"]:
+        module.fail_json(msg="databases: this image holds the whole data directory (method=files); it is restored as a whole", **result)
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        module.fail_json(msg=f"data_dir {data_dir} exists and is not a directory", **result)
+    existing = existing_entries(data_dir)
+    if existing and not params["replace"]:
+        module.fail_json(
+            msg=f"data_dir {data_dir} is not empty ({', '.join(existing[:8])}): restoring into it would mix two stores. Set replace=true to "
+            "replace its content (removed only once the restored data is in place), or give an empty data_dir",
+            **result,
+        )
+    result.update(databases=sorted(expected) or list(details.get("databases", [])), replaced=bool(existing), store_ids=expected)
+    if module.check_mode:
+        result["changed"] = True
+        module.exit_json(**result)
+    try:
+        files, replaced, root_info = restore_files(image, details, data_dir, params["replace"], root, expected)
+    except (RestoreError, _tree.TreeError, _neo4j.Neo4jError, _image.ImageError, _age.AgeError, tarfile.TarError, OSError) as exc:
+        module.fail_json(msg=f"restore of {params['component']} into {data_dir} failed, the data directory is as it was: {_reason(exc)}", **result)
+    result.update(file_count=files, replaced=replaced, changed=True)
+    try:
+        fix_ownership(data_dir, root_info, root, owner_ids)
+        return _neo4j.store_ids(data_dir, sorted(expected) or None)
+    except (OSError, _neo4j.Neo4jError) as exc:
+        module.fail_json(msg=f"restored into {data_dir}, but: {_reason(exc)}", **result)
+
+
+def restore_dump_component(module, image, params, layout, expected, owner_ids, result):
+    """A ``method=dump`` component: neo4j-admin load per database. Returns the restored store ids."""
+    members = dump_members(image, params["component"])
+    databases = params["databases"] or sorted(members)
+    unknown = [d for d in databases if d not in members]
+    if unknown:
+        module.fail_json(msg=f"databases: {', '.join(unknown)} not in the image (it has: {', '.join(sorted(members))})", **result)
+    present = [d for d in databases if os.path.isfile(os.path.join(layout.databases_dir, d, "neostore"))]
+    if present and not params["replace"]:
+        module.fail_json(
+            msg=f"databases already present in {layout.databases_dir}: {', '.join(present)}; set replace=true to overwrite them "
+            "(neo4j-admin --overwrite-destination), or restore other databases",
+            **result,
+        )
+    expected = {d: s for d, s in expected.items() if d in databases}
+    result.update(databases=databases, replaced=bool(present), store_ids=expected, expected_store_ids=expected)
+    try:
+        admin = _neo4j.find_admin(layout, params["neo4j_admin"])
+    except _neo4j.Neo4jError as exc:
+        module.fail_json(msg=str(exc), **result)
+    if module.check_mode:
+        result["changed"] = True
+        module.exit_json(**result)
+    if os.geteuid() == 0 and owner_ids == (-1, -1) and os.path.isdir(layout.data_dir):
+        st = os.stat(layout.data_dir)
+        owner_ids = (st.st_uid, st.st_gid)  # neo4j-admin ran as root; the service account must own its store
+    if owner_ids != (-1, -1):
+        result["owner"] = owner_record(owner_ids)
+    result["changed"] = True
+    try:
+        return restore_dumps(image, layout, admin, members, databases, params["replace"], owner_ids, params["timeout"])
+    except (_proc.CommandError, _image.ImageError, _age.AgeError, _neo4j.Neo4jError, OSError) as exc:
+        module.fail_json(msg=f"neo4j-admin load into {layout.data_dir} failed: {_reason(exc)}", **result)
+
+
+def open_component(module, image, name, result):
+    components = image.manifest.get("components", {})
+    component = components.get(name)
+    if not component or component.get("kind") != "neo4j":
+        available = sorted(n for n, c in components.items() if c.get("kind") == "neo4j")
+        module.fail_json(msg=f"image has no Neo4j component {name!r}; it has: {', '.join(available) or 'none'}", **result)
+    if component.get("status") != "success":
+        module.fail_json(msg=f"component {name} was not captured successfully ({component.get('status')}): {component.get('error')}", **result)
+    return component
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "image": {"type": "path", "required": True},
+            "component": {"type": "str", "default": "neo4j"},
+            "passphrase": {"type": "str", "no_log": True},
+            "identity": {"type": "str", "no_log": True},
+            "identity_file": {"type": "path"},
+            "home": {"type": "path", "default": _neo4j.DEFAULT_HOME},
+            "config": {"type": "path"},
+            "data_dir": {"type": "path"},
+            "pid_file": {"type": "path"},
+            "bolt_address": {"type": "str"},
+            "neo4j_admin": {"type": "path"},
+            "replace": {"type": "bool", "default": False},
+            "databases": {"type": "list", "elements": "str", "default": []},
+            "owner": {"type": "str"},
+            "group": {"type": "str"},
+            "timeout": {"type": "int", "default": 3600},
+        },
+        supports_check_mode=True,
+    )
+    params = module.params
+    if not _age.HAS_CRYPTOGRAPHY:
+        module.fail_json(msg=missing_required_lib("cryptography"), exception=_age.CRYPTOGRAPHY_IMPORT_ERROR)
+    result = {
+        "changed": False,
+        "method": None,
+        "data_dir": None,
+        "databases": [],
+        "store_ids": {},
+        "expected_store_ids": {},
+        "replaced": False,
+        "owner": None,
+        "notes": [],
+    }
+    if (params["owner"] is not None or params["group"] is not None) and os.geteuid() != 0:
+        module.fail_json(msg="owner/group need root; run with become, or leave them out", **result)
+    try:
+        owner_ids = resolve_owner(params["owner"], params["group"])
+        layout = _neo4j.Layout(params["home"], params["config"], params["data_dir"], params["pid_file"], params["bolt_address"])
+    except (RestoreError, _neo4j.Neo4jError) as exc:
+        module.fail_json(msg=str(exc), **result)
+    if owner_ids != (-1, -1):
+        result["owner"] = owner_record(owner_ids)
+    result["data_dir"] = layout.data_dir
+    try:
+        identities = _image.load_identities(identity=params["identity"], identity_file=params["identity_file"])
+        image = _image.Image(params["image"], passphrase=params["passphrase"], identities=identities)
+    except (_image.ImageError, _age.AgeError) as exc:
+        module.fail_json(msg=str(exc), **result)
+
+    with image:
+        component = open_component(module, image, params["component"], result)
+        details = component.get("details", {})
+        expected = dict(component.get("markers", {}).get("store_ids") or {})
+        result.update(method=details.get("method", "files"), expected_store_ids=expected)
+        evidence, notes = _neo4j.running_evidence(layout)
+        result["notes"] = notes
+        for note in notes:
+            module.warn(note)
+        if evidence:
+            module.fail_json(msg=_neo4j.refuse_message(f"restore into {layout.data_dir}", evidence), **result)
+        if result["method"] == "files":
+            restored = restore_files_component(module, image, params, layout, details, expected, owner_ids, result)
+        else:
+            restored = restore_dump_component(module, image, params, layout, expected, owner_ids, result)
+    result["store_ids"] = {d: info["store_id"] for d, info in restored.items()}
+    try:
+        check_store_ids(restored, result["expected_store_ids"])
+    except RestoreError as exc:
+        module.fail_json(msg=str(exc), **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
