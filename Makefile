@@ -75,7 +75,7 @@ molecule: deps image
 
 # ---- product -----------------------------------------------------------------
 .PHONY: demo bench bench-small
-demo: deps
+demo: deps servers
 	@scripts/demo.sh
 
 bench: deps servers

@@ -6,7 +6,7 @@ On one generated tree (text-like, mixed sizes, >= 10 000 files per GiB), in one 
 
 1. ``config_archive`` through ansible-playbook (session started with an age recipient,
    the archive task timed by ansible.posix.profile_tasks, then sealed);
-2. the native pipeline ``tar -cf - TREE | zstd -3 -T0 | age -r RECIPIENT > out``;
+2. the native pipeline ``tar -cf - TREE | zstd -3 -T0 | age -r RECIPIENT > out && sync out``;
 3. ``community.general.archive`` (format gz) through ansible-playbook.
 
 Prints throughput, ratios, output sizes and the module's peak RSS at two tree sizes
@@ -103,7 +103,8 @@ def native(tree, recipient, out):
     drop_caches()
     warm(tree)
     target = out / "native.tar.zst.age"
-    script = "tar -C / -cf - %s | zstd -3 -T0 -q | age -r %s > %s" % (str(tree).lstrip("/"), recipient, target)
+    # `sync FILE` (fsync): the module fsyncs what it writes before it journals a member.
+    script = "tar -C / -cf - %s | zstd -3 -T0 -q | age -r %s > %s && sync %s" % (str(tree).lstrip("/"), recipient, target, target)
     start = time.time()
     subprocess.run(["bash", "-o", "pipefail", "-c", script], check=True)
     return time.time() - start, target.stat().st_size

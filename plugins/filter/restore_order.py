@@ -19,6 +19,8 @@ description:
     on), matched by name.
   - Only components captured successfully are restored; asking for one that is not in the
     image, or that failed at backup time, is an error.
+  - PostgreSQL base backups replace a whole data directory and are restored by hand
+    (docs/postgresql.md); they are left out unless named in O(only).
 options:
   _input:
     description: The image's components (name to manifest entry with C(kind) and C(status)).
@@ -52,6 +54,7 @@ _value:
 from ansible.errors import AnsibleFilterError
 
 ORDER = {"config": 0, "postgresql": 1, "postgresql_basebackup": 1, "elasticsearch": 2, "neo4j": 3}
+MANUAL = ("postgresql_basebackup",)
 
 
 def restore_order(components, profile=None, only=None):
@@ -71,6 +74,8 @@ def restore_order(components, profile=None, only=None):
         kind = entry.get("kind")
         if kind not in ORDER or entry.get("status") != "success" or (only and name not in only):
             continue
+        if kind in MANUAL and name not in only:
+            continue  # restored by hand (docs/postgresql.md); only when asked, to say so
         plan.append(dict(by_name.get(name, {}), name=name, kind=kind, members=entry.get("members", []), details=entry.get("details", {})))
     plan.sort(key=lambda c: (ORDER[c["kind"]], profile_rank.get(c["name"], len(profile_rank)), c["name"]))
     return plan

@@ -43,6 +43,7 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 IDENTITY_MEMBER = "lifeboat/identity.age"
 COPY_BUFFER = 1024 * 1024
+BLOCK_SIZE = 1024 * 1024
 COMPRESSIONS = ("zstd", "gzip", "none")
 SUFFIX = {"zstd": ".zst", "gzip": ".gz", "none": ""}
 
@@ -188,16 +189,28 @@ class MemberWriter:
         self._sink = _Sink(appender.fp)
         self._encryptor = _age.AgeWriter(self._sink, recipients=recipients) if recipients else self._sink
         self._compressor = compressor(compression, threads=threads)
+        self._pending = bytearray()
         self.record = None
 
     def write(self, data):
-        if data:
-            self.plain_sha256.update(data)
-            self.plain_size += len(data)
-            out = self._compressor.compress(data)
-            if out:
-                self._encryptor.write(out)
-        return len(data)
+        # Small writes (tar headers, small files) are gathered into blocks: hashing and
+        # compressing cost per call, and a tree of configuration files is mostly small writes.
+        size = len(data)
+        if size >= BLOCK_SIZE and not self._pending:
+            self._process(data)
+        elif size:
+            self._pending += data
+            if len(self._pending) >= BLOCK_SIZE:
+                self._process(self._pending)
+                self._pending = bytearray()
+        return size
+
+    def _process(self, data):
+        self.plain_sha256.update(data)
+        self.plain_size += len(data)
+        out = self._compressor.compress(data)
+        if out:
+            self._encryptor.write(out)
 
     def write_from(self, source, buffer_size=COPY_BUFFER):
         """Copy a readable binary stream (a file, a pipe) into the member."""
@@ -208,6 +221,9 @@ class MemberWriter:
             self.write(chunk)
 
     def close(self):
+        if self._pending:
+            self._process(self._pending)
+            self._pending = bytearray()
         tail = self._compressor.flush()
         if tail:
             self._encryptor.write(tail)

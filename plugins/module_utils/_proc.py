@@ -47,7 +47,11 @@ class _StderrCollector(threading.Thread):
 
 def _start(argv, env, stdin, stdout, cwd):
     full_env = dict(os.environ)
-    full_env.update(env or {})
+    for key, value in (env or {}).items():
+        if value is None:
+            full_env.pop(key, None)  # None unsets: e.g. an inherited PGPASSWORD must not win over a passfile
+        else:
+            full_env[key] = value
     try:
         return subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=full_env, cwd=cwd, start_new_session=True)
     except OSError as exc:
@@ -160,3 +164,143 @@ def stream_into(argv, source, env=None, cwd=None, timeout=None):
             how = "stopped reading its input"
         raise CommandError("%s %s: %s" % (os.path.basename(argv[0]), how, stderr or "(no error output)"), rc=rc, stderr=stderr)
     return out.decode("utf-8", "replace"), stderr
+
+
+class Feed:
+    """A process that reads a copy of a stream on its stdin, beside the main sink (see Tee).
+
+    Used to check a dump while it is written (``pg_restore --list`` reads it back) without
+    a copy on disk. The process may stop reading early - ``pg_restore --list`` exits once it
+    has the table of contents - after which writes are dropped. ``finish()`` returns its
+    stdout (up to ``output_limit`` bytes) and raises CommandError unless it exited 0.
+    """
+
+    def __init__(self, argv, env=None, cwd=None, output_limit=256 * 1024 * 1024):
+        self.argv = argv
+        self.proc = _start(argv, env, subprocess.PIPE, subprocess.PIPE, cwd)
+        self.stopped_reading = False
+        self._collector = _StderrCollector(self.proc.stderr)
+        self._collector.start()
+        self._out = bytearray()
+        self._overflow = False
+
+        def drain():
+            for chunk in iter(lambda: self.proc.stdout.read(65536), b""):
+                if len(self._out) + len(chunk) > output_limit:
+                    self._overflow = True
+                    continue
+                self._out.extend(chunk)
+
+        self._reader = threading.Thread(target=drain, name="lifeboat-feed-stdout", daemon=True)
+        self._reader.start()
+
+    def write(self, data):
+        if self.stopped_reading:
+            return len(data)
+        try:
+            self.proc.stdin.write(data)
+        except (BrokenPipeError, ValueError):
+            self.stopped_reading = True
+        return len(data)
+
+    def finish(self, timeout=600):
+        """Close its input, wait for it; returns (stdout text, stderr text)."""
+        try:
+            self.proc.stdin.close()
+        except (BrokenPipeError, ValueError):
+            pass
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill(self.proc)
+            raise CommandError("%s did not finish within %d s after its input ended" % (os.path.basename(self.argv[0]), timeout)) from None
+        self._reader.join()
+        self._collector.join()
+        stderr = self._collector.text()
+        if rc != 0:
+            how = "was killed by signal %d" % -rc if rc < 0 else "exited %d" % rc
+            raise CommandError("%s %s: %s" % (os.path.basename(self.argv[0]), how, stderr or "(no error output)"), rc=rc, stderr=stderr)
+        if self._overflow:
+            raise CommandError("%s printed more than the output limit" % os.path.basename(self.argv[0]))
+        return self._out.decode("utf-8", "replace"), stderr
+
+    def abort(self):
+        try:
+            self.proc.stdin.close()
+        except (BrokenPipeError, ValueError):
+            pass
+        _kill(self.proc)
+        self._reader.join(5)
+        self._collector.join(5)
+
+
+class Tee:
+    """A sink that writes to ``sink`` and to each Feed; keeps the first and last bytes
+    (``head``, ``tail``) for format checks."""
+
+    def __init__(self, sink, feeds=(), head_size=512, tail_size=512):
+        self.sink = sink
+        self.feeds = list(feeds)
+        self.head = b""
+        self.tail = b""
+        self._head_size = head_size
+        self._tail_size = tail_size
+        self.size = 0
+
+    def write(self, data):
+        if len(self.head) < self._head_size:
+            self.head += bytes(data[: self._head_size - len(self.head)])
+        self.tail = (self.tail + bytes(data[-self._tail_size :]))[-self._tail_size :]
+        self.size += len(data)
+        self.sink.write(data)
+        for feed in self.feeds:
+            feed.write(data)
+        return len(data)
+
+
+class Watched:
+    """A command whose stderr is read line by line as it runs (progress such as
+    ``pg_dump --verbose``); stdout is discarded. Use as a context manager: leaving the
+    block with an exception ends the process group.
+
+        with Watched(argv, env=env) as cmd:
+            for line in cmd.lines(): ...
+            cmd.check()   # CommandError unless it exited 0
+    """
+
+    def __init__(self, argv, env=None, cwd=None, keep=200):
+        self.argv = argv
+        self.proc = _start(argv, env, subprocess.DEVNULL, subprocess.DEVNULL, cwd)
+        self.tail = []
+        self._keep = keep
+
+    def lines(self):
+        for raw in iter(self.proc.stderr.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.tail.append(line)
+            if len(self.tail) > self._keep:
+                del self.tail[0]
+            yield line
+
+    def check(self, timeout=None):
+        """Wait for the end; raise CommandError unless it exited 0. Returns the kept stderr lines."""
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill(self.proc)
+            raise CommandError("%s did not finish within %d s" % (os.path.basename(self.argv[0]), timeout)) from None
+        if rc != 0:
+            how = "was killed by signal %d" % -rc if rc < 0 else "exited %d" % rc
+            errors = [line for line in self.tail if "error" in line.lower() or "fatal" in line.lower()] or self.tail[-5:]
+            text = "\n".join(errors).strip()
+            raise CommandError("%s %s: %s" % (os.path.basename(self.argv[0]), how, text or "(no error output)"), rc=rc, stderr="\n".join(self.tail))
+        return list(self.tail)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            _kill(self.proc)
+        self.proc.stderr.close()
+        return False

@@ -291,9 +291,9 @@ def test_killed_mid_write_publishes_nothing_and_next_run_cleans_up(place):
     Path(work, "image.partial").write_bytes(os.urandom(1000))
     keeper = json.loads(Path(place["state"], "lock").read_text())["keeper_pid"]
     os.kill(keeper, signal.SIGKILL)
-    time.sleep(0.2)
+    time.sleep(1.1)  # a start within the same second would reuse the work area's name
     nxt = start(place)
-    assert not os.path.exists(work)
+    assert nxt != work and not os.path.exists(work)
     assert sha(previous) == previous_sha
     run_module("backup_session", state="aborted", session=nxt)
 

@@ -1,0 +1,56 @@
+"""_proc additions for the PostgreSQL component: Tee + Feed (a verifier reading the same
+bytes as the sink), Watched (stderr line by line), env entries that unset variables."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+
+from ansible_collections.lifeboat.backup.plugins.module_utils import _proc
+
+
+def test_tee_feeds_every_reader_and_keeps_head_and_tail():
+    sink = io.BytesIO()
+    counter = _proc.Feed(["wc", "-c"])
+    tee = _proc.Tee(sink, [counter], head_size=4, tail_size=4)
+    for chunk in (b"PGDMP", b"-middle-", b"end!"):
+        tee.write(chunk)
+    out, _err = counter.finish()
+    assert sink.getvalue() == b"PGDMP-middle-end!"
+    assert int(out.strip()) == 17 and tee.size == 17
+    assert (tee.head, tee.tail) == (b"PGDM", b"end!")
+
+
+def test_a_feed_that_stops_reading_early_is_not_an_error():
+    head = _proc.Feed(["head", "-c", "3"])
+    for _round in range(200):
+        head.write(b"x" * 65536)  # far beyond the pipe buffer: writes after its exit are dropped
+    out, _err = head.finish()
+    assert out == "xxx" and head.stopped_reading
+
+
+def test_a_failing_feed_raises_with_its_error_output():
+    feed = _proc.Feed(["sh", "-c", "cat >/dev/null; echo 'pg_restore: error: bad archive' >&2; exit 1"])
+    feed.write(b"data")
+    with pytest.raises(_proc.CommandError, match="exited 1: pg_restore: error: bad archive"):
+        feed.finish()
+
+
+def test_watched_yields_stderr_lines_and_checks_the_exit():
+    with _proc.Watched(["sh", "-c", "echo one >&2; echo two >&2"]) as cmd:
+        assert list(cmd.lines()) == ["one", "two"]
+        cmd.check()
+    with _proc.Watched(["sh", "-c", "echo 'tool: error: it broke' >&2; exit 2"]) as cmd:
+        list(cmd.lines())
+        with pytest.raises(_proc.CommandError, match="exited 2: tool: error: it broke"):
+            cmd.check()
+
+
+def test_env_none_unsets_an_inherited_variable(monkeypatch):
+    monkeypatch.setenv("PGPASSWORD", "inherited")
+    sink = io.BytesIO()
+    _proc.stream_from(["sh", "-c", 'printf "%s" "${PGPASSWORD-unset}:$PGPASSFILE"'], sink, env={"PGPASSWORD": None, "PGPASSFILE": "/x"})
+    assert sink.getvalue() == b"unset:/x"
+    assert os.environ["PGPASSWORD"] == "inherited"
