@@ -454,6 +454,9 @@ class MemberReader:
                 self._decrypted = _age.AgeReader(source, identities=image.identities())
             except _age.AgeError as exc:
                 raise ImageError("member %s: %s" % (self.name, exc)) from None
+            except (zipfile.BadZipFile, OSError) as exc:
+                # A small member is read whole with its header: a CRC error shows up here.
+                raise ImageError("member %s: %s" % (self.name, _zip_error(exc))) from None
         else:
             self._decrypted = source
 

@@ -110,3 +110,18 @@ def test_not_an_image_is_reported(tmp_path):
         other.writestr("hello.txt", "hi")
     with pytest.raises(_image.ImageError, match="no manifest.json"):
         _image.Image(str(tmp_path / "y.zip"))
+
+
+def test_corrupt_small_member_is_an_image_error_when_opened(tmp_path, keypair):
+    add(tmp_path, "test/small", b"tiny", "zstd", [keypair[1]])
+    path = finish(tmp_path)
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("test/small")
+    with open(path, "r+b") as handle:
+        handle.seek(info.header_offset + 30 + len(info.filename) + 20 + 40)
+        byte = handle.read(1)
+        handle.seek(-1, 1)
+        handle.write(bytes([byte[0] ^ 1]))
+    with _image.Image(path, identities=_age.parse_identities(keypair[0])) as image:
+        with pytest.raises(_image.ImageError, match="test/small"):
+            image.open_member("test/small").read()
