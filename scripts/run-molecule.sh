@@ -19,6 +19,13 @@ PATH="${ROOT}/.venv/bin:${PATH}"
 command -v molecule >/dev/null || die "molecule is missing: run make deps"
 scripts/collection-path.sh
 
+# The cluster scenario runs OpenSearch from the cached integ-test distribution on the
+# host's JDK, both mounted read-only into its search node (a no-op when cached).
+python -m tests.harness.fetch opensearch-2.19.6 || die "cannot fetch opensearch-2.19.6 for the cluster scenario"
+LIFEBOAT_JAVA_HOME="$(python -c 'from tests.harness.servers import java_home; print(java_home())')" ||
+    die "no JDK for the cluster scenario's search node: install openjdk-17-jdk-headless"
+export LIFEBOAT_JAVA_HOME
+
 # The base image (cached: a no-op when it exists) and the names of this run.
 LIFEBOAT_TESTBED_IMAGE="$(scripts/build-image.sh)"
 LIFEBOAT_RUN_ID="$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"

@@ -75,10 +75,12 @@ def summary_table(results, title=""):
     if not isinstance(results, dict):
         raise AnsibleFilterError("summary_table expects a dict of node -> result")
     lines = [title] if title else []
-    lines.append("%-24s %-11s %9s  %s" % ("node", "verdict", "size", "image / what failed"))
+    width = max([len("node")] + [len(str(node)) for node in results])
+    row = "%-" + str(width) + "s  %-11s %9s  %s"
+    lines.append(row % ("node", "verdict", "size", "image / what failed"))
     for node in sorted(results):
         result = results[node] or {}
-        lines.append("%-24s %-11s %9s  %s" % (node, result.get("verdict", "?"), _size(result.get("size")), _detail(result)))
+        lines.append(row % (node, result.get("verdict", "?"), _size(result.get("size")), _detail(result)))
     counts = {}
     for result in results.values():
         counts[(result or {}).get("verdict", "?")] = counts.get((result or {}).get("verdict", "?"), 0) + 1

@@ -173,7 +173,7 @@ warnings_detail:
 
 import time
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _session, _tree
 
@@ -240,14 +240,7 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    try:
-        session = _session.Session(params["session"])
-    except _session.SessionError as exc:
-        module.fail_json(msg=str(exc))
-    if session.recipients and not _age.HAS_CRYPTOGRAPHY:
-        module.fail_json(msg=missing_required_lib("cryptography"), exception=_age.CRYPTOGRAPHY_IMPORT_ERROR)
-    if session.compression == "zstd" and not _image.HAS_ZSTANDARD:
-        module.fail_json(msg=missing_required_lib("zstandard"), exception=_image.ZSTANDARD_IMPORT_ERROR)
+    session = _session.open_for_module(module, params["session"])
     halt = session.halt if params["halt"] is None else params["halt"]
     name = _image.safe_name(params["name"])
     roots, missing, unreadable = expand_or_fail(module, params)

@@ -295,7 +295,7 @@ import os
 import socket
 import time
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _session, _tree
 from ansible_collections.lifeboat.backup.plugins.module_utils import _elasticsearch as es
@@ -613,15 +613,7 @@ def main():
     es.check_libraries(module)
     session = None
     if params["session"]:
-        try:
-            session = _session.Session(params["session"])
-        except _session.SessionError as exc:
-            module.fail_json(msg=str(exc))
-        if params["include_repository_files"]:
-            if session.recipients and not _age.HAS_CRYPTOGRAPHY:
-                module.fail_json(msg=missing_required_lib("cryptography"), exception=_age.CRYPTOGRAPHY_IMPORT_ERROR)
-            if session.compression == "zstd" and not _image.HAS_ZSTANDARD:
-                module.fail_json(msg=missing_required_lib("zstandard"), exception=_image.ZSTANDARD_IMPORT_ERROR)
+        session = _session.open_for_module(module, params["session"], writes_members=params["include_repository_files"])
 
     component = None
     component_name = _image.safe_name(params["name"])

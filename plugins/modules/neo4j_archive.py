@@ -178,7 +178,7 @@ duration:
 import os
 import time
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _neo4j, _proc, _session, _tree
 
@@ -271,14 +271,7 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    try:
-        session = _session.Session(params["session"])
-    except _session.SessionError as exc:
-        module.fail_json(msg=str(exc))
-    if session.recipients and not _age.HAS_CRYPTOGRAPHY:
-        module.fail_json(msg=missing_required_lib("cryptography"), exception=_age.CRYPTOGRAPHY_IMPORT_ERROR)
-    if session.compression == "zstd" and not _image.HAS_ZSTANDARD:
-        module.fail_json(msg=missing_required_lib("zstandard"), exception=_image.ZSTANDARD_IMPORT_ERROR)
+    session = _session.open_for_module(module, params["session"])
     if params["databases"] and params["method"] != "dump":
         module.fail_json(msg="databases applies to method=dump; method=files always archives the whole data directory")
     name = _image.safe_name(params["name"])

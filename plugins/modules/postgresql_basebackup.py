@@ -170,7 +170,7 @@ client_tools:
 import re
 import time
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _proc, _session
 from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql as pg
@@ -284,14 +284,7 @@ def main():
     )
     module = AnsibleModule(argument_spec=argument_spec, mutually_exclusive=pg.CONNECTION_MUTUALLY_EXCLUSIVE, supports_check_mode=True)
     params = module.params
-    try:
-        session = _session.Session(params["session"])
-    except _session.SessionError as exc:
-        module.fail_json(msg=str(exc))
-    if session.recipients and not _age.HAS_CRYPTOGRAPHY:
-        module.fail_json(msg=missing_required_lib("cryptography"), exception=_age.CRYPTOGRAPHY_IMPORT_ERROR)
-    if session.compression == "zstd" and not _image.HAS_ZSTANDARD:
-        module.fail_json(msg=missing_required_lib("zstandard"), exception=_image.ZSTANDARD_IMPORT_ERROR)
+    session = _session.open_for_module(module, params["session"])
     pg.require_driver(module)
     fail = pg.Failer(module)
     if not module.check_mode:

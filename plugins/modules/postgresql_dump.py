@@ -282,7 +282,7 @@ import shutil
 import tarfile
 import time
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _proc, _session
 from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql as pg
@@ -391,6 +391,17 @@ class Snapshot:
         except pg.PgError:
             pass
         self.conn.close()
+
+
+def explain_dump_error(text, lock_wait_timeout):
+    """pg_dump enforces --lock-wait-timeout with statement_timeout on its LOCK TABLE, so a
+    table locked by someone else reads as a "statement timeout": say what it means."""
+    if lock_wait_timeout and "canceling statement due to statement timeout" in text:
+        return (
+            "%s (pg_dump waited lock_wait_timeout=%d s for a table lock: another session holds a conflicting "
+            "lock, such as a migration or a long transaction - see pg_locks and pg_stat_activity)" % (text, lock_wait_timeout)
+        )
+    return text
 
 
 def dump_custom(component, appender, tools, env, database, argv_extra, verify):
@@ -585,14 +596,7 @@ def main():
     )
     module = AnsibleModule(argument_spec=argument_spec, mutually_exclusive=pg.CONNECTION_MUTUALLY_EXCLUSIVE, supports_check_mode=True)
     params = module.params
-    try:
-        session = _session.Session(params["session"])
-    except _session.SessionError as exc:
-        module.fail_json(msg=str(exc))
-    if session.recipients and not _age.HAS_CRYPTOGRAPHY:
-        module.fail_json(msg=missing_required_lib("cryptography"), exception=_age.CRYPTOGRAPHY_IMPORT_ERROR)
-    if session.compression == "zstd" and not _image.HAS_ZSTANDARD:
-        module.fail_json(msg=missing_required_lib("zstandard"), exception=_image.ZSTANDARD_IMPORT_ERROR)
+    session = _session.open_for_module(module, params["session"])
     pg.require_driver(module)
     fail = pg.Failer(module)
     if not module.check_mode:
@@ -749,7 +753,7 @@ def main():
                     try:
                         info = dump_one(component, appender, tools, env_for, params, database, audit_included, session.scratch)
                     except (DumpError, _proc.CommandError, pg.PgError) as exc:
-                        failed.append({"name": database, "error": str(exc)})
+                        failed.append({"name": database, "error": explain_dump_error(str(exc), params["lock_wait_timeout"])})
                         if halt:
                             break
                         continue

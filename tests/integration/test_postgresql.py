@@ -634,3 +634,24 @@ def test_info_reports_a_busy_session(postgres_server, namespace):
 def _sleep_until_cancelled(connection):
     with contextlib.suppress(psycopg.errors.QueryCanceled):
         connection.execute("SELECT pg_sleep(60)")
+
+
+def test_a_table_locked_by_another_session_fails_after_lock_wait_timeout(pg_database, age_key, tmp_path):
+    """A migration holding ACCESS EXCLUSIVE: pg_dump gives up after lock_wait_timeout, and the
+    message says it was a lock (pg_dump itself only reports a "statement timeout")."""
+    server, name = pg_database.server, pg_database.name
+    _identity, recipient = age_key
+    pg_database.psql("CREATE TABLE migrating (id int)")
+    backup = Backup(tmp_path, recipient)
+    with psycopg.connect(server.dsn(dbname=name)) as migration:
+        migration.execute("LOCK TABLE migrating IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        dumped = run_module("postgresql_dump", session=backup.work_dir, databases=[name], globals=False, lock_wait_timeout=2, **conn(server))
+        waited = time.monotonic() - started
+        migration.rollback()
+    assert dumped.failed, dumped
+    assert "canceling statement due to statement timeout" in dumped["msg"], dumped["msg"]
+    assert "pg_dump waited lock_wait_timeout=2 s for a table lock" in dumped["msg"], dumped["msg"]
+    assert 2 <= waited < 30
+    sealed = backup.seal()
+    assert sealed["verdict"] == "failed" and backup.images() == []

@@ -1,0 +1,35 @@
+"""The summary table the roles print and return to AWX/Tower."""
+
+from __future__ import annotations
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.lifeboat.backup.plugins.filter.summary_table import summary_table
+
+RESULTS = {
+    "db1": {"verdict": "partial", "image": "/b/20261122T194513Z-db1.zip", "size": 812400000, "failures": {"postgresql": "pg_dump exited 1"}},
+    "a-rather-long-node-name.example.net": {"verdict": "success", "image": "/b/x.zip", "size": 1234},
+    "search1": {"verdict": "failed", "reason": "the node did not reach the end of the run"},
+}
+
+
+def test_columns_line_up_whatever_the_length_of_the_node_names():
+    lines = summary_table(RESULTS, title="backup 42")
+    assert lines[0] == "backup 42"
+    rows = lines[1:-1]
+    starts = {row.index(word) for row, word in zip(rows, ["verdict", "success", "partial", "failed"])}
+    assert starts == {len("a-rather-long-node-name.example.net") + 2}
+
+
+def test_rows_say_what_failed_and_the_total_counts_verdicts():
+    lines = summary_table(RESULTS)
+    assert "20261122T194513Z-db1.zip; failed: postgresql: pg_dump exited 1" in lines[2]
+    assert "812.4 MB" in lines[2]
+    assert lines[3].endswith("the node did not reach the end of the run")
+    assert lines[-1] == "total: 1 failed, 1 partial, 1 success"
+
+
+def test_not_a_dict_is_refused():
+    with pytest.raises(AnsibleFilterError, match="dict of node -> result"):
+        summary_table(["db1"])
