@@ -266,6 +266,8 @@ def main():
                     "repository": "lifeboat",
                     "location": str(search.repo_dir / "lifeboat"),
                     "indices": ["stix-*"],
+                    # The snapshot's files travel in the image: it restores with the repository gone.
+                    "include_repository_files": True,
                 }
             )
         profile = {
@@ -348,7 +350,9 @@ def main():
         note("PostgreSQL: DROP DATABASE intel")
         if search:
             search.request("DELETE", "/stix-v4")
-            note("OpenSearch: DELETE /stix-v4")
+            search.request("DELETE", "/_snapshot/lifeboat")
+            shutil.rmtree(search.repo_dir / "lifeboat")
+            note("OpenSearch: DELETE /stix-v4, snapshot repository lifeboat unregistered and its files removed")
         shutil.rmtree(etc / "eclecticiq")
         (etc / "default" / "eclecticiq-platform").write_text("garbage\n")
         note("configuration: %s/eclecticiq removed, default/eclecticiq-platform overwritten" % etc)
