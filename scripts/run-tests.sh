@@ -25,7 +25,9 @@ printf '\n%-14s %-8s %8s  %s\n' stage result seconds summary
 for stage in "${STAGES[@]}"; do
     # The last line a runner prints about its totals.
     summary=$(grep -E '^=+ .*(passed|failed|error).* =+$|^(PLAY RECAP|All checks passed|[0-9]+ files? already formatted|Passed: |Failed: )|^ERROR: The [0-9]+ sanity test|molecule: ' \
-        "${BUILD}/logs/${stage}.log" | tail -n 1 | cut -c1-90)
+        "${BUILD}/logs/${stage}.log" | tail -n 1 | cut -c1-90 || true)
+    # ansible-test sanity prints no total when everything passed.
+    summary="${summary:-see .build/logs/${stage}.log}"
     printf '%-14s %-8s %8s  %s\n' "$stage" "${status[$stage]}" "${seconds[$stage]}" "$summary"
 done
 exit ${overall}

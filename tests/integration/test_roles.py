@@ -102,7 +102,7 @@ def test_backup_then_restore_across_two_nodes(cluster):
     assert verify.returncode == 0 and "members verified at level full" in verify.stdout
 
 
-def test_partial_without_halt_failed_with_halt_other_node_unaffected(cluster):
+def test_partial_without_halt_whole_run_failed_with_halt(cluster):
     cluster["profile"]["components"].append({"name": "broken", "kind": "config", "paths": ["relative/path"], "group": "app"})
     partial = playbook(cluster, "backup.yml")
     assert partial.returncode == 0, partial.stdout[-4000:]
@@ -110,13 +110,16 @@ def test_partial_without_halt_failed_with_halt_other_node_unaffected(cluster):
     assert "broken: relative/path" in partial.stdout or "not absolute" in partial.stdout
     assert len(list(Path(cluster["nodes"]["node2"]["backup_destination"]).glob("*.zip"))) == 1
 
+    # With halt, node2's failure stops node1 too: no backup id with part of the cluster.
     halted = playbook(cluster, "backup.yml", backup_halt=True)
     assert halted.returncode != 0
-    assert summary(halted.stdout, "Backup summary") == {"node1": "success", "node2": "failed"}
-    assert len(list(Path(cluster["nodes"]["node2"]["backup_destination"]).glob("*.zip"))) == 1, "halt publishes nothing"
-    assert len(list(Path(cluster["nodes"]["node1"]["backup_destination"]).glob("*.zip"))) == 2
+    assert summary(halted.stdout, "Backup summary") == {"node1": "failed", "node2": "failed"}
+    for node in ("node1", "node2"):
+        assert len(list(Path(cluster["nodes"][node]["backup_destination"]).glob("*.zip"))) == 1, "halt publishes nothing on any node"
     status = json.loads(Path(cluster["nodes"]["node2"]["backup_state_dir"], "status.json").read_text())
     assert status["state"] == "idle" and "broken" in status["last_failure"]["reason"]
+    status = json.loads(Path(cluster["nodes"]["node1"]["backup_state_dir"], "status.json").read_text())
+    assert "halt: the backup of node2 failed and backup_halt stops every node of the run" in status["last_failure"]["reason"]
 
     strict = playbook(cluster, "backup.yml", backup_fail_on_partial=True)
     assert strict.returncode != 0 and summary(strict.stdout, "Backup summary")["node2"] == "partial"
@@ -129,8 +132,9 @@ def test_custom_selection_and_halt_on_not_applicable(cluster):
     assert "nothing selected on node1" in custom.stdout
 
     halted = playbook(cluster, "backup.yml", backup_selection="custom", backup_components=["app", "config"], backup_halt=True)
-    assert summary(halted.stdout, "Backup summary") == {"node1": "failed", "node2": "success"}
+    assert summary(halted.stdout, "Backup summary") == {"node1": "failed", "node2": "failed"}
     assert "requested components not applicable on node1" in halted.stdout
+    assert "not started: backup_halt is set and node1 failed preflight" in halted.stdout
 
     typo = playbook(cluster, "plan.yml", backup_selection="custom", backup_components=["cnofig"])
     assert typo.returncode != 0 and "cnofig, which the profile does not define" in typo.stdout
