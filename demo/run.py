@@ -32,7 +32,12 @@ from tests.harness.process import ServerError  # noqa: E402
 from tests.harness.servers import PostgresServer, RedisServer, SearchServer, java_home  # noqa: E402
 
 TOY = ROOT / "tests" / "support" / "toy_service.py"
-PASSPHRASE = "demo-" + secrets.token_urlsafe(12)
+# Random unless given: the demo's own test sets them to find them in -vvv logs (it must not).
+PASSPHRASE = os.environ.get("LIFEBOAT_DEMO_PASSPHRASE") or "demo-" + secrets.token_urlsafe(12)
+PG_PASSWORD = os.environ.get("LIFEBOAT_DEMO_PG_PASSWORD") or None
+REDIS_PASSWORD = os.environ.get("LIFEBOAT_DEMO_REDIS_PASSWORD") or secrets.token_urlsafe(12)
+# LIFEBOAT_DEMO_VERBOSITY=3 runs the playbooks with -vvv (their logs are kept).
+VERBOSITY = int(os.environ.get("LIFEBOAT_DEMO_VERBOSITY") or 0)
 QUEUE = "enrichers"
 BOLD, DIM, GREEN, RED, RESET = ("\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m") if sys.stdout.isatty() else ("",) * 5
 
@@ -184,6 +189,8 @@ def run_playbook(name, inventory, logs, extra=None):
     cmd = [str(Path(sys.executable).with_name("ansible-playbook")), str(ROOT / "playbooks" / name), "-i", str(inventory)]
     if extra:
         cmd += ["-e", json.dumps(extra)]
+    if VERBOSITY:
+        cmd.append("-" + "v" * VERBOSITY)
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_DISPLAY_SKIPPED_HOSTS="false", ANSIBLE_SHOW_CUSTOM_STATS="true", ANSIBLE_LOCALHOST_WARNING="false")
     started = time.time()
     with open(log, "w") as handle:
@@ -216,10 +223,10 @@ def main():
     ok = False
     with contextlib.ExitStack() as stack:
         step(1, total, "Starting the sandbox platform")
-        pg = stack.enter_context(PostgresServer())
+        pg = stack.enter_context(PostgresServer(password=PG_PASSWORD))
         seed_postgres(pg)
         note("PostgreSQL %s on %s:%d - database intel: 5000 entities, 300 blobs, 2000 audit rows" % (pg.version, pg.host, pg.port))
-        redis = stack.enter_context(RedisServer(password=secrets.token_urlsafe(12)))
+        redis = stack.enter_context(RedisServer(password=REDIS_PASSWORD))
         redis.client().rpush(QUEUE, *["task-%d" % n for n in range(200)])
         note("Redis on %s:%d - queue %s: 200 items waiting" % (redis.host, redis.port, QUEUE))
         search = None

@@ -116,6 +116,15 @@ def _applies(component, host, groups, play_hosts, skip):
     return True, None
 
 
+# Profile keys that hold credentials. The plan is kept in facts, which -v prints, so it
+# carries none of them; the roles take them from the profile when they call a module.
+SECRET_KEYS = ("login_password", "password", "api_key", "bearer_token")
+
+
+def without_secrets(component):
+    return {key: value for key, value in component.items() if key not in SECRET_KEYS}
+
+
 def component_plan(components, host, groups, play_hosts, selection="standard", requested=None, include_audits=False, skip=None):
     requested = list(requested or [])
     skip = list(skip or [])
@@ -144,7 +153,7 @@ def component_plan(components, host, groups, play_hosts, selection="standard", r
             selected = applies and (include_audits or not component.get("audit"))
             if applies and not selected:
                 reason = "audit component (include it with backup_include_audits)"
-        plan.append(dict(component, applies=applies, selected=selected, reason=None if selected else reason))
+        plan.append(dict(without_secrets(component), applies=applies, selected=selected, reason=None if selected else reason))
     unknown = sorted(set(requested) - set(names))
     if unknown:
         raise AnsibleFilterError(

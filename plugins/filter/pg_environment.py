@@ -12,9 +12,12 @@ author:
   - lifeboat.backup maintainers (@lifeboat-backup)
 description:
   - For a post-restore check with C(sql), builds the C(PG*) environment (host or socket
-    directory, port, user, password, database, TLS settings) from the connection options
-    of the profile component the check names, so C(psql) runs without any secret on its
-    command line.
+    directory, port, user, database, TLS settings) from the connection options of the
+    profile component the check names.
+  - Never C(PGPASSWORD) - Ansible puts a task's C(environment) on the command line it runs,
+    where C(ps) and C(-vvv) show it. A component with a C(login_password) gets
+    C(PGPASSFILE=<passfile_dir>/<component>.pgpass) instead; write that file first (mode
+    0600, one line C(*:*:*:*:<password>) with C(:) and C(\\) escaped, with C(no_log)).
 options:
   _input:
     description: The check - C(name), C(sql), C(component) (a PostgreSQL component of the profile) and optionally C(database).
@@ -25,19 +28,21 @@ options:
     type: list
     elements: dict
     required: true
+  passfile_dir:
+    description: Directory holding C(<component>.pgpass) for components with a C(login_password).
+    type: str
 """
 
 EXAMPLES = r"""
-- name: Run a check with psql
+- name: Run a check with psql (the password file written beforehand, with no_log)
   ansible.builtin.command:
     argv: [psql, -X, -A, -t, -c, "{{ check.sql }}"]
-  environment: "{{ check | lifeboat.backup.pg_environment(restore_profile.components) }}"
-  no_log: true
+  environment: "{{ check | lifeboat.backup.pg_environment(restore_profile.components, passfile_dir=checks_dir.path) }}"
 """
 
 RETURN = r"""
 _value:
-  description: Environment variables (C(PGHOST), C(PGPORT), C(PGUSER), C(PGPASSWORD), C(PGDATABASE), C(PGSSLMODE), ...).
+  description: Environment variables (C(PGHOST), C(PGPORT), C(PGUSER), C(PGPASSFILE), C(PGDATABASE), C(PGSSLMODE), ...).
   type: dict
 """
 
@@ -46,7 +51,6 @@ from ansible.errors import AnsibleFilterError
 _MAP = {
     "port": "PGPORT",
     "login_user": "PGUSER",
-    "login_password": "PGPASSWORD",
     "login_db": "PGDATABASE",
     "ssl_mode": "PGSSLMODE",
     "ca_cert": "PGSSLROOTCERT",
@@ -56,7 +60,7 @@ _MAP = {
 }
 
 
-def pg_environment(check, components):
+def pg_environment(check, components, passfile_dir=None):
     name = check.get("component")
     wanted = [c for c in components or [] if c.get("name") == name and c.get("kind") in ("postgresql", "postgresql_basebackup")]
     if not wanted:
@@ -64,6 +68,13 @@ def pg_environment(check, components):
         raise AnsibleFilterError("check %r: component %r is not a PostgreSQL component of the profile (there are: %s)" % (check.get("name"), name, known))
     component = wanted[0]
     env = {var: str(component[key]) for key, var in _MAP.items() if component.get(key) not in (None, "")}
+    if component.get("login_password") not in (None, ""):
+        if not passfile_dir:
+            raise AnsibleFilterError(
+                "check %r: component %r has a login_password; give passfile_dir, the directory holding %s.pgpass, "
+                "so that the password never goes on a command line" % (check.get("name"), name, name)
+            )
+        env["PGPASSFILE"] = "%s/%s.pgpass" % (str(passfile_dir).rstrip("/"), name)
     host = component.get("login_unix_socket") or component.get("login_host")
     if host:
         env["PGHOST"] = str(host)

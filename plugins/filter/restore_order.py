@@ -53,6 +53,8 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.lifeboat.backup.plugins.filter.component_plan import without_secrets
+
 ORDER = {"config": 0, "postgresql": 1, "postgresql_basebackup": 1, "elasticsearch": 2, "neo4j": 3}
 MANUAL = ("postgresql_basebackup",)
 
@@ -76,7 +78,7 @@ def restore_order(components, profile=None, only=None):
             continue
         if kind in MANUAL and name not in only:
             continue  # restored by hand (docs/postgresql.md); only when asked, to say so
-        plan.append(dict(by_name.get(name, {}), name=name, kind=kind, members=entry.get("members", []), details=entry.get("details", {})))
+        plan.append(dict(without_secrets(by_name.get(name, {})), name=name, kind=kind, members=entry.get("members", []), details=entry.get("details", {})))
     plan.sort(key=lambda c: (ORDER[c["kind"]], profile_rank.get(c["name"], len(profile_rank)), c["name"]))
     return plan
 

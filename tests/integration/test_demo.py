@@ -1,10 +1,13 @@
 """`make demo`, the README's first command, end to end: the sandbox platform is backed up,
 broken (database dropped, index and snapshot repository deleted, configuration removed),
-restored from the image and compared; nothing is left running."""
+restored from the image and compared; nothing is left running. The playbooks run with -vvv:
+no secret (passphrase, PostgreSQL and Redis passwords) may appear in their output."""
 
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +21,12 @@ def _running_children(marker):
 
 
 def test_demo_backs_up_breaks_restores_and_checks_the_sandbox():
-    env = dict(os.environ, LIFEBOAT_DEMO_SEARCH="on", NO_COLOR="1")
+    secret = {
+        "LIFEBOAT_DEMO_PASSPHRASE": "pass-" + secrets.token_hex(12),
+        "LIFEBOAT_DEMO_PG_PASSWORD": "pg-" + secrets.token_hex(12),
+        "LIFEBOAT_DEMO_REDIS_PASSWORD": "redis-" + secrets.token_hex(12),
+    }
+    env = dict(os.environ, LIFEBOAT_DEMO_SEARCH="on", LIFEBOAT_DEMO_VERBOSITY="3", **secret)
     run = subprocess.run([sys.executable, "demo/run.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-5000:]
@@ -28,3 +36,13 @@ def test_demo_backs_up_breaks_restores_and_checks_the_sandbox():
     assert "search/repository.tar.zst.age" in out, "the image carries the snapshot's files"
     assert "post-restore checks passed: no half-processed packages" in out
     assert not _running_children("lifeboat-demo-"), "the demo left servers running"
+
+    logs = Path(re.search(r"playbook logs: (\S+)", out).group(1))
+    texts = {log.name: log.read_text() for log in sorted(logs.glob("*.log"))}
+    assert set(texts) == {"plan.log", "backup.log", "verify.log", "restore.log"}
+    assert all("inventory source with" in text for text in texts.values()), "the playbooks ran with -vvv"
+    assert "ESTABLISH LOCAL CONNECTION" in texts["backup.log"] and "ESTABLISH LOCAL CONNECTION" in texts["restore.log"]
+    for name, text in texts.items():
+        for what, value in secret.items():
+            assert value not in text, "%s appears in %s" % (what, logs / name)
+    assert secret["LIFEBOAT_DEMO_PASSPHRASE"] not in out

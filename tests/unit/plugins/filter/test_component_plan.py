@@ -65,3 +65,13 @@ def test_skip_list_and_once_follow_the_play():
 def test_profile_errors(components, kwargs, message):
     with pytest.raises(AnsibleFilterError, match=message):
         component_plan(components, "gw1", GROUPS, HOSTS, **kwargs)
+
+
+def test_the_plan_carries_no_credentials():
+    components = [
+        {"name": "db", "kind": "postgresql", "login_password": "pg-secret"},
+        {"name": "search", "kind": "elasticsearch", "password": "es-secret", "api_key": "k", "bearer_token": "t"},
+    ]
+    plan = component_plan(components, "gw1", GROUPS, HOSTS)
+    assert [sorted(set(c) & {"login_password", "password", "api_key", "bearer_token"}) for c in plan] == [[], []]
+    assert components[0]["login_password"] == "pg-secret", "the profile itself is left alone"
