@@ -448,7 +448,7 @@ class MemberReader:
         self._pos = 0
         self._eof = False
         self._decompressor = _Decompressor(record["compression"])
-        source = _HashingReader(self._stored, self._stored_sha)
+        source = HashingReader(self._stored, self._stored_sha)
         if record["encryption"] == "age":
             try:
                 self._decrypted = _age.AgeReader(source, identities=image.identities())
@@ -522,14 +522,16 @@ class MemberReader:
         return False
 
 
-class _HashingReader:
-    def __init__(self, source, sha):
-        self._source = source
-        self._sha = sha
+class HashingReader:
+    """A readable stream that feeds what passes through it into ``sha`` (a new SHA-256 by default)."""
+
+    def __init__(self, source, sha=None):
+        self.source = source
+        self.sha = sha if sha is not None else hashlib.sha256()
 
     def read(self, size=-1):
-        data = self._source.read(size)
-        self._sha.update(data)
+        data = self.source.read(size)
+        self.sha.update(data)
         return data
 
 
@@ -625,7 +627,7 @@ def _verify_stored(image, record):
         raise ImageError("stored size %d differs from the manifest's %d" % (info.file_size, record["stored_size"]))
     sha = hashlib.sha256()
     with image.zip.open(record["name"]) as stored:
-        source = _HashingReader(stored, sha)
+        source = HashingReader(stored, sha)
         if record["encryption"] == "age":
             try:
                 _age._parse_header(source)
@@ -641,7 +643,7 @@ def _verify_decrypt(image, record):
     """Authenticate every age chunk (header MAC and each chunk's tag); SHA-256 of the stored bytes."""
     sha = hashlib.sha256()
     with image.zip.open(record["name"]) as stored:
-        source = _HashingReader(stored, sha)
+        source = HashingReader(stored, sha)
         try:
             reader = _age.AgeReader(source, identities=image.identities())
             while reader.read(COPY_BUFFER):

@@ -30,6 +30,8 @@ import socket
 import struct
 import uuid
 
+from ansible_collections.lifeboat.backup.plugins.module_utils import _session
+
 DEFAULT_HOME = "/var/lib/neo4j"
 DEFAULT_BOLT_PORT = 7687
 CONFIG_CANDIDATES = ("{home}/conf/neo4j.conf", "/etc/neo4j/neo4j.conf")
@@ -172,16 +174,6 @@ def pid_from_file(path):
         return None, f"pid file {path} does not hold a process id"
 
 
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 # struct flock on Linux: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid.
 _FLOCK = struct.Struct("hhqqi")
 
@@ -253,7 +245,7 @@ def running_evidence(layout, data_dir=None):
     if problem:
         notes.append(problem)
     elif pid is not None:
-        if pid_alive(pid):
+        if _session.pid_alive(pid):
             evidence.append(f"the pid file {layout.pid_file} names the running {describe_process(pid)}")
         else:
             notes.append(f"stale pid file {layout.pid_file}: process {pid} is gone (Neo4j was not stopped cleanly, or the file is left over)")

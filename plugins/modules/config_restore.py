@@ -124,7 +124,6 @@ root:
 
 import fnmatch
 import grp
-import hashlib
 import os
 import pwd
 import stat
@@ -223,17 +222,6 @@ def compare(want, have, with_owner):
     return None
 
 
-class _HashingSource:
-    def __init__(self, source):
-        self.source = source
-        self.sha = hashlib.sha256()
-
-    def read(self, size=-1):
-        data = self.source.read(size)
-        self.sha.update(data)
-        return data
-
-
 def restore(image, data_member, plan, root, with_owner):
     """Stream the tar once, writing the planned entries. Returns a list of failures."""
     failures = []
@@ -246,7 +234,7 @@ def restore(image, data_member, plan, root, with_owner):
                     if path not in plan:
                         continue
                     record, _action = plan[path]
-                    source = _HashingSource(tar.extractfile(info)) if info.isreg() else None
+                    source = _image.HashingReader(tar.extractfile(info)) if info.isreg() else None
                     try:
                         extractor.extract(info, source)
                     except (OSError, _tree.TreeError) as exc:

@@ -230,7 +230,6 @@ server:
 """
 
 import fnmatch
-import hashlib
 import os
 import re
 import shutil
@@ -328,17 +327,6 @@ def targets_of(sources, pattern, replacement):
 # ---- the image -------------------------------------------------------------------------------
 
 
-class _HashingSource:
-    def __init__(self, source):
-        self.source = source
-        self.sha = hashlib.sha256()
-
-    def read(self, size=-1):
-        data = self.source.read(size)
-        self.sha.update(data)
-        return data
-
-
 def image_component(image, name):
     components = image.manifest.get("components", {})
     component = components.get(name)
@@ -394,7 +382,7 @@ def unpack(image, files, location):
         with image.open_member(files["data_member"]) as member:
             with tarfile.open(fileobj=member, mode="r|", errorlevel=2) as tar:
                 for info in tar:
-                    source = _HashingSource(tar.extractfile(info)) if info.isreg() else None
+                    source = _image.HashingReader(tar.extractfile(info)) if info.isreg() else None
                     extractor.extract(info, source)
                     if source is not None:
                         record = index.get(info.name) or {}

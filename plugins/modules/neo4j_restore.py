@@ -169,7 +169,6 @@ owner:
 """
 
 import grp
-import hashlib
 import os
 import pwd
 import shutil
@@ -225,17 +224,6 @@ def existing_entries(data_dir):
     return sorted(e for e in entries if not e.startswith((STAGING_PREFIX, PREVIOUS_PREFIX)) and e != "lost+found")
 
 
-class _HashingSource:
-    def __init__(self, source):
-        self.source = source
-        self.sha = hashlib.sha256()
-
-    def read(self, size=-1):
-        data = self.source.read(size)
-        self.sha.update(data)
-        return data
-
-
 def extract_tree(image, details, staging, with_owner):
     """Unpack the data tar into ``staging``, checking each file against the index.
 
@@ -256,7 +244,7 @@ def extract_tree(image, details, staging, with_owner):
                     record = index.get(info.name)
                     if record is None:
                         raise RestoreError(f"{info.name} is in the archive but not in its index; the image is inconsistent")
-                    source = _HashingSource(tar.extractfile(info)) if info.isreg() else None
+                    source = _image.HashingReader(tar.extractfile(info)) if info.isreg() else None
                     extractor.extract(info, source)
                     if source is not None:
                         files += 1
