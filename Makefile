@@ -59,9 +59,14 @@ ruff: deps
 ansible-lint: deps
 	$(BIN)/ansible-lint --profile production
 
+# `ansible-test --venv` keeps its virtualenvs in ~/.ansible/test/venv whatever ANSIBLE_HOME
+# says, so two clones running sanity at once would rebuild each other's: each clone gets
+# its own HOME for ansible-test (pip's download cache stays shared).
+SANITY_HOME := $(ROOT)/.build/sanity-home
 sanity: deps
-	@scripts/install-get-pip-shim.sh
+	@HOME=$(SANITY_HOME) scripts/install-get-pip-shim.sh
 	@copy=$$(scripts/collection-path.sh --copy) && cd "$$copy" && \
+	  HOME=$(SANITY_HOME) PIP_CACHE_DIR=$(HOME)/.cache/pip \
 	  $(BIN)/ansible-test sanity --color no --python 3.11 --venv $(SANITY_ARGS)
 
 unit: deps

@@ -6,6 +6,10 @@ source "$(dirname "$0")/common.sh"
 PACKAGES=(
     # containers (Molecule): runc, not crun; see docs/development.md
     podman runc mmdebstrap uidmap slirp4netns containernetworking-plugins
+    # Recommends that --no-install-recommends would leave out: podman's --init needs
+    # catatonit; short names on a podman network need netavark + aardvark-dns (without
+    # them podman falls back to CNI, which has no DNS). See containers.conf.
+    catatonit netavark aardvark-dns
     # servers started by the test harness
     postgresql-15 postgresql-client-15 redis-server
     # the image pipeline and the stock tools of docs/recovery-by-hand.md
