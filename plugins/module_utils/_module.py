@@ -1,0 +1,78 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, lifeboat.backup contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE module_utils of lifeboat.backup: not a public API, may change without notice.
+"""The module anatomy shared by every lifeboat.backup module (docs/architecture.md).
+
+    def main():
+        module = LifeboatModule(
+            argument_spec=dict(name=dict(type="str", required=True)),
+            specs=[_image.DECRYPTION_SPEC],          # shared options, defined once
+            supports_check_mode=True,
+        )
+        module.run(restore)                          # restore(module) -> result dict
+
+``run`` calls the function, which validates, plans and executes (check mode stops
+after the plan), and reports by returning the result. Any ``LifeboatError`` it
+raises becomes ``fail_json`` here, with what was already changed; the failure hooks
+(``on_failure``) run first, so a session component records the true reason before
+the module exits.
+"""
+
+from __future__ import annotations
+
+import copy
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
+
+
+def merge_specs(argument_spec, specs=()):
+    """One argument spec from the shared ones (deep-copied) and the module's own."""
+    merged = {}
+    for spec in specs:
+        merged.update(copy.deepcopy(spec))
+    merged.update(argument_spec or {})
+    return merged
+
+
+class LifeboatModule(AnsibleModule):
+    """AnsibleModule with shared specs, one failure path and failure hooks."""
+
+    def __init__(self, argument_spec=None, specs=(), **kwargs):
+        super().__init__(argument_spec=merge_specs(argument_spec, specs), **kwargs)
+        self.on_failure = []
+
+    def require(self, library, available, import_error=None):
+        """Fail with missing_required_lib unless ``available``; call it on the paths that
+        need the library, before anything touches it."""
+        if not available:
+            self.fail_json(msg=missing_required_lib(library), exception=import_error)
+
+    def fail(self, error):
+        """Report a LifeboatError: hooks first, then fail_json."""
+        self._run_hooks(error.msg)
+        self.fail_json(**error.fail_kwargs())
+
+    def _run_hooks(self, reason):
+        hooks, self.on_failure = self.on_failure, []
+        for hook in hooks:
+            try:
+                hook(reason)
+            except Exception:  # noqa: BLE001 - a failing hook must not hide the failure itself
+                self.warn("recording the failure failed: %s" % traceback.format_exc().splitlines()[-1])
+
+    def run(self, execute):
+        """``execute(module)`` returns the result dict, or raises LifeboatError."""
+        try:
+            result = execute(self)
+        except LifeboatError as exc:
+            self.fail(exc)
+        except Exception as exc:
+            # A bug: record it as the component's reason, then let Ansible show the traceback.
+            self._run_hooks("internal error (%s: %s); please report it" % (type(exc).__name__, exc))
+            raise
+        self.exit_json(**result)
