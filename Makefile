@@ -44,17 +44,21 @@ image: deps
 	@scripts/build-image.sh
 
 # ---- checks ------------------------------------------------------------------
-.PHONY: test lint ruff ansible-lint sanity unit integration molecule
+.PHONY: test lint ruff ansible-lint sanity complexity unit integration molecule
 # `make test` = scripts/run-tests.sh: ruff, ansible-lint, sanity, unit, integration,
 # molecule, then the benchmarks in --small mode (correctness only).
 test: deps
 	@scripts/run-tests.sh
 
-lint: ruff ansible-lint sanity
+lint: ruff ansible-lint sanity complexity
 
 ruff: deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Function length and cyclomatic complexity (radon): a report for review, never a gate.
+complexity: deps
+	@$(BIN)/python scripts/function-report.py plugins
 
 ansible-lint: deps
 	$(BIN)/ansible-lint --profile production
