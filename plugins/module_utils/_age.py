@@ -24,6 +24,8 @@ import os
 import struct
 import traceback
 
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
+
 CRYPTOGRAPHY_IMPORT_ERROR = None
 try:
     from cryptography.exceptions import InvalidTag
@@ -46,7 +48,7 @@ MAX_WORK_FACTOR = 22  # what age accepts when decrypting
 _B64_COLUMNS = 64
 
 
-class AgeError(Exception):
+class AgeError(LifeboatError):
     """Any failure to read or write an age file; the message says what and why."""
 
 

@@ -31,6 +31,8 @@ import time
 import traceback
 from urllib.parse import quote, urlsplit
 
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
+
 REQUESTS_IMPORT_ERROR = None
 try:
     import requests
@@ -108,7 +110,7 @@ def module_kwargs(argument_spec, **extra):
     return kwargs
 
 
-class SearchError(Exception):
+class SearchError(LifeboatError):
     """A failed request or an unusable answer; the message says what to do and holds no secret."""
 
     def __init__(self, message, status=None, error_type=None, reason=None, body=None):

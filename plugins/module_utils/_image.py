@@ -28,6 +28,7 @@ import zipfile
 import zlib
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
 
 ZSTANDARD_IMPORT_ERROR = None
 try:
@@ -53,7 +54,7 @@ _CENTRAL_HEADER = struct.Struct("<IHHHHHHIIIHHHHHII")
 _FLAG_UTF8 = 0x0800
 
 
-class ImageError(Exception):
+class ImageError(LifeboatError):
     """A problem with an image or a member; the message names it."""
 
 

@@ -31,6 +31,7 @@ import struct
 import uuid
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _session
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
 
 DEFAULT_HOME = "/var/lib/neo4j"
 DEFAULT_BOLT_PORT = 7687
@@ -49,7 +50,7 @@ STORE_ID_SLOT = 5  # 8 slots
 STORE_ID_SLOTS = 8
 
 
-class Neo4jError(Exception):
+class Neo4jError(LifeboatError):
     pass
 
 

@@ -26,6 +26,8 @@ import subprocess
 import tempfile
 import traceback
 
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
+
 DRIVER = None
 DRIVER_NAME = None
 PSYCOPG_IMPORT_ERROR = None
@@ -66,7 +68,7 @@ class Failer:
         self.module.fail_json(msg=msg, **result)
 
 
-class PgError(Exception):
+class PgError(LifeboatError):
     """A PostgreSQL-side problem; the message says what failed and what to do."""
 
 
@@ -221,7 +223,7 @@ def server_version(conn):
 # ---- client tools --------------------------------------------------------------------------
 
 
-class ToolError(Exception):
+class ToolError(LifeboatError):
     """The client tools cannot be used; the message says what to install or set."""
 
 

@@ -19,11 +19,13 @@ import subprocess
 import threading
 import time
 
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
+
 COPY_BUFFER = 1024 * 1024
 STDERR_LIMIT = 64 * 1024
 
 
-class CommandError(Exception):
+class CommandError(LifeboatError):
     def __init__(self, message, rc=None, stderr=""):
         super().__init__(message)
         self.rc = rc

@@ -40,6 +40,7 @@ import traceback
 import uuid
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
 
 COLLECTION_VERSION = "0.1.0"
 WORK_ROOT = ".lifeboat-work"
@@ -47,7 +48,7 @@ DEFAULT_LEASE = 3600
 MIN_PASSPHRASE = 8
 
 
-class SessionError(Exception):
+class SessionError(LifeboatError):
     """A session-level problem; the message says what and what to do."""
 
 

@@ -25,12 +25,14 @@ import struct
 import tarfile
 import zlib
 
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
+
 BLOCK = 512
 RECORD = BLOCK * 20
 READ_SIZE = 1024 * 1024
 
 
-class TreeError(Exception):
+class TreeError(LifeboatError):
     pass
 
 
