@@ -32,6 +32,7 @@ import traceback
 from urllib.parse import quote, urlsplit
 
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
+from ansible_collections.lifeboat.backup.plugins.module_utils._version import COLLECTION, COLLECTION_VERSION
 
 REQUESTS_IMPORT_ERROR = None
 try:
@@ -53,8 +54,6 @@ except ImportError:
     HAS_JMESPATH = False
     JMESPATH_IMPORT_ERROR = traceback.format_exc()
 
-COLLECTION = "lifeboat.backup"
-COLLECTION_VERSION = "0.1.0"
 # Snapshot metadata key that marks the snapshots this collection made (retention touches only those).
 OWNER_KEY = "lifeboat"
 RETRY_STATUS = (429, 502, 503, 504)

@@ -27,6 +27,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _session
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
 
 
@@ -51,6 +52,34 @@ class LifeboatModule(AnsibleModule):
         need the library, before anything touches it."""
         if not available:
             self.fail_json(msg=missing_required_lib(library), exception=import_error)
+
+    def open_session(self, work_dir, writes_members=True):
+        """The backup session a component module works in (SessionError when there is none).
+        With ``writes_members``, also the libraries its members need (cryptography, zstandard)."""
+        session = _session.Session(work_dir)
+        if writes_members:
+            if session.recipients:
+                self.require("cryptography", _age.HAS_CRYPTOGRAPHY, _age.CRYPTOGRAPHY_IMPORT_ERROR)
+            if session.compression == "zstd":
+                self.require("zstandard", _image.HAS_ZSTANDARD, _image.ZSTANDARD_IMPORT_ERROR)
+        return session
+
+    def start_component(self, session, name, kind):
+        """Record component ``name`` in ``session`` as running, and its failure if the module
+        fails before it records a result itself."""
+        component = session.component(name, kind)
+        self.record_failure_in(component)
+        return component
+
+    def record_failure_in(self, component):
+        """A failure hook that records the reason in ``component`` unless it already holds its
+        result (a component that recorded its own failure keeps its own words)."""
+
+        def hook(reason):
+            if component.record.get("status") == "running":
+                component.fail(reason)
+
+        self.on_failure.append(hook)
 
     def fail(self, error):
         """Report a LifeboatError: hooks first, then fail_json."""

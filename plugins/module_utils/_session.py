@@ -41,8 +41,8 @@ import uuid
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
+from ansible_collections.lifeboat.backup.plugins.module_utils._version import COLLECTION, COLLECTION_VERSION
 
-COLLECTION_VERSION = "0.1.0"
 WORK_ROOT = ".lifeboat-work"
 DEFAULT_LEASE = 3600
 MIN_PASSPHRASE = 8
@@ -632,7 +632,7 @@ def build_manifest(session, components, entries, sealed_at, verdict, extra=None)
         "selection": session["selection"],
         "requested": session["components"],
         "platform": session.get("platform") or {},
-        "tool": {"name": "lifeboat.backup", "version": COLLECTION_VERSION},
+        "tool": {"name": COLLECTION, "version": COLLECTION_VERSION},
         "host": _host_facts(),
         "compression": session["compression"],
         "encryption": {
