@@ -16,6 +16,9 @@ PACKAGES=(
     zstd age unzip zip tar rsync
     # OpenSearch / Elasticsearch / Neo4j run on the machine's JDK, fetched with Maven
     openjdk-17-jdk-headless maven
+    # alert receivers and schedulers the operations tests run on loopback (docs/operations.md):
+    # rsyslogd with a private configuration (TLS by its openssl driver), cron -f, systemd-analyze verify/calendar
+    rsyslog rsyslog-openssl cron systemd
     # Python, and the odds and ends the scripts use
     python3 python3-venv git curl ca-certificates time procps iproute2 util-linux shellcheck
 )

@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import calendar
 import datetime
-import fnmatch
 import json
 import os
 import posixpath
@@ -31,6 +30,7 @@ import time
 import traceback
 from urllib.parse import quote, urlsplit
 
+from ansible_collections.lifeboat.backup.plugins.module_utils import _retention
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
 from ansible_collections.lifeboat.backup.plugins.module_utils._version import COLLECTION, COLLECTION_VERSION
 
@@ -903,17 +903,6 @@ def resolve_date_math(name, now=None):
 
 # ---- retention ---------------------------------------------------------------------------
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
-
-
-def parse_duration(text):
-    """Seconds from ``30d``, ``12h``, ``90m``, ``45s``, ``2w`` or a number of seconds."""
-    match = _DURATION.match(str(text))
-    if not match:
-        raise ValueError("%r is not a duration; use a number with a unit: 45s, 90m, 12h, 30d, 2w" % text)
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-
 
 def _start_millis(raw):
     millis = raw.get("start_time_in_millis")
@@ -928,55 +917,29 @@ def _start_millis(raw):
     return 0
 
 
-def plan_retention(snapshots, now, max_count=None, max_age=None, min_count=1, only_own=True, pattern=None):
-    """Decide which snapshots to delete. Pure: returns (delete, keep), each a list of
-    ``(raw snapshot, reason)`` newest first.
+# A snapshot's state as a retention verdict (module_utils/_retention.py); a snapshot still
+# running gets its own state, which retention never judges.
+_VERDICTS = {"SUCCESS": "success", "PARTIAL": "partial", "FAILED": "failed", "INCOMPATIBLE": "failed"}
 
-    Rules, in order:
-    - only snapshots made by this collection count (unless ``only_own`` is false), and only
-      names matching ``pattern`` when given; the others are not considered at all;
-    - a snapshot still running is kept;
-    - the newest ``min_count`` (at least 1) successful snapshots are kept whatever their age
-      or number: the newest good backup survives a failed newer one;
-    - a successful snapshot beyond the newest ``max_count`` successful ones, or older than
-      ``max_age`` seconds, is deleted;
-    - an unsuccessful one (PARTIAL, FAILED, INCOMPATIBLE) is deleted once a newer successful
-      snapshot exists, or when older than ``max_age``.
-    """
-    min_count = max(1, min_count or 1)
-    considered = []
-    for raw in snapshots:
-        if only_own and not is_own(raw):
-            continue
-        if pattern and not fnmatch.fnmatchcase(raw.get("snapshot", ""), pattern):
-            continue
-        considered.append(raw)
-    considered.sort(key=_start_millis, reverse=True)
-    delete, keep = [], []
-    good_seen = 0
-    now_millis = now * 1000
-    for raw in considered:
-        state = raw.get("state")
-        age = (now_millis - _start_millis(raw)) / 1000.0
-        too_old = max_age is not None and age > max_age
-        if state not in FINISHED_STATES:
-            keep.append((raw, "still running (%s)" % state))
-        elif state == "SUCCESS":
-            good_seen += 1
-            if good_seen <= min_count:
-                keep.append((raw, "one of the newest %d successful snapshot(s) (min_count)" % min_count))
-            elif max_count is not None and good_seen > max_count:
-                delete.append((raw, "beyond the newest %d successful snapshots (max_count)" % max_count))
-            elif too_old:
-                delete.append((raw, "older than max_age (%.0f s > %.0f s)" % (age, max_age)))
-            else:
-                keep.append((raw, "within max_count and max_age"))
-        elif good_seen:
-            delete.append((raw, "%s, and a newer successful snapshot exists" % state))
-        elif too_old:
-            delete.append((raw, "%s and older than max_age" % state))
-        else:
-            keep.append((raw, "%s, but no newer successful snapshot exists yet" % state))
+
+def plan_retention(snapshots, now, policy, only_own=True):
+    """Decide which snapshots to delete with the collection's retention policy
+    (``_retention.Policy`` or the option's dict). Returns (delete, keep), each a list of
+    ``(raw snapshot, reason)`` newest first. Only snapshots made by this collection are
+    considered unless ``only_own`` is false; the others are not returned at all."""
+    items = [
+        {
+            "name": raw.get("snapshot"),
+            "time": _start_millis(raw) / 1000.0,
+            "verdict": _VERDICTS.get(raw.get("state"), str(raw.get("state")).lower()),
+            "raw": raw,
+        }
+        for raw in snapshots
+        if not only_own or is_own(raw)
+    ]
+    decisions = _retention.plan(items, policy, now)
+    delete = [(d.item["raw"], d.rule) for d in decisions if d.action == "remove"]
+    keep = [(d.item["raw"], d.rule) for d in decisions if d.action == "keep"]
     return delete, keep
 
 

@@ -117,25 +117,61 @@ options:
   retention:
     description:
       - Which snapshots of O(repository) to delete, after a successful snapshot
-        (O(state=present)) or alone (O(state=pruned)). Give O(retention.max_count),
-        O(retention.max_age) or both.
+        (O(state=present)) or alone (O(state=pruned)), in the collection's retention vocabulary
+        (the restic C(forget) model, the same as M(lifeboat.backup.image_retention); see
+        C(docs/operations.md)). Give at least one C(keep_*) rule, O(retention.keep_within) or
+        O(retention.max_age).
       - Snapshots still running are never deleted. Unsuccessful ones (C(PARTIAL), C(FAILED))
-        are deleted once a newer successful snapshot exists, or when older than O(retention.max_age).
+        are counted apart from the successful ones, and deleted once a newer successful snapshot
+        exists, or when older than O(retention.max_age).
     type: dict
     suboptions:
-      max_count:
+      keep_last:
         description:
-          - Keep at most this many successful snapshots (the newest).
+          - Keep the newest N successful snapshots.
+          - The alias C(max_count) is deprecated and will be removed in 1.0.0.
         type: int
+        aliases: [max_count]
+        version_added: 0.2.0
+      keep_hourly:
+        description:
+          - Keep the newest successful snapshot of each of the last N hours that have one (UTC).
+        type: int
+        version_added: 0.2.0
+      keep_daily:
+        description:
+          - Keep the newest successful snapshot of each of the last N days that have one (UTC).
+        type: int
+        version_added: 0.2.0
+      keep_weekly:
+        description:
+          - Keep the newest successful snapshot of each of the last N ISO weeks that have one.
+        type: int
+        version_added: 0.2.0
+      keep_monthly:
+        description:
+          - Keep the newest successful snapshot of each of the last N months that have one.
+        type: int
+        version_added: 0.2.0
+      keep_yearly:
+        description:
+          - Keep the newest successful snapshot of each of the last N years that have one.
+        type: int
+        version_added: 0.2.0
+      keep_within:
+        description:
+          - Keep every successful snapshot younger than this duration, for example C(2d).
+        type: str
+        version_added: 0.2.0
       max_age:
         description:
-          - Delete snapshots older than this, for example C(30d), C(12h), C(2w), C(90m).
+          - Delete snapshots older than this, for example C(30d), C(12h), C(2w), C(90m), C(1y), even
+            when a C(keep_*) rule selects them. Given alone, every younger snapshot is kept.
         type: str
       min_count:
         description:
-          - Always keep at least this many of the newest successful snapshots, whatever
-            O(retention.max_count) and O(retention.max_age) say. At least 1 - the newest
-            successful snapshot is never deleted.
+          - Always keep at least this many of the newest successful snapshots, whatever the other
+            rules say. At least 1 - the newest successful snapshot is never deleted.
         type: int
         default: 1
       only_collection_snapshots:
@@ -210,7 +246,8 @@ EXAMPLES = r"""
     repository: backup
     state: pruned
     retention:
-      max_count: 7
+      keep_daily: 7
+      keep_weekly: 4
   check_mode: true
   register: would_prune
 """
@@ -261,13 +298,13 @@ deleted:
   returned: with state=absent, or when retention was applied
   type: list
   elements: dict
-  sample: [{name: nightly-2026.10.01, uuid: xQWH3A86SxGQDnJWbEB3jg, state: SUCCESS, reason: older than max_age}]
+  sample: [{name: nightly-2026.10.01, uuid: xQWH3A86SxGQDnJWbEB3jg, state: SUCCESS, reason: older than max_age (51d > 30d)}]
 kept:
   description: Snapshots retention considered and kept, with the reason.
   returned: when retention was applied
   type: list
   elements: dict
-  sample: [{name: nightly-2026.11.22, uuid: dEiLpf8EQWSo3JR9f2bMwA, state: SUCCESS, reason: one of the newest 1 successful snapshot(s) (min_count)}]
+  sample: [{name: nightly-2026.11.22, uuid: dEiLpf8EQWSo3JR9f2bMwA, state: SUCCESS, reason: the newest successful item of its series (never removed)}]
 component:
   description: Component name in the image.
   returned: with session
@@ -291,13 +328,14 @@ server:
   sample: {engine: opensearch, version: 2.19.6, cluster_name: production}
 """
 
+import copy
 import os
 import socket
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _session, _tree
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _retention, _session, _tree
 from ansible_collections.lifeboat.backup.plugins.module_utils import _elasticsearch as es
 
 # _status states of a snapshot still being written (ABORTED: being aborted).
@@ -506,23 +544,14 @@ def readable_location(client, repository, repo_record):
 
 
 def apply_retention(client, server, params, result, check_mode, pretend=None):
-    retention = params["retention"]
     try:
-        max_age = es.parse_duration(retention["max_age"]) if retention.get("max_age") else None
-    except ValueError as exc:
-        raise SnapshotFailed("retention.max_age: %s" % exc) from None
+        policy = _retention.parse_policy(params["retention"])
+    except _retention.PolicyError as exc:
+        raise SnapshotFailed(exc.msg) from None
     snapshots = es.get_snapshots(client, params["repository"])
     if pretend:
         snapshots = snapshots + [pretend]
-    delete, keep = es.plan_retention(
-        snapshots,
-        time.time(),
-        max_count=retention.get("max_count"),
-        max_age=max_age,
-        min_count=retention.get("min_count") or 1,
-        only_own=retention.get("only_collection_snapshots", True),
-        pattern=retention.get("pattern"),
-    )
+    delete, keep = es.plan_retention(snapshots, time.time(), policy, only_own=params["retention"]["only_collection_snapshots"])
     result["deleted"] = [entry_line(raw, reason) for raw, reason in delete]
     result["kept"] = [entry_line(raw, reason) for raw, reason in keep]
     if delete:
@@ -533,19 +562,24 @@ def apply_retention(client, server, params, result, check_mode, pretend=None):
             )
 
 
+def retention_options():
+    """The collection's retention vocabulary, plus what only snapshots need."""
+    options = copy.deepcopy(_retention.POLICY_OPTIONS)
+    options["keep_last"].update(aliases=["max_count"], deprecated_aliases=[dict(name="max_count", version="1.0.0", collection_name="lifeboat.backup")])
+    options["only_collection_snapshots"] = dict(type="bool", default=True)
+    return options
+
+
 def validate(module, params):
     if params["retention"] is not None:
-        retention = params["retention"]
-        if retention.get("max_count") is None and not retention.get("max_age"):
-            module.fail_json(msg="retention needs max_count, max_age or both")
-        if retention.get("max_count") is not None and retention["max_count"] < 1:
-            module.fail_json(msg="retention.max_count must be at least 1 (the newest successful snapshot is always kept)")
-        if (retention.get("min_count") or 1) < 1:
-            module.fail_json(msg="retention.min_count must be at least 1: the newest successful snapshot is never deleted")
+        try:
+            _retention.parse_policy(params["retention"])
+        except _retention.PolicyError as exc:
+            module.fail_json(msg=exc.msg, option=exc.option)
     if params["state"] == "absent" and not params["snapshot"]:
         module.fail_json(msg="state=absent needs snapshot: the name of the snapshot to delete")
     if params["state"] == "pruned" and params["retention"] is None:
-        module.fail_json(msg="state=pruned needs retention (max_count and/or max_age)")
+        module.fail_json(msg="state=pruned needs retention (keep_last, keep_daily ..., keep_within or max_age)")
     if params["session"] and params["state"] != "present":
         module.fail_json(msg="session is only used with state=present (a snapshot captured into the image)")
     if not params["wait"] and (params["session"] or params["retention"] is not None):
@@ -592,16 +626,7 @@ def main():
                 wait=dict(type="bool", default=True),
                 wait_timeout=dict(type="int", default=3600),
                 abort_on_timeout=dict(type="bool", default=True),
-                retention=dict(
-                    type="dict",
-                    options=dict(
-                        max_count=dict(type="int"),
-                        max_age=dict(type="str"),
-                        min_count=dict(type="int", default=1),
-                        only_collection_snapshots=dict(type="bool", default=True),
-                        pattern=dict(type="str"),
-                    ),
-                ),
+                retention=dict(type="dict", options=retention_options()),
                 session=dict(type="path"),
                 name=dict(type="str", default="elasticsearch"),
                 include_repository_files=dict(type="bool", default=False),

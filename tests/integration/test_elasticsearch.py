@@ -208,8 +208,8 @@ def test_retention_keeps_the_right_snapshots(opensearch_server, namespace):
     newest = take("s5", retention={"max_count": 1})
     assert newest.rc == 0, newest
     assert {d["name"]: d["reason"] for d in newest["deleted"]} == {
-        "s4": "PARTIAL, and a newer successful snapshot exists",
-        "s3": "beyond the newest 1 successful snapshots (max_count)",
+        "s4": "partial, superseded by the newer successful s5",
+        "s3": "not selected by keep_last 1",
     }
     assert snapshot_names(es, repository) == ["foreign", "s5"]
 

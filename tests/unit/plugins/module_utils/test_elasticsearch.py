@@ -255,16 +255,6 @@ def test_snapshot_names_are_validated_and_generated():
     assert es.generated_name(now=NOW) == "lifeboat-20261122t201655z"
 
 
-@pytest.mark.parametrize("text, seconds", [("45s", 45), ("90m", 5400), ("12h", 43200), ("30d", 2592000), ("2w", 1209600), ("600", 600), ("1.5h", 5400)])
-def test_durations(text, seconds):
-    assert es.parse_duration(text) == seconds
-
-
-def test_bad_duration():
-    with pytest.raises(ValueError, match="not a duration"):
-        es.parse_duration("a week")
-
-
 def snap(name, state, hours_ago, own=True):
     raw = {"snapshot": name, "uuid": name.upper(), "state": state, "start_time_in_millis": int((NOW - hours_ago * 3600) * 1000)}
     if own:
@@ -278,36 +268,36 @@ def names(entries):
 
 def test_retention_by_count_keeps_the_newest_successful_ones():
     snapshots = [snap("s%d" % i, "SUCCESS", 10 - i) for i in range(6)]
-    delete, keep = es.plan_retention(snapshots, NOW, max_count=3)
+    delete, keep = es.plan_retention(snapshots, NOW, {"keep_last": 3})
     assert names(keep) == ["s5", "s4", "s3"]
     assert names(delete) == ["s2", "s1", "s0"]
 
 
 def test_retention_never_deletes_the_newest_good_snapshot_because_newer_ones_failed():
     snapshots = [snap("old", "SUCCESS", 100), snap("good", "SUCCESS", 50), snap("bad1", "FAILED", 2), snap("bad2", "PARTIAL", 1)]
-    delete, keep = es.plan_retention(snapshots, NOW, max_age=3600)
+    delete, keep = es.plan_retention(snapshots, NOW, {"max_age": 3600})
     assert names(keep) == ["bad2", "good"]
     assert names(delete) == ["bad1", "old"]
     # min_count protects more than the newest one, whatever max_count says.
-    delete, keep = es.plan_retention(snapshots, NOW, max_count=1, min_count=2)
+    delete, keep = es.plan_retention(snapshots, NOW, {"keep_last": 1, "min_count": 2})
     assert names(keep) == ["bad2", "bad1", "good", "old"]
     assert delete == []
 
 
 def test_retention_removes_failed_snapshots_once_a_newer_good_one_exists():
     snapshots = [snap("bad", "FAILED", 5), snap("good", "SUCCESS", 1), snap("running", "IN_PROGRESS", 0)]
-    delete, keep = es.plan_retention(snapshots, NOW, max_count=5)
+    delete, keep = es.plan_retention(snapshots, NOW, {"keep_last": 5})
     assert names(delete) == ["bad"]
     assert names(keep) == ["running", "good"]
 
 
 def test_retention_only_touches_its_own_snapshots_and_the_pattern():
     snapshots = [snap("mine-1", "SUCCESS", 3), snap("mine-2", "SUCCESS", 2), snap("theirs", "SUCCESS", 5, own=False), snap("other-1", "SUCCESS", 9)]
-    delete, _keep = es.plan_retention(snapshots, NOW, max_count=1)
+    delete, _keep = es.plan_retention(snapshots, NOW, {"keep_last": 1})
     assert names(delete) == ["mine-1", "other-1"]
-    delete, _keep = es.plan_retention(snapshots, NOW, max_count=1, pattern="mine-*")
+    delete, _keep = es.plan_retention(snapshots, NOW, {"keep_last": 1, "pattern": "mine-*"})
     assert names(delete) == ["mine-1"]
-    delete, _keep = es.plan_retention(snapshots, NOW, max_count=1, only_own=False)
+    delete, _keep = es.plan_retention(snapshots, NOW, {"keep_last": 1}, only_own=False)
     assert names(delete) == ["mine-1", "theirs", "other-1"]
 
 
