@@ -44,13 +44,13 @@ image: deps
 	@scripts/build-image.sh
 
 # ---- checks ------------------------------------------------------------------
-.PHONY: test lint ruff ansible-lint sanity complexity unit integration molecule
+.PHONY: test lint ruff ansible-lint changelog sanity complexity unit integration molecule
 # `make test` = scripts/run-tests.sh: ruff, ansible-lint, sanity, unit, integration,
 # molecule, then the benchmarks in --small mode (correctness only).
 test: deps
 	@scripts/run-tests.sh
 
-lint: ruff ansible-lint sanity complexity
+lint: ruff ansible-lint changelog sanity complexity
 
 ruff: deps
 	$(BIN)/ruff check .
@@ -62,6 +62,10 @@ complexity: deps
 
 ansible-lint: deps
 	$(BIN)/ansible-lint --profile production
+
+# Fragments well-formed, changelog.yaml consistent (docs/development.md, "Changelog").
+changelog: deps
+	$(BIN)/antsibull-changelog lint
 
 # `ansible-test --venv` keeps its virtualenvs in ~/.ansible/test/venv whatever ANSIBLE_HOME
 # says, so two clones running sanity at once would rebuild each other's: each clone gets

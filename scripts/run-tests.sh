@@ -5,7 +5,7 @@
 source "$(dirname "$0")/common.sh"
 cd "${ROOT}" || exit 1
 
-STAGES=(ruff ansible-lint sanity unit integration molecule bench-small)
+STAGES=(ruff ansible-lint changelog sanity unit integration molecule bench-small)
 declare -A status seconds
 overall=0
 mkdir -p "${BUILD}/logs"

@@ -11,4 +11,4 @@ disagree. Change both together when releasing."""
 from __future__ import annotations
 
 COLLECTION = "lifeboat.backup"
-COLLECTION_VERSION = "0.1.0"
+COLLECTION_VERSION = "0.2.0"
