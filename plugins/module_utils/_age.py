@@ -52,6 +52,11 @@ class AgeError(LifeboatError):
     """Any failure to read or write an age file; the message says what and why."""
 
 
+class KeyMismatch(AgeError):
+    """The key given (passphrase or identities) does not open the file, or none was given.
+    Nothing is wrong with the file itself: callers must not call it damaged."""
+
+
 # ---- bech32 (BIP 173), as used by age for its key encodings -----------------------
 
 _BECH32_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
@@ -379,7 +384,7 @@ class AgeReader:
             if len(stanzas) != 1:
                 raise AgeError("malformed age header: a scrypt stanza must be the only one")
             if passphrase is None:
-                raise AgeError("this age file is passphrase-encrypted; a passphrase is needed to read it")
+                raise KeyMismatch("this age file is passphrase-encrypted; a passphrase is needed to read it")
             args, body = stanzas[0]
             if len(args) != 3 or not args[2].isdigit() or args[2].startswith(b"0"):
                 raise AgeError("malformed scrypt stanza")
@@ -390,12 +395,12 @@ class AgeReader:
             try:
                 return _open_key(_scrypt_key(_to_bytes(passphrase), salt, work_factor), body)
             except InvalidTag:
-                raise AgeError("wrong passphrase: it does not decrypt this age file") from None
+                raise KeyMismatch("wrong passphrase: it does not decrypt this age file") from None
         keys = list(identities)
         if not keys:
             if passphrase is not None:
-                raise AgeError("this age file is encrypted to public-key recipients, not to a passphrase; an identity (AGE-SECRET-KEY-1...) is needed")
-            raise AgeError("this age file is encrypted to public-key recipients; an identity (AGE-SECRET-KEY-1...) is needed")
+                raise KeyMismatch("this age file is encrypted to public-key recipients, not to a passphrase; an identity (AGE-SECRET-KEY-1...) is needed")
+            raise KeyMismatch("this age file is encrypted to public-key recipients; an identity (AGE-SECRET-KEY-1...) is needed")
         for args, body in stanzas:
             if len(args) != 2 or args[0] != b"X25519" or len(body) != 32:
                 continue
@@ -410,7 +415,7 @@ class AgeReader:
                     return _open_key(wrap_key, body)
                 except (InvalidTag, ValueError):
                     continue
-        raise AgeError("no identity matches: none of the given identities is a recipient of this age file (wrong key?)")
+        raise KeyMismatch("no identity matches: none of the given identities is a recipient of this age file (wrong key?)")
 
     def _next_chunk(self):
         chunk = self._lookahead

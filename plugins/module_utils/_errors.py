@@ -49,7 +49,8 @@ class LifeboatError(Exception):
         kwargs = dict(self.result)
         msg = self.msg
         if self.done:
-            msg += " Already changed before the failure: %s." % "; ".join(self.done)
+            msg = msg.rstrip()
+            msg += "%s Already changed before the failure: %s." % ("" if msg.endswith((".", ":", ";")) else ".", "; ".join(self.done))
             kwargs["done"] = list(self.done)
         kwargs["msg"] = msg
         kwargs["changed"] = self.changed

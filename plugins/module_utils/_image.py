@@ -48,6 +48,9 @@ BLOCK_SIZE = 1024 * 1024
 COMPRESSIONS = ("zstd", "gzip", "none")
 SUFFIX = {"zstd": ".zst", "gzip": ".gz", "none": ""}
 
+# Options of every restore module, documented in doc fragment lifeboat.backup._restore.
+RESTORE_SPEC = dict(authenticate=dict(type="bool", default=True))
+
 _ZIP64_LIMIT = 0xFFFFFFFF
 _LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")
 _CENTRAL_HEADER = struct.Struct("<IHHHHHHIIIHHHHHII")
@@ -56,6 +59,17 @@ _FLAG_UTF8 = 0x0800
 
 class ImageError(LifeboatError):
     """A problem with an image or a member; the message names it."""
+
+
+class ImageKeyError(ImageError):
+    """The key given does not open the image (or none was given). The image is not
+    damaged: a message must never invite the operator to give it up."""
+
+
+def _age_error(prefix, exc):
+    """ImageError (ImageKeyError for a key that does not fit) from an AgeError."""
+    cls = ImageKeyError if isinstance(exc, _age.KeyMismatch) else ImageError
+    return cls("%s%s" % (prefix, exc))
 
 
 # ---- names -------------------------------------------------------------------------
@@ -454,7 +468,7 @@ class MemberReader:
             try:
                 self._decrypted = _age.AgeReader(source, identities=image.identities())
             except _age.AgeError as exc:
-                raise ImageError("member %s: %s" % (self.name, exc)) from None
+                raise _age_error("member %s: " % self.name, exc) from None
             except (zipfile.BadZipFile, OSError) as exc:
                 # A small member is read whole with its header: a CRC error shows up here.
                 raise ImageError("member %s: %s" % (self.name, _zip_error(exc))) from None
@@ -579,15 +593,40 @@ class Image:
                     with self.zip.open(stored) as handle:
                         text = _age.AgeReader(handle, passphrase=self._passphrase).read().decode("ascii")
                 except _age.AgeError as exc:
-                    raise ImageError("%s: %s" % (stored, exc)) from None
+                    raise _age_error("%s: " % stored, exc) from None
                 except (zipfile.BadZipFile, OSError) as exc:
                     raise ImageError("%s: %s" % (stored, _zip_error(exc))) from None
                 self._identities += _age.parse_identities(text)
             elif self._passphrase is not None and not stored and not self._identities:
-                raise ImageError("this image is not passphrase-protected (it was encrypted to recipients); give identity or identity_file")
+                raise ImageKeyError("this image is not passphrase-protected (it was encrypted to recipients); give identity or identity_file")
         if not self._identities:
-            raise ImageError("the image is encrypted: give passphrase, identity or identity_file")
+            raise ImageKeyError("the image is encrypted: give passphrase, identity or identity_file")
         return self._identities
+
+    @property
+    def encrypted(self):
+        return self.manifest.get("encryption", {}).get("scheme") == "age"
+
+    def check_key(self, names=None):
+        """Raise ImageKeyError unless the key given opens the image: the identities are
+        unlocked and the header of one encrypted member (of ``names`` if given) opened.
+        Cheap (one header); a member's content is not read."""
+        if not self.encrypted:
+            return
+        self.identities()
+        for record in self.manifest.get("members", []):
+            if record.get("encryption") != "age" or (names is not None and record["name"] not in names):
+                continue
+            if record["name"] not in self.zip.NameToInfo:
+                return  # missing members are found, and named, by authenticate()/verify_image()
+            try:
+                with self.zip.open(record["name"]) as stored:
+                    _age.AgeReader(stored, identities=self.identities())
+            except _age.AgeError as exc:
+                raise _age_error("image %s, member %s: " % (os.path.basename(self.path), record["name"]), exc) from None
+            except (zipfile.BadZipFile, OSError):
+                pass  # damage, not a key problem: named by authenticate()/verify_image()
+            return
 
     def component_members(self, component):
         return [m for m in self.manifest.get("members", []) if m.get("component") == component]
@@ -650,7 +689,7 @@ def _verify_decrypt(image, record):
             while reader.read(COPY_BUFFER):
                 pass
         except _age.AgeError as exc:
-            raise ImageError(str(exc)) from None
+            raise _age_error("", exc) from None
     if sha.hexdigest() != record["stored_sha256"]:
         raise ImageError("SHA-256 of the stored bytes does not match the manifest")
 
@@ -671,8 +710,8 @@ def verify_image(image, level, names=None):
     for name in image.zip.namelist():
         if name != MANIFEST_NAME and name not in listed:
             error = "member %s is in the zip but not in the manifest" % name
-            results.append({"name": name, "ok": False, "error": error, "level": "checksum"})
-            first_error = first_error or {"member": name, "error": error}
+            results.append({"name": name, "ok": False, "error": error, "level": "checksum", "damaged": True})
+            first_error = first_error or {"member": name, "error": error, "damaged": True}
     for record in image.manifest.get("members", []):
         if names and record["name"] not in names:
             continue
@@ -691,8 +730,26 @@ def verify_image(image, level, names=None):
             text = _zip_error(exc)
             prefix = "member %s: " % record["name"]
             text = text[len(prefix) :] if text.startswith(prefix) else text
-            outcome.update(ok=False, error=text)
+            # A key that does not fit says nothing about the member: not damage.
+            outcome.update(ok=False, error=text, damaged=not isinstance(exc, ImageKeyError))
             if first_error is None:
-                first_error = {"member": record["name"], "error": text}
+                first_error = {"member": record["name"], "error": text, "damaged": outcome["damaged"]}
         results.append(outcome)
     return results, first_error
+
+
+def authenticate(image, names):
+    """Before a restore changes anything: read each member of ``names`` to its end -
+    decrypt and authenticate every chunk, decompress, compare both SHA-256 digests and the
+    size with the manifest. Raises ImageKeyError (the key does not fit) or ImageError (the
+    member is damaged), naming the member. Returns the number of bytes read."""
+    results, first_error = verify_image(image, "full", set(names))
+    if first_error is None:
+        missing = sorted(set(names) - {r["name"] for r in results})
+        if missing:
+            raise ImageError("member %s is not in image %s" % (missing[0], os.path.basename(image.path)))
+        return sum(image.members[n].get("stored_size", 0) for n in names)
+    where = "image %s, member %s" % (os.path.basename(image.path), first_error["member"])
+    if not first_error["damaged"]:
+        raise ImageKeyError("%s: %s; the image itself may be intact: give the right passphrase or identity" % (where, first_error["error"]))
+    raise ImageError("%s is damaged: %s" % (where, first_error["error"]))

@@ -15,8 +15,11 @@ description:
     to their original paths or under an alternate O(root), all of them or only O(paths).
   - Compares each entry with what is on disk first (SHA-256, type, mode, owner); only what
     differs is written, so a second run reports no change.
+  - Before the first file is written, the component's members are read whole and
+    authenticated (O(authenticate)): a damaged image or a wrong key writes nothing.
   - Each file is written to a temporary name, checked against the SHA-256 in the image's
     file index, then renamed into place with its mode, owner and modification time.
+    A failure after the first write lists what was written in C(written) and C(done).
   - Never writes through a symlink - neither one already on disk nor one restored from the
     archive - so an archive entry cannot reach outside O(root).
 author:
@@ -24,6 +27,7 @@ author:
 extends_documentation_fragment:
   - lifeboat.backup._attributes
   - lifeboat.backup._decryption
+  - lifeboat.backup._restore
 attributes:
   check_mode:
     support: full
@@ -115,6 +119,18 @@ selected:
   returned: always
   type: int
   sample: 123
+written:
+  description: Original paths written before a failure (the whole plan on success is in O(created)/O(updated)).
+  returned: failure after a write
+  type: list
+  elements: str
+  sample: [/etc/nginx/nginx.conf]
+done:
+  description: On a failure after the first write, what had been changed, in one line.
+  returned: failure after a write
+  type: list
+  elements: str
+  sample: ["wrote 11 of 40 entries under /: /etc/nginx/nginx.conf, ..."]
 root:
   description: Restore root used.
   returned: always
@@ -129,9 +145,11 @@ import pwd
 import stat
 import tarfile
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _tree
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
+from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 
 def selector(paths):
@@ -222,8 +240,8 @@ def compare(want, have, with_owner):
     return None
 
 
-def restore(image, data_member, plan, root, with_owner):
-    """Stream the tar once, writing the planned entries. Returns a list of failures."""
+def restore(image, data_member, plan, root, with_owner, written):
+    """Stream the tar once, writing the planned entries (appended to ``written``). Returns a list of failures."""
     failures = []
     extractor = _tree.Extractor(root, same_owner=with_owner)
     try:
@@ -240,6 +258,7 @@ def restore(image, data_member, plan, root, with_owner):
                     except (OSError, _tree.TreeError) as exc:
                         failures.append({"path": path, "error": getattr(exc, "strerror", None) or str(exc)})
                         continue
+                    written.append(path)
                     if source is not None and record.get("sha256") and source.sha.hexdigest() != record["sha256"]:
                         failures.append({"path": path, "error": "restored content does not match the SHA-256 in the image index"})
             # Reading to the end makes the member check its SHA-256 against the manifest.
@@ -249,8 +268,16 @@ def restore(image, data_member, plan, root, with_owner):
     return failures
 
 
+def written_summary(written, planned, root):
+    """``done`` lines for a failure after ``written`` entries were put in place."""
+    if not written:
+        return []
+    shown = ", ".join(written[:10]) + (", ... (all %d in 'written')" % len(written) if len(written) > 10 else "")
+    return ["wrote %d of %d planned entries under %s: %s" % (len(written), planned, root, shown)]
+
+
 def main():
-    module = AnsibleModule(
+    module = LifeboatModule(
         argument_spec=dict(
             image=dict(type="path", required=True),
             component=dict(type="str", default="config"),
@@ -261,6 +288,7 @@ def main():
             identity=dict(type="str", no_log=True),
             identity_file=dict(type="path"),
         ),
+        specs=[_image.RESTORE_SPEC],
         supports_check_mode=True,
     )
     params = module.params
@@ -336,13 +364,33 @@ def main():
             result["diff"] = {"before_header": "on disk", "after_header": "image", "before": "\n".join(before) + "\n", "after": "\n".join(after) + "\n"}
         if module.check_mode or not plan:
             module.exit_json(**result)
+        if params["authenticate"]:
+            try:
+                _image.authenticate(image, [details["index_member"], details["data_member"]])
+            except _image.ImageError as exc:
+                module.fail_json(msg="%s. Nothing was written" % exc, **dict(result, changed=False))
+        written = []
         try:
-            failures = restore(image, details["data_member"], plan, root, with_owner)
-        except (_image.ImageError, _age.AgeError, tarfile.TarError) as exc:
-            module.fail_json(msg="restore of %s failed while reading the image: %s" % (params["component"], exc), **result)
+            failures = restore(image, details["data_member"], plan, root, with_owner, written)
+        except (_image.ImageError, _age.AgeError, tarfile.TarError, OSError, _tree.TreeError) as exc:
+            module.fail(
+                LifeboatError(
+                    "restore of %s failed while reading the image: %s; once the cause is fixed, run again (only what differs is written)"
+                    % (params["component"], getattr(exc, "strerror", None) or exc),
+                    done=written_summary(written, len(plan), root),
+                    written=written,
+                    **{k: v for k, v in result.items() if k != "changed"},
+                )
+            )
     if failures:
-        module.fail_json(
-            msg="%d entries could not be restored, first: %s: %s" % (len(failures), failures[0]["path"], failures[0]["error"]), failures=failures, **result
+        module.fail(
+            LifeboatError(
+                "%d entries could not be restored, first: %s: %s" % (len(failures), failures[0]["path"], failures[0]["error"]),
+                done=written_summary(written, len(plan), root),
+                failures=failures,
+                written=written,
+                **{k: v for k, v in result.items() if k != "changed"},
+            )
         )
     module.exit_json(**result)
 

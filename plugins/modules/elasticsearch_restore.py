@@ -24,12 +24,17 @@ description:
     are unpacked, checked against their SHA-256, into O(repository_location) under C(path.repo),
     registered read-only as O(repository), and the snapshot restored from there. This restores a
     snapshot on a cluster that never saw the original repository.
+  - With O(image), nothing in the cluster is changed before every repository file has been
+    authenticated - unpacked and checked against the image, or, when an earlier run already
+    unpacked it, re-read and checked against the image's index (O(authenticate)). A failure after
+    an existing index was closed or deleted names it in C(done) and says how to go on.
 author:
   - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
   - lifeboat.backup._attributes
   - lifeboat.backup._elasticsearch
   - lifeboat.backup._decryption
+  - lifeboat.backup._restore
 attributes:
   check_mode:
     support: full
@@ -217,6 +222,12 @@ unpacked:
   returned: with image
   type: dict
   sample: {location: /db-backup/elasticsearch/from-image, file_count: 120, total_bytes: 1073741824, reused: false}
+done:
+  description: On a failure after existing indices were closed or deleted, what had been changed.
+  returned: failure after a change
+  type: list
+  elements: str
+  sample: ["deleted existing indices stix_v4 (replace_method=delete)"]
 duration:
   description: Seconds from the restore request to the end of the wait.
   returned: when the restore ran
@@ -237,10 +248,12 @@ import tarfile
 import time
 import zipfile
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _tree
 from ansible_collections.lifeboat.backup.plugins.module_utils import _elasticsearch as es
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
+from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 
 class RestoreError(Exception):
@@ -398,6 +411,23 @@ def unpack(image, files, location):
     return {"location": location, "file_count": count, "total_bytes": total, "reused": False}
 
 
+def check_unpacked(image, files, location):
+    """An earlier run's unpacked repository, re-read and checked against the image's index
+    before it is used: every file there, with its SHA-256."""
+    with image.open_member(files["index_member"]) as stream:
+        index = _tree.read_index(stream)
+    for path, record in sorted(index.items()):
+        if record.get("type") != "file" or not record.get("sha256"):
+            continue
+        full = os.path.join(location, path)
+        try:
+            digest = _tree.file_sha256(full)
+        except OSError as exc:
+            raise RestoreError("%s, unpacked by an earlier run, cannot be read: %s" % (full, exc.strerror)) from None
+        if digest != record["sha256"]:
+            raise RestoreError("%s, unpacked by an earlier run, differs from the image (SHA-256); empty %s and run again to unpack it anew" % (full, location))
+
+
 def prepare_image_repository(module, client, server, params, result):
     """Open the image, unpack its repository (not in check mode) and register it. Returns the snapshot name."""
     try:
@@ -435,6 +465,11 @@ def prepare_image_repository(module, client, server, params, result):
         result["unpacked"] = {"location": location, "file_count": files.get("file_count"), "total_bytes": files.get("total_bytes"), "reused": bool(reuse)}
         if module.check_mode:
             return snapshot["name"], details
+        if reuse and params["authenticate"]:
+            try:
+                check_unpacked(image, files, location)
+            except (_image.ImageError, _age.AgeError, ValueError) as exc:
+                raise RestoreError("cannot check the repository unpacked in %s against the image: %s" % (location, exc)) from None
         if not reuse:
             created = not os.path.exists(location)
             try:
@@ -622,7 +657,8 @@ def restore_body(params, server, sources):
 
 
 def main():
-    module = AnsibleModule(
+    module = LifeboatModule(
+        specs=[_image.RESTORE_SPEC],
         **es.module_kwargs(
             dict(
                 repository=dict(type="str", required=True),
@@ -648,7 +684,7 @@ def main():
                 identity_file=dict(type="path"),
             ),
             required_together=[["rename_pattern", "rename_replacement"]],
-        )
+        ),
     )
     params = module.params
     if params["repository_location"] and not params["image"]:
@@ -725,11 +761,14 @@ def main():
     targets = sorted(mapping.values())
     started = time.time()
     closed = []
+    done = []
     try:
         if existing:
             close_or_delete(client, server, existing, params["replace_method"])
             if params["replace_method"] == "close":
                 closed = existing
+            verb = "closed" if params["replace_method"] == "close" else "deleted"
+            done.append("%s existing indices %s (replace_method=%s)" % (verb, ", ".join(existing), params["replace_method"]))
         path = "/_snapshot/%s/%s/_restore" % (es.path_segment(repository), es.path_segment(snapshot["name"]))
         query = dict(server.master_timeout(client.request_timeout), wait_for_completion="false")
         try:
@@ -744,9 +783,13 @@ def main():
                 try:
                     reopen(client, closed)
                     hint += " (the indices closed for the restore were opened again)"
+                    done.pop()
                 except es.SearchError as undo:
-                    hint += " (opening the closed indices again failed too: %s)" % undo
+                    hint += " (opening the closed indices again failed too: %s; open them with POST /%s/_open)" % (undo, ",".join(closed))
+            elif existing:
+                hint += "; the deleted indices are gone: restore them from this snapshot once the cause is fixed (replace is no longer needed)"
             raise RestoreError("restore of snapshot %s could not start: %s%s" % (snapshot["name"], exc.reason or exc, hint)) from None
+        done.append("started the restore of snapshot %s into %s" % (snapshot["name"], ", ".join(targets)))
         if not params["wait"]:
             module.exit_json(**result)
         state = wait_for_recovery(client, targets, repository, snapshot["name"], params["wait_timeout"], result)
@@ -754,10 +797,14 @@ def main():
         counts = count_documents(client, targets)
     except RestoreError as exc:
         result["duration"] = round(time.time() - started, 3)
-        module.fail_json(msg=str(exc), **result)
+        module.fail(LifeboatError(str(exc), changed=bool(done), done=done, **{k: v for k, v in result.items() if k != "changed"}))
     except es.SearchError as exc:
         result["duration"] = round(time.time() - started, 3)
-        module.fail_json(msg="restore of snapshot %s: %s" % (snapshot["name"], exc), **result)
+        module.fail(
+            LifeboatError(
+                "restore of snapshot %s: %s" % (snapshot["name"], exc), changed=bool(done), done=done, **{k: v for k, v in result.items() if k != "changed"}
+            )
+        )
     result["duration"] = round(time.time() - started, 3)
     result["doc_counts"] = counts
     for entry in result["indices"]:

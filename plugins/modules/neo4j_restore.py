@@ -22,7 +22,9 @@ description:
   - For an image made with C(method=dump) it runs
     C(neo4j-admin database load <db> --from-stdin) for each database, streaming the dump from
     the image; a database that exists is refused unless O(replace=true)
-    (C(--overwrite-destination)).
+    (C(--overwrite-destination)). The dumps are read whole and authenticated first
+    (O(authenticate)), so a damaged image or a wrong key overwrites nothing; a failure after
+    the first load names in C(done) the databases already loaded.
   - Ownership is fixed afterwards - to O(owner)/O(group) when given; otherwise files keep
     the owner recorded in the image (by name) and C(neo4j-admin) output gets the owner of
     the data directory, so that the Neo4j service account can open its store.
@@ -34,6 +36,7 @@ extends_documentation_fragment:
   - lifeboat.backup._attributes
   - lifeboat.backup._decryption
   - lifeboat.backup._neo4j
+  - lifeboat.backup._restore
 attributes:
   check_mode:
     support: full
@@ -175,9 +178,11 @@ import shutil
 import tarfile
 import tempfile
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _neo4j, _proc, _tree
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
+from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 STAGING_PREFIX = ".lifeboat-restore-"
 PREVIOUS_PREFIX = ".lifeboat-previous-"
@@ -327,13 +332,20 @@ def dump_members(image, component):
     return found
 
 
-def restore_dumps(image, layout, admin, members, databases, replace, owner_ids, timeout):
+def restore_dumps(image, layout, admin, members, databases, replace, owner_ids, timeout, done):
     for database in databases:
         argv = [admin, "database", "load", database, "--from-stdin"]
         if replace:
             argv.append("--overwrite-destination=true")
-        with image.open_member(members[database]) as member:
-            _proc.stream_into(argv, member, env=layout.env(), timeout=timeout)
+        existed = os.path.isfile(os.path.join(layout.databases_dir, database, "neostore"))
+        try:
+            with image.open_member(members[database]) as member:
+                _proc.stream_into(argv, member, env=layout.env(), timeout=timeout)
+        except BaseException:
+            if existed:
+                done.append(f"neo4j-admin load of {database} started over the existing database (it may be partly overwritten)")
+            raise
+        done.append(f"loaded database {database}" + (" (replacing the one there)" if existed else ""))
     if owner_ids != (-1, -1):
         for database in databases:
             for path in (os.path.join(layout.databases_dir, database), os.path.join(layout.data_dir, "transactions", database)):
@@ -354,6 +366,10 @@ def check_store_ids(restored, expected):
 
 def _reason(exc):
     return getattr(exc, "strerror", None) or str(exc)
+
+
+def _failure(msg, done, result):
+    return LifeboatError(msg, changed=bool(done), done=done, **{k: v for k, v in result.items() if k != "changed"})
 
 
 def restore_files_component(module, image, params, layout, details, expected, owner_ids, result):
@@ -384,7 +400,9 @@ def restore_files_component(module, image, params, layout, details, expected, ow
         fix_ownership(data_dir, root_info, root, owner_ids)
         return _neo4j.store_ids(data_dir, sorted(expected) or None)
     except (OSError, _neo4j.Neo4jError) as exc:
-        module.fail_json(msg=f"restored into {data_dir}, but: {_reason(exc)}", **result)
+        done = [f"{'replaced the content of' if replaced else 'restored'} {data_dir} with the image's ({files} files)"]
+        msg = f"restored into {data_dir}, but: {_reason(exc)}; fix it and set the owner and mode by hand, or run the restore again"
+        module.fail(_failure(msg, done, result))
 
 
 def restore_dump_component(module, image, params, layout, expected, owner_ids, result):
@@ -410,16 +428,28 @@ def restore_dump_component(module, image, params, layout, expected, owner_ids, r
     if module.check_mode:
         result["changed"] = True
         module.exit_json(**result)
+    if params["authenticate"]:
+        try:
+            _image.authenticate(image, [members[d] for d in databases])
+        except _image.ImageError as exc:
+            module.fail_json(msg=f"{exc}. Nothing was changed", **result)
     if os.geteuid() == 0 and owner_ids == (-1, -1) and os.path.isdir(layout.data_dir):
         st = os.stat(layout.data_dir)
         owner_ids = (st.st_uid, st.st_gid)  # neo4j-admin ran as root; the service account must own its store
     if owner_ids != (-1, -1):
         result["owner"] = owner_record(owner_ids)
     result["changed"] = True
+    done = []
     try:
-        return restore_dumps(image, layout, admin, members, databases, params["replace"], owner_ids, params["timeout"])
+        return restore_dumps(image, layout, admin, members, databases, params["replace"], owner_ids, params["timeout"], done)
     except (_proc.CommandError, _image.ImageError, _age.AgeError, _neo4j.Neo4jError, OSError) as exc:
-        module.fail_json(msg=f"neo4j-admin load into {layout.data_dir} failed: {_reason(exc)}", **result)
+        module.fail(
+            _failure(
+                f"neo4j-admin load into {layout.data_dir} failed: {_reason(exc)}; once the cause is fixed, run again with replace=true for the databases named",
+                done,
+                result,
+            )
+        )
 
 
 def open_component(module, image, name, result):
@@ -434,7 +464,8 @@ def open_component(module, image, name, result):
 
 
 def main():
-    module = AnsibleModule(
+    module = LifeboatModule(
+        specs=[_image.RESTORE_SPEC],
         argument_spec={
             "image": {"type": "path", "required": True},
             "component": {"type": "str", "default": "neo4j"},

@@ -26,14 +26,18 @@ description:
     dump's snapshot (the dump must have been taken with C(row_counts=true)).
   - An image written with C(mode=dumpall) is replayed with C(psql) into a cluster that does
     not have its databases yet (or with O(clean), after dropping them).
+  - Before anything is changed, every member the restore uses is read and authenticated
+    (O(authenticate)); a damaged image or a key that does not open it changes nothing.
   - Stops at the first error (C(pg_restore --exit-on-error)); a database that failed half-way
-    is named in the error and left as it is for inspection.
+    is named in the error and left as it is for inspection, and C(done) lists every database
+    dropped, created or restored before the failure.
 author:
   - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
   - lifeboat.backup._attributes
   - lifeboat.backup._decryption
   - lifeboat.backup._postgresql
+  - lifeboat.backup._restore
 attributes:
   check_mode:
     support: full
@@ -181,6 +185,19 @@ count_mismatches:
   type: list
   elements: dict
   sample: [{database: app, table: public.orders, dumped: 1200, restored: 1199}]
+done:
+  description:
+    - On a failure after the first change - what had been changed, one line each (globals
+      created, databases dropped, created, restored), so the operator knows where things stand.
+  returned: failure after a change
+  type: list
+  elements: str
+  sample: ["dropped database app (it is restored from the image next)", "created database app"]
+authenticated:
+  description: Bytes of image members read and authenticated before the first change (0 without O(authenticate)).
+  returned: success
+  type: int
+  sample: 1048576
 client_tools:
   description: Directory and version of the client tools used.
   returned: always
@@ -195,10 +212,12 @@ import tarfile
 import tempfile
 import time
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _proc, _session
 from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql as pg
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
+from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 SYSTEM_DATABASES = ("postgres", "template1")
 SCRATCH_PREFIX = ".lifeboat-restore-"
@@ -316,14 +335,21 @@ def existing_globals(conn):
     return roles, spaces
 
 
-def run_globals(conn, plan):
+def run_globals(conn, plan, done):
+    applied = 0
     for kind, name, statement in plan["statements"]:
         try:
             pg.execute(conn, statement)
         except pg.PgError as exc:
+            if applied:
+                done.append("applied %d of %d globals statements (roles, memberships, tablespaces)" % (applied, len(plan["statements"])))
             # The statement itself is not quoted: it can hold a password hash.
             what = kind.replace("_", " ") + (" %s" % name if name else "")
             raise RestoreError("restoring globals failed at %s: %s" % (what, exc)) from None
+        applied += 1
+    if applied:
+        created = plan["created_roles"] + plan["created_tablespaces"]
+        done.append("restored globals (%d statements%s)" % (applied, "; created %s" % ", ".join(created) if created else ""))
 
 
 # ---- databases -----------------------------------------------------------------------------------
@@ -400,8 +426,8 @@ def count_rows(params, target, counts):
     return mismatches
 
 
-def restore_database(module, image, tools, env, params, conn, item, scratch, server_num):
-    """Restore one database as planned in ``item``."""
+def restore_database(module, image, tools, env, params, conn, item, scratch, server_num, done):
+    """Restore one database as planned in ``item``; each change is appended to ``done``."""
     target = item["target"]
     use_create = item["action"] in ("create", "replace") and target == item["name"]
     if item["action"] == "replace":
@@ -409,6 +435,7 @@ def restore_database(module, image, tools, env, params, conn, item, scratch, ser
             pg.execute(conn, "DROP DATABASE %s" % pg.quote_ident(target))
         except pg.PgError as exc:
             raise RestoreError("cannot drop database %s to replace it: %s" % (target, exc)) from None
+        done.append("dropped database %s (to replace it with %s from the image)" % (target, item["name"]))
     if item["action"] in ("create", "replace") and not use_create:
         props = item["properties"] or {}
         owner_exists = bool(props.get("owner")) and bool(pg.scalar(conn, "SELECT count(*) FROM pg_roles WHERE rolname = %s", (props["owner"],)))
@@ -416,6 +443,7 @@ def restore_database(module, image, tools, env, params, conn, item, scratch, ser
             module.warn("database %s: owner role %s does not exist on the target; created with owner %s" % (target, props["owner"], params["login_user"]))
         try:
             pg.execute(conn, pg.create_database_sql(target, props, server_num, owner_exists))
+            done.append("created database %s (empty)" % target)
             for statement in pg.database_properties_sql(target, props):
                 pg.execute(conn, statement)
         except pg.PgError as exc:
@@ -439,10 +467,14 @@ def restore_database(module, image, tools, env, params, conn, item, scratch, ser
         else:
             with image.open_member(member) as source:
                 _proc.stream_into(argv, source, env=env)
-    except _proc.CommandError as exc:
+        done.append("restored database %s from %s" % (target, item["name"]))
+    except (_proc.CommandError, _image.ImageError, _age.AgeError, tarfile.TarError, OSError) as exc:
+        if use_create:
+            done.append("pg_restore --create started database %s" % target)
+        reason = getattr(exc, "strerror", None) or exc
         raise RestoreError(
-            "pg_restore of %s into %s failed: %s. The database is partly restored; drop it, or run again with clean=true once the cause is fixed"
-            % (item["name"], target, exc)
+            "pg_restore of %s into %s failed: %s. Database %s is partly restored; once the cause is fixed, run again with clean=true "
+            "(it replaces the partial database), or drop it by hand" % (item["name"], target, reason, target)
         ) from None
     finally:
         for leftover in ("archive", "archive.dump") if scratch else ():
@@ -458,7 +490,7 @@ class _Empty:
         return b""
 
 
-def restore_dumpall(image, tools, env, params, member, plan):
+def restore_dumpall(image, tools, env, params, member, plan, done):
     """Replay a pg_dumpall script with psql, its globals filtered as for a per-database restore."""
 
     def transform(text):
@@ -469,7 +501,12 @@ def restore_dumpall(image, tools, env, params, member, plan):
         with image.open_member(member) as source:
             _proc.stream_into(argv, PrefixFilter(source, transform), env=env)
     except _proc.CommandError as exc:
-        raise RestoreError("psql stopped replaying %s: %s. The cluster is partly restored" % (member, exc)) from None
+        done.append("psql replayed part of %s (globals and databases up to the failure)" % member)
+        raise RestoreError(
+            "psql stopped replaying %s: %s. The cluster is partly restored; drop the databases it created (or run again with clean=true) "
+            "once the cause is fixed" % (member, exc)
+        ) from None
+    done.append("replayed %s" % member)
 
 
 def _with_meta(text, plan):
@@ -497,6 +534,24 @@ def load_component(module, image, name):
     return component.get("details") or {}
 
 
+def used_members(details, params, items, dumpall):
+    """The image members this restore reads (authenticated before the first change)."""
+    names = []
+    if dumpall:
+        names.append(details["cluster_member"])
+    else:
+        if params["globals"] != "none" and details.get("globals_member"):
+            names.append(details["globals_member"])
+        names += [i["member"] for i in items]
+    return names
+
+
+def failure(msg, done, result):
+    """A LifeboatError for a failure during the restore, carrying what was already changed."""
+    extra = {k: v for k, v in result.items() if k != "changed"}
+    return LifeboatError(msg, changed=bool(done), done=done, **extra)
+
+
 def main():
     argument_spec = pg.connection_argument_spec()
     argument_spec.update(
@@ -514,7 +569,9 @@ def main():
         identity=dict(type="str", no_log=True),
         identity_file=dict(type="path"),
     )
-    module = AnsibleModule(argument_spec=argument_spec, mutually_exclusive=pg.CONNECTION_MUTUALLY_EXCLUSIVE, supports_check_mode=True)
+    module = LifeboatModule(
+        argument_spec=argument_spec, specs=[_image.RESTORE_SPEC], mutually_exclusive=pg.CONNECTION_MUTUALLY_EXCLUSIVE, supports_check_mode=True
+    )
     params = module.params
     if not _age.HAS_CRYPTOGRAPHY:
         module.fail_json(msg=missing_required_lib("cryptography"), exception=_age.CRYPTOGRAPHY_IMPORT_ERROR)
@@ -524,8 +581,7 @@ def main():
     try:
         identities = _image.load_identities(identity=params["identity"], identity_file=params["identity_file"])
         image = _image.Image(params["image"], passphrase=params["passphrase"], identities=identities)
-        if image.manifest.get("encryption", {}).get("scheme") == "age":
-            image.identities()
+        image.check_key({m["name"] for m in image.component_members(params["component"])})
     except (_image.ImageError, _age.AgeError) as exc:
         module.fail_json(msg=str(exc))
     with image:
@@ -650,8 +706,15 @@ def run(module, params, image):
         result["changed"] = bool(plan["statements"] or items)
         if module.check_mode:
             module.exit_json(**result)
+        result["authenticated"] = 0
+        if params["authenticate"]:
+            try:
+                result["authenticated"] = _image.authenticate(image, used_members(details, params, items, dumpall))
+            except _image.ImageError as exc:
+                module.fail_json(msg="%s. Nothing was changed" % exc, **dict(result, changed=False))
 
         mismatches = []
+        done = []
         with pg.password_file(params["login_password"]) as passfile:
             env = pg.client_env(params, params["login_db"], passfile, application="lifeboat.backup pg_restore")
             try:
@@ -662,13 +725,14 @@ def run(module, params, image):
                                 pg.execute(conn, "DROP DATABASE %s" % pg.quote_ident(item["target"]))
                             except pg.PgError as exc:
                                 raise RestoreError("cannot drop database %s to replace it: %s" % (item["target"], exc)) from None
-                    restore_dumpall(image, tools, env, params, details["cluster_member"], plan)
+                            done.append("dropped database %s (the image's script recreates it)" % item["target"])
+                    restore_dumpall(image, tools, env, params, details["cluster_member"], plan, done)
                 else:
-                    run_globals(conn, plan)
+                    run_globals(conn, plan, done)
                     with scratch_area(scratch_base) if needs_scratch else _no_scratch() as scratch:
                         for index, item in enumerate(items):
                             started = time.time()
-                            restore_database(module, image, tools, env, params, conn, item, scratch, server_num)
+                            restore_database(module, image, tools, env, params, conn, item, scratch, server_num, done)
                             if params["verify_counts"]:
                                 found = count_rows(params, item["target"], recorded[item["name"]]["row_counts"])
                                 mismatches += found
@@ -682,19 +746,21 @@ def run(module, params, image):
                         finally:
                             target_conn.close()
             except (RestoreError, pg.PgError, _image.ImageError, _age.AgeError, tarfile.TarError) as exc:
-                module.fail_json(msg=str(exc), **result)
+                module.fail(failure(str(exc), done, result))
             except OSError as exc:
-                module.fail_json(msg="restore failed: %s" % (exc.strerror or exc), **result)
+                module.fail(failure("restore failed: %s" % (exc.strerror or exc), done, result))
     finally:
         conn.close()
     if mismatches:
         first = mismatches[0]
-        module.fail_json(
-            msg="row counts differ after the restore in %d tables, first: %s.%s: %s rows dumped, %s restored"
+        error = failure(
+            "row counts differ after the restore in %d tables, first: %s.%s: %s rows dumped, %s restored"
             % (len(mismatches), first["database"], first["table"], first["dumped"], first["restored"]),
-            count_mismatches=mismatches,
-            **result,
+            done,
+            result,
         )
+        error.result["count_mismatches"] = mismatches
+        module.fail(error)
     module.exit_json(**result)
 
 

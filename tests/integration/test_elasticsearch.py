@@ -497,3 +497,40 @@ def test_a_corrupt_image_restores_nothing(opensearch_server, namespace, tmp_path
     assert not location.exists()
     assert es.request("GET", f"/_snapshot/{namespace}-from-image", check=False).status_code == 404
     assert es.request("GET", f"/{namespace}-alpha-copy", check=False).status_code == 404
+
+
+def test_a_repository_unpacked_earlier_is_checked_before_an_index_is_replaced(opensearch_server, namespace, tmp_path):
+    """#18.2: with image, nothing in the cluster changes before every repository file is
+    authenticated - an earlier run's unpacked copy too."""
+    es = opensearch_server
+    indices, _alias = make_indices(es, namespace, {"alpha": 120}, shards=1)
+    repository = f"{namespace}-repo"
+    register(es, repository, es.repo_dir / namespace)
+    work_dir = start_session(tmp_path)
+    taken = run_module("elasticsearch_snapshot", repository=repository, indices=list(indices), session=work_dir, include_repository_files=True, **conn(es))
+    assert taken.rc == 0, taken
+    image = seal(work_dir)["image"]
+    location = es.repo_dir / f"{namespace}-unpacked"
+    args = dict(
+        repository=f"{namespace}-from-image",
+        image=image,
+        passphrase=PASSPHRASE,
+        repository_location=str(location),
+        rename_pattern="(.+)",
+        rename_replacement="$1-copy",
+        **conn(es),
+    )
+    first = run_module("elasticsearch_restore", **args)
+    assert first.rc == 0, first
+    copy = f"{namespace}-alpha-copy"
+    assert doc_counts(es, [copy]) == {copy: 120}
+
+    # Someone (or a disk) alters a file of the unpacked repository; the next run reuses it.
+    victim = max((p for p in location.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+    refused = run_module("elasticsearch_restore", replace=True, replace_method="delete", **args)
+    assert refused.rc != 0 and str(victim) in refused["msg"] and "differs from the image" in refused["msg"], refused
+    assert not refused["changed"] and "done" not in refused
+    assert doc_counts(es, [copy]) == {copy: 120}, "an index was replaced before the repository was checked"

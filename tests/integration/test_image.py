@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age
+from tests.support.images import flip_byte
 from tests.support.modules import run_module
 from tests.support.trees import PASSPHRASE, make_config_tree, snapshot
 
@@ -133,6 +134,40 @@ def test_wrong_passphrase_is_named_and_changes_nothing(place):
     result = run_module("config_restore", image=image, passphrase="not the passphrase", root=str(place["tmp"] / "r"))
     assert result.failed and "wrong passphrase" in result["msg"]
     assert not (place["tmp"] / "r").exists() and sha(image) == before
+
+
+def _files_under(root):
+    return sorted(str(p) for p in Path(root).rglob("*") if not p.is_dir()) if Path(root).exists() else []
+
+
+def test_restore_authenticates_before_writing_and_names_what_it_wrote(place):
+    """#18.2: a manifest whose checksum does not match, or a damaged member, writes nothing;
+    with authenticate=false the failure comes after writes and lists them."""
+    image = backup(place)["image"]
+    data = "config/files.tar.zst.age"
+    tampered = place["tmp"] / "tampered.zip"
+    with zipfile.ZipFile(image) as source, zipfile.ZipFile(tampered, "w", zipfile.ZIP_STORED) as copy:
+        for info in source.infolist():
+            content = source.read(info.filename)
+            if info.filename == "manifest.json":
+                manifest = json.loads(content)
+                next(m for m in manifest["members"] if m["name"] == data)["plaintext_sha256"] = "0" * 64
+                content = json.dumps(manifest).encode()
+            copy.writestr(info, content)
+    damaged = flip_byte(image, data, place["tmp"] / "damaged.zip", where=0.95)
+    for bad in (tampered, damaged):
+        root = place["tmp"] / ("r-" + bad.stem)
+        result = run_module("config_restore", image=str(bad), passphrase=PASSPHRASE, root=str(root))
+        assert result.failed and data in result["msg"] and "Nothing was written" in result["msg"], result
+        assert not result["changed"] and _files_under(root) == [], "files written before the image was authenticated"
+
+    root = place["tmp"] / "r-unchecked"
+    unchecked = run_module("config_restore", image=str(tampered), passphrase=PASSPHRASE, root=str(root), authenticate=False)
+    assert unchecked.failed and unchecked["changed"], unchecked
+    assert unchecked["written"], unchecked
+    assert all(os.path.lexists(str(root) + path) for path in unchecked["written"]), unchecked["written"]
+    assert unchecked["done"][0].startswith("wrote %d of " % len(unchecked["written"])), unchecked["done"]
+    assert "Already changed before the failure: wrote" in unchecked["msg"] and "run again" in unchecked["msg"]
 
 
 @pytest.mark.parametrize("member_kind", ["identity", "data", "index", "manifest"])

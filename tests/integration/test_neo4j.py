@@ -20,6 +20,7 @@ import yaml
 
 from tests.harness.neo4j import NEO4J_ACCOUNT, Neo4jServer
 from tests.harness.process import is_root
+from tests.support.images import flip_byte
 from tests.support.modules import ROOT, run_module, run_playbook
 
 PASSPHRASE = "neo4j graph backup passphrase"
@@ -155,7 +156,7 @@ def test_refuses_while_neo4j_runs(neo4j_server, graph_backup, tmp_path):
     assert snapshot(server) == graph_backup["expected"]
 
 
-def test_restore_dump_replaces_existing_databases_only_when_asked(graph_backup):
+def test_restore_dump_replaces_existing_databases_only_when_asked(graph_backup, tmp_path):
     server = graph_backup["server"]
     if server.running:
         server.query("MATCH (n:Indicator) WHERE n.id > 100 DETACH DELETE n")  # diverge from the image
@@ -166,6 +167,18 @@ def test_restore_dump_replaces_existing_databases_only_when_asked(graph_backup):
     assert refused.failed and "databases already present" in refused["msg"] and "replace=true" in refused["msg"]
     preview = run_module("neo4j_restore", check=True, replace=True, **args)
     assert not preview.failed and preview["changed"] is True and preview["replaced"] is True
+
+    # #18.2: the dumps are authenticated before the first load overwrites anything; without
+    # that check, the failure names the database already loaded.
+    damaged = flip_byte(graph_backup["image"], "neo4j-dump/system.dump.zst.age", tmp_path / "damaged.zip", where=0.9)
+    store = server.data_dir / "databases" / "neo4j" / "neostore"
+    before = store.stat().st_mtime_ns
+    refused = run_module("neo4j_restore", replace=True, **dict(args, image=str(damaged)))
+    assert refused.failed and "neo4j-dump/system.dump.zst.age" in refused["msg"] and "Nothing was changed" in refused["msg"], refused
+    assert store.stat().st_mtime_ns == before, "a database was overwritten before the image was authenticated"
+    unchecked = run_module("neo4j_restore", replace=True, authenticate=False, **dict(args, image=str(damaged)))
+    assert unchecked.failed and unchecked["done"][0] == "loaded database neo4j (replacing the one there)", unchecked
+    assert "Already changed before the failure: loaded database neo4j" in unchecked["msg"]
 
     result = run_module("neo4j_restore", replace=True, **args)
     assert not result.failed, result

@@ -27,6 +27,7 @@ import pytest
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age
 from tests.harness.process import chown_tree, free_port, service_account
 from tests.harness.servers import PostgresServer
+from tests.support.images import flip_byte, member_of
 from tests.support.modules import run_module, run_playbook
 
 BIN = Path("/usr/lib/postgresql/15/bin")
@@ -293,6 +294,45 @@ def test_restore_streamed_renamed_refusing_a_non_empty_target(pg_database, age_k
         assert checked["count_mismatches"] == [{"database": copy, "table": "public.orders", "dumped": 5001, "restored": 5000}]
     finally:
         server.psql(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
+
+
+def test_a_clean_restore_authenticates_the_image_before_dropping_anything(pg_database, age_key, tmp_path):
+    """#18.2: a damaged member or a key that does not fit is found before DROP DATABASE; a
+    failure after it (authenticate=false) names the database dropped and how to go on."""
+    server, source = pg_database.server, pg_database.name
+    identity, recipient = age_key
+    pg_database.psql("CREATE TABLE orders AS SELECT i AS id, 'order ' || i AS label FROM generate_series(1, 20000) i")
+    backup = Backup(tmp_path, recipient, selection="custom")
+    dumped = run_module("postgresql_dump", session=backup.work_dir, databases=[source], globals=False, **conn(server))
+    assert not dumped.failed, dumped
+    image = backup.seal()["image"]
+    target = f"{source} live"
+    common = dict(databases=[source], rename={source: target}, globals="none", clean=True, **conn(server))
+    try:
+        restored = run_module("postgresql_restore", image=image, identity=identity, **common)
+        assert not restored.failed, restored
+        assert restored["authenticated"] > 0
+        member = member_of(image, "postgresql", ".dump.zst.age")
+        damaged = flip_byte(image, member, tmp_path / "damaged.zip", where=0.9)
+
+        refused = run_module("postgresql_restore", image=str(damaged), identity=identity, **common)
+        assert refused.failed and member in refused["msg"] and "damaged" in refused["msg"] and "Nothing was changed" in refused["msg"], refused
+        assert not refused["changed"] and "done" not in refused
+        assert server.psql("SELECT count(*) FROM orders", dbname=target) == "20000", "the target was touched before the image was authenticated"
+
+        other_identity, _ = _age.generate_identity()
+        wrong_key = run_module("postgresql_restore", image=image, identity=other_identity, **common)
+        assert wrong_key.failed and "no identity matches" in wrong_key["msg"] and "damaged" not in wrong_key["msg"], wrong_key
+        assert server.psql("SELECT count(*) FROM orders", dbname=target) == "20000"
+
+        # Without the check, the damage is found by pg_restore after the DROP: the message says so.
+        unchecked = run_module("postgresql_restore", image=str(damaged), identity=identity, authenticate=False, **common)
+        assert unchecked.failed and unchecked["changed"], unchecked
+        assert any(line.startswith(f"dropped database {target}") for line in unchecked["done"]), unchecked["done"]
+        assert "Already changed before the failure: dropped database " + target in unchecked["msg"], unchecked["msg"]
+        assert "run again with clean=true" in unchecked["msg"]
+    finally:
+        server.psql(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
 
 
 def rewrite_manifest(image, target, change):

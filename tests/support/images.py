@@ -1,10 +1,14 @@
-"""Real images for storage tests, made with the collection's own writer (no session, no lock)."""
+"""Real images for tests, made with the collection's own writer (no session, no lock), and
+damaged the way a disk, a transfer or a person would."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import zipfile
+from pathlib import Path
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _session
 
@@ -51,4 +55,42 @@ def make_image(directory, node="db1", payload=1024 * 1024, backup_id="20261122T1
     return final
 
 
-__all__ = ["make_image", "_age"]
+def member_span(image, member):
+    """(offset of the member's stored bytes in the file, their length)."""
+    with zipfile.ZipFile(image) as archive:
+        info = archive.getinfo(member)
+    with open(image, "rb") as handle:
+        handle.seek(info.header_offset)
+        header = handle.read(30)
+    start = info.header_offset + 30 + int.from_bytes(header[26:28], "little") + int.from_bytes(header[28:30], "little")
+    return start, info.compress_size
+
+
+def flip_byte(image, member, target=None, where=0.5):
+    """Flip one bit of ``member``'s stored bytes, at ``where`` (a fraction of its length), in
+    ``image`` or in a copy of it at ``target`` (damage as a disk or a transfer makes it).
+    Returns the damaged file's path."""
+    path = Path(image)
+    if target is not None:
+        shutil.copyfile(image, target)
+        path = Path(target)
+    start, length = member_span(path, member)
+    position = start + min(length - 1, int(length * where))
+    with open(path, "r+b") as handle:
+        handle.seek(position)
+        byte = handle.read(1)
+        handle.seek(position)
+        handle.write(bytes([byte[0] ^ 0x40]))
+    return path
+
+
+def member_of(image, component, suffix=""):
+    """The first member of ``component`` whose name ends with ``suffix``."""
+    with zipfile.ZipFile(image) as archive:
+        names = [n for n in archive.namelist() if n.startswith(component + "/") and n.endswith(suffix)]
+    if not names:
+        raise LookupError("no member of %s ending with %r in %s" % (component, suffix, image))
+    return names[0]
+
+
+__all__ = ["make_image", "flip_byte", "member_of", "member_span", "_age"]
