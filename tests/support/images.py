@@ -13,9 +13,12 @@ from pathlib import Path
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _session
 
 
-def make_image(directory, node="db1", payload=1024 * 1024, backup_id="20261122T194512Z-3fa2c1d0", when=1795000000, passphrase=None, chunk=1024 * 1024):
+def make_image(
+    directory, node="db1", payload=1024 * 1024, backup_id="20261122T194512Z-3fa2c1d0", when=1795000000, passphrase=None, chunk=1024 * 1024, verdict="success"
+):
     """Write ``[stamp]-<node>.zip`` into ``directory`` holding one member of ``payload``
-    random bytes (or the bytes given), age-encrypted when ``passphrase``; return its path."""
+    random bytes (or the bytes given), age-encrypted when ``passphrase``; return its path.
+    ``verdict`` partial records a second, failed component."""
     name = _image.image_name(node, when)
     recipients, identity_blob = _session.encryption_plan("age" if passphrase else "none", passphrase, None, 10)
     with tempfile.TemporaryDirectory(dir=directory) as work:
@@ -47,7 +50,9 @@ def make_image(directory, node="db1", payload=1024 * 1024, backup_id="20261122T1
                 },
             }
             components = {"data": {"kind": "files", "status": "success", "members": [e["name"] for e in appender.entries]}}
-            manifest = _session.build_manifest(session, components, appender.entries, _session.iso(when + 60), "success")
+            if verdict != "success":
+                components["postgresql"] = {"kind": "postgresql", "status": "failed", "error": "pg_dump exited 1", "members": []}
+            manifest = _session.build_manifest(session, components, appender.entries, _session.iso(when + 60), verdict)
             appender.add_bytes(_image.MANIFEST_NAME, "lifeboat", "application/json", json.dumps(manifest, indent=2).encode())
             appender.finish()
         final = os.path.join(directory, name)
