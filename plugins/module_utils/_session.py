@@ -101,6 +101,50 @@ def pid_alive(pid):
     return True
 
 
+def _boot_id():
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def process_start(pid):
+    """When ``pid`` started, in clock ticks since boot (/proc/<pid>/stat, field 22), or None
+    where /proc cannot tell. With the boot id, it tells a process from a later one that
+    reused its pid."""
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            data = handle.read()
+        # The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+        return int(data[data.rindex(")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def keeper_identity(pid):
+    """What identifies the keeper process beyond its pid (recorded with the session)."""
+    return {"keeper_pid": pid, "keeper_start": process_start(pid), "boot_id": _boot_id()}
+
+
+def keeper_alive(record):
+    """Whether the keeper named in ``record`` (a lock holder, status ``current`` or session
+    data) still runs: its pid is alive and, where it was recorded, it is the same process
+    (same start time, same boot). Never decided from the lock file alone: a lock file
+    removed by hand frees the flock but not the session."""
+    pid = (record or {}).get("keeper_pid")
+    if not pid or not pid_alive(pid):
+        return False
+    if record.get("boot_id") and _boot_id() and record["boot_id"] != _boot_id():
+        return False
+    started = record.get("keeper_start")
+    if started is not None:
+        now = process_start(pid)
+        if now is not None and now != started:
+            return False  # the pid was reused by another process
+    return True
+
+
 def free_bytes(path):
     stat = os.statvfs(path)
     return stat.f_bavail * stat.f_frsize
@@ -227,8 +271,12 @@ def spawn_keeper(lock_fd, work_dir, lease, poll=1.0):
         return int(pipe.read() or 0)
 
 
-def stop_keeper(pid, timeout=10):
+def stop_keeper(pid, timeout=10, identity=None):
+    """SIGTERM the keeper and wait for it; with ``identity`` (a record carrying keeper_start
+    and boot_id), only if the process with that pid is still the keeper."""
     if not pid or pid == os.getpid():
+        return
+    if identity is not None and not keeper_alive(identity):
         return
     try:
         os.kill(pid, signal.SIGTERM)
@@ -313,12 +361,23 @@ def _take_lock(state):
     return fd
 
 
+def _live_session_error(record, what):
+    return SessionError(
+        "another backup is in progress on this node: backup_id %s (image %s), started %s, its keeper pid %s still runs, "
+        "but %s; the live session is left alone: wait for it to finish, or end it with state=aborted"
+        % (record.get("backup_id"), record.get("image"), record.get("started"), record.get("keeper_pid"), what)
+    )
+
+
 def _clean_stale(state, notes):
-    """The lock was free: if the status says a session was in progress, its owner died."""
+    """The lock was free: if the status says a session was in progress, its owner died -
+    unless its keeper still runs (the lock file was removed or replaced under it)."""
     status = state.status()
     current = status.get("current")
     if status.get("state") != "in_progress" or not current:
         return None
+    if keeper_alive(current):
+        raise _live_session_error(current, "the lock file %s no longer holds its lock (removed or replaced by hand?)" % state.lock_path)
     work_dir = current.get("work_dir")
     if work_dir and os.path.isdir(work_dir):
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -401,10 +460,10 @@ def start(params):
             with _image.ImageAppender(work_dir) as appender:
                 appender.add_bytes(_image.IDENTITY_MEMBER, "lifeboat", "application/age", identity_blob)
         keeper = spawn_keeper(lock_fd, work_dir, params["lease"])
-        holder = {"keeper_pid": keeper, "backup_id": backup_id, "image": name, "started": session["started"], "work_dir": work_dir, "node": params["node"]}
+        holder = dict(keeper_identity(keeper), backup_id=backup_id, image=name, started=session["started"], work_dir=work_dir, node=params["node"])
         os.ftruncate(lock_fd, 0)
         os.pwrite(lock_fd, json.dumps(holder).encode(), 0)
-        session["keeper_pid"] = keeper
+        session.update(keeper_identity(keeper))
         write_json_atomic(os.path.join(work_dir, "session.json"), session)
         state.update_status(state="in_progress", current=dict(holder, work_dir=work_dir))
     except BaseException:
@@ -425,6 +484,10 @@ def _remove_orphan_work_areas(destination, node, state_dir, notes):
     for entry in os.listdir(root):
         path = os.path.join(root, entry)
         owner = read_json(os.path.join(path, "session.json"))
+        if owner is not None and keeper_alive(owner) and not os.path.exists(os.path.join(path, "done")):
+            if owner.get("state_dir") == state_dir:  # the lock is per state directory, whatever the node is called
+                raise _live_session_error(owner, "neither the lock file nor the status file records it (removed by hand?)")
+            continue  # a live session of another state directory
         if owner is not None:
             mine = owner.get("node") == node and owner.get("state_dir") == state_dir
         else:
@@ -668,7 +731,7 @@ def _finish_session(session, state, record, status_changes):
     work_dir = session["work_dir"]
     with contextlib.suppress(OSError), open(os.path.join(work_dir, "done"), "w"):
         pass
-    stop_keeper(session.get("keeper_pid"))
+    stop_keeper(session.get("keeper_pid"), identity=session if session.get("keeper_start") is not None else None)
     shutil.rmtree(work_dir, ignore_errors=True)
     state.audit(record)
     state.update_status(state="idle", current=None, last_result=record, **status_changes)

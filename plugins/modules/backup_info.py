@@ -140,7 +140,9 @@ def node_status(state_dir):
     if holder:
         current, label = dict(holder), "in_progress"
     elif recorded.get("state") == "in_progress":
-        current, label = recorded.get("current"), "stale"
+        # Lock free, status "in progress": stale only if the keeper itself is gone.
+        current = recorded.get("current")
+        label = "in_progress" if _session.keeper_alive(current) else "stale"
     else:
         current, label = None, "not_running"
     return {

@@ -282,7 +282,10 @@ def check_start(module, params):
         raise _session.SessionError("destination %s does not exist or is not a directory" % destination)
     _session.validate_encryption(params["encryption"], params.get("passphrase"), params.get("recipients"))
     _image.resolve_compression(params["compression"])
-    holder = _session.NodeState(params["state_dir"]).holder() if os.path.isdir(params["state_dir"]) else None
+    state = _session.NodeState(params["state_dir"])
+    holder = state.holder() if os.path.isdir(params["state_dir"]) else None
+    current = state.status().get("current") if os.path.isdir(params["state_dir"]) else None
+    holder = holder or (current if _session.keeper_alive(current) else None)
     if holder:
         raise _session.SessionError(
             "another backup is in progress on this node: backup_id %s (keeper pid %s)" % (holder.get("backup_id"), holder.get("keeper_pid"))

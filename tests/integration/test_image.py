@@ -285,6 +285,33 @@ def test_second_session_fails_naming_the_holder_and_stale_lock_is_taken_over(pla
     run_module("backup_session", state="aborted", session=taken["session"]["work_dir"], reason="test done")
 
 
+def test_removing_the_lock_file_does_not_end_a_live_session(place):
+    """#18.4: staleness is decided from the keeper process itself, never from the file."""
+    work = start(place, backup_id="live-one")
+    archived = run_module("config_archive", session=work, paths=[str(place["src"])])
+    assert not archived.failed, archived
+    second_args = dict(state="started", destination=place["dest"], state_dir=place["state"], passphrase=PASSPHRASE, work_factor=12, facts_dir="")
+
+    Path(place["state"], "lock").unlink()  # an operator "clears the stale lock"
+    second = run_module("backup_session", **second_args)
+    assert second.failed and "live-one" in second["msg"] and "still runs" in second["msg"], second
+    assert os.path.isdir(work) and Path(work, "image.partial").stat().st_size > 0, "the live session's work area was removed"
+    info = run_module("backup_info", state_dir=place["state"])
+    assert info["status"]["state"] == "in_progress" and info["status"]["current"]["backup_id"] == "live-one"
+    checked = run_module("backup_session", check=True, **second_args)
+    assert checked.failed and "live-one" in checked["msg"]
+
+    Path(place["state"], "status.json").unlink()  # and the status file too
+    third = run_module("backup_session", **second_args)
+    assert third.failed and "live-one" in third["msg"] and os.path.isdir(work), third
+
+    sealed = seal(work)
+    assert sealed["verdict"] == "success" and os.path.exists(sealed["image"]), sealed
+    after = run_module("backup_session", **second_args)
+    assert not after.failed, after
+    run_module("backup_session", state="aborted", session=after["session"]["work_dir"], reason="test done")
+
+
 def test_killed_mid_write_publishes_nothing_and_next_run_cleans_up(place):
     big = place["tmp"] / "big"
     big.mkdir()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+
 import pytest
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _session
@@ -47,3 +51,28 @@ def test_passphrase_plan_stores_an_identity_the_passphrase_unlocks():
     text = _age.AgeReader(io.BytesIO(blob), passphrase="correct horse battery").read().decode()
     keys = _age.parse_identities(text)
     assert _age.recipient_of(keys[0]) == recipients[0]
+
+
+def test_a_keeper_is_known_by_its_start_time_not_its_pid_alone():
+    """#18.4: a pid reused by another process is not the keeper."""
+    me = _session.keeper_identity(os.getpid())
+    assert me["keeper_start"] is not None and me["boot_id"]
+    assert _session.keeper_alive(me)
+    assert not _session.keeper_alive(dict(me, keeper_start=me["keeper_start"] - 1))
+    assert not _session.keeper_alive(dict(me, boot_id="another-boot"))
+    assert _session.keeper_alive({"keeper_pid": os.getpid()})  # recorded before 0.2.0: the pid alone
+    assert not _session.keeper_alive({"keeper_pid": 0}) and not _session.keeper_alive(None)
+
+
+def test_process_start_reads_a_command_name_with_parentheses(tmp_path):
+    odd = tmp_path / "a) b (c"
+    odd.symlink_to(shutil.which("sleep"))
+    child = subprocess.Popen([str(odd), "30"])
+    try:
+        with open("/proc/%d/stat" % child.pid) as handle:
+            assert "(a) b (c)" in handle.read()
+        assert _session.process_start(child.pid) >= _session.process_start(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
+    assert _session.process_start(child.pid) is None
