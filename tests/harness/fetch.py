@@ -15,12 +15,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
+import io
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,6 +215,52 @@ def ensure_neo4j(version: str = NEO4J_VERSION) -> Path:
     return target
 
 
+# ---- C2SP age test vectors (CCTV) ---------------------------------------------
+
+# The age test vectors (https://c2sp.org/CCTV/age) are published as the Go module
+# c2sp.org/CCTV/age; the Go module proxy serves each version as a zip over plain HTTPS
+# (no Go needed). Pinned by version and by the zip's SHA-256; only testdata/ is kept.
+CCTV_AGE_VERSION = "v0.0.0-20251208015420-e9274a7bdbfd"
+CCTV_AGE_SHA256 = "c6581aa36f3b0f02d03671ea5ab6531b2328adbabaf66d71035c69659daa300c"
+# Module paths are case-encoded in proxy URLs: each capital letter becomes "!" + lower case.
+CCTV_AGE_URL = f"https://proxy.golang.org/c2sp.org/!c!c!t!v/age/@v/{CCTV_AGE_VERSION}.zip"
+
+
+def cctv_age_dir(version: str = CCTV_AGE_VERSION) -> Path:
+    """Where the vectors are (``<it>/<vector name>``). It exists only once complete."""
+    return dist_dir() / f"cctv-age-{version}"
+
+
+def ensure_cctv_age() -> Path:
+    """Return cctv_age_dir(), downloading and checking the module zip first if needed (locked like ensure())."""
+    target = cctv_age_dir()
+    if target.is_dir():
+        return target
+    with _locked(dist_dir() / f".cctv-age-{CCTV_AGE_VERSION}.lock"):
+        if target.is_dir():
+            return target
+        try:
+            with urllib.request.urlopen(CCTV_AGE_URL, timeout=60) as response:
+                data = response.read()
+        except OSError as exc:
+            raise FetchError(f"cannot fetch the C2SP age test vectors from {CCTV_AGE_URL}: {exc}. Check network access to the Go module proxy.") from None
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != CCTV_AGE_SHA256:
+            raise FetchError(f"{CCTV_AGE_URL} has SHA-256 {digest}, expected {CCTV_AGE_SHA256}: not the pinned test vectors")
+        with tempfile.TemporaryDirectory(prefix=".cctv-age-", dir=dist_dir()) as work:
+            vectors = Path(work) / "testdata"
+            vectors.mkdir()
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                for name in zf.namelist():
+                    parent, _, leaf = name.rpartition("/")
+                    if parent.endswith("/testdata") and leaf:
+                        (vectors / leaf).write_bytes(zf.read(name))
+            if not any(vectors.iterdir()):
+                raise FetchError(f"{CCTV_AGE_URL} holds no testdata/ directory")
+            vectors.rename(target)
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.harness.fetch", description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("names", nargs="*", metavar="ENGINE-VERSION", help="e.g. opensearch-2.19.6 (default: every distribution in the table)")
@@ -259,6 +308,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if cold:
                 print(f"==> {neo4j_name}: jars fetched into {path} in {time.monotonic() - start:.1f}s", file=sys.stderr)
+    if not args.names:
+        try:
+            ensure_cctv_age()
+        except FetchError as exc:
+            print(f"ERROR: {exc}", file=sys.stderr)
+            failed += 1
     return 1 if failed else 0
 
 
