@@ -12,6 +12,9 @@ PACKAGES=(
     catatonit netavark aardvark-dns
     # servers started by the test harness
     postgresql-15 postgresql-client-15 redis-server
+    # storage target servers the harness starts on loopback (docs/storage.md), and the
+    # native clients the storage benchmark compares with
+    openssh-server openssh-client samba smbclient nfs-ganesha nfs-ganesha-vfs libnfs-utils
     # the image pipeline and the stock tools of docs/recovery-by-hand.md
     zstd age unzip zip tar rsync
     # OpenSearch / Elasticsearch / Neo4j run on the machine's JDK, fetched with Maven

@@ -13,7 +13,7 @@ _SUBOPTIONS = r"""
         description:
           - The protocol. C(local) is a directory on the node; C(nfs) an NFS v4.x export
             (through the kernel client); C(smb) an SMB 2/3 share (no mount); C(rsync) rsync
-            over SSH; C(sftp) SFTP over SSH; C(ftp) plain FTP (password in clear: only
+            over SSH; C(sftp) SFTP over SSH; C(ftp) plain FTP (password in clear, only
             when the server offers nothing else); C(ftps) explicit FTPS (AUTH TLS);
             C(s3) S3-compatible object storage.
           - See docs/storage.md for what the remote side needs for each.
@@ -120,7 +120,7 @@ _SUBOPTIONS = r"""
         description:
           - C(rsync), C(sftp) - V(strict) refuses a server whose key is not in
             O(target.known_hosts) or O(target.known_hosts_file). V(accept_new) trusts a
-            server seen for the first time (trust on first use: returned, and recorded in
+            server seen for the first time (trust on first use, returned, and recorded in
             O(target.known_hosts_file) when given) but still refuses a changed key.
         type: str
         choices: [strict, accept_new]

@@ -37,8 +37,10 @@ from ansible_collections.lifeboat.backup.plugins.module_utils._storage_backend i
     Backend,
     StorageError,
     check_name,
+    location_of,
 )
 from ansible_collections.lifeboat.backup.plugins.module_utils._storage_local import LocalBackend
+from ansible_collections.lifeboat.backup.plugins.module_utils._storage_sftp import SftpBackend
 
 __all__ = ["KINDS", "TARGET_OPTIONS", "TARGET_SPEC", "TARGETS_SPEC", "Backend", "StorageError", "open_target", "check_name"]
 
@@ -154,8 +156,9 @@ def _validate_ssh(target, option):
 def _backend_class(kind):
     """The backend of a type. Protocol files are imported here, statically, so Ansible
     ships them with every module that uses targets; each imports its library guarded."""
-    if kind == "local":
-        return LocalBackend
+    backends = {"local": LocalBackend, "sftp": SftpBackend}
+    if kind in backends:
+        return backends[kind]
     raise StorageError("target type %s is not available in this version of lifeboat.backup" % kind, kind="unsupported")
 
 
@@ -167,13 +170,10 @@ def open_target(params, option="target"):
 
 
 def describe(params, option="target"):
-    """Label and location of a target without opening it (for plans and messages)."""
+    """Name, type and location of a target, without connecting (plans, messages, results)."""
     target = validate(params, option)
-    backend = _backend_class(target["type"])(target)
-    try:
-        return {"name": backend.label, "type": target["type"], "location": backend.location}
-    finally:
-        backend.close()
+    location = location_of(target)
+    return {"name": target.get("label") or location, "type": target["type"], "location": location}
 
 
 # ---- images on targets ------------------------------------------------------------------
@@ -481,7 +481,7 @@ def delete_image(backend, name):
 # ---- the node's record of its copies ------------------------------------------------------
 
 
-def record_copy(state_dir, target_label, location, image_path, outcome, backup_id=None, reason=None):
+def record_copy(state_dir, target_label, location, image_path, outcome, backup_id=None, reason=None, error_kind=None):
     """Record one copy attempt in the node's audit trail (``event: copy``) and, when it
     was verified, in ``status.json`` ``copies.<target>`` (docs/storage.md, "Copy records")."""
     state = _session.NodeState(state_dir)
@@ -500,6 +500,7 @@ def record_copy(state_dir, target_label, location, image_path, outcome, backup_i
         "verified": outcome.get("verified") if outcome else None,
         "seconds": outcome.get("seconds") if outcome else None,
         "reason": reason,
+        "error_kind": error_kind,
     }
     state.audit(line)
     status = state.status()
@@ -508,7 +509,7 @@ def record_copy(state_dir, target_label, location, image_path, outcome, backup_i
     if reason is None:
         previous.update(last_success={k: line[k] for k in ("time", "image", "backup_id", "size", "sha256", "verified", "location")}, last_error=None)
     else:
-        previous.update(last_error={"time": now, "image": line["image"], "backup_id": backup_id, "reason": reason})
+        previous.update(last_error={"time": now, "image": line["image"], "backup_id": backup_id, "reason": reason, "kind": error_kind})
     copies[target_label] = previous
     state.update_status(copies=copies)
     return line

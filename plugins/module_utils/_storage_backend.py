@@ -188,6 +188,30 @@ def backoff(attempt, base=1.0, cap=30.0):
     return min(cap, base * (2 ** (attempt - 1))) * (0.75 + random.random() / 2)
 
 
+_DEFAULT_PORTS = {"smb": 445, "rsync": 22, "sftp": 22, "ftp": 21, "ftps": 21}
+
+
+def location_of(target):
+    """Where a target is, as a URL without any secret (computed without connecting)."""
+    kind = target["type"]
+    path = target.get("path") or ""
+    if kind == "local":
+        return "file://%s" % path
+    if kind == "nfs":
+        if target.get("export"):
+            return "nfs://%s:%s" % (target["host"], posixpath.join(target["export"], path))
+        return "nfs-mount://%s" % path
+    if kind == "s3":
+        where = target.get("endpoint_url") or "aws"
+        return "s3://%s/%s (%s)" % (target["bucket"], path, where)
+    port = target.get("port") or _DEFAULT_PORTS[kind]
+    if kind == "smb":
+        path = posixpath.join(target["share"], path)
+    elif not path.startswith("/"):
+        path = "~/" + path
+    return "%s://%s@%s:%d/%s" % (kind, target.get("user") or "", target["host"], port, path.lstrip("/"))
+
+
 class Backend:
     """One storage target, opened. Subclasses implement the contract above."""
 
@@ -207,7 +231,7 @@ class Backend:
     @property
     def location(self):
         """Where the target is, as a URL without any secret."""
-        raise NotImplementedError
+        return location_of(self.target)
 
     def put(self, name, source, size=None, progress=None):
         raise NotImplementedError
@@ -291,6 +315,10 @@ class FileBackend(Backend):
         state = {"resumed_from": 0}
         try:
             record = self._retrying("uploading %s to %s" % (name, self.label), lambda attempt: self._put_once(name, final, src, progress, state, attempt))
+        except StorageError as exc:
+            if not exc.transient:
+                self._discard_partial(name)
+            raise
         finally:
             src.close()
         record.update(resumed_from=state["resumed_from"], seconds=round(time.monotonic() - started, 3))
@@ -322,6 +350,13 @@ class FileBackend(Backend):
             raise StorageError("%s appeared on %s during the upload; the existing copy was left as it is" % (name, self.label), kind="exists")
         self._rename_noreplace(tmp, final)
         return {"name": name, "size": total, "sha256": sha.hexdigest(), "verified": how, "attempts": attempt, "location": self.location}
+
+    def _discard_partial(self, name):
+        """Give back the space of an upload that cannot be resumed (full, refused)."""
+        try:
+            self._remove(self._path_unchecked(partial_name(name)))
+        except StorageError as exc:
+            self.notes.append("could not remove the partial upload of %s: %s" % (name, exc.msg))
 
     def _resume_offset(self, tmp, src):
         existing = self._stat(tmp)

@@ -83,10 +83,6 @@ class LocalBackend(FileBackend):
         super().__init__(target)
         self.root = target["path"]
 
-    @property
-    def location(self):
-        return "file://%s" % self.root
-
     def _root_path(self):
         return self.root
 

@@ -1,0 +1,208 @@
+"""Storage servers for the storage-target tests, on 127.0.0.1 random ports, each in a
+private temp dir, torn down afterwards (docs/development.md, "Service harness").
+
+    with SshServer() as ssh:           # OpenSSH sshd: SFTP and rsync over SSH
+        target = ssh.target("sftp")    # a target dict for the modules
+
+Every server keeps what it stores in ``data_dir``, owned by the account that logs in
+(``lifeboat-store``, created on first use with a login shell, so rsync and sha256sum
+run over SSH). ``fill(size)`` puts the data directory on a tmpfs of that size, for
+"target full" tests; ``kill()`` kills the server and every session it forked (sshd
+forks a new session per connection, outside the listener's process group).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from tests.harness.fetch import cache_dir
+from tests.harness.process import ServerError, free_port, wait_until
+from tests.harness.servers import HOST, Server, _base_env
+
+STORE_ACCOUNT = "lifeboat-store"
+# Every character the vault seed forbids in passwords, and spaces: ours take any.
+STORE_PASSWORD = "Pa\\ss & w!rd 'q\" $HOME `x`"
+
+
+def store_account() -> pwd.struct_passwd:
+    """The login the storage servers accept, with a shell and STORE_PASSWORD."""
+    lock = cache_dir() / "useradd.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            pwd.getpwnam(STORE_ACCOUNT)
+        except KeyError:
+            cmd = ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/sh", STORE_ACCOUNT]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise ServerError(f"cannot create the account {STORE_ACCOUNT}: {proc.stderr.strip()}") from None
+        proc = subprocess.run(["chpasswd"], input=f"{STORE_ACCOUNT}:{STORE_PASSWORD}\n", capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise ServerError(f"cannot set the password of {STORE_ACCOUNT}: {proc.stderr.strip()}")
+    return pwd.getpwnam(STORE_ACCOUNT)
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_pids(pids) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+class StorageServer(Server):
+    """A storage server with a data directory owned by the login account."""
+
+    def __init__(self, start_timeout: float = 30):
+        super().__init__(start_timeout)
+        self.host = HOST
+        self.port: int | None = None
+        self.store = None
+        self._tmpfs = False
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    def _make_data_dir(self) -> None:
+        self.store = store_account()
+        self.data_dir.mkdir(mode=0o700)
+        os.chown(self.data_dir, self.store.pw_uid, self.store.pw_gid)
+
+    def fill(self, size: int) -> None:
+        """Put the (empty) data directory on a tmpfs of ``size`` bytes."""
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "lifeboat-full", str(self.data_dir)], check=True)
+        os.chown(self.data_dir, self.store.pw_uid, self.store.pw_gid)
+        self._tmpfs = True
+
+    def kill(self) -> None:
+        """Kill the server and everything it forked, at once (a crash, not a stop)."""
+        if self.process is not None:
+            kill_pids([self.process.pid, *descendants(self.process.pid)])
+
+    def _teardown(self, failure):
+        if self.process is not None:
+            kill_pids(descendants(self.process.pid))
+        if self._tmpfs:
+            subprocess.run(["umount", "-l", str(self.data_dir)], check=False)
+            self._tmpfs = False
+        return super()._teardown(failure)
+
+
+def _wait_port(port: int) -> bool:
+    with socket.create_connection((HOST, port), timeout=2) as sock:
+        return bool(sock.recv(64))
+
+
+# ---- OpenSSH ----------------------------------------------------------------
+
+
+class SshServer(StorageServer):
+    """OpenSSH sshd on a loopback port: its own host key, a client key in
+    authorized_keys, password authentication on (for the SFTP password tests)."""
+
+    label = "sshd"
+
+    def _check_prerequisites(self) -> None:
+        for tool in ("/usr/sbin/sshd", "ssh-keygen"):
+            if shutil.which(tool) is None:
+                raise ServerError(f"{self.name}: {tool} not found. Install the Debian package openssh-server (scripts/install-os-deps.sh does).")
+        self.version = subprocess.run(["ssh", "-V"], capture_output=True, text=True, check=False).stderr.split()[0]
+
+    def _keygen(self, path: Path, kind: str = "ed25519") -> None:
+        subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", "lifeboat-test", "-f", str(path)], check=True)
+
+    def _start(self) -> None:
+        self._make_data_dir()
+        self._keygen(self.root / "host_key")
+        self._keygen(self.root / "client_key")
+        (self.root / "authorized_keys").write_text((self.root / "client_key.pub").read_text())
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        self._relaunch_on_port_clash(self._launch_on)
+
+    def _launch_on(self, port: int) -> None:
+        self.port = port
+        conf = self.root / "sshd_config"
+        conf.write_text(
+            "\n".join(
+                [
+                    f"Port {port}",
+                    f"ListenAddress {HOST}",
+                    f"HostKey {self.root / 'host_key'}",
+                    f"PidFile {self.root / 'sshd.pid'}",
+                    f"AuthorizedKeysFile {self.root / 'authorized_keys'}",
+                    "StrictModes no",
+                    "UsePAM no",
+                    "PasswordAuthentication yes",
+                    "KbdInteractiveAuthentication no",
+                    "PermitRootLogin no",
+                    f"AllowUsers {STORE_ACCOUNT}",
+                    "Subsystem sftp internal-sftp",
+                    "MaxStartups 50",
+                    "LogLevel VERBOSE",
+                    "",
+                ]
+            )
+        )
+        process = self._launch(["/usr/sbin/sshd", "-D", "-e", "-f", str(conf)], _base_env(), "sshd.log")
+        wait_until(lambda: _wait_port(port), timeout=self.start_timeout, process=process, what=f"{self.name} on port {port}")
+
+    @property
+    def client_key(self) -> str:
+        return (self.root / "client_key").read_text()
+
+    @property
+    def client_key_path(self) -> Path:
+        return self.root / "client_key"
+
+    @property
+    def known_hosts(self) -> str:
+        kind, key = (self.root / "host_key.pub").read_text().split()[:2]
+        return f"[{HOST}]:{self.port} {kind} {key}\n"
+
+    def target(self, kind: str = "sftp", **extra) -> dict:
+        target = {
+            "type": kind,
+            "host": HOST,
+            "port": self.port,
+            "user": STORE_ACCOUNT,
+            "path": str(self.data_dir),
+            "private_key": self.client_key,
+            "known_hosts": self.known_hosts,
+            "retry_delay": 0.2,
+            "timeout": 10,
+        }
+        target.update(extra)
+        return {k: v for k, v in target.items() if v is not None}
+
+
+__all__ = ["STORE_ACCOUNT", "STORE_PASSWORD", "SshServer", "free_port", "time"]
+
+
+def restart(server: StorageServer) -> None:
+    """Start a killed server again on the same port and files (the data survives)."""
+    if server.process is not None:
+        server.process.stop(grace=1)
+    server._launch_on(server.port)

@@ -1,0 +1,216 @@
+"""Storage targets against real servers on loopback: the modules' round trip on every
+protocol, and the failures of issue #11 (server killed mid-upload, wrong credentials,
+host key mismatch, target full, permission denied, a name already present, a damaged
+copy, passwords full of shell metacharacters)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.harness.storage import STORE_PASSWORD, SshServer, restart, store_account
+from tests.support.images import make_image
+from tests.support.modules import run_module
+
+PROTOCOLS = ["local", "sftp"]
+
+
+@pytest.fixture
+def ssh_server(server_pool) -> SshServer:
+    return server_pool.get(("sshd",), SshServer)
+
+
+def _own(path: Path) -> Path:
+    account = store_account()
+    path.mkdir(parents=True, mode=0o700)
+    os.chown(path, account.pw_uid, account.pw_gid)
+    return path
+
+
+@pytest.fixture(params=PROTOCOLS)
+def target(request, tmp_path):
+    """(target dict, directory where the server keeps what is stored) for each protocol."""
+    sub = "t-" + uuid.uuid4().hex[:8]
+    if request.param == "local":
+        root = _own(tmp_path / "target")
+        return {"type": "local", "path": str(root), "name": "disk"}, root
+    server = request.getfixturevalue("ssh_server")
+    root = _own(server.data_dir / sub)
+    return server.target(request.param, path=str(root), name="vault"), root
+
+
+@pytest.fixture
+def image(tmp_path):
+    node = tmp_path / "node"
+    node.mkdir()
+    return make_image(str(node), payload=3 * 1024 * 1024 + 5, passphrase="correct horse battery")
+
+
+def test_push_info_fetch_round_trip(target, image, tmp_path):
+    spec, root = target
+    state = tmp_path / "state"
+    pushed = run_module("image_push", path=image, target=spec, state_dir=str(state))
+    assert not pushed.failed, pushed
+    assert pushed["changed"] and pushed["verified"] in ("remote-sha256", "read-back")
+    name = os.path.basename(image)
+    assert (root / name).read_bytes() == Path(image).read_bytes()
+    assert (root / (name + ".sha256")).read_text().startswith(pushed["sha256"])
+    assert not [p for p in root.iterdir() if p.name.startswith(".lifeboat-")]
+    again = run_module("image_push", path=image, target=spec, state_dir=str(state))
+    assert not again.failed and again["changed"] is False
+
+    info = run_module("storage_info", target=spec)
+    assert not info.failed, info
+    assert info["reachable"] and info["genuine"] and info["writable"] and not info["changed"]
+    assert info["space"]["free"] > 0
+    (listed,) = info["images"]
+    assert listed["name"] == name and listed["node"] == "db1" and listed["verdict"] == "success"
+    assert listed["encryption"] == "passphrase" and listed["components"] == {"data": "success"}
+
+    rebuilt = tmp_path / "rebuilt"
+    rebuilt.mkdir()
+    fetched = run_module("image_fetch", destination=str(rebuilt), node="db1", target=spec)
+    assert not fetched.failed, fetched
+    assert Path(fetched["path"]).read_bytes() == Path(image).read_bytes()
+    assert fetched["image"]["backup_id"] == "20261122T194512Z-3fa2c1d0"
+    again = run_module("image_fetch", destination=str(rebuilt), node="db1", target=spec)
+    assert not again.failed and again["changed"] is False
+
+    status = (state / "status.json").read_text()
+    assert '"copies"' in status and pushed["sha256"] in status
+
+
+def test_a_name_already_present_is_never_overwritten(target, image):
+    spec, root = target
+    name = os.path.basename(image)
+    (root / name).write_bytes(b"an older, different file")
+    result = run_module("image_push", path=image, target=spec, state_dir="")
+    assert result.failed and result["storage_error"] == "exists"
+    assert "never overwritten" in result["msg"]
+    assert (root / name).read_bytes() == b"an older, different file"
+
+
+def test_a_damaged_copy_is_refused_by_fetch(target, image, tmp_path):
+    spec, root = target
+    assert not run_module("image_push", path=image, target=spec, state_dir="").failed
+    copy = root / os.path.basename(image)
+    raw = bytearray(copy.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    copy.write_bytes(bytes(raw))
+    rebuilt = tmp_path / "rebuilt"
+    rebuilt.mkdir()
+    result = run_module("image_fetch", destination=str(rebuilt), name=os.path.basename(image), target=spec)
+    assert result.failed and result["storage_error"] == "integrity"
+    assert "damaged" in result["msg"]
+    assert list(rebuilt.iterdir()) == []
+
+
+def test_permission_denied_says_so(ssh_server, image):
+    # The SSH login is unprivileged (a local target written by root cannot be denied).
+    root = ssh_server.data_dir / ("r-" + uuid.uuid4().hex[:8])
+    root.mkdir(mode=0o755)
+    spec = ssh_server.target(path=str(root))
+    info = run_module("storage_info", target=spec)
+    assert not info.failed and info["writable"] is False and "ermission" in info["write_error"]
+    result = run_module("image_push", path=image, target=spec, state_dir="")
+    assert result.failed and result["storage_error"] == "permission"
+
+
+def test_sftp_with_a_password_full_of_shell_metacharacters(ssh_server, image, tmp_path):
+    root = _own(ssh_server.data_dir / ("p-" + uuid.uuid4().hex[:8]))
+    spec = ssh_server.target("sftp", path=str(root), private_key=None, password=STORE_PASSWORD)
+    result = run_module("image_push", path=image, target=spec, state_dir="")
+    assert not result.failed, result
+    assert STORE_PASSWORD not in result.stdout + result.stderr
+
+
+def test_sftp_wrong_password_wrong_key_and_changed_host_key(ssh_server, image, tmp_path):
+    root = _own(ssh_server.data_dir / ("w-" + uuid.uuid4().hex[:8]))
+    wrong = run_module("image_push", path=image, target=ssh_server.target(path=str(root), private_key=None, password="not " + STORE_PASSWORD), state_dir="")
+    assert wrong.failed and wrong["storage_error"] == "auth" and "authentication failed" in wrong["msg"]
+    other = tmp_path / "other_key"
+    os.system("ssh-keygen -q -t ed25519 -N '' -f %s" % other)  # noqa: S605 - a throw-away key
+    wrong_key = run_module("image_push", path=image, target=ssh_server.target(path=str(root), private_key=other.read_text()), state_dir="")
+    assert wrong_key.failed and wrong_key["storage_error"] == "auth"
+    forged = "[127.0.0.1]:%d %s" % (
+        ssh_server.port,
+        (Path(str(other) + ".pub")).read_text().split(" ", 2)[0] + " " + Path(str(other) + ".pub").read_text().split()[1],
+    )
+    mismatch = run_module("image_push", path=image, target=ssh_server.target(path=str(root), known_hosts=forged), state_dir="")
+    assert mismatch.failed and mismatch["storage_error"] == "hostkey" and "CHANGED" in mismatch["msg"]
+    unknown = run_module(
+        "image_push", path=image, target=ssh_server.target(path=str(root), known_hosts="[otherhost]:22 " + forged.split(" ", 1)[1]), state_dir=""
+    )
+    assert unknown.failed and unknown["storage_error"] == "hostkey" and "accept_new" in unknown["msg"]
+    assert list(root.iterdir()) == []
+    tofu_file = tmp_path / "known_hosts"
+    tofu = run_module(
+        "storage_info", target=ssh_server.target(path=str(root), known_hosts=None, host_key_checking="accept_new", known_hosts_file=str(tofu_file))
+    )
+    assert not tofu.failed and tofu["details"]["host_key_accepted_now"]
+    assert tofu_file.read_text().split()[2] == ssh_server.known_hosts.split()[2]
+
+
+def test_server_killed_mid_upload_then_resumed(image, tmp_path):
+    big = make_image(str(tmp_path), node="big", payload=24 * 1024 * 1024)
+    with SshServer() as ssh:
+        root = _own(ssh.data_dir / "k")
+        spec = ssh.target(path=str(root), bwlimit=4096, retries=1, retry_delay=0.2)
+        name = os.path.basename(big)
+        partial = root / (".lifeboat-partial." + name)
+
+        def kill_mid_upload():
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and (not partial.exists() or partial.stat().st_size < 2 * 1024 * 1024):
+                time.sleep(0.05)
+            ssh.kill()
+
+        killer = threading.Thread(target=kill_mid_upload)
+        killer.start()
+        state = tmp_path / "state"
+        result = run_module("image_push", path=big, target=spec, state_dir=str(state))
+        killer.join()
+        assert result.failed and result["storage_error"] == "unreachable", result["msg"]
+        assert "gave up after 2 attempts" in result["msg"]
+        assert not (root / name).exists()
+        assert 2 * 1024 * 1024 <= partial.stat().st_size < os.path.getsize(big)
+        assert _storage_image_ok(big)
+        audit = (state / "audit.jsonl").read_text()
+        assert '"verdict": "failed"' in audit and '"error_kind": "unreachable"' in audit
+        restart(ssh)
+        resumed = run_module("image_push", path=big, target=dict(spec, bwlimit=None), state_dir=str(state))
+        assert not resumed.failed, resumed
+        assert resumed["resumed_from"] > 0
+        assert (root / name).read_bytes() == Path(big).read_bytes()
+
+
+def _storage_image_ok(path):
+    from ansible_collections.lifeboat.backup.plugins.module_utils import _image
+
+    with _image.Image(path) as image:
+        return _image.verify_image(image, "checksum")[1] is None
+
+
+def test_target_full_mid_upload(image, tmp_path):
+    big = make_image(str(tmp_path), node="big", payload=6 * 1024 * 1024)
+    with SshServer() as ssh:
+        ssh.fill(2 * 1024 * 1024)
+        result = run_module("image_push", path=big, target=ssh.target(path=str(ssh.data_dir)), state_dir="")
+        assert result.failed and result["storage_error"] == "full", result
+        assert "full" in result["msg"]
+        assert list(ssh.data_dir.iterdir()) == []  # no final name, and the partial gave its space back
+        assert Path(big).stat().st_size > 6 * 1024 * 1024
+
+
+def test_unreachable_server(ssh_server):
+    spec = ssh_server.target(port=1, retries=1)
+    started = time.monotonic()
+    result = run_module("storage_info", target=spec)
+    assert result.failed and result.get("storage_error") == "unreachable" and result["reachable"] is False, result["msg"]
+    assert "gave up after 2 attempts" in result["msg"]
+    assert time.monotonic() - started < 30
