@@ -13,16 +13,54 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.storage import STORE_PASSWORD, SshServer, restart, store_account
+from tests.harness.storage import STORE_PASSWORD, S3Server, SshServer, restart, store_account
 from tests.support.images import make_image
 from tests.support.modules import run_module
 
-PROTOCOLS = ["local", "sftp"]
+PROTOCOLS = ["local", "sftp", "s3"]
 
 
 @pytest.fixture
 def ssh_server(server_pool) -> SshServer:
     return server_pool.get(("sshd",), SshServer)
+
+
+@pytest.fixture
+def s3_server(server_pool) -> S3Server:
+    return server_pool.get(("seaweedfs",), S3Server)
+
+
+class Bucket:
+    """What an S3 target holds, seen from the server side (like a directory)."""
+
+    def __init__(self, server, prefix):
+        self.client = server.client()
+        self.bucket = server.bucket
+        self.prefix = prefix + "/"
+
+    def __truediv__(self, name):
+        return _Object(self, name)
+
+    def iterdir(self):
+        listing = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix).get("Contents", [])
+        return [_Object(self, o["Key"][len(self.prefix) :]) for o in listing]
+
+
+class _Object:
+    def __init__(self, bucket, name):
+        self.bucket, self.name = bucket, name
+
+    def read_bytes(self):
+        return self.bucket.client.get_object(Bucket=self.bucket.bucket, Key=self.bucket.prefix + self.name)["Body"].read()
+
+    def read_text(self):
+        return self.read_bytes().decode()
+
+    def write_bytes(self, data):
+        self.bucket.client.put_object(Bucket=self.bucket.bucket, Key=self.bucket.prefix + self.name, Body=data)
+
+    def exists(self):
+        return any(o.name == self.name for o in self.bucket.iterdir())
 
 
 def _own(path: Path) -> Path:
@@ -39,6 +77,9 @@ def target(request, tmp_path):
     if request.param == "local":
         root = _own(tmp_path / "target")
         return {"type": "local", "path": str(root), "name": "disk"}, root
+    if request.param == "s3":
+        server = request.getfixturevalue("s3_server")
+        return server.target(sub, name="bucket"), Bucket(server, sub)
     server = request.getfixturevalue("ssh_server")
     root = _own(server.data_dir / sub)
     return server.target(request.param, path=str(root), name="vault"), root
@@ -56,7 +97,7 @@ def test_push_info_fetch_round_trip(target, image, tmp_path):
     state = tmp_path / "state"
     pushed = run_module("image_push", path=image, target=spec, state_dir=str(state))
     assert not pushed.failed, pushed
-    assert pushed["changed"] and pushed["verified"] in ("remote-sha256", "read-back")
+    assert pushed["changed"] and pushed["verified"] in ("remote-sha256", "read-back", "server-md5-parts")
     name = os.path.basename(image)
     assert (root / name).read_bytes() == Path(image).read_bytes()
     assert (root / (name + ".sha256")).read_text().startswith(pushed["sha256"])
@@ -67,7 +108,7 @@ def test_push_info_fetch_round_trip(target, image, tmp_path):
     info = run_module("storage_info", target=spec)
     assert not info.failed, info
     assert info["reachable"] and info["genuine"] and info["writable"] and not info["changed"]
-    assert info["space"]["free"] > 0
+    assert info["space"] is None if spec["type"] == "s3" else info["space"]["free"] > 0
     (listed,) = info["images"]
     assert listed["name"] == name and listed["node"] == "db1" and listed["verdict"] == "success"
     assert listed["encryption"] == "passphrase" and listed["components"] == {"data": "success"}
@@ -214,3 +255,12 @@ def test_unreachable_server(ssh_server):
     assert result.failed and result.get("storage_error") == "unreachable" and result["reachable"] is False, result["msg"]
     assert "gave up after 2 attempts" in result["msg"]
     assert time.monotonic() - started < 30
+
+
+def test_s3_wrong_secret_and_missing_bucket(s3_server, image):
+    wrong = run_module("image_push", path=image, target=s3_server.target("w", secret_key="not-the-secret"), state_dir="")
+    # AWS says SignatureDoesNotMatch, SeaweedFS AccessDenied: either way the message names the key.
+    assert wrong.failed and wrong["storage_error"] in ("auth", "permission") and "secret_key" in wrong["msg"]
+    assert s3_server.secret_key not in wrong.stdout + wrong.stderr
+    missing = run_module("storage_info", target=s3_server.target("w", bucket="no-such-bucket"))
+    assert missing.failed and missing["storage_error"] == "not_found" and "target.bucket" in missing["msg"]
