@@ -33,7 +33,9 @@ attributes:
   diff_mode:
     support: none
   platform:
+    support: full
     platforms: posix
+    description: Runs on the managed node; the target is reached from there.
 options:
   destination:
     description:

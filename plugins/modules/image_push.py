@@ -34,7 +34,9 @@ attributes:
   diff_mode:
     support: none
   platform:
+    support: full
     platforms: posix
+    description: Runs on the managed node; the target is reached from there.
 options:
   path:
     description:

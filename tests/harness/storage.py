@@ -288,3 +288,82 @@ class S3Server(StorageServer):
         }  # fmt: skip
         target.update(extra)
         return {k: v for k, v in target.items() if v is not None}
+
+
+# ---- Samba ----------------------------------------------------------------------
+
+
+class SambaServer(StorageServer):
+    """smbd with a private smb.conf: loopback only, SMB3 minimum, encryption required,
+    one share ``backups`` on ``data_dir`` for the account lifeboat-store (STORE_PASSWORD)."""
+
+    label = "smbd"
+    share = "backups"
+
+    def _check_prerequisites(self) -> None:
+        for tool in ("smbd", "smbpasswd"):
+            if shutil.which(tool) is None:
+                raise ServerError(f"{self.name}: {tool} not found. Install the Debian package samba (scripts/install-os-deps.sh does).")
+        self.version = subprocess.run(["smbd", "--version"], capture_output=True, text=True, check=False).stdout.split()[-1]
+
+    def _start(self) -> None:
+        self._make_data_dir()
+        for sub in ("private", "lock", "state", "cache", "run", "ncalrpc"):
+            (self.root / sub).mkdir(mode=0o755)
+        self._relaunch_on_port_clash(self._launch_on)
+
+    def _launch_on(self, port: int) -> None:
+        self.port = port
+        r = self.root
+        conf = r / "smb.conf"
+        conf.write_text(
+            f"""[global]
+  smb ports = {port}
+  interfaces = lo
+  bind interfaces only = yes
+  server min protocol = SMB3
+  server smb encrypt = required
+  workgroup = LIFEBOAT
+  server role = standalone server
+  private dir = {r}/private
+  lock directory = {r}/lock
+  state directory = {r}/state
+  cache directory = {r}/cache
+  pid directory = {r}/run
+  ncalrpc dir = {r}/ncalrpc
+  passdb backend = tdbsam:{r}/private/passdb.tdb
+  log file = {r}/logs/smbd.log
+  log level = 1
+  disable netbios = yes
+  load printers = no
+  printing = bsd
+  printcap name = /dev/null
+  disable spoolss = yes
+  map to guest = never
+  unix password sync = no
+[{self.share}]
+  path = {self.data_dir}
+  read only = no
+  valid users = {STORE_ACCOUNT}
+  create mask = 0600
+  directory mask = 0700
+"""
+        )
+        subprocess.run(
+            ["smbpasswd", "-c", str(conf), "-s", "-a", STORE_ACCOUNT], input=f"{STORE_PASSWORD}\n{STORE_PASSWORD}\n", text=True, capture_output=True, check=True
+        )
+        process = self._launch(["smbd", "--foreground", "--no-process-group", "-s", str(conf), "--debug-stdout"], _base_env(), "smbd-console.log")
+        wait_until(
+            lambda: socket.create_connection((HOST, port), timeout=2).close() or True,
+            timeout=self.start_timeout,
+            process=process,
+            what=f"{self.name} on port {port}",
+        )
+
+    def target(self, path: str = "", **extra) -> dict:
+        target = {
+            "type": "smb", "host": HOST, "port": self.port, "share": self.share, "user": STORE_ACCOUNT, "password": STORE_PASSWORD,
+            "path": path, "retry_delay": 0.2, "timeout": 10,
+        }  # fmt: skip
+        target.update(extra)
+        return {k: v for k, v in target.items() if v is not None}

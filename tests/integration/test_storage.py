@@ -13,16 +13,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.storage import STORE_PASSWORD, S3Server, SshServer, restart, store_account
+from tests.harness.storage import STORE_PASSWORD, S3Server, SambaServer, SshServer, restart, store_account
 from tests.support.images import make_image
 from tests.support.modules import run_module
 
-PROTOCOLS = ["local", "sftp", "s3"]
+PROTOCOLS = ["local", "sftp", "s3", "smb"]
 
 
 @pytest.fixture
 def ssh_server(server_pool) -> SshServer:
     return server_pool.get(("sshd",), SshServer)
+
+
+@pytest.fixture
+def smb_server(server_pool) -> SambaServer:
+    return server_pool.get(("smbd",), SambaServer)
 
 
 @pytest.fixture
@@ -80,6 +85,9 @@ def target(request, tmp_path):
     if request.param == "s3":
         server = request.getfixturevalue("s3_server")
         return server.target(sub, name="bucket"), Bucket(server, sub)
+    if request.param == "smb":
+        server = request.getfixturevalue("smb_server")
+        return server.target(sub, name="share"), _own(server.data_dir / sub)
     server = request.getfixturevalue("ssh_server")
     root = _own(server.data_dir / sub)
     return server.target(request.param, path=str(root), name="vault"), root
@@ -264,3 +272,27 @@ def test_s3_wrong_secret_and_missing_bucket(s3_server, image):
     assert s3_server.secret_key not in wrong.stdout + wrong.stderr
     missing = run_module("storage_info", target=s3_server.target("w", bucket="no-such-bucket"))
     assert missing.failed and missing["storage_error"] == "not_found" and "target.bucket" in missing["msg"]
+
+
+def test_smb_wrong_password_missing_share_and_permission(smb_server, image):
+    root = _own(smb_server.data_dir / ("w-" + uuid.uuid4().hex[:8]))
+    wrong = run_module("image_push", path=image, target=smb_server.target(root.name, password=STORE_PASSWORD + "x"), state_dir="")
+    assert wrong.failed and wrong["storage_error"] == "auth" and "target.password" in wrong["msg"]
+    assert STORE_PASSWORD not in wrong.stdout + wrong.stderr
+    share = run_module("storage_info", target=smb_server.target(root.name, share="nosuchshare"))
+    assert share.failed and share["storage_error"] == "not_found" and "target.share" in share["msg"], share["msg"]
+    locked = smb_server.data_dir / ("r-" + uuid.uuid4().hex[:8])
+    locked.mkdir(mode=0o755)
+    info = run_module("storage_info", target=smb_server.target(locked.name))
+    assert not info.failed and info["writable"] is False, info
+    denied = run_module("image_push", path=image, target=smb_server.target(locked.name), state_dir="")
+    assert denied.failed and denied["storage_error"] == "permission", denied["msg"]
+
+
+def test_smb_target_full_mid_upload(tmp_path):
+    big = make_image(str(tmp_path), node="big", payload=6 * 1024 * 1024)
+    with SambaServer() as smb:
+        smb.fill(2 * 1024 * 1024)
+        result = run_module("image_push", path=big, target=smb.target(), state_dir="")
+        assert result.failed and result["storage_error"] == "full", result["msg"]
+        assert list(smb.data_dir.iterdir()) == []
