@@ -15,6 +15,12 @@ attributes:
     description: Can run in check_mode and return changed status prediction without modifying target.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+  platform:
+    description: Target OS/families that can be operated against.
+    support: N/A
+    # Every module needs POSIX file locks and signals; the Linux-only ones (they read
+    # /proc) say platforms: linux in their own attributes, which win over this default.
+    platforms: posix
 """
 
     # Read-only modules (_info, verify).

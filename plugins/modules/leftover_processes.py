@@ -32,6 +32,9 @@ attributes:
     details: Reports what would be ended or removed; ends and removes nothing, and does not wait.
   diff_mode:
     support: none
+  platform:
+    platforms: linux
+    details: Finds processes through C(/proc) (command lines, owners, start times).
 options:
   pid_files:
     description:

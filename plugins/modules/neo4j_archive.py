@@ -36,6 +36,9 @@ attributes:
     details: Checks that Neo4j is stopped and reports the databases, store ids and size; writes nothing.
   diff_mode:
     support: none
+  platform:
+    platforms: linux
+    details: Tells a running Neo4j from a stale pid file through C(/proc/<pid>/cmdline).
 options:
   name:
     default: neo4j

@@ -43,6 +43,9 @@ attributes:
     details: Checks that Neo4j is stopped and that the target is empty (or O(replace) is set), reports what would be restored; writes nothing.
   diff_mode:
     support: none
+  platform:
+    platforms: linux
+    details: Tells a running Neo4j from a stale pid file through C(/proc/<pid>/cmdline).
 options:
   image:
     description:
