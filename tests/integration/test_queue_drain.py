@@ -13,6 +13,21 @@ from tests.harness.process import free_port
 from tests.harness.servers import RedisServer
 from tests.support.modules import run_module, run_playbook
 
+# The commands that take lengths (queue_drain reads them in a MULTI/EXEC pipeline).
+LENGTH_COMMANDS = {"exec", "llen", "zcard", "hlen", "scard", "xlen"}
+
+
+def wait_until_queried(client, known, timeout=60):
+    """Wait until a connection not in ``known`` (the module's) has taken lengths: the
+    module has its initial lengths. Sleeping instead races a slow start (a loaded
+    machine, an older Python)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(c["id"] not in known and c.get("cmd") in LENGTH_COMMANDS for c in client.client_list()):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the module never queried Redis")
+
 
 def connection(server, **extra):
     args = {"host": server.host, "port": server.port, "password": server.password}
@@ -57,9 +72,13 @@ def test_wait_ends_when_a_worker_drains_the_queue(redis_server, namespace):
     client.rpush(queue, *[f"task-{i}" for i in range(15)])
     consumed = []
 
+    known = {c["id"] for c in client.client_list()}
+
     def worker():
-        # A real consumer on its own connection, as a Celery worker would be.
+        # A real consumer on its own connection, as a Celery worker would be; it starts
+        # once the module has taken its first lengths.
         conn = redis_server.client()
+        wait_until_queried(conn, known | {conn.client_id()})
         while True:
             item = conn.blpop([queue], timeout=1)
             if item is None:
@@ -239,7 +258,9 @@ def test_password_never_appears_in_verbose_output(redis_server, namespace, tmp_p
 
 def test_server_going_down_while_waiting_fails_clearly(namespace):
     with RedisServer(password="down-test-password") as server:
-        server.client().rpush(f"{namespace}:q", "1")
+        client = server.client()
+        client.rpush(f"{namespace}:q", "1")
+        known = {c["id"] for c in client.client_list()}
         outcome = {}
 
         def drain():
@@ -248,7 +269,7 @@ def test_server_going_down_while_waiting_fails_clearly(namespace):
 
         thread = threading.Thread(target=drain)
         thread.start()
-        time.sleep(2)
+        wait_until_queried(client, known)
         started = time.monotonic()
         server.stop()
         thread.join(60)
