@@ -39,6 +39,7 @@ from ansible_collections.lifeboat.backup.plugins.module_utils._storage_backend i
     check_name,
     location_of,
 )
+from ansible_collections.lifeboat.backup.plugins.module_utils._storage_ftp import FtpBackend
 from ansible_collections.lifeboat.backup.plugins.module_utils._storage_local import LocalBackend
 from ansible_collections.lifeboat.backup.plugins.module_utils._storage_s3 import S3Backend
 from ansible_collections.lifeboat.backup.plugins.module_utils._storage_sftp import SftpBackend
@@ -158,7 +159,7 @@ def _validate_ssh(target, option):
 def _backend_class(kind):
     """The backend of a type. Protocol files are imported here, statically, so Ansible
     ships them with every module that uses targets; each imports its library guarded."""
-    backends = {"local": LocalBackend, "sftp": SftpBackend, "s3": S3Backend, "smb": SmbBackend}
+    backends = {"local": LocalBackend, "sftp": SftpBackend, "s3": S3Backend, "smb": SmbBackend, "ftp": FtpBackend, "ftps": FtpBackend}
     if kind in backends:
         return backends[kind]
     raise StorageError("target type %s is not available in this version of lifeboat.backup" % kind, kind="unsupported")

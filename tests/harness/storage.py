@@ -367,3 +367,78 @@ class SambaServer(StorageServer):
         }  # fmt: skip
         target.update(extra)
         return {k: v for k, v in target.items() if v is not None}
+
+
+# ---- FTP / FTPS (pyftpdlib) -----------------------------------------------------------
+
+_FTP_SERVER = """
+import sys
+from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.handlers import FTPHandler, TLS_FTPHandler
+from pyftpdlib.servers import FTPServer
+
+port, home, user, password_file, cert, key, perm = sys.argv[1:8]
+authorizer = DummyAuthorizer()
+with open(password_file) as handle:
+    authorizer.add_user(user, handle.read(), home, perm=perm)
+handler = TLS_FTPHandler if cert != "-" else FTPHandler
+if cert != "-":
+    handler.certfile, handler.keyfile = cert, key
+    handler.tls_control_required = True
+    handler.tls_data_required = True
+handler.authorizer = authorizer
+handler.permit_foreign_addresses = False
+FTPServer(("127.0.0.1", int(port)), handler).serve_forever()
+"""
+
+
+class FtpServer(StorageServer):
+    """pyftpdlib in its own process: explicit FTPS (TLS required on control and data, a
+    self-signed certificate for 127.0.0.1 in ``ca_file``) or plain FTP; the login's home
+    is ``data_dir``; ``perm`` is pyftpdlib's permission string (no "w": read-only)."""
+
+    label = "pyftpdlib"
+
+    def __init__(self, tls: bool = True, perm: str = "elradfmwMT", start_timeout: float = 30):
+        super().__init__(start_timeout)
+        self.tls = tls
+        self.perm = perm
+
+    @property
+    def ca_file(self) -> Path:
+        return self.root / "cert.pem"
+
+    def _check_prerequisites(self) -> None:
+        try:
+            import pyftpdlib  # noqa: F401
+        except ImportError:
+            raise ServerError(f"{self.name}: the PyPI package pyftpdlib (and pyopenssl for TLS) is missing; make deps installs requirements/test.txt") from None
+
+    def _start(self) -> None:
+        self._make_data_dir()
+        (self.root / "server.py").write_text(_FTP_SERVER)
+        secret = self.root / "password"
+        secret.touch(mode=0o600)
+        secret.write_text(STORE_PASSWORD)
+        if self.tls:
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                 "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(self.root / "key.pem"), "-out", str(self.ca_file)],
+                check=True, capture_output=True,
+            )  # fmt: skip
+        self._relaunch_on_port_clash(self._launch_on)
+
+    def _launch_on(self, port: int) -> None:
+        self.port = port
+        cert, key = (str(self.ca_file), str(self.root / "key.pem")) if self.tls else ("-", "-")
+        cmd = [os.sys.executable, str(self.root / "server.py"), str(port), str(self.data_dir), STORE_ACCOUNT, str(self.root / "password"), cert, key, self.perm]
+        process = self._launch(cmd, _base_env(PYTHONPATH=os.pathsep.join(os.sys.path)), "ftp.log")
+        wait_until(lambda: _wait_port(port), timeout=self.start_timeout, process=process, what=f"{self.name} on port {port}")
+
+    def target(self, path: str = "", **extra) -> dict:
+        target = {
+            "type": "ftps" if self.tls else "ftp", "host": HOST, "port": self.port, "user": STORE_ACCOUNT, "password": STORE_PASSWORD,
+            "path": path, "ca_file": str(self.ca_file) if self.tls else None, "retry_delay": 0.2, "timeout": 10,
+        }  # fmt: skip
+        target.update(extra)
+        return {k: v for k, v in target.items() if v is not None}

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.storage import STORE_PASSWORD, S3Server, SambaServer, SshServer, restart, store_account
+from tests.harness.storage import STORE_PASSWORD, FtpServer, S3Server, SambaServer, SshServer, restart, store_account
 from tests.support.images import make_image
 from tests.support.modules import run_module
 
-PROTOCOLS = ["local", "sftp", "s3", "smb"]
+PROTOCOLS = ["local", "sftp", "s3", "smb", "ftps", "ftp"]
 
 
 @pytest.fixture
@@ -28,6 +28,16 @@ def ssh_server(server_pool) -> SshServer:
 @pytest.fixture
 def smb_server(server_pool) -> SambaServer:
     return server_pool.get(("smbd",), SambaServer)
+
+
+@pytest.fixture
+def ftps_server(server_pool) -> FtpServer:
+    return server_pool.get(("ftps",), FtpServer)
+
+
+@pytest.fixture
+def ftp_server(server_pool) -> FtpServer:
+    return server_pool.get(("ftp",), lambda: FtpServer(tls=False))
 
 
 @pytest.fixture
@@ -85,6 +95,9 @@ def target(request, tmp_path):
     if request.param == "s3":
         server = request.getfixturevalue("s3_server")
         return server.target(sub, name="bucket"), Bucket(server, sub)
+    if request.param in ("ftp", "ftps"):
+        server = request.getfixturevalue(request.param + "_server")
+        return server.target(sub, name=request.param), _own(server.data_dir / sub)
     if request.param == "smb":
         server = request.getfixturevalue("smb_server")
         return server.target(sub, name="share"), _own(server.data_dir / sub)
@@ -116,7 +129,7 @@ def test_push_info_fetch_round_trip(target, image, tmp_path):
     info = run_module("storage_info", target=spec)
     assert not info.failed, info
     assert info["reachable"] and info["genuine"] and info["writable"] and not info["changed"]
-    assert info["space"] is None if spec["type"] == "s3" else info["space"]["free"] > 0
+    assert info["space"] is None if spec["type"] in ("s3", "ftp", "ftps") else info["space"]["free"] > 0
     (listed,) = info["images"]
     assert listed["name"] == name and listed["node"] == "db1" and listed["verdict"] == "success"
     assert listed["encryption"] == "passphrase" and listed["components"] == {"data": "success"}
@@ -296,3 +309,19 @@ def test_smb_target_full_mid_upload(tmp_path):
         result = run_module("image_push", path=big, target=smb.target(), state_dir="")
         assert result.failed and result["storage_error"] == "full", result["msg"]
         assert list(smb.data_dir.iterdir()) == []
+
+
+def test_ftps_wrong_password_unknown_certificate_read_only(ftps_server, image, tmp_path):
+    # Not "full": pyftpdlib meets ENOSPC with an unhandled exception and no reply, so the
+    # client can only time out (vsftpd answers 451/452, which ftp_error maps to "full").
+    root = _own(ftps_server.data_dir / ("w-" + uuid.uuid4().hex[:8]))
+    wrong = run_module("image_push", path=image, target=ftps_server.target(root.name, password="x" + STORE_PASSWORD), state_dir="")
+    assert wrong.failed and wrong["storage_error"] == "auth" and "target.password" in wrong["msg"]
+    assert STORE_PASSWORD not in wrong.stdout + wrong.stderr
+    untrusted = run_module("storage_info", target=ftps_server.target(root.name, ca_file=None))
+    assert untrusted.failed and untrusted["storage_error"] == "hostkey" and "certificate" in untrusted["msg"]
+    with FtpServer(perm="elr") as read_only:
+        info = run_module("storage_info", target=read_only.target())
+        assert not info.failed and info["writable"] is False and info["space"] is None and "FTP" in info["space_note"]
+        denied = run_module("image_push", path=image, target=read_only.target(), state_dir="")
+        assert denied.failed and denied["storage_error"] == "permission", denied["msg"]
