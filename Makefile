@@ -1,6 +1,7 @@
 # lifeboat.backup — developer and CI entry points. See docs/development.md.
 #   make demo          backup -> disaster -> restore of an embedded sandbox platform
 #   make test          everything CI runs: lint, unit, integration, molecule
+#   make test-matrix   sanity, unit and integration on the other supported cores and Pythons
 #   make lint | unit | integration | molecule | bench | deps | clean
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -22,7 +23,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help
 help:
-	@sed -n '1,4p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '1,5p' Makefile | sed 's/^# \{0,1\}//'
 
 # ---- set-up (idempotent, cached) -------------------------------------------
 .PHONY: deps os-deps venv collection servers image
@@ -85,6 +86,33 @@ integration: deps servers
 
 molecule: deps image
 	@scripts/run-molecule.sh
+
+# ---- support matrix: other cores and Pythons (docs/development.md, "Support matrix") ----
+# The main venv's core (requirements/test.txt) on Python 3.11 is what the stages above test.
+export MATRIX_CORES := 2.16 2.18 2.21
+export MATRIX_NODE_PYTHONS := 3.9 3.12 3.13
+MATRIX_STAGES := $(foreach c,$(MATRIX_CORES),matrix-sanity-$(c)) matrix-compile \
+	$(foreach p,$(MATRIX_NODE_PYTHONS),matrix-unit-$(p)) matrix-integration
+.PHONY: test-matrix matrix-pythons matrix-compile matrix-integration
+test-matrix: deps servers
+	@scripts/run-tests.sh $(MATRIX_STAGES)
+
+matrix-sanity-%: deps
+	@scripts/matrix.sh sanity $*
+
+# compile and import tests of the node code on every node Python, by the newest core
+matrix-compile: deps
+	@scripts/matrix.sh compile $(lastword $(MATRIX_CORES))
+
+matrix-unit-%: deps
+	@scripts/matrix.sh unit $* $(PYTEST_ARGS)
+
+matrix-integration: deps servers
+	@scripts/matrix.sh integration $(if $(K),-k "$(K)") $(PYTEST_ARGS)
+
+# The Pythons of the matrix (CPython from Maven Central; scripts/install-python.sh says why).
+matrix-pythons:
+	@scripts/install-python.sh --bin-dir
 
 # ---- product -----------------------------------------------------------------
 .PHONY: demo bench bench-small

@@ -17,6 +17,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 COLLECTIONS = ROOT / ".build" / "collections"
+# The managed node's Python: the test's own by default; scripts/matrix.sh sets another
+# (Python 3.9 with the oldest supported ansible-core's module_utils).
+NODE_PYTHON = os.environ.get("LIFEBOAT_MODULE_PYTHON") or sys.executable
 MODULE_PACKAGE = "ansible_collections.lifeboat.backup.plugins.modules"
 
 
@@ -53,7 +56,7 @@ def run_module(module_name, /, check=False, diff=False, env=None, run_timeout=60
         args_path = handle.name
     try:
         proc = subprocess.run(
-            [*prefix, python or sys.executable, "-m", "%s.%s" % (MODULE_PACKAGE, module_name), args_path],
+            [*prefix, python or NODE_PYTHON, "-m", "%s.%s" % (MODULE_PACKAGE, module_name), args_path],
             capture_output=True,
             text=True,
             env=module_env(env),
@@ -90,7 +93,7 @@ def run_playbook(playbook, workdir, extra_vars=None, verbosity=0, check=False, i
     run_env = module_env(
         {
             "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS),
-            "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
+            "ANSIBLE_PYTHON_INTERPRETER": NODE_PYTHON,
             "ANSIBLE_LOCALHOST_WARNING": "false",
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_RETRY_FILES_ENABLED": "false",
