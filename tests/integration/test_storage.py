@@ -17,7 +17,7 @@ from tests.harness.storage import STORE_PASSWORD, FtpServer, S3Server, SambaServ
 from tests.support.images import make_image
 from tests.support.modules import run_module
 
-PROTOCOLS = ["local", "sftp", "s3", "smb", "ftps", "ftp"]
+PROTOCOLS = ["local", "sftp", "rsync", "s3", "smb", "ftps", "ftp"]
 
 
 @pytest.fixture
@@ -325,3 +325,45 @@ def test_ftps_wrong_password_unknown_certificate_read_only(ftps_server, image, t
         assert not info.failed and info["writable"] is False and info["space"] is None and "FTP" in info["space_note"]
         denied = run_module("image_push", path=image, target=read_only.target(), state_dir="")
         assert denied.failed and denied["storage_error"] == "permission", denied["msg"]
+
+
+def test_rsync_key_stays_off_disk_and_argv_and_host_key_is_checked(ssh_server, image, tmp_path):
+    root = _own(ssh_server.data_dir / ("r-" + uuid.uuid4().hex[:8]))
+    key_line = ssh_server.client_key.splitlines()[1]
+    seen = []
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    seen.append(cmdline.read_bytes())
+                except OSError:
+                    continue
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        pushed = run_module("image_push", path=image, target=ssh_server.target("rsync", path=str(root)), state_dir="")
+    finally:
+        stop.set()
+        sampler.join()
+    assert not pushed.failed, pushed["msg"]
+    assert pushed["verified"] == "remote-sha256"
+    assert any(b"rsync" in c for c in seen)  # the sampler saw the transfer running
+    assert not any(key_line.encode() in c for c in seen)
+    assert not list(Path(tempfile_dir()).glob("lifeboat-rsync-*"))  # the agent's directory is gone
+    other = tmp_path / "other"
+    os.system("ssh-keygen -q -t ed25519 -N '' -f %s" % other)  # noqa: S605 - a throw-away key
+    forged = "[127.0.0.1]:%d %s" % (ssh_server.port, " ".join(Path(str(other) + ".pub").read_text().split()[:2]))
+    mismatch = run_module("storage_info", target=ssh_server.target("rsync", path=str(root), known_hosts=forged))
+    assert mismatch.failed and mismatch["storage_error"] == "hostkey", mismatch["msg"]
+    wrong_key = run_module("storage_info", target=ssh_server.target("rsync", path=str(root), private_key=other.read_text()))
+    assert wrong_key.failed and wrong_key["storage_error"] == "auth", wrong_key["msg"]
+
+
+def tempfile_dir():
+    import tempfile
+
+    return tempfile.gettempdir()
