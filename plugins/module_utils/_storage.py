@@ -41,6 +41,7 @@ from ansible_collections.lifeboat.backup.plugins.module_utils._storage_backend i
 )
 from ansible_collections.lifeboat.backup.plugins.module_utils._storage_ftp import FtpBackend
 from ansible_collections.lifeboat.backup.plugins.module_utils._storage_local import LocalBackend
+from ansible_collections.lifeboat.backup.plugins.module_utils._storage_nfs import NfsBackend
 from ansible_collections.lifeboat.backup.plugins.module_utils._storage_rsync import RsyncBackend
 from ansible_collections.lifeboat.backup.plugins.module_utils._storage_s3 import S3Backend
 from ansible_collections.lifeboat.backup.plugins.module_utils._storage_sftp import SftpBackend
@@ -160,7 +161,16 @@ def _validate_ssh(target, option):
 def _backend_class(kind):
     """The backend of a type. Protocol files are imported here, statically, so Ansible
     ships them with every module that uses targets; each imports its library guarded."""
-    backends = {"local": LocalBackend, "sftp": SftpBackend, "s3": S3Backend, "smb": SmbBackend, "ftp": FtpBackend, "ftps": FtpBackend, "rsync": RsyncBackend}
+    backends = {
+        "local": LocalBackend,
+        "sftp": SftpBackend,
+        "s3": S3Backend,
+        "smb": SmbBackend,
+        "ftp": FtpBackend,
+        "ftps": FtpBackend,
+        "rsync": RsyncBackend,
+        "nfs": NfsBackend,
+    }
     if kind in backends:
         return backends[kind]
     raise StorageError("target type %s is not available in this version of lifeboat.backup" % kind, kind="unsupported")

@@ -6,6 +6,7 @@ copy, passwords full of shell metacharacters)."""
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 import uuid
@@ -367,3 +368,31 @@ def tempfile_dir():
     import tempfile
 
     return tempfile.gettempdir()
+
+
+def test_nfs_refuses_a_path_that_is_not_an_nfs_mount_and_records_it(image, tmp_path):
+    """The kernel here has no NFS client (docs/storage.md, "How NFS is tested"): what runs
+    for real is the mount check on this machine's /proc/self/mountinfo, the local write
+    path the NFS backend shares, and the module's own mount failing with a clear message."""
+    lost = tmp_path / "mnt-backups"  # the empty directory a lost mount leaves behind
+    lost.mkdir()
+    state = tmp_path / "state"
+    pushed = run_module("image_push", path=image, target={"type": "nfs", "path": str(lost), "name": "filer"}, state_dir=str(state))
+    assert pushed.failed and pushed["storage_error"] == "not_mounted" and "lost mount" in pushed["msg"]
+    assert list(lost.iterdir()) == []
+    audit = (state / "audit.jsonl").read_text()
+    assert '"error_kind": "not_mounted"' in audit and '"target": "filer"' in audit
+    info = run_module("storage_info", target={"type": "nfs", "path": str(lost)})
+    assert info.failed and info["storage_error"] == "not_mounted" and info["genuine"] is False
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "lifeboat-not-nfs", str(disk)], check=True)
+    try:
+        on_tmpfs = run_module("image_push", path=image, target={"type": "nfs", "path": str(disk)}, state_dir="")
+        assert on_tmpfs.failed and on_tmpfs["storage_error"] == "not_mounted" and "tmpfs mounted at" in on_tmpfs["msg"]
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+    managed = run_module("storage_info", target={"type": "nfs", "host": "127.0.0.1", "export": "/srv/backups", "retries": 0})
+    assert managed.failed and managed["storage_error"] in ("unsupported", "unreachable"), managed["msg"]
+    assert "127.0.0.1:/srv/backups" in managed["msg"]
+    assert not list(Path(tempfile_dir()).glob("lifeboat-nfs-*"))  # the private mount point is gone

@@ -218,3 +218,37 @@ def test_copies_are_recorded_in_status_and_audit(tmp_path):
     assert status["copies"]["offsite"]["last_error"]["reason"] == "server down"
     lines = [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
     assert [(r["event"], r["verdict"]) for r in lines] == [("copy", "success"), ("copy", "failed")]
+
+
+MOUNTINFO = """22 1 0:21 / / rw,relatime - ext4 /dev/vda rw
+40 22 0:50 / /mnt/backups rw,relatime shared:1 - nfs4 filer:/export/backups rw,vers=4.2,rsize=1048576,proto=tcp
+41 22 0:51 / /mnt/old rw,relatime - nfs filer:/old rw,vers=3
+42 22 0:52 / /mnt/with\\040space rw - nfs4 filer:/s rw,vers=4.1
+43 22 0:53 / /mnt/usb rw - vfat /dev/sdb1 rw
+"""
+
+
+@pytest.mark.parametrize(
+    "path, version, source, kind",
+    [
+        ("/mnt/backups/lifeboat", "4", None, None),
+        ("/mnt/backups", "4.2", "filer:/export/backups", None),
+        ("/mnt/with space/x", "4.1", None, None),
+        ("/mnt/backups/lifeboat", "4.1", None, "not_mounted"),  # wrong version
+        ("/mnt/backups/lifeboat", "4", "other:/export", "not_mounted"),  # another export
+        ("/mnt/old/x", "4", None, "not_mounted"),  # NFS v3
+        ("/mnt/usb/x", "4", None, "not_mounted"),  # a local disk
+        ("/mnt/backupsX/x", "4", None, "not_mounted"),  # a prefix of a name is not a mount
+        ("/srv/empty-below-lost-mount", "4", None, "not_mounted"),
+    ],
+)
+def test_nfs_mount_check(path, version, source, kind):
+    from ansible_collections.lifeboat.backup.plugins.module_utils import _storage_nfs
+
+    mounts = _storage_nfs.parse_mountinfo(MOUNTINFO)
+    if kind is None:
+        assert _storage_nfs.check_nfs_mount(path, mounts, version, source)["fstype"] in ("nfs4", "nfs")
+    else:
+        with pytest.raises(StorageError) as caught:
+            _storage_nfs.check_nfs_mount(path, mounts, version, source)
+        assert caught.value.kind == kind
