@@ -16,7 +16,7 @@ description:
   - Compares each entry with what is on disk first (SHA-256, type, mode, owner); only what
     differs is written, so a second run reports no change.
   - Before the first file is written, the component's members are read whole and
-    authenticated (O(authenticate)): a damaged image or a wrong key writes nothing.
+    authenticated (O(authenticate)); a damaged image or a wrong key writes nothing.
   - Each file is written to a temporary name, checked against the SHA-256 in the image's
     file index, then renamed into place with its mode, owner and modification time.
     A failure after the first write lists what was written in C(written) and C(done).
