@@ -140,6 +140,8 @@ class RsyncBackend(FileBackend):
             "-o", "UserKnownHostsFile=%s" % self.known_hosts, "-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=%d" % timeout,
             "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=%d" % max(2, timeout // 15), "-o", "IdentityAgent=%s" % self.env["SSH_AUTH_SOCK"],
             "-o", "PasswordAuthentication=no", "-o", "KbdInteractiveAuthentication=no", "-o", "LogLevel=ERROR",
+            # One SSH connection for the backend's many small commands and the transfer.
+            "-o", "ControlMaster=auto", "-o", "ControlPath=%s" % os.path.join(self.dir, "control"), "-o", "ControlPersist=120",
         ]  # fmt: skip
 
     def _ssh(self, command, what, input_data=None, check=True, timeout=None):
@@ -159,6 +161,8 @@ class RsyncBackend(FileBackend):
         self._ssh("true", "connecting to %s:%d" % (self.target["host"], self.port))
 
     def close(self):
+        if self.agent is not None and os.path.exists(os.path.join(self.dir, "control")):
+            subprocess.run(self.ssh_argv() + ["-O", "exit", self.target["host"]], capture_output=True, env=self.env, check=False, timeout=30)  # noqa: S603
         if self.agent is not None:
             self.agent.kill()
             self.agent.wait()
