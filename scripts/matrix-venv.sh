@@ -3,8 +3,9 @@
 # path. Each is cached under ~/.cache/lifeboat keyed by what goes into it, like the main
 # venv, and built once under a lock.
 #
-#   scripts/matrix-venv.sh core 2.16   a controller: ansible-core 2.16 on its controller
-#                                       Python, with the test bench's libraries (the
+#   scripts/matrix-venv.sh core 2.16   ansible-core 2.16 alone on its controller Python
+#                                       (what ansible-test sanity needs)
+#   scripts/matrix-venv.sh bench 2.16  the same with the test bench's libraries (the
 #                                       harness, pytest) but none of the other Ansible tools
 #   scripts/matrix-venv.sh node 3.9 [CORE]
 #                                       a managed node: Python 3.9 with the modules'
@@ -56,15 +57,19 @@ build() {
 
 kind="${1:-}"
 case "$kind" in
-core)
+core | bench)
     minor="${2:-}"
     spec="${CORES[$minor]:-}"
     [ -n "$spec" ] || die "no ansible-core ${minor} in scripts/matrix-venv.sh (known: ${!CORES[*]})"
     read -r core python_minor <<<"$spec"
     python="$(controller_python "$python_minor")"
-    requirements="${BUILD}/matrix/controller-requirements.txt"
+    requirements="${BUILD}/matrix/${kind}-requirements.txt"
     mkdir -p "${BUILD}/matrix"
-    grep -Ev "$NOT_FOR_MATRIX" "${ROOT}/requirements/test.txt" >"$requirements"
+    if [ "$kind" = bench ]; then
+        grep -Ev "$NOT_FOR_MATRIX" "${ROOT}/requirements/test.txt" >"$requirements"
+    else
+        echo "# ansible-core only" >"$requirements"
+    fi
     flags=""
     ;;
 node)
@@ -78,7 +83,7 @@ node)
     # Pythons): the package is there only for its module_utils.
     flags="--no-deps --ignore-requires-python"
     ;;
-*) die "usage: $0 core 2.X | node 3.X [CORE]" ;;
+*) die "usage: $0 core 2.X | bench 2.X | node 3.X [CORE]" ;;
 esac
 
 key="$( (echo "$kind $core"; cat "$requirements"; "$python" -VV) | sha256sum | cut -c1-16)"

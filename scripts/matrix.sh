@@ -70,7 +70,7 @@ stage_unit() {
 
 stage_integration() {
     local controller node ignore=()
-    controller="$(scripts/matrix-venv.sh core "$OLDEST_CORE")"
+    controller="$(scripts/matrix-venv.sh bench "$OLDEST_CORE")"
     node="$(scripts/matrix-venv.sh node "$OLDEST_PYTHON" "$OLDEST_CORE")"
     "${ROOT}/.venv/bin/python" -m tests.harness.fetch
     for name in "${NOT_MODULE_LEVEL[@]}"; do ignore+=("--ignore=tests/integration/${name}"); done
