@@ -234,5 +234,5 @@ options:
     default: []
     version_added: 0.2.0
     suboptions:"""
-        + _SUBOPTIONS
+        + _SUBOPTIONS.replace("O(target.", "O(targets[].")
     )

@@ -120,7 +120,7 @@ selected:
   type: int
   sample: 123
 written:
-  description: Original paths written before a failure (the whole plan on success is in O(created)/O(updated)).
+  description: Original paths written before a failure (the whole plan on success is in RV(created)/RV(updated)).
   returned: failure after a write
   type: list
   elements: str
