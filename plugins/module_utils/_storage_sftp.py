@@ -288,10 +288,13 @@ class SftpBackend(FileBackend):
 
     def _open_read(self, path, offset, prefetch=True):
         handle = self._call(lambda s: s.open(path, "rb"), "opening %s" % path)
+        if prefetch:
+            # Pipelined reads a window at a time: paramiko's prefetch of a whole file
+            # has no bound on what it buffers and slows down with the number of requests.
+            size = self._call(lambda s: handle.stat().st_size, "stat of %s" % path)
+            return _Guarded(self, _WindowedReader(handle, offset, size), path, "reading")
         if offset:
             handle.seek(offset)
-        if prefetch:
-            handle.prefetch()  # pipelined reads from the offset to the end
         return _Guarded(self, handle, path, "reading")
 
     def read_range(self, name, offset, length):
@@ -303,15 +306,11 @@ class SftpBackend(FileBackend):
             reader.close()
 
     def _read_back_sha256(self, path):
-        size = self._stat(path)["size"]
-        handle = self._call(lambda s: s.open(path, "rb"), "opening %s" % path)
+        reader = self._open_read(path, 0)
         try:
-            handle.prefetch(size)
-            return _hash_handle(handle)
-        except Exception as exc:  # noqa: BLE001
-            raise ssh_error(exc, "reading back %s" % path, self.label) from None
+            return _hash_handle(reader)
         finally:
-            handle.close()
+            reader.close()
 
     def _remote_sha256(self, path):
         """sha256sum over the same connection, when the login has a shell; else None."""
@@ -411,6 +410,32 @@ def _hash_handle(handle):
         if not chunk:
             return sha.hexdigest()
         sha.update(chunk)
+
+
+class _WindowedReader:
+    """Reads [offset, size) with readv, WINDOW bytes of 32 KiB requests in flight at a time."""
+
+    WINDOW = 8 * 1024 * 1024
+    REQUEST = 32 * 1024
+
+    def __init__(self, handle, offset, size):
+        self.handle, self.pos, self.size = handle, offset, size
+        self.buffer = b""
+
+    def read(self, size=-1):
+        if not self.buffer and self.pos < self.size:
+            end = min(self.pos + self.WINDOW, self.size)
+            chunks = [(o, min(self.REQUEST, end - o)) for o in range(self.pos, end, self.REQUEST)]
+            self.buffer = b"".join(self.handle.readv(chunks))
+            self.pos += len(self.buffer)
+        if size is None or size < 0 or size >= len(self.buffer):
+            out, self.buffer = self.buffer, b""
+        else:
+            out, self.buffer = self.buffer[:size], self.buffer[size:]
+        return out
+
+    def close(self):
+        self.handle.close()
 
 
 class _Guarded:
