@@ -223,8 +223,7 @@ requirements:
     )
 
     # Modules that look at several targets.
-    TARGETS = (
-        r"""
+    TARGETS = r"""
 options:
   targets:
     description:
@@ -233,6 +232,4 @@ options:
     elements: dict
     default: []
     version_added: 0.2.0
-    suboptions:"""
-        + _SUBOPTIONS.replace("O(target.", "O(targets[].")
-    )
+    suboptions:""" + _SUBOPTIONS.replace("O(target.", "O(targets[].")

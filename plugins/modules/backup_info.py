@@ -23,6 +23,7 @@ author:
 extends_documentation_fragment:
   - lifeboat.backup._attributes
   - lifeboat.backup._attributes.info_module
+  - lifeboat.backup._storage.targets
 options:
   state_dir:
     description:
@@ -46,9 +47,24 @@ options:
     description:
       - Where to look for the node's backup schedule. A systemd timer unit name, or the path
         of a cron file (C(/etc/cron.d/...)) whose first lifeboat entry is read.
-      - When neither exists, RV(status.next_run) is null and RV(status.schedule) says so.
+      - When neither exists, the schedule recorded by the C(lifeboat.backup.schedule) role in
+        O(state_dir) (C(schedule.json), also written for schedules that live on the control
+        node or in AWX) gives the next run. Without any, RV(status.next_run) is null and
+        RV(status.schedule) says so.
     type: str
     default: lifeboat-backup.timer
+  max_age:
+    description:
+      - How old the last successful backup may be, for example C(26h) or C(2d). When given,
+        RV(status.staleness) says whether the node is stale, with the age and the limit.
+    type: str
+    version_added: 0.2.0
+  targets:
+    description:
+      - Storage targets to look for this node's copies on (as C(backup_storage)). RV(copies)
+        reports each one (reachable, the node's images there, the newest, the last verified
+        copy), and each image in O(destination) lists the targets that hold it.
+    version_added: 0.2.0
 seealso:
   - module: lifeboat.backup.backup_session
   - module: lifeboat.backup.image_info
@@ -107,6 +123,35 @@ status:
       description: Where the schedule was found, or why there is none.
       type: str
       sample: "cron /etc/cron.d/lifeboat-backup: 0 2 * * *"
+    staleness:
+      description:
+        - With O(max_age) - C(stale), C(age_seconds) of the last success, C(limit_seconds),
+          C(last_success) (time) and the C(reason) when stale.
+      type: dict
+      returned: when max_age is given
+      sample:
+        stale: true
+        age_seconds: 190000
+        limit_seconds: 93600
+        last_success: "2026-11-27T02:04:11Z"
+        reason: the last successful backup is 2d 4h old, more than max_age 1d 2h
+      version_added: 0.2.0
+    copies:
+      description: The copies to storage targets recorded on the node, per target - C(last_success) and C(last_error).
+      type: dict
+      sample: {offsite: {last_success: {time: "2026-11-29T02:09:00Z", image: 20261129T020000Z-db1.zip}, last_error: null}}
+      version_added: 0.2.0
+copies:
+  description:
+    - Per target in O(targets) - C(name), C(location), C(reachable), C(error) and C(kind) when
+      it cannot be listed, C(images) (how many of this node's images are there), C(names),
+      C(newest) and C(newest_success) (name, backup_id, sealed, verdict, size), C(last_copy) and
+      C(last_copy_error) as recorded on the node.
+  returned: when targets are given
+  type: list
+  elements: dict
+  version_added: 0.2.0
+  sample: [{name: offsite, reachable: true, images: 12, newest_success: {name: 20261129T020000Z-db1.zip, verdict: success}}]
 history:
   description: The most recent audit entries, oldest first.
   returned: always
@@ -118,7 +163,9 @@ images:
   returned: when destination is given
   type: list
   elements: dict
-  sample: [{name: 20261122T194512Z-db1.zip, node: db1, backup_id: 20261122T194512Z-3fa2c1d0, verdict: success, size: 1048576, components: {config: success}}]
+  sample:
+    - {name: 20261122T194512Z-db1.zip, node: db1, backup_id: 20261122T194512Z-3fa2c1d0, verdict: success, size: 1048576, components: {config: success},
+       copies: [offsite]}
 """
 
 import calendar
@@ -130,7 +177,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _session
+from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _retention, _session, _status, _storage
 
 
 def node_status(state_dir):
@@ -288,6 +335,28 @@ def list_images(destination, node):
     return images
 
 
+def outside_view(module, params, status, result):
+    """What the node's backups look like from outside: copies on targets, staleness, and
+    the schedule recorded by the schedule role when none is installed here."""
+    now = time.time()
+    status["copies"] = _session.NodeState(params["state_dir"]).status().get("copies") or {}
+    if status["next_run"] is None:
+        recorded = _status.recorded_schedule(params["state_dir"], now, next_cron_run)
+        if recorded is not None:
+            status["next_run"], status["schedule"] = recorded
+    if params["max_age"]:
+        try:
+            limit = _retention.parse_duration(params["max_age"])
+        except ValueError as exc:
+            module.fail_json(msg="max_age: %s" % exc)
+        status["staleness"] = _status.staleness(status, limit, now)
+    if params["targets"]:
+        node = params["node"] or (status.get("last_result") or {}).get("node")
+        result["copies"] = _status.target_copies(params["targets"], node, status["copies"])
+        for image in result.get("images", []):
+            image["copies"] = _status.copies_of([image], result["copies"])[image["name"]]
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -296,6 +365,8 @@ def main():
             node=dict(type="str"),
             history=dict(type="int", default=10),
             schedule=dict(type="str", default="lifeboat-backup.timer"),
+            max_age=dict(type="str"),
+            **_storage.TARGETS_SPEC,
         ),
         supports_check_mode=True,
     )
@@ -308,6 +379,7 @@ def main():
         if not os.path.isdir(params["destination"]):
             module.fail_json(msg="destination %s does not exist or is not a directory" % params["destination"], **result)
         result["images"] = list_images(params["destination"], params["node"])
+    outside_view(module, params, status, result)
     module.exit_json(**result)
 
 
