@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import calendar
+import copy
 import datetime
 import json
 import os
@@ -64,23 +65,28 @@ FINISHED_STATES = ("SUCCESS", "PARTIAL", "FAILED", "INCOMPATIBLE")
 NAMES_PER_REQUEST = 40
 
 
+# Options of the ``lifeboat.backup._elasticsearch`` doc fragment, defined once; modules pass
+# it in LifeboatModule(specs=[...]) with CONNECTION_CHECKS.
+CONNECTION_SPEC = dict(
+    hosts=dict(type="list", elements="str", default=list(DEFAULT_HOSTS)),
+    username=dict(type="str"),
+    password=dict(type="str", no_log=True),
+    api_key=dict(type="str", no_log=True),
+    bearer_token=dict(type="str", no_log=True),
+    ca_path=dict(type="path"),
+    client_cert=dict(type="path"),
+    client_key=dict(type="path", no_log=False),
+    validate_certs=dict(type="bool", default=True),
+    connect_timeout=dict(type="float", default=10.0),
+    request_timeout=dict(type="float", default=60.0),
+    retries=dict(type="int", default=3),
+    retry_delay=dict(type="float", default=1.0),
+)
+
+
 def connection_argument_spec():
-    """Options of the ``lifeboat.backup._elasticsearch`` doc fragment."""
-    return dict(
-        hosts=dict(type="list", elements="str", default=list(DEFAULT_HOSTS)),
-        username=dict(type="str"),
-        password=dict(type="str", no_log=True),
-        api_key=dict(type="str", no_log=True),
-        bearer_token=dict(type="str", no_log=True),
-        ca_path=dict(type="path"),
-        client_cert=dict(type="path"),
-        client_key=dict(type="path", no_log=False),
-        validate_certs=dict(type="bool", default=True),
-        connect_timeout=dict(type="float", default=10.0),
-        request_timeout=dict(type="float", default=60.0),
-        retries=dict(type="int", default=3),
-        retry_delay=dict(type="float", default=1.0),
-    )
+    """A copy of CONNECTION_SPEC, for an argument spec built by hand."""
+    return copy.deepcopy(CONNECTION_SPEC)
 
 
 CONNECTION_MUTUALLY_EXCLUSIVE = [["username", "api_key", "bearer_token"], ["password", "api_key", "bearer_token"]]
@@ -300,8 +306,7 @@ class Client:
 
     @classmethod
     def from_params(cls, params):
-        keys = connection_argument_spec().keys()
-        return cls(**{k: params.get(k) for k in keys})
+        return cls(**{k: params.get(k) for k in CONNECTION_SPEC})
 
     @property
     def label(self):

@@ -44,6 +44,14 @@ class LifeboatError(Exception):
         self.changed = True
         return self
 
+    def add_result(self, result):
+        """The same error, returning also ``result`` (values gathered before it was raised;
+        its ``changed`` counts). The error's own values win over the gathered ones."""
+        result = dict(result)
+        self.changed = self.changed or bool(result.pop("changed", False))
+        self.result = dict(result, **self.result)
+        return self
+
     def fail_kwargs(self):
         """Keyword arguments for ``fail_json``."""
         kwargs = dict(self.result)

@@ -427,6 +427,26 @@ def _write_end_records(fp, count, cd_offset, cd_size):
 # ---- reading -----------------------------------------------------------------------
 
 
+# The keys that open an image, defined once beside their doc fragment
+# (plugins/doc_fragments/_decryption.py); modules pass it in LifeboatModule(specs=[...]).
+DECRYPTION_SPEC = dict(
+    passphrase=dict(type="str", no_log=True),
+    identity=dict(type="str", no_log=True),
+    identity_file=dict(type="path"),
+)
+
+
+def has_key(params):
+    """Whether the decryption options give any key."""
+    return bool(params.get("passphrase") or params.get("identity") or params.get("identity_file"))
+
+
+def open_image(path, params):
+    """The image at ``path``, opened with the keys of the DECRYPTION_SPEC options in ``params``."""
+    identities = load_identities(identity=params.get("identity"), identity_file=params.get("identity_file"))
+    return Image(path, passphrase=params.get("passphrase"), identities=identities)
+
+
 def load_identities(passphrase=None, identity=None, identity_file=None):
     """Collect X25519 identities from ``identity`` text and an ``identity_file``."""
     keys = []

@@ -27,7 +27,6 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _session
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
 
 
@@ -56,6 +55,9 @@ class LifeboatModule(AnsibleModule):
     def open_session(self, work_dir, writes_members=True):
         """The backup session a component module works in (SessionError when there is none).
         With ``writes_members``, also the libraries its members need (cryptography, zstandard)."""
+        # Imported here: modules without a session (queue_drain, the _info modules) start faster.
+        from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _session
+
         session = _session.Session(work_dir)
         if writes_members:
             if session.recipients:

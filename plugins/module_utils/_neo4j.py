@@ -35,6 +35,16 @@ from ansible_collections.lifeboat.backup.plugins.module_utils._errors import Lif
 
 DEFAULT_HOME = "/var/lib/neo4j"
 DEFAULT_BOLT_PORT = 7687
+# Where an installation keeps its files, defined once beside the doc fragment
+# (plugins/doc_fragments/_neo4j.py); neo4j_archive and neo4j_restore pass it in specs=[...].
+LAYOUT_SPEC = dict(
+    home=dict(type="path", default=DEFAULT_HOME),
+    config=dict(type="path"),
+    data_dir=dict(type="path"),
+    pid_file=dict(type="path"),
+    bolt_address=dict(type="str"),
+    neo4j_admin=dict(type="path"),
+)
 CONFIG_CANDIDATES = ("{home}/conf/neo4j.conf", "/etc/neo4j/neo4j.conf")
 # Neo4j 5 names first, then the 4.x names (still found in configuration of older installs).
 DATA_KEYS = ("server.directories.data", "dbms.directories.data")

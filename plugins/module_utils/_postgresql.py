@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import glob
 import os
 import re
@@ -72,22 +73,27 @@ class PgError(LifeboatError):
     """A PostgreSQL-side problem; the message says what failed and what to do."""
 
 
+# Options every postgresql_* module takes, defined once beside their doc fragment
+# (plugins/doc_fragments/_postgresql.py); modules pass it in LifeboatModule(specs=[...]).
+CONNECTION_SPEC = dict(
+    login_host=dict(type="str", aliases=["host"]),
+    port=dict(type="int", default=5432, aliases=["login_port"]),
+    login_unix_socket=dict(type="path", aliases=["unix_socket"]),
+    login_user=dict(type="str", default="postgres", aliases=["user"]),
+    login_password=dict(type="str", no_log=True, aliases=["password"]),
+    login_db=dict(type="str", default="postgres"),
+    ssl_mode=dict(type="str", default="prefer", choices=SSL_MODES),
+    ca_cert=dict(type="path", aliases=["ssl_rootcert"]),
+    ssl_cert=dict(type="path"),
+    ssl_key=dict(type="path", no_log=False),
+    connect_timeout=dict(type="int", default=10),
+    client_bin_dir=dict(type="path"),
+)
+
+
 def connection_argument_spec():
-    """Options every postgresql_* module takes (doc fragment lifeboat.backup._postgresql)."""
-    return dict(
-        login_host=dict(type="str", aliases=["host"]),
-        port=dict(type="int", default=5432, aliases=["login_port"]),
-        login_unix_socket=dict(type="path", aliases=["unix_socket"]),
-        login_user=dict(type="str", default="postgres", aliases=["user"]),
-        login_password=dict(type="str", no_log=True, aliases=["password"]),
-        login_db=dict(type="str", default="postgres"),
-        ssl_mode=dict(type="str", default="prefer", choices=SSL_MODES),
-        ca_cert=dict(type="path", aliases=["ssl_rootcert"]),
-        ssl_cert=dict(type="path"),
-        ssl_key=dict(type="path", no_log=False),
-        connect_timeout=dict(type="int", default=10),
-        client_bin_dir=dict(type="path"),
-    )
+    """A copy of CONNECTION_SPEC, for an argument spec built by hand."""
+    return copy.deepcopy(CONNECTION_SPEC)
 
 
 CONNECTION_MUTUALLY_EXCLUSIVE = [("login_host", "login_unix_socket")]

@@ -48,6 +48,12 @@ DEFAULT_LEASE = 3600
 MIN_PASSPHRASE = 8
 
 
+def component_spec(default_name, required=True):
+    """The options of the ``lifeboat.backup._session`` doc fragment (``session``, ``name``)
+    for a component module whose component is called ``default_name`` unless named."""
+    return dict(session=dict(type="path", required=required), name=dict(type="str", default=default_name))
+
+
 class SessionError(LifeboatError):
     """A session-level problem; the message says what and what to do."""
 

@@ -25,6 +25,7 @@ author:
   - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
   - lifeboat.backup._attributes
+  - lifeboat.backup._redis
 attributes:
   check_mode:
     support: full
@@ -32,64 +33,6 @@ attributes:
   diff_mode:
     support: none
 options:
-  host:
-    description:
-      - Redis server host name or address. Ignored with O(unix_socket).
-    type: str
-    default: localhost
-  port:
-    description:
-      - Redis server TCP port.
-    type: int
-    default: 6379
-  unix_socket:
-    description:
-      - Path of the Redis unix socket. Used instead of O(host) and O(port) when set.
-    type: path
-  db:
-    description:
-      - Redis database number. Celery uses the number at the end of its broker URL
-        (C(redis://host:6379/0) is database 0).
-    type: int
-    default: 0
-  username:
-    description:
-      - ACL user name (Redis 6 and later). Omit to authenticate with O(password) only
-        (the C(default) user, or C(requirepass)).
-    type: str
-  password:
-    description:
-      - Password for C(AUTH). Never logged, never returned.
-    type: str
-  tls:
-    description:
-      - Connect with TLS (C(rediss://)).
-    type: bool
-    default: false
-  validate_certs:
-    description:
-      - With O(tls), verify the server certificate and host name. Turn off only for a test
-        server with a self-signed certificate you do not have the CA of.
-    type: bool
-    default: true
-  ca_certs:
-    description:
-      - With O(tls), path of the CA bundle (PEM) the server certificate is checked against.
-        Default is the system trust store.
-    type: path
-  client_cert:
-    description:
-      - With O(tls), path of a client certificate (PEM) for servers that require one.
-    type: path
-  client_key:
-    description:
-      - With O(tls), path of the private key of O(client_cert).
-    type: path
-  connect_timeout:
-    description:
-      - Seconds to wait for the connection and for each command.
-    type: float
-    default: 10
   queues:
     description:
       - Keys of the queues to report and wait for, exactly as stored in Redis.
@@ -129,8 +72,6 @@ options:
         key they match. Off by default so that a typo cannot empty the wrong queues.
     type: bool
     default: false
-requirements:
-  - redis (the redis-py Python library, on the managed node).
 notes:
   - The module never uses C(KEYS) or C(FLUSHDB); patterns are expanded with C(SCAN).
 seealso:
@@ -143,27 +84,27 @@ seealso:
 EXAMPLES = r"""
 - name: How many tasks are queued? (read-only, never changed)
   lifeboat.backup.queue_drain:
-    host: 127.0.0.1
-    password: "{{ vault_redis_password }}"
+    login_host: 127.0.0.1
+    login_password: "{{ vault_redis_password }}"
     queues: [enrichers, integrations, priority_enrichers, priority_providers, priority_utilities, providers, reindexing, utilities]
   register: queues
 
 - name: Wait up to 10 minutes for the Celery workers to empty their queues
   lifeboat.backup.queue_drain:
-    unix_socket: /run/redis/redis.sock
+    login_unix_socket: /run/redis/redis.sock
     db: 0
-    password: "{{ vault_redis_password }}"
+    login_password: "{{ vault_redis_password }}"
     queues: [celery, "celery\x06\x163", "celery\x06\x166", "celery\x06\x169"]
     wait: true
     timeout: 600
 
 - name: Discard the ingestion queues the vendor says to delete, then check the others
   lifeboat.backup.queue_drain:
-    host: redis.internal
+    login_host: redis.internal
     tls: true
     ca_certs: /etc/ssl/certs/internal-ca.pem
-    username: backup
-    password: "{{ vault_redis_password }}"
+    login_user: backup
+    login_password: "{{ vault_redis_password }}"
     purge: ["queue:ingestion:inbound", "queue:graph:inbound", "queue:search:inbound"]
     queues: [enrichers, utilities]
     wait: true
@@ -229,83 +170,18 @@ polls:
 """
 
 import time
-import traceback
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-REDIS_IMPORT_ERROR = None
-try:
-    import redis
-
-    HAS_REDIS = True
-    try:
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-    except ImportError:  # redis-py < 4.1 does not retry anyway
-        Retry = None
-except ImportError:
-    HAS_REDIS = False
-    REDIS_IMPORT_ERROR = traceback.format_exc()
+from ansible_collections.lifeboat.backup.plugins.module_utils import _redis
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
+from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 GLOB_CHARS = ("*", "?", "[")
 # Commands that count the items of a key, by the key's Redis type.
 LENGTH_COMMANDS = {"list": "LLEN", "zset": "ZCARD", "hash": "HLEN", "set": "SCARD", "stream": "XLEN"}
 
 
-class QueueError(Exception):
-    pass
-
-
-def describe_server(params):
-    if params["unix_socket"]:
-        return f"unix socket {params['unix_socket']}"
-    return f"{params['host']}:{params['port']}"
-
-
-def connect(params):
-    kwargs = {
-        "db": params["db"],
-        "username": params["username"],
-        "password": params["password"],
-        "socket_timeout": params["connect_timeout"],
-        "socket_connect_timeout": params["connect_timeout"],
-        "decode_responses": False,
-    }
-    if params["unix_socket"]:
-        kwargs["unix_socket_path"] = params["unix_socket"]
-    else:
-        kwargs.update(host=params["host"], port=params["port"])
-    if params["tls"]:
-        kwargs.update(
-            ssl=True,
-            ssl_cert_reqs="required" if params["validate_certs"] else "none",
-            ssl_check_hostname=params["validate_certs"],
-            ssl_ca_certs=params["ca_certs"],
-            ssl_certfile=params["client_cert"],
-            ssl_keyfile=params["client_key"],
-        )
-    if Retry is not None:
-        # redis-py retries a refused connection for seconds by default; fail at once and say why.
-        kwargs["retry"] = Retry(NoBackoff(), 0)
-    client = redis.Redis(**kwargs)
-    client.ping()
-    return client
-
-
-def redis_failure(exc, params):
-    """A clear message for a connection-level failure (never includes the password)."""
-    where = describe_server(params)
-    detail = str(exc).rstrip(".")
-    if isinstance(exc, redis.AuthenticationError) or "WRONGPASS" in str(exc) or "NOAUTH" in str(exc):
-        return f"Redis at {where} refused the credentials: {detail}; check username and password"
-    if isinstance(exc, redis.ConnectionError):
-        hint = "check host/port or unix_socket, and that Redis is running"
-        if params["tls"]:
-            hint += " (tls=true: the server must listen with TLS on that port; check ca_certs/validate_certs)"
-        return f"cannot connect to Redis at {where}: {detail}; {hint}"
-    if isinstance(exc, redis.TimeoutError):
-        return f"Redis at {where} did not answer within {params['connect_timeout']} s: {exc}"
-    return f"Redis at {where}: {exc}"
+class QueueError(LifeboatError):
+    """A key that holds no queue, or a purge entry the module will not expand."""
 
 
 def _text(value):
@@ -374,42 +250,17 @@ def purge_keys(client, keys, check_mode):
     return purged
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec={
-            "host": {"type": "str", "default": "localhost"},
-            "port": {"type": "int", "default": 6379},
-            "unix_socket": {"type": "path"},
-            "db": {"type": "int", "default": 0},
-            "username": {"type": "str"},
-            "password": {"type": "str", "no_log": True},
-            "tls": {"type": "bool", "default": False},
-            "validate_certs": {"type": "bool", "default": True},
-            "ca_certs": {"type": "path"},
-            "client_cert": {"type": "path"},
-            "client_key": {"type": "path", "no_log": False},
-            "connect_timeout": {"type": "float", "default": 10},
-            "queues": {"type": "list", "elements": "str", "default": []},
-            "wait": {"type": "bool", "default": False},
-            "timeout": {"type": "int", "default": 300},
-            "interval": {"type": "float", "default": 1.0},
-            "purge": {"type": "list", "elements": "str", "default": []},
-            "allow_pattern": {"type": "bool", "default": False},
-        },
-        required_by={"client_key": "client_cert"},
-        supports_check_mode=True,
-    )
-    params = module.params
-    if not HAS_REDIS:
-        module.fail_json(msg=missing_required_lib("redis"), exception=REDIS_IMPORT_ERROR)
+def validate(params):
     if not params["queues"] and not params["purge"]:
-        module.fail_json(msg="nothing to do: give the queue keys to report or wait for in queues, and/or the keys to delete in purge")
+        raise OptionError("queues", "nothing to do: give the queue keys to report or wait for in queues, and/or the keys to delete in purge")
     if params["wait"] and not params["queues"]:
-        module.fail_json(msg="wait=true needs the keys to wait for in queues")
+        raise OptionError("wait", "wait=true needs the keys to wait for in queues")
     if params["timeout"] < 0 or params["interval"] <= 0:
-        module.fail_json(msg="timeout must be 0 or more and interval more than 0 seconds")
+        raise OptionError("timeout", "timeout must be 0 or more and interval more than 0 seconds")
 
-    result = {
+
+def empty_result():
+    return {
         "changed": False,
         "lengths": {},
         "initial_lengths": {},
@@ -423,45 +274,78 @@ def main():
         "timed_out": False,
         "polls": 0,
     }
-    try:
-        client = connect(params)
-    except redis.RedisError as exc:
-        module.fail_json(msg=redis_failure(exc, params), **result)
 
-    try:
+
+def wait_until_empty(client, params, lengths, result):
+    """Poll until every queue is empty or the timeout passes; returns the last (types, lengths)."""
+    types = result["types"]
+    deadline = time.monotonic() + params["timeout"]
+    while any(lengths.values()):
+        if time.monotonic() >= deadline:
+            result["timed_out"] = True
+            break
+        time.sleep(min(params["interval"], max(0.0, deadline - time.monotonic())))
         types, lengths = measure(client, params["queues"])
-        result.update(types=types, initial_lengths=dict(lengths), lengths=lengths)
-        keys = expand_purge(client, params) if params["purge"] else []
-        purged = purge_keys(client, keys, module.check_mode)
-        result.update(purged=purged, discarded=sum(purged.values()), changed=bool(purged))
-        if purged and not module.check_mode:
-            types, lengths = measure(client, params["queues"])
-        started = time.monotonic()
-        if params["wait"] and not module.check_mode:
-            deadline = started + params["timeout"]
-            while any(lengths.values()):
-                if time.monotonic() >= deadline:
-                    result["timed_out"] = True
-                    break
-                time.sleep(min(params["interval"], max(0.0, deadline - time.monotonic())))
-                types, lengths = measure(client, params["queues"])
-                result["polls"] += 1
-        result["waited"] = round(time.monotonic() - started, 3)
-    except QueueError as exc:
-        module.fail_json(msg=str(exc), **result)
-    except redis.RedisError as exc:
-        module.fail_json(msg=redis_failure(exc, params), **result)
+        result["polls"] += 1
+    return types, lengths
 
+
+def drain(client, params, check_mode, result):
+    """Measure, purge, wait; fills ``result`` as it goes (so a failure returns what was done)."""
+    types, lengths = measure(client, params["queues"])
+    result.update(types=types, initial_lengths=dict(lengths), lengths=lengths)
+    keys = expand_purge(client, params) if params["purge"] else []
+    purged = purge_keys(client, keys, check_mode)
+    result.update(purged=purged, discarded=sum(purged.values()), changed=bool(purged))
+    if purged and not check_mode:
+        types, lengths = measure(client, params["queues"])
+        result["types"] = types
+    started = time.monotonic()
+    if params["wait"] and not check_mode:
+        types, lengths = wait_until_empty(client, params, lengths, result)
+    result["waited"] = round(time.monotonic() - started, 3)
     pending = {key: length for key, length in lengths.items() if length}
     result.update(types=types, lengths=lengths, total=sum(lengths.values()), empty=not pending, pending=pending)
+
+
+def run(module):
+    params = module.params
+    module.require("redis", _redis.HAS_REDIS, _redis.REDIS_IMPORT_ERROR)
+    validate(params)
+    result = empty_result()
+    try:
+        client = _redis.connect(params)
+        drain(client, params, module.check_mode, result)
+    except LifeboatError as exc:
+        exc.add_result(result)  # what was measured or purged before the failure
+        raise
+    except _redis.redis.RedisError as exc:
+        raise _redis.failure(exc, params, **result) from None
     if result["timed_out"]:
-        listing = ", ".join(f"{key} has {n} item{'' if n == 1 else 's'}" for key, n in pending.items())
-        module.fail_json(
-            msg=f"queues not empty after waiting {params['timeout']} s: {listing}. Are the workers that consume them still running? "
+        listing = ", ".join(f"{key} has {n} item{'' if n == 1 else 's'}" for key, n in result["pending"].items())
+        raise QueueError(
+            f"queues not empty after waiting {params['timeout']} s: {listing}. Are the workers that consume them still running? "
             "Raise timeout, or name the queues to discard in purge",
             **result,
         )
-    module.exit_json(**result)
+    return result
+
+
+def main():
+    module = LifeboatModule(
+        argument_spec=dict(
+            queues=dict(type="list", elements="str", default=[]),
+            wait=dict(type="bool", default=False),
+            timeout=dict(type="int", default=300),
+            interval=dict(type="float", default=1.0),
+            purge=dict(type="list", elements="str", default=[]),
+            allow_pattern=dict(type="bool", default=False),
+        ),
+        specs=[_redis.CONNECTION_SPEC],
+        required_by=_redis.CONNECTION_REQUIRED_BY,
+        supports_check_mode=True,
+    )
+    module.run(run)
 
 
 if __name__ == "__main__":

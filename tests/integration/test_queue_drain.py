@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import threading
 import time
 
@@ -30,7 +31,7 @@ def wait_until_queried(client, known, timeout=60):
 
 
 def connection(server, **extra):
-    args = {"host": server.host, "port": server.port, "password": server.password}
+    args = {"login_host": server.host, "login_port": server.port, "login_password": server.password}
     args.update(extra)
     return args
 
@@ -146,15 +147,15 @@ def test_refuses_a_key_that_is_not_a_queue(redis_server, namespace):
 
 
 def test_connection_failures_are_clear(redis_server, namespace):
-    wrong = run_module("queue_drain", queues=[namespace], **connection(redis_server, password="not-the-password"))
+    wrong = run_module("queue_drain", queues=[namespace], **connection(redis_server, login_password="not-the-password"))
     assert wrong.failed and "refused the credentials" in wrong["msg"] and "not-the-password" not in wrong.stdout
-    down = run_module("queue_drain", queues=[namespace], connect_timeout=3, **connection(redis_server, port=free_port()))
+    down = run_module("queue_drain", queues=[namespace], connect_timeout=3, **connection(redis_server, login_port=free_port()))
     assert down.failed and "cannot connect to Redis" in down["msg"]
 
 
 def test_unix_socket_and_database_number(redis_server, namespace):
     redis_server.client(db=3).rpush(f"{namespace}:q", "1", "2")
-    result = run_module("queue_drain", unix_socket=str(redis_server.socket_path), db=3, password=redis_server.password, queues=[f"{namespace}:q"])
+    result = run_module("queue_drain", login_unix_socket=str(redis_server.socket_path), db=3, login_password=redis_server.password, queues=[f"{namespace}:q"])
     assert not result.failed, result
     assert result["lengths"] == {f"{namespace}:q": 2}
 
@@ -219,11 +220,21 @@ def tls_redis(tmp_path_factory):
 def test_tls_with_a_private_ca(tls_redis, namespace):
     server, tls_port, files = tls_redis
     server.client().rpush(f"{namespace}:q", "1")
-    ok = run_module("queue_drain", host="127.0.0.1", port=tls_port, password=server.password, tls=True, ca_certs=str(files["ca"]), queues=[f"{namespace}:q"])
+    ok = run_module(
+        "queue_drain",
+        login_host="127.0.0.1",
+        login_port=tls_port,
+        login_password=server.password,
+        tls=True,
+        ca_certs=str(files["ca"]),
+        queues=[f"{namespace}:q"],
+    )
     assert not ok.failed, ok
     assert ok["lengths"] == {f"{namespace}:q": 1}
     # Without the CA the certificate is not trusted: a clear failure, not a silent plaintext fallback.
-    untrusted = run_module("queue_drain", host="127.0.0.1", port=tls_port, password=server.password, tls=True, connect_timeout=5, queues=[f"{namespace}:q"])
+    untrusted = run_module(
+        "queue_drain", login_host="127.0.0.1", login_port=tls_port, login_password=server.password, tls=True, connect_timeout=5, queues=[f"{namespace}:q"]
+    )
     assert untrusted.failed and "cannot connect to Redis" in untrusted["msg"] and "tls=true" in untrusted["msg"]
 
 
@@ -235,13 +246,13 @@ def test_password_never_appears_in_verbose_output(redis_server, namespace, tmp_p
   tasks:
     - name: Report and purge
       lifeboat.backup.queue_drain:
-        host: "{{ redis_host }}"
-        port: "{{ redis_port }}"
-        password: "{{ redis_password }}"
+        login_host: "{{ redis_host }}"
+        login_port: "{{ redis_port }}"
+        login_password: "{{ redis_password }}"
         queues: ["{{ queue }}"]
         purge: ["{{ queue }}"]
       register: drained
-    - name: Wrong password
+    - name: Wrong password, with the names of 0.1.0 (deprecated aliases)
       lifeboat.backup.queue_drain:
         host: "{{ redis_host }}"
         port: "{{ redis_port }}"
@@ -254,6 +265,19 @@ def test_password_never_appears_in_verbose_output(redis_server, namespace, tmp_p
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert '"discarded": 1' in proc.stdout
     assert redis_server.password not in proc.stdout
+    assert "Alias 'password' is deprecated" in proc.stdout
+
+
+def test_old_option_names_still_work_with_a_deprecation(redis_server, namespace):
+    redis_server.client().rpush(f"{namespace}:old", "1")
+    old = {"host": redis_server.host, "port": redis_server.port, "password": redis_server.password}
+    result = run_module("queue_drain", queues=[f"{namespace}:old"], **old)
+    assert not result.failed and result["lengths"] == {f"{namespace}:old": 1}, result.get("msg")
+    # The shape of a deprecation differs between ansible-core releases: read it as text.
+    texts = [json.dumps(d) for d in result["deprecations"]]
+    assert len(texts) == 3
+    for alias, text in zip(["host", "password", "port"], sorted(texts, key=lambda t: t.split("Alias '")[1])):
+        assert "Alias '%s' is deprecated" % alias in text and "0.3.0" in text and "lifeboat.backup" in text
 
 
 def test_server_going_down_while_waiting_fails_clearly(namespace):

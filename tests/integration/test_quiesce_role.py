@@ -138,7 +138,7 @@ def run_quiesce(platform, tmp_path, fail_between=False, verbosity=0, check=False
     extra = {
         "quiesce_services": [platform.service("api", drain_after=True), platform.service("worker")],
         "quiesce_queues": [platform.queue],
-        "quiesce_redis": {"host": platform.redis.host, "port": platform.redis.port},
+        "quiesce_redis": {"login_host": platform.redis.host, "login_port": platform.redis.port},
         "quiesce_redis_password": platform.redis.password,
         "quiesce_poll_interval": 1,
         "quiesce_drain_timeout": 60,
