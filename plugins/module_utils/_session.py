@@ -51,7 +51,8 @@ MIN_PASSPHRASE = 8
 def component_spec(default_name, required=True):
     """The options of the ``lifeboat.backup._session`` doc fragment (``session``, ``name``)
     for a component module whose component is called ``default_name`` unless named."""
-    return dict(session=dict(type="path", required=required), name=dict(type="str", default=default_name))
+    session = dict(type="path", required=True) if required else dict(type="path")
+    return dict(session=session, name=dict(type="str", default=default_name))
 
 
 class SessionError(LifeboatError):

@@ -328,21 +328,22 @@ server:
   sample: {engine: opensearch, version: 2.19.6, cluster_name: production}
 """
 
+import contextlib
 import copy
 import os
 import socket
 import time
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _retention, _session, _tree
 from ansible_collections.lifeboat.backup.plugins.module_utils import _elasticsearch as es
+from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _retention, _session, _tree
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
+from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 # _status states of a snapshot still being written (ABORTED: being aborted).
 RUNNING = ("IN_PROGRESS", "STARTED", "INIT", "WAITING", "ABORTED")
 
 
-class SnapshotFailed(Exception):
+class SnapshotFailed(LifeboatError):
     """The snapshot did not succeed; ``details`` go to the result and the component record."""
 
     def __init__(self, message, details=None):
@@ -409,6 +410,32 @@ def wait_for(client, repository, name, poller, samples):
         poller.pause()
 
 
+def timed_out(client, server, params, name, raw, samples, result):
+    """The SnapshotFailed for a snapshot still running after wait_timeout (aborted unless told not to)."""
+    repository = params["repository"]
+    last = es.summary(raw or {"snapshot": name, "state": "unknown"}, repository)
+    last_progress = samples[-1] if samples else {}
+    details = {"snapshot": last, "last_progress": last_progress, "aborted": False}
+    message = "snapshot %s did not finish within %d s: last known state %s, %s of %s shards done" % (
+        name,
+        params["wait_timeout"],
+        last["state"],
+        last_progress.get("shards_done", "?"),
+        last_progress.get("shards_total", "?"),
+    )
+    if params["abort_on_timeout"]:
+        try:
+            es.delete_snapshots(client, server, repository, [name], client.request_timeout)
+            details["aborted"] = True
+            message += "; it was aborted (raise wait_timeout, or set abort_on_timeout=false to let it run on)"
+        except es.SearchError as exc:
+            message += "; aborting it failed: %s" % exc
+    else:
+        message += "; it is still running (abort_on_timeout=false)"
+    result["aborted"] = details["aborted"]
+    return SnapshotFailed(message, details)
+
+
 def take_snapshot(client, server, params, name, body, result):
     """Start the snapshot and wait for it. Returns the finished raw record; raises SnapshotFailed."""
     repository = params["repository"]
@@ -438,27 +465,7 @@ def take_snapshot(client, server, params, name, body, result):
     state = (raw or {}).get("state")
     result["timed_out"] = state not in es.FINISHED_STATES
     if result["timed_out"]:
-        last = es.summary(raw or {"snapshot": name, "state": "unknown"}, repository)
-        last_progress = samples[-1] if samples else {}
-        details = {"snapshot": last, "last_progress": last_progress, "aborted": False}
-        message = "snapshot %s did not finish within %d s: last known state %s, %s of %s shards done" % (
-            name,
-            params["wait_timeout"],
-            last["state"],
-            last_progress.get("shards_done", "?"),
-            last_progress.get("shards_total", "?"),
-        )
-        if params["abort_on_timeout"]:
-            try:
-                es.delete_snapshots(client, server, repository, [name], client.request_timeout)
-                details["aborted"] = True
-                message += "; it was aborted (raise wait_timeout, or set abort_on_timeout=false to let it run on)"
-            except es.SearchError as exc:
-                message += "; aborting it failed: %s" % exc
-        else:
-            message += "; it is still running (abort_on_timeout=false)"
-        result["aborted"] = details["aborted"]
-        raise SnapshotFailed(message, details)
+        raise timed_out(client, server, params, name, raw, samples, result)
     if state != "SUCCESS":
         snap = es.summary(raw, repository)
         result["shard_failures"] = snap["failures"]
@@ -570,48 +577,235 @@ def retention_options():
     return options
 
 
-def validate(module, params):
-    if params["retention"] is not None:
-        try:
-            _retention.parse_policy(params["retention"])
-        except _retention.PolicyError as exc:
-            module.fail_json(msg=exc.msg, option=exc.option)
-    if params["state"] == "absent" and not params["snapshot"]:
-        module.fail_json(msg="state=absent needs snapshot: the name of the snapshot to delete")
-    if params["state"] == "pruned" and params["retention"] is None:
-        module.fail_json(msg="state=pruned needs retention (keep_last, keep_daily ..., keep_within or max_age)")
-    if params["session"] and params["state"] != "present":
-        module.fail_json(msg="session is only used with state=present (a snapshot captured into the image)")
-    if not params["wait"] and (params["session"] or params["retention"] is not None):
-        module.fail_json(msg="wait=false cannot be combined with session or retention: both need the finished snapshot")
-    if params["include_repository_files"] and not params["session"]:
-        module.fail_json(msg="include_repository_files needs session: the files are copied into the session's image")
-    if params["wait_timeout"] < 1:
-        module.fail_json(msg="wait_timeout must be at least 1 second")
-    if es.OWNER_KEY in (params["metadata"] or {}):
-        module.fail_json(msg="metadata: the key %r is reserved for the collection's own marker; use another key" % es.OWNER_KEY)
+def validate(params):
+    """Options that cannot work together; raises OptionError naming them."""
+    retention = params["retention"]
+    if retention is not None:
+        _retention.parse_policy(retention)  # PolicyError (an OptionError) names the key at fault
+    combinations = (
+        (params["state"] == "absent" and not params["snapshot"], "snapshot", "state=absent needs snapshot: the name of the snapshot to delete"),
+        (params["state"] == "pruned" and retention is None, "retention", "state=pruned needs retention (keep_last, keep_daily ..., keep_within or max_age)"),
+        (params["session"] and params["state"] != "present", "session", "session is only used with state=present (a snapshot captured into the image)"),
+        (
+            not params["wait"] and (params["session"] or retention is not None),
+            "wait",
+            "wait=false cannot be combined with session or retention: both need the finished snapshot",
+        ),
+        (
+            params["include_repository_files"] and not params["session"],
+            "include_repository_files",
+            "include_repository_files needs session: the files are copied into the session's image",
+        ),
+        (params["wait_timeout"] < 1, "wait_timeout", "wait_timeout must be at least 1 second"),
+        (
+            es.OWNER_KEY in (params["metadata"] or {}),
+            "metadata",
+            "metadata: the key %r is reserved for the collection's own marker; use another key" % es.OWNER_KEY,
+        ),
+    )
+    for wrong, option, message in combinations:
+        if wrong:
+            raise OptionError(option, message)
 
 
 def state_absent(module, client, server, params, result):
     try:
         name = es.resolve_date_math(params["snapshot"])
     except ValueError as exc:
-        module.fail_json(msg="snapshot: %s" % exc, **result)
-    try:
-        raw = es.get_snapshot(client, params["repository"], name)
-        if raw is None:
-            result["deleted"] = []
-            module.exit_json(**result)
-        result.update(changed=True, deleted=[entry_line(raw, "requested (state=absent)")], snapshot=es.summary(raw, params["repository"]))
+        raise OptionError("snapshot", "snapshot: %s" % exc) from None
+    raw = es.get_snapshot(client, params["repository"], name)
+    if raw is None:
+        result["deleted"] = []
+        return result
+    result.update(changed=True, deleted=[entry_line(raw, "requested (state=absent)")], snapshot=es.summary(raw, params["repository"]))
+    if not module.check_mode:
+        es.delete_snapshots(client, server, params["repository"], [name], max(params["wait_timeout"], client.request_timeout))
+    return result
+
+
+def state_pruned(module, client, server, params, result):
+    if not es.get_repository(client, params["repository"]):
+        raise SnapshotFailed("repository %s is not registered" % params["repository"])
+    apply_retention(client, server, params, result, module.check_mode)
+    return result
+
+
+def fail_component(component, error, details=None):
+    """``error``, recorded with ``details`` in the component first (when there is one)."""
+    if component is not None:
+        component.fail(str(error), details)
+    return error
+
+
+class Capture:
+    """state=present: one new snapshot, waited for, optionally copied into the session's image."""
+
+    def __init__(self, module, client, server, session, component, result):
+        self.module = module
+        self.params = module.params
+        self.repository = module.params["repository"]
+        self.client = client
+        self.server = server
+        self.session = session
+        self.component = component
+        self.result = result
+
+    def inspect(self):
+        """Name, repository record and readable location (when copied); the existing snapshot."""
+        name, problem = resolve_name(self.params, self.session)
+        if problem:
+            raise OptionError("snapshot", problem)
+        self.name = name
+        self.repo_record = es.get_repository(self.client, self.repository)
+        if self.repo_record is None:
+            raise SnapshotFailed("repository %s is not registered; register it first with lifeboat.backup.elasticsearch_repository" % self.repository)
+        self.location = None
+        if self.params["include_repository_files"]:
+            self.location = readable_location(self.client, self.repository, self.repo_record)
+        return es.get_snapshot(self.client, self.repository, name)
+
+    def already_there(self, existing):
+        """A snapshot of that name exists: fine when it succeeded and no session wants a new one."""
+        self.result["snapshot"] = es.summary(existing, self.repository)
+        if self.session:
+            raise SnapshotFailed(
+                "snapshot %s already exists in repository %s (started %s); a backup session captures a new one: "
+                "give another name, or leave snapshot out to get a generated one" % (self.name, self.repository, existing.get("start_time"))
+            )
+        if existing.get("state") != "SUCCESS":
+            raise SnapshotFailed(
+                "snapshot %s exists in repository %s in state %s; delete it (state=absent) or use another name"
+                % (self.name, self.repository, existing.get("state"))
+            )
+        if self.params["retention"] is not None:
+            apply_retention(self.client, self.server, self.params, self.result, self.module.check_mode)
+        return self.result
+
+    def plan(self, body):
+        """Check mode: what would be taken, and what retention would delete then."""
+        self.result["snapshot"] = {"name": self.name, "repository": self.repository, "state": None, "metadata": body["metadata"]}
+        if self.params["retention"] is not None:
+            pretend = {"snapshot": self.name, "uuid": None, "state": "SUCCESS", "start_time_in_millis": int(time.time() * 1000), "metadata": body["metadata"]}
+            apply_retention(self.client, self.server, self.params, self.result, True, pretend=pretend)
+        return self.result
+
+    def take(self, body):
+        """Start the snapshot and wait for it; failures are recorded with what is known."""
+        result, name, repository = self.result, self.name, self.repository
+        try:
+            with self.session.heartbeat() if self.session else contextlib.nullcontext():
+                return take_snapshot(self.client, self.server, self.params, name, body, result)
+        except SnapshotFailed as exc:
+            result.update({k: v for k, v in exc.details.items() if k in ("snapshot", "shard_failures")})
+            raise fail_component(self.component, exc, dict(exc.details, repository=repository, progress=result.get("progress", []))) from None
+        except es.SearchError as exc:
+            result["snapshot"] = {"name": name, "repository": repository, "state": "unknown"}
+            details = {"repository": repository, "snapshot": result["snapshot"], "progress": result.get("progress", [])}
+            raise fail_component(self.component, SnapshotFailed("snapshot %s: %s" % (name, exc)), details) from None
+
+    def retention_after(self):
+        """Retention before the copy (what it deletes need not travel in the image); its
+        failure does not undo the snapshot: the reason is returned, and reported at the end."""
+        if self.params["retention"] is None:
+            return None
+        try:
+            apply_retention(self.client, self.server, self.params, self.result, False)
+        except (es.SearchError, SnapshotFailed) as exc:
+            return "snapshot %s succeeded, but retention failed: %s" % (self.name, exc)
+        return None
+
+    def record(self, snapshot, started, retention_error):
+        """Record the snapshot (and copy the repository files) in the session component."""
+        result, server = self.result, self.server
+        details = {
+            "engine": server.engine,
+            "server_version": server.version,
+            "cluster_name": server.cluster_name,
+            "repository": self.repository,
+            "repository_type": self.repo_record.get("type"),
+            "repository_settings": self.repo_record.get("settings") or {},
+            "snapshot": snapshot,
+            "sizes": result["sizes"],
+            "progress": result.get("progress", []),
+            "retention_deleted": [d["name"] for d in result.get("deleted", [])],
+            "repository_files": None,
+        }
+        if self.params["include_repository_files"]:
+            try:
+                with self.session.heartbeat():
+                    copied = copy_repository(self.component, self.location, snapshot["uuid"])
+            except (OSError, LifeboatError, ValueError) as exc:
+                message = "snapshot %s succeeded, but copying repository %s into the image failed: %s" % (
+                    self.name,
+                    self.location,
+                    getattr(exc, "strerror", None) or exc,
+                )
+                raise fail_component(self.component, SnapshotFailed(message), details) from None
+            details["repository_files"] = copied
+            result["members"] = copied["members"]
+            result["repository_files"] = copied
+        if retention_error:
+            self.component.warn(retention_error)
+        self.component.marker("snapshot_uuid", snapshot["uuid"])
+        details["duration"] = round(time.time() - started, 3)
+        self.component.succeed(details)
+
+    def run(self):
+        existing = self.inspect()
+        if existing is not None:
+            return self.already_there(existing)
+        self.result["changed"] = True
+        body = create_body(self.params, self.server, self.session)
+        if self.module.check_mode:
+            return self.plan(body)
+        started = time.time()
+        snapshot = es.summary(self.take(body), self.repository)
+        self.result["snapshot"] = snapshot
+        if not self.params["wait"]:
+            return self.result
+        retention_error = self.retention_after()
+        if self.session:
+            self.record(snapshot, started, retention_error)
+        if retention_error:
+            # The snapshot itself is good (and recorded); say what retention could not do.
+            raise SnapshotFailed(retention_error)
+        return self.result
+
+
+def snapshot_module(module):
+    params = module.params
+    validate(params)
+    es.check_libraries(module)
+    session = component = None
+    if params["session"]:
+        session = module.open_session(params["session"], writes_members=params["include_repository_files"])
         if not module.check_mode:
-            es.delete_snapshots(client, server, params["repository"], [name], max(params["wait_timeout"], client.request_timeout))
-    except es.SearchError as exc:
-        module.fail_json(msg=str(exc), **result)
-    module.exit_json(**result)
+            # Recorded at once, so that a failure from here on (the server down included) is in the manifest.
+            component = module.start_component(session, params["name"], "elasticsearch")
+    result = dict(changed=False)
+    if session:
+        result["component"] = _image.safe_name(params["name"])
+    try:
+        client = es.Client.from_params(params)
+        server = client.server()
+        result["server"] = server.as_dict()
+        if params["feature_states"] is not None and not server.feature_states:
+            raise OptionError(
+                "feature_states",
+                "feature_states: %s %s has no feature states (Elasticsearch 7.12 and later only); leave the option out" % (server.label, server.version),
+            )
+        if params["state"] == "absent":
+            return state_absent(module, client, server, params, result)
+        if params["state"] == "pruned":
+            return state_pruned(module, client, server, params, result)
+        return Capture(module, client, server, session, component, result).run()
+    except LifeboatError as exc:
+        exc.add_result(result)
+        raise
 
 
 def main():
-    module = AnsibleModule(
+    module = LifeboatModule(
         **es.module_kwargs(
             dict(
                 repository=dict(type="str", required=True),
@@ -627,162 +821,12 @@ def main():
                 wait_timeout=dict(type="int", default=3600),
                 abort_on_timeout=dict(type="bool", default=True),
                 retention=dict(type="dict", options=retention_options()),
-                session=dict(type="path"),
-                name=dict(type="str", default="elasticsearch"),
                 include_repository_files=dict(type="bool", default=False),
+                **_session.component_spec("elasticsearch", required=False),
             )
         )
     )
-    params = module.params
-    validate(module, params)
-    es.check_libraries(module)
-    session = None
-    if params["session"]:
-        session = _session.open_for_module(module, params["session"], writes_members=params["include_repository_files"])
-
-    component = None
-    component_name = _image.safe_name(params["name"])
-    if session and not module.check_mode:
-        # Recorded at once, so that a failure from here on (the server down included) is in the manifest.
-        try:
-            component = session.component(component_name, "elasticsearch")
-        except _session.SessionError as exc:
-            module.fail_json(msg=str(exc))
-    result = dict(changed=False)
-    if session:
-        result["component"] = component_name
-
-    def fail(message, details=None):
-        if component is not None:
-            component.fail(message, details)
-        module.fail_json(msg=message, **result)
-
-    try:
-        client = es.Client.from_params(params)
-        server = client.server()
-    except es.SearchError as exc:
-        fail(str(exc))
-    result["server"] = server.as_dict()
-    if params["feature_states"] is not None and not server.feature_states:
-        fail("feature_states: %s %s has no feature states (Elasticsearch 7.12 and later only); leave the option out" % (server.label, server.version))
-
-    if params["state"] == "absent":
-        state_absent(module, client, server, params, result)
-    if params["state"] == "pruned":
-        try:
-            es.get_repository(client, params["repository"]) or fail("repository %s is not registered" % params["repository"])
-            apply_retention(client, server, params, result, module.check_mode)
-        except (es.SearchError, SnapshotFailed) as exc:
-            fail(str(exc))
-        module.exit_json(**result)
-
-    repository = params["repository"]
-    name, problem = resolve_name(params, session)
-    if problem:
-        fail(problem)
-    try:
-        repo_record = es.get_repository(client, repository)
-        if repo_record is None:
-            fail("repository %s is not registered; register it first with lifeboat.backup.elasticsearch_repository" % repository)
-        if params["include_repository_files"]:
-            location = readable_location(client, repository, repo_record)
-        existing = es.get_snapshot(client, repository, name)
-    except es.SearchError as exc:
-        fail(str(exc))
-    except SnapshotFailed as exc:
-        fail(str(exc))
-
-    if existing is not None:
-        result["snapshot"] = es.summary(existing, repository)
-        if session:
-            fail(
-                "snapshot %s already exists in repository %s (started %s); a backup session captures a new one: "
-                "give another name, or leave snapshot out to get a generated one" % (name, repository, existing.get("start_time"))
-            )
-        if existing.get("state") != "SUCCESS":
-            fail("snapshot %s exists in repository %s in state %s; delete it (state=absent) or use another name" % (name, repository, existing.get("state")))
-        if params["retention"] is not None:
-            try:
-                apply_retention(client, server, params, result, module.check_mode)
-            except (es.SearchError, SnapshotFailed) as exc:
-                fail(str(exc))
-        module.exit_json(**result)
-
-    result["changed"] = True
-    body = create_body(params, server, session)
-    if module.check_mode:
-        result["snapshot"] = {"name": name, "repository": repository, "state": None, "metadata": body["metadata"]}
-        if params["retention"] is not None:
-            pretend = {"snapshot": name, "uuid": None, "state": "SUCCESS", "start_time_in_millis": int(time.time() * 1000), "metadata": body["metadata"]}
-            try:
-                apply_retention(client, server, params, result, True, pretend=pretend)
-            except (es.SearchError, SnapshotFailed) as exc:
-                fail(str(exc))
-        module.exit_json(**result)
-
-    started = time.time()
-    try:
-        if session:
-            with session.heartbeat():
-                raw = take_snapshot(client, server, params, name, body, result)
-        else:
-            raw = take_snapshot(client, server, params, name, body, result)
-    except SnapshotFailed as exc:
-        result.update({k: v for k, v in exc.details.items() if k in ("snapshot", "shard_failures")})
-        fail(str(exc), dict(exc.details, repository=repository, progress=result.get("progress", [])))
-    except es.SearchError as exc:
-        result["snapshot"] = {"name": name, "repository": repository, "state": "unknown"}
-        fail("snapshot %s: %s" % (name, exc), {"repository": repository, "snapshot": result["snapshot"], "progress": result.get("progress", [])})
-
-    snapshot = es.summary(raw, repository)
-    result["snapshot"] = snapshot
-    if not params["wait"]:
-        module.exit_json(**result)
-
-    # Retention before the copy: what it deletes need not travel in the image.
-    retention_error = None
-    if params["retention"] is not None:
-        try:
-            apply_retention(client, server, params, result, False)
-        except (es.SearchError, SnapshotFailed) as exc:
-            retention_error = "snapshot %s succeeded, but retention failed: %s" % (name, exc)
-
-    if session:
-        details = {
-            "engine": server.engine,
-            "server_version": server.version,
-            "cluster_name": server.cluster_name,
-            "repository": repository,
-            "repository_type": repo_record.get("type"),
-            "repository_settings": repo_record.get("settings") or {},
-            "snapshot": snapshot,
-            "sizes": result["sizes"],
-            "progress": result.get("progress", []),
-            "retention_deleted": [d["name"] for d in result.get("deleted", [])],
-            "repository_files": None,
-        }
-        if params["include_repository_files"]:
-            try:
-                with session.heartbeat():
-                    copied = copy_repository(component, location, snapshot["uuid"])
-            except (OSError, _tree.TreeError, _image.ImageError, _age.AgeError, ValueError) as exc:
-                fail(
-                    "snapshot %s succeeded, but copying repository %s into the image failed: %s" % (name, location, getattr(exc, "strerror", None) or exc),
-                    details,
-                )
-            details["repository_files"] = copied
-            result["members"] = copied["members"]
-            result["repository_files"] = copied
-        if retention_error:
-            component.warn(retention_error)
-        component.marker("snapshot_uuid", snapshot["uuid"])
-        details["duration"] = round(time.time() - started, 3)
-        component.succeed(details)
-
-    if retention_error:
-        # The snapshot itself is good (and recorded); say what retention could not do.
-        module.fail_json(msg=retention_error, **result)
-    module.exit_json(**result)
+    module.run(snapshot_module)
 
 
 if __name__ == "__main__":

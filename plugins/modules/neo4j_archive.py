@@ -181,9 +181,9 @@ duration:
 import os
 import time
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _neo4j, _proc, _session, _tree
+from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _neo4j, _proc, _session, _tree
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
+from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 
 def relative_entries(data_dir, exclude, problems):
@@ -248,39 +248,118 @@ def plan_files(layout, exclude):
     return totals, problems
 
 
-def _session_component(module, session, name, result):
+def inspect(params, result):
+    """The installation's layout, checked stopped, and the databases to capture; fills ``result``."""
+    layout = _neo4j.Layout(params["home"], params["config"], params["data_dir"], params["pid_file"], params["bolt_address"])
+    result["data_dir"] = layout.data_dir
+    if not os.path.isdir(layout.data_dir):
+        raise _neo4j.Neo4jError(f"data_dir {layout.data_dir} does not exist or is not a directory; give data_dir, or the home/config of this Neo4j")
+    found = layout.databases()
+    if not found:
+        raise _neo4j.Neo4jError(
+            f"no Neo4j database under {layout.databases_dir} (no databases/*/neostore): is this the Neo4j data directory? Give data_dir or config"
+        )
+    evidence, notes = _neo4j.running_evidence(layout)
+    result["notes"] = notes
+    if evidence:
+        raise _neo4j.Neo4jError(_neo4j.refuse_message(f"archive {layout.data_dir}", evidence))
+    databases = params["databases"] or found
+    missing = [d for d in databases if d not in found]
+    if missing:
+        raise OptionError("databases", f"databases: {', '.join(missing)} not found in {layout.databases_dir} (present: {', '.join(found)})")
+    stores = _neo4j.store_ids(layout.data_dir, found)
+    # The marker names the store ids of what the image holds: every database, or the ones dumped.
+    result.update(databases=databases, stores=stores, store_ids={db: stores[db]["store_id"] for db in databases})
+    return layout, found
+
+
+def plan(params, layout, result):
+    """Check mode: what would be captured."""
+    if params["method"] == "files":
+        totals, problems = plan_files(layout, params["exclude"])
+        if problems:
+            result["notes"].extend(f"cannot read {p['path']}: {p['error']}" for p in problems)
+        result.update(file_count=totals.file_count, total_bytes=totals.total_bytes)
+    return dict(result, changed=True)
+
+
+def capture(params, session, component, layout, admin, result):
+    """Archive the files or dump the databases into the component; returns the member records."""
     try:
-        return session.component(name, "neo4j")
-    except _session.SessionError as exc:
-        module.fail_json(msg=str(exc), **result)
+        with session.heartbeat():
+            if params["method"] == "files":
+                totals, records = archive_files(component, layout, params["exclude"])
+                result.update(file_count=totals.file_count, total_bytes=totals.total_bytes)
+            else:
+                total, records = archive_dumps(component, layout, admin, result["databases"], params["timeout"])
+                result["total_bytes"] = total
+    except (OSError, LifeboatError) as exc:
+        raise _neo4j.Neo4jError(f"neo4j archive of {layout.data_dir} failed: {getattr(exc, 'strerror', None) or exc}") from None
+    return records
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec={
-            "session": {"type": "path", "required": True},
-            "name": {"type": "str", "default": "neo4j"},
-            "home": {"type": "path", "default": _neo4j.DEFAULT_HOME},
-            "config": {"type": "path"},
-            "data_dir": {"type": "path"},
-            "pid_file": {"type": "path"},
-            "bolt_address": {"type": "str"},
-            "neo4j_admin": {"type": "path"},
-            "method": {"type": "str", "choices": ["files", "dump"], "default": "files"},
-            "databases": {"type": "list", "elements": "str", "default": []},
-            "exclude": {"type": "list", "elements": "str", "default": []},
-            "timeout": {"type": "int", "default": 3600},
-        },
-        supports_check_mode=True,
+def check_untouched(layout, found, stores):
+    """The capture is only consistent if nothing touched the store meanwhile."""
+    evidence, _notes = _neo4j.running_evidence(layout)
+    if evidence:
+        raise _neo4j.Neo4jError(f"Neo4j started while its files were being archived; the archive is not consistent: {'; '.join(evidence)}")
+    after = _neo4j.store_ids(layout.data_dir, found)
+    changed_ids = sorted(db for db in found if after[db]["store_id"] != stores[db]["store_id"])
+    if changed_ids:
+        raise _neo4j.Neo4jError(f"the store id of {', '.join(changed_ids)} changed while it was being archived; the archive is not consistent")
+
+
+def succeed(component, params, layout, records, result):
+    files = params["method"] == "files"
+    component.marker("store_ids", result["store_ids"])
+    for note in result["notes"]:
+        component.warn(note)
+    component.succeed(
+        {
+            "method": params["method"],
+            "data_dir": layout.data_dir,
+            "databases": result["databases"],
+            "stores": result["stores"],
+            "members": [r["name"] for r in records],
+            "data_member": records[0]["name"] if files else None,
+            "index_member": records[1]["name"] if files else None,
+            "total_bytes": result["total_bytes"],
+            "file_count": result.get("file_count"),
+        }
     )
+
+
+def archive(module, session, result):
     params = module.params
-    session = _session.open_for_module(module, params["session"])
+    component = None if module.check_mode else module.start_component(session, params["name"], "neo4j")
+    layout, found = inspect(params, result)
+    admin = _neo4j.find_admin(layout, params["neo4j_admin"]) if params["method"] == "dump" else None
+    if module.check_mode:
+        return plan(params, layout, result)
+    started = time.time()
+    records = capture(params, session, component, layout, admin, result)
+    check_untouched(layout, found, result["stores"])
+    notes = list(result["notes"])
+    succeed(component, params, layout, records, result)
+    for note in notes:
+        module.warn(note)
+    return dict(
+        result,
+        changed=True,
+        members=[r["name"] for r in records],
+        stored_bytes=sum(r["stored_size"] for r in records),
+        duration=round(time.time() - started, 3),
+    )
+
+
+def run(module):
+    params = module.params
+    session = module.open_session(params["session"])
     if params["databases"] and params["method"] != "dump":
-        module.fail_json(msg="databases applies to method=dump; method=files always archives the whole data directory")
-    name = _image.safe_name(params["name"])
+        raise OptionError("databases", "databases applies to method=dump; method=files always archives the whole data directory")
     result = {
         "changed": False,
-        "component": name,
+        "component": _image.safe_name(params["name"]),
         "method": params["method"],
         "data_dir": None,
         "databases": [],
@@ -289,98 +368,25 @@ def main():
         "total_bytes": 0,
         "notes": [],
     }
-
-    component = None if module.check_mode else _session_component(module, session, name, result)
-
-    def fail(message):
-        if component is not None:
-            component.fail(message)
-        module.fail_json(msg=message, **result)
-
     try:
-        layout = _neo4j.Layout(params["home"], params["config"], params["data_dir"], params["pid_file"], params["bolt_address"])
-    except _neo4j.Neo4jError as exc:
-        fail(str(exc))
-    result["data_dir"] = layout.data_dir
-    if not os.path.isdir(layout.data_dir):
-        fail(f"data_dir {layout.data_dir} does not exist or is not a directory; give data_dir, or the home/config of this Neo4j")
-    found = layout.databases()
-    if not found:
-        fail(f"no Neo4j database under {layout.databases_dir} (no databases/*/neostore): is this the Neo4j data directory? Give data_dir or config")
-    evidence, notes = _neo4j.running_evidence(layout)
-    result["notes"] = notes
-    if evidence:
-        fail(_neo4j.refuse_message(f"archive {layout.data_dir}", evidence))
-    databases = params["databases"] or found
-    missing = [d for d in databases if d not in found]
-    if missing:
-        fail(f"databases: {', '.join(missing)} not found in {layout.databases_dir} (present: {', '.join(found)})")
-    try:
-        stores = _neo4j.store_ids(layout.data_dir, found)
-        admin = _neo4j.find_admin(layout, params["neo4j_admin"]) if params["method"] == "dump" else None
-    except _neo4j.Neo4jError as exc:
-        fail(str(exc))
-    # The marker names the store ids of what the image holds: every database, or the ones dumped.
-    result.update(databases=databases, stores=stores, store_ids={db: stores[db]["store_id"] for db in databases})
+        return archive(module, session, result)
+    except LifeboatError as exc:
+        exc.add_result(result)
+        raise
 
-    if module.check_mode:
-        if params["method"] == "files":
-            totals, problems = plan_files(layout, params["exclude"])
-            if problems:
-                result["notes"].extend(f"cannot read {p['path']}: {p['error']}" for p in problems)
-            result.update(file_count=totals.file_count, total_bytes=totals.total_bytes)
-        result["changed"] = True
-        module.exit_json(**result)
 
-    started = time.time()
-    try:
-        with session.heartbeat():
-            if params["method"] == "files":
-                totals, records = archive_files(component, layout, params["exclude"])
-                result.update(file_count=totals.file_count, total_bytes=totals.total_bytes)
-            else:
-                total, records = archive_dumps(component, layout, admin, databases, params["timeout"])
-                result["total_bytes"] = total
-    except (OSError, _tree.TreeError, _image.ImageError, _age.AgeError, _proc.CommandError, _neo4j.Neo4jError) as exc:
-        fail(f"neo4j archive of {layout.data_dir} failed: {getattr(exc, 'strerror', None) or exc}")
-
-    # The capture is only consistent if nothing touched the store meanwhile.
-    evidence, _notes = _neo4j.running_evidence(layout)
-    if evidence:
-        fail(f"Neo4j started while its files were being archived; the archive is not consistent: {'; '.join(evidence)}")
-    try:
-        after = _neo4j.store_ids(layout.data_dir, found)
-    except _neo4j.Neo4jError as exc:
-        fail(str(exc))
-    changed_ids = sorted(db for db in found if after[db]["store_id"] != stores[db]["store_id"])
-    if changed_ids:
-        fail(f"the store id of {', '.join(changed_ids)} changed while it was being archived; the archive is not consistent")
-
-    component.marker("store_ids", result["store_ids"])
-    for note in notes:
-        component.warn(note)
-    component.succeed(
-        {
-            "method": params["method"],
-            "data_dir": layout.data_dir,
-            "databases": databases,
-            "stores": stores,
-            "members": [r["name"] for r in records],
-            "data_member": records[0]["name"] if params["method"] == "files" else None,
-            "index_member": records[1]["name"] if params["method"] == "files" else None,
-            "total_bytes": result["total_bytes"],
-            "file_count": result.get("file_count"),
-        }
+def main():
+    module = LifeboatModule(
+        argument_spec=dict(
+            method=dict(type="str", choices=["files", "dump"], default="files"),
+            databases=dict(type="list", elements="str", default=[]),
+            exclude=dict(type="list", elements="str", default=[]),
+            timeout=dict(type="int", default=3600),
+        ),
+        specs=[_neo4j.LAYOUT_SPEC, _session.component_spec("neo4j")],
+        supports_check_mode=True,
     )
-    for note in notes:
-        module.warn(note)
-    result.update(
-        changed=True,
-        members=[r["name"] for r in records],
-        stored_bytes=sum(r["stored_size"] for r in records),
-        duration=round(time.time() - started, 3),
-    )
-    module.exit_json(**result)
+    module.run(run)
 
 
 if __name__ == "__main__":

@@ -170,10 +170,10 @@ client_tools:
 import re
 import time
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _proc, _session
+from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _proc, _session
 from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql as pg
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
+from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 TAR_MEDIA = "application/x-tar"
 REQUIRED_FILES = ("PG_VERSION", "global/pg_control", "backup_label", "backup_manifest")
@@ -182,8 +182,8 @@ _END = re.compile(r"write-ahead log end point: (\S+)")
 _WAL_SEGMENT = re.compile(r"^pg_wal/[0-9A-F]{24}$")
 
 
-class BackupError(Exception):
-    pass
+class BackupError(LifeboatError):
+    """The server cannot give a base backup, or what it gave is not a usable one."""
 
 
 class TarScanner:
@@ -271,37 +271,16 @@ def check_server(conn, params):
         )
 
 
-def main():
-    argument_spec = pg.connection_argument_spec()
-    argument_spec.update(
-        session=dict(type="path", required=True),
-        name=dict(type="str", default="basebackup"),
-        checkpoint=dict(type="str", choices=["fast", "spread"], default="fast"),
-        max_rate=dict(type="str"),
-        label=dict(type="str"),
-        manifest_checksums=dict(type="str", choices=["NONE", "CRC32C", "SHA224", "SHA256", "SHA384", "SHA512"], default="CRC32C"),
-        space_factor=dict(type="float", default=0.1),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, mutually_exclusive=pg.CONNECTION_MUTUALLY_EXCLUSIVE, supports_check_mode=True)
-    params = module.params
-    session = _session.open_for_module(module, params["session"])
-    pg.require_driver(module)
-    fail = pg.Failer(module)
-    if not module.check_mode:
-        try:
-            fail.component = session.component(_image.safe_name(params["name"]), "postgresql-basebackup")
-        except _session.SessionError as exc:
-            module.fail_json(msg=str(exc))
+def validate(params):
     if params["max_rate"] and not re.match(r"^\d+[kKmM]?$", params["max_rate"]):
-        fail("max_rate must be a number of kB/s, optionally with k or M (for example 32M)")
+        raise OptionError("max_rate", "max_rate must be a number of kB/s, optionally with k or M (for example 32M)")
     if params["space_factor"] < 0:
-        fail("space_factor must be 0 (no check) or more")
-    name = _image.safe_name(params["name"])
+        raise OptionError("space_factor", "space_factor must be 0 (no check) or more")
 
-    try:
-        conn = pg.connect(params)
-    except pg.PgError as exc:
-        fail(str(exc))
+
+def inspect(params):
+    """What the server is and whether it can give a base backup; raises BackupError or PgError."""
+    conn = pg.connect(params)
     try:
         server_num, server_text = pg.server_version(conn)
         check_server(conn, params)
@@ -310,35 +289,23 @@ def main():
             data_directory = pg.scalar(conn, "SELECT current_setting('data_directory')")
         except pg.PgError:
             data_directory = None
-    except BackupError as exc:
-        fail(str(exc))
     except pg.PgError as exc:
-        fail("inspecting the server at %s failed: %s" % (pg.where(params), exc))
+        raise pg.PgError("inspecting the server at %s failed: %s" % (pg.where(params), exc)) from None
     finally:
         conn.close()
-    try:
-        tools = pg.find_tools(server_num, ["pg_basebackup"], params["client_bin_dir"], purpose="a base backup of this server")
-    except pg.ToolError as exc:
-        fail(str(exc))
+    return {"server_version_num": server_num, "server_version": server_text, "estimated": estimated, "data_directory": data_directory}
 
-    free = pg.free_bytes(session.work_dir)
-    result = dict(changed=False, component=name, estimated_bytes=estimated, free_bytes=free, client_tools=tools.describe())
-    problem = None
-    if params["space_factor"] > 0:
-        problem = pg.space_problem(session.work_dir, int(estimated * params["space_factor"]), "the base backup")
-        if problem:
-            problem += " (estimate: space_factor %s x %s, the size of all databases)" % (params["space_factor"], pg.format_size(estimated))
-    if module.check_mode:
-        if problem:
-            fail(problem, **result)
-        result["changed"] = True
-        module.exit_json(**result)
 
-    component = fail.component
+def check_space(params, session, estimated, result):
+    if params["space_factor"] <= 0:
+        return
+    problem = pg.space_problem(session.work_dir, int(estimated * params["space_factor"]), "the base backup")
     if problem:
-        fail(problem, **result)
+        problem += " (estimate: space_factor %s x %s, the size of all databases)" % (params["space_factor"], pg.format_size(estimated))
+        raise LifeboatError(problem, **result)
 
-    label = params["label"] or "lifeboat %s" % session.data.get("backup_id")
+
+def basebackup_argv(params, tools, label):
     argv = [
         tools.path("pg_basebackup"),
         "--pgdata=-",
@@ -352,67 +319,117 @@ def main():
     ]
     if params["max_rate"]:
         argv.append("--max-rate=%s" % params["max_rate"])
-    started = time.time()
+    return argv
+
+
+def check_stream(stderr, scanner):
+    """Raise BackupError unless pg_basebackup's tar stream is complete and holds a usable
+    backup; returns the WAL segments it holds."""
+    errors = pg.error_lines(stderr)
+    if errors:
+        raise BackupError("pg_basebackup reported errors: %s" % "; ".join(errors[:5]))
+    if scanner.error:
+        raise BackupError("pg_basebackup's output is not a valid tar: %s" % scanner.error)
+    if not scanner.complete:
+        raise BackupError("pg_basebackup's tar stream ends without its end-of-archive blocks: it is incomplete")
+    missing = [f for f in REQUIRED_FILES if f not in scanner.names]
+    wal = [n for n in scanner.names if _WAL_SEGMENT.match(n)]
+    if missing or not wal:
+        raise BackupError("the backup lacks %s" % ", ".join(missing + ([] if wal else ["WAL segments (pg_wal/)"])))
+    return wal
+
+
+def stream_backup(component, session, params, argv):
+    """pg_basebackup's tar into one member, checked as it passes. Returns (member record,
+    tar bytes, scanner, WAL segments, stderr); raises LifeboatError ("base backup failed")."""
     scanner = TarScanner()
     try:
         with session.heartbeat(), pg.password_file(params["login_password"], session.work_dir) as passfile, component.appender() as appender:
             env = pg.client_env(params, None, passfile, application="lifeboat.backup pg_basebackup")
             with component.member(appender, "base.tar", TAR_MEDIA, threads=-1, extra={"format": "tar", "wal": "included"}) as out:
-                tee = _proc.Tee(out, [scanner])
-                copied, stderr = _proc.stream_from(argv, tee, env=env)
-                errors = pg.error_lines(stderr)
-                if errors:
-                    raise BackupError("pg_basebackup reported errors: %s" % "; ".join(errors[:5]))
-                if scanner.error:
-                    raise BackupError("pg_basebackup's output is not a valid tar: %s" % scanner.error)
-                if not scanner.complete:
-                    raise BackupError("pg_basebackup's tar stream ends without its end-of-archive blocks: it is incomplete")
-                missing = [f for f in REQUIRED_FILES if f not in scanner.names]
-                wal = [n for n in scanner.names if _WAL_SEGMENT.match(n)]
-                if missing or not wal:
-                    raise BackupError("the backup lacks %s" % ", ".join(missing + ([] if wal else ["WAL segments (pg_wal/)"])))
-                start = _START.search(stderr)
-                end = _END.search(stderr)
+                copied, stderr = _proc.stream_from(argv, _proc.Tee(out, [scanner]), env=env)
+                wal = check_stream(stderr, scanner)
             component.add_member_record(out.record)
-    except (BackupError, _proc.CommandError) as exc:
-        reason = "base backup failed: %s" % exc
-        fail(reason, **result)
-    except (OSError, _image.ImageError, _age.AgeError) as exc:
-        reason = "base backup failed: %s" % (getattr(exc, "strerror", None) or exc)
-        fail(reason, **result)
+    except (OSError, LifeboatError) as exc:
+        raise LifeboatError("base backup failed: %s" % (getattr(exc, "strerror", None) or exc)) from None
+    return out.record, copied, scanner, wal, stderr
+
+
+def basebackup(module):
+    params = module.params
+    session = module.open_session(params["session"])
+    module.require("psycopg (or psycopg2)", pg.HAS_PSYCOPG, pg.PSYCOPG_IMPORT_ERROR)
+    component = None if module.check_mode else module.start_component(session, params["name"], "postgresql-basebackup")
+    validate(params)
+    server = inspect(params)
+    tools = pg.find_tools(server["server_version_num"], ["pg_basebackup"], params["client_bin_dir"], purpose="a base backup of this server")
+    result = dict(
+        changed=False,
+        component=_image.safe_name(params["name"]),
+        estimated_bytes=server["estimated"],
+        free_bytes=pg.free_bytes(session.work_dir),
+        client_tools=tools.describe(),
+    )
+    check_space(params, session, server["estimated"], result)
+    if module.check_mode:
+        return dict(result, changed=True)
+
+    label = params["label"] or "lifeboat %s" % session.data.get("backup_id")
+    started = time.time()
+    try:
+        record, copied, scanner, wal, stderr = stream_backup(component, session, params, basebackup_argv(params, tools, label))
+    except LifeboatError as exc:
+        raise exc.add_result(result) from None
+    start, end = _START.search(stderr), _END.search(stderr)
     start_lsn, timeline = (start.group(1), int(start.group(2))) if start else (None, None)
     end_lsn = end.group(1) if end else None
     component.marker("start_lsn", start_lsn)
     component.marker("end_lsn", end_lsn)
     component.marker("timeline", timeline)
-    details = {
-        "server_version": server_text,
-        "server_version_num": server_num,
-        "data_directory": data_directory,
-        "client": tools.describe(),
-        "label": label,
-        "checkpoint": params["checkpoint"],
-        "wal_method": "fetch",
-        "member": out.record["name"],
-        "tar_bytes": copied,
-        "files": len(scanner.names),
-        "wal_segments": len(wal),
-        "manifest_checksums": params["manifest_checksums"],
-    }
+    details = dict(
+        server_version=server["server_version"],
+        server_version_num=server["server_version_num"],
+        data_directory=server["data_directory"],
+        client=tools.describe(),
+        label=label,
+        checkpoint=params["checkpoint"],
+        wal_method="fetch",
+        member=record["name"],
+        tar_bytes=copied,
+        files=len(scanner.names),
+        wal_segments=len(wal),
+        manifest_checksums=params["manifest_checksums"],
+    )
     component.succeed(details)
-    result.update(
+    return dict(
+        result,
         changed=True,
-        member=out.record["name"],
+        member=record["name"],
         start_lsn=start_lsn,
         end_lsn=end_lsn,
         timeline=timeline,
         tar_bytes=copied,
-        stored_bytes=out.record["stored_size"],
+        stored_bytes=record["stored_size"],
         files=len(scanner.names),
         wal_segments=len(wal),
         duration=round(time.time() - started, 3),
     )
-    module.exit_json(**result)
+
+
+def main():
+    module = LifeboatModule(
+        argument_spec=dict(
+            checkpoint=dict(type="str", choices=["fast", "spread"], default="fast"),
+            max_rate=dict(type="str"),
+            label=dict(type="str"),
+            manifest_checksums=dict(type="str", choices=["NONE", "CRC32C", "SHA224", "SHA256", "SHA384", "SHA512"], default="CRC32C"),
+            space_factor=dict(type="float", default=0.1),
+        ),
+        specs=[pg.CONNECTION_SPEC, _session.component_spec("basebackup")],
+        mutually_exclusive=pg.CONNECTION_MUTUALLY_EXCLUSIVE,
+        supports_check_mode=True,
+    )
+    module.run(basebackup)
 
 
 if __name__ == "__main__":

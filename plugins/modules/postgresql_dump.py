@@ -275,6 +275,7 @@ warnings_detail:
   sample: []
 """
 
+import errno
 import hashlib
 import os
 import re
@@ -282,10 +283,10 @@ import shutil
 import tarfile
 import time
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _proc, _session
+from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _proc, _session
 from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql as pg
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
+from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 CUSTOM_MEDIA = "application/vnd.postgresql.custom-archive"
 DIRECTORY_MEDIA = "application/vnd.postgresql.directory-archive+tar"
@@ -294,7 +295,7 @@ CLUSTER_TRAILER = b"PostgreSQL database cluster dump complete"
 _FINISHED = re.compile(r"^pg_dump: finished item (\d+) TABLE DATA ")
 
 
-class DumpError(Exception):
+class DumpError(LifeboatError):
     """One database (or the globals) could not be dumped; the message says why."""
 
 
@@ -573,218 +574,275 @@ def dump_one(component, appender, tools, env_for, params, database, audit_includ
     return details
 
 
-def main():
-    argument_spec = pg.connection_argument_spec()
-    argument_spec.update(
-        session=dict(type="path", required=True),
-        name=dict(type="str", default="postgresql"),
-        mode=dict(type="str", choices=["per_database", "dumpall"], default="per_database"),
-        databases=dict(type="list", elements="str", default=[]),
-        exclude_databases=dict(type="list", elements="str", default=[]),
-        globals=dict(type="bool", default=True),
-        role_passwords=dict(type="bool", default=True, no_log=False),
-        exclude_tables=dict(type="list", elements="str", default=[]),
-        exclude_table_data=dict(type="list", elements="str", default=[]),
-        audit_tables=dict(type="list", elements="str", default=[]),
-        include_audit=dict(type="bool", default=False),
-        jobs=dict(type="int", default=1),
-        row_counts=dict(type="bool", default=False),
-        verify=dict(type="str", choices=["toc", "full"], default="toc"),
-        lock_wait_timeout=dict(type="int"),
-        space_factor=dict(type="float", default=0.1),
-        halt=dict(type="bool"),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, mutually_exclusive=pg.CONNECTION_MUTUALLY_EXCLUSIVE, supports_check_mode=True)
-    params = module.params
-    session = _session.open_for_module(module, params["session"])
-    pg.require_driver(module)
-    fail = pg.Failer(module)
-    if not module.check_mode:
-        try:
-            fail.component = session.component(_image.safe_name(params["name"]), "postgresql")
-        except _session.SessionError as exc:
-            module.fail_json(msg=str(exc))
-    name = _image.safe_name(params["name"])
-    halt = session.halt if params["halt"] is None else params["halt"]
-    dumpall = params["mode"] == "dumpall"
+class Survey:
+    """What would be dumped: the server read, the databases selected, the client tools found
+    and the free space checked. ``result`` is what the module returns (check mode: all)."""
 
-    if params["jobs"] < 1:
-        fail("jobs must be 1 or more")
-    if params["space_factor"] < 0:
-        fail("space_factor must be 0 (no check) or more")
-    if dumpall and (params["databases"] or params["exclude_tables"] or params["exclude_table_data"] or params["jobs"] > 1):
-        fail("mode=dumpall dumps the whole cluster as one SQL script: databases, exclude_tables, exclude_table_data and jobs need mode=per_database")
-    if dumpall and params["audit_tables"] and not params["include_audit"]:
-        fail("mode=dumpall cannot leave out the rows of audit_tables; use mode=per_database (or include_audit with a custom selection)")
-    selection = session.data.get("selection") or "standard"
-    if params["include_audit"] and selection != "custom":
-        fail(
-            "include_audit=true needs a session started with selection=custom: a standard backup excludes audit tables by design. "
-            "Start the session with selection=custom, or drop include_audit"
+    def __init__(self, params, session):
+        self.params = params
+        self.session = session
+        self.dumpall = params["mode"] == "dumpall"
+        self._read_server()
+        self._check_selection()
+        self.tools = pg.find_tools(self.server_num, ["pg_dump", "pg_restore", "pg_dumpall"], params["client_bin_dir"], purpose="a dump of this server")
+        self.sizes = {d["name"]: d["size"] for d in self.available}
+        self.estimated = sum(self.sizes[d] for d in self.selected)
+        self.scratch_needed = self._scratch_needed()
+        needed = int(self.estimated * params["space_factor"])
+        self.result = dict(
+            changed=False,
+            component=_image.safe_name(params["name"]),
+            mode=params["mode"],
+            databases=[{"name": d, "size": self.sizes[d]} for d in self.selected],
+            lsn=self.lsn,
+            estimated_bytes=self.estimated,
+            needed_bytes=needed + self.scratch_needed,
+            free_bytes=pg.free_bytes(session.work_dir),
+            client_tools=self.tools.describe(),
+            warnings_detail=[],
         )
-    audit_included = bool(params["include_audit"])
 
-    try:
+    def _read_server(self):
+        params = self.params
         conn = pg.connect(params)
-    except pg.PgError as exc:
-        fail(str(exc))
-    try:
-        server_num, server_text = pg.server_version(conn)
-        superuser = bool(pg.scalar(conn, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
-        available = list_databases(conn)
-        lsn, in_recovery = pg.current_lsn(conn)
-        props = {}
-        if not dumpall:
-            selected, unknown = select_databases(available, params["databases"], params["exclude_databases"])
-            for database in selected:
-                props[database] = pg.database_props(conn, server_num, database)
-        else:
-            selected, unknown = select_databases(available, [], params["exclude_databases"])
-    except pg.PgError as exc:
-        fail("reading the database list from %s failed: %s" % (pg.where(params), exc))
-    finally:
-        conn.close()
-    if unknown:
-        fail("databases: %s not found on the server; it has: %s" % (", ".join(unknown), ", ".join(d["name"] for d in available if not d["is_template"])))
-    if not selected and not (params["globals"] and not dumpall):
-        fail("nothing to dump: no database selected (check databases and exclude_databases)")
-
-    try:
-        tools = pg.find_tools(server_num, ["pg_dump", "pg_restore", "pg_dumpall"], params["client_bin_dir"], purpose="a dump of this server")
-    except pg.ToolError as exc:
-        fail(str(exc))
-
-    sizes = {d["name"]: d["size"] for d in available}
-    estimated = sum(sizes[d] for d in selected)
-    needed = int(estimated * params["space_factor"])
-    scratch_needed = 0
-    if params["jobs"] > 1 and params["space_factor"] > 0:
         try:
-            scratch_needed = max([largest_tables_size(params, d, params["jobs"]) for d in selected] or [0])
+            self.server_num, self.server_text = pg.server_version(conn)
+            self.superuser = bool(pg.scalar(conn, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
+            self.available = list_databases(conn)
+            self.lsn, self.in_recovery = pg.current_lsn(conn)
+            wanted = [] if self.dumpall else params["databases"]
+            self.selected, self.unknown = select_databases(self.available, wanted, params["exclude_databases"])
+            self.props = {} if self.dumpall else {d: pg.database_props(conn, self.server_num, d) for d in self.selected}
         except pg.PgError as exc:
-            fail("sizing the largest tables failed: %s" % exc)
-    free = pg.free_bytes(session.work_dir)
-    databases = [{"name": d, "size": sizes[d]} for d in selected]
-    result = dict(
-        changed=False,
-        component=name,
-        mode=params["mode"],
-        databases=databases,
-        lsn=lsn,
-        estimated_bytes=estimated,
-        needed_bytes=needed + scratch_needed,
-        free_bytes=free,
-        client_tools=tools.describe(),
-        warnings_detail=[],
-    )
-    problem = None
-    if params["space_factor"] > 0:
-        problem = pg.space_problem(session.work_dir, needed + scratch_needed, "the PostgreSQL dump")
-        if problem:
-            problem += " (estimate: space_factor %s x %s, the size of %s%s)" % (
-                params["space_factor"],
-                pg.format_size(estimated),
-                ", ".join(selected) or "the globals",
-                "; plus %s for the %d largest tables in the scratch area (jobs=%d)" % (pg.format_size(scratch_needed), params["jobs"], params["jobs"])
-                if scratch_needed
-                else "",
+            raise pg.PgError("reading the database list from %s failed: %s" % (pg.where(params), exc)) from None
+        finally:
+            conn.close()
+
+    def _check_selection(self):
+        if self.unknown:
+            names = ", ".join(d["name"] for d in self.available if not d["is_template"])
+            raise OptionError("databases", "databases: %s not found on the server; it has: %s" % (", ".join(self.unknown), names))
+        if not self.selected and not (self.params["globals"] and not self.dumpall):
+            raise OptionError("databases", "nothing to dump: no database selected (check databases and exclude_databases)")
+
+    def _scratch_needed(self):
+        params = self.params
+        if params["jobs"] <= 1 or params["space_factor"] <= 0:
+            return 0
+        try:
+            return max([largest_tables_size(params, d, params["jobs"]) for d in self.selected] or [0])
+        except pg.PgError as exc:
+            raise pg.PgError("sizing the largest tables failed: %s" % exc) from None
+
+    def check_space(self):
+        """Raise when the destination clearly cannot hold the dump (space_factor 0: no check)."""
+        params = self.params
+        if params["space_factor"] <= 0:
+            return
+        problem = pg.space_problem(self.session.work_dir, self.result["needed_bytes"], "the PostgreSQL dump")
+        if not problem:
+            return
+        scratch = ""
+        if self.scratch_needed:
+            scratch = "; plus %s for the %d largest tables in the scratch area (jobs=%d)" % (
+                pg.format_size(self.scratch_needed),
+                params["jobs"],
+                params["jobs"],
             )
+        problem += " (estimate: space_factor %s x %s, the size of %s%s)" % (
+            params["space_factor"],
+            pg.format_size(self.estimated),
+            ", ".join(self.selected) or "the globals",
+            scratch,
+        )
+        raise LifeboatError(problem, **self.result)
 
+
+def validate(params, session):
+    """Options that cannot work together; raises OptionError naming them."""
+    dumpall = params["mode"] == "dumpall"
+    if params["jobs"] < 1:
+        raise OptionError("jobs", "jobs must be 1 or more")
+    if params["space_factor"] < 0:
+        raise OptionError("space_factor", "space_factor must be 0 (no check) or more")
+    if dumpall and (params["databases"] or params["exclude_tables"] or params["exclude_table_data"] or params["jobs"] > 1):
+        raise OptionError(
+            "mode", "mode=dumpall dumps the whole cluster as one SQL script: databases, exclude_tables, exclude_table_data and jobs need mode=per_database"
+        )
+    if dumpall and params["audit_tables"] and not params["include_audit"]:
+        raise OptionError("mode", "mode=dumpall cannot leave out the rows of audit_tables; use mode=per_database (or include_audit with a custom selection)")
+    if params["include_audit"] and (session.data.get("selection") or "standard") != "custom":
+        raise OptionError(
+            "include_audit",
+            "include_audit=true needs a session started with selection=custom: a standard backup excludes audit tables by design. "
+            "Start the session with selection=custom, or drop include_audit",
+        )
+
+
+class Dump:
+    """Runs a surveyed dump into the component: globals (or the whole cluster), then each
+    database. Failures are collected per database; with ``halt`` the first one stops it."""
+
+    def __init__(self, survey, component, halt):
+        self.survey = survey
+        self.params = survey.params
+        self.component = component
+        self.halt = halt
+        self.members = []
+        self.failed = []
+        self.role_passwords = self._role_passwords()
+        self.details = self._details()
+
+    def _role_passwords(self):
+        if self.params["role_passwords"] and not self.survey.superuser:
+            self.component.warn(
+                "%s is not a superuser: role passwords were not dumped (pg_authid is unreadable); set them again after a restore" % self.params["login_user"]
+            )
+            return False
+        return self.params["role_passwords"]
+
+    def _details(self):
+        params, survey = self.params, self.survey
+        return {
+            "mode": params["mode"],
+            "server_version": survey.server_text,
+            "server_version_num": survey.server_num,
+            "in_recovery": survey.in_recovery,
+            "client": survey.tools.describe(),
+            "role_passwords": self.role_passwords,
+            "exclude_tables": params["exclude_tables"],
+            "exclude_table_data": params["exclude_table_data"],
+            "audit": {"tables": params["audit_tables"], "included": bool(params["include_audit"])},
+            "selection": survey.session.data.get("selection") or "standard",
+            "databases": [],
+            "globals_member": None,
+            "estimated_bytes": survey.estimated,
+        }
+
+    def run(self):
+        session = self.survey.session
+        try:
+            with session.heartbeat(), pg.password_file(self.params["login_password"], session.work_dir) as passfile, self.component.appender() as appender:
+                self.appender = appender
+                self.passfile = passfile
+                if self.survey.dumpall or self.params["globals"]:
+                    self.dump_globals()
+                if not self.survey.dumpall and not (self.failed and self.halt):
+                    self.dump_databases()
+        except (OSError, LifeboatError) as exc:
+            reason = "PostgreSQL dump failed: %s" % (getattr(exc, "strerror", None) or exc)
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                reason += " (the destination is full: free space or choose another destination)"
+            self.failed.append({"name": "postgresql", "error": reason})
+
+    def env_for(self, database=None):
+        return pg.client_env(self.params, database, self.passfile, application="lifeboat.backup pg_dump")
+
+    def dump_globals(self):
+        params, tools = self.params, self.survey.tools
+        argv = [tools.path("pg_dumpall"), "--no-password"]
+        if not self.role_passwords:
+            argv.append("--no-role-passwords")
+        if self.survey.dumpall:
+            argv += ["--exclude-database=%s" % p for p in params["exclude_databases"]]
+            member, what, key = "cluster.sql", "cluster", "cluster_member"
+        else:
+            argv.append("--globals-only")
+            member, what, key = "globals.sql", "globals", "globals_member"
+        argv.append("--database=%s" % params["login_db"])
+        try:
+            record = dump_sql(self.component, self.appender, tools, self.env_for(params["login_db"]), argv, member, what)
+        except (DumpError, _proc.CommandError) as exc:
+            self.failed.append({"name": what, "error": str(exc)})
+            return
+        self.members.append(record["name"])
+        self.component.add_member_record(record)
+        self.details[key] = record["name"]
+        if self.survey.dumpall:
+            self.details["databases"] = [{"name": d, "size": self.survey.sizes[d]} for d in self.survey.selected]
+
+    def dump_databases(self):
+        survey, params = self.survey, self.params
+        audit_included = bool(params["include_audit"])
+        for database in survey.selected:
+            try:
+                info = dump_one(self.component, self.appender, survey.tools, self.env_for, params, database, audit_included, survey.session.scratch)
+            except (DumpError, _proc.CommandError, pg.PgError) as exc:
+                self.failed.append({"name": database, "error": explain_dump_error(str(exc), params["lock_wait_timeout"])})
+                if self.halt:
+                    break
+                continue
+            info["size"] = survey.sizes[database]
+            info["properties"] = survey.props.get(database)
+            self.details["databases"].append(info)
+            self.members.append(info["member"])
+            self.component.add_member_record({"name": info["member"]})
+            for entry in survey.result["databases"]:
+                if entry["name"] == database:
+                    entry.update({k: info[k] for k in ("member", "format", "dump_bytes", "stored_bytes", "table_data", "duration")})
+
+    def report(self, started):
+        """The module's result; raises LifeboatError when a database (or the globals) failed."""
+        result = self.survey.result
+        result["warnings_detail"] = self.component.record["warnings"]
+        for entry in self.failed:
+            for db in result["databases"]:
+                if db["name"] == entry["name"]:
+                    db["error"] = entry["error"]
+        if self.failed:
+            reason = "; ".join("%s: %s" % (f["name"], f["error"]) for f in self.failed)
+            self.component.fail(reason, self.details)
+            raise LifeboatError("PostgreSQL dump failed: %s" % reason, failed=self.failed, **result)
+        self.component.succeed(self.details)
+        stored = sum(e.get("stored_size", 0) for e in self.appender.entries if e["name"] in self.members)
+        return dict(result, changed=True, members=self.members, stored_bytes=stored, duration=round(time.time() - started, 3))
+
+
+def dump(module):
+    params = module.params
+    session = module.open_session(params["session"])
+    module.require("psycopg (or psycopg2)", pg.HAS_PSYCOPG, pg.PSYCOPG_IMPORT_ERROR)
+    component = None if module.check_mode else module.start_component(session, params["name"], "postgresql")
+    validate(params, session)
+    survey = Survey(params, session)
     if module.check_mode:
-        if problem:
-            fail(problem, **result)
-        result["changed"] = True
-        module.exit_json(**result)
-
-    component = fail.component
-    if problem:
-        fail(problem, **result)
-
-    component.marker("lsn", lsn)
-    role_passwords = params["role_passwords"]
-    if role_passwords and not superuser:
-        role_passwords = False
-        component.warn("%s is not a superuser: role passwords were not dumped (pg_authid is unreadable); set them again after a restore" % params["login_user"])
-    details = {
-        "mode": params["mode"],
-        "server_version": server_text,
-        "server_version_num": server_num,
-        "in_recovery": in_recovery,
-        "client": tools.describe(),
-        "role_passwords": role_passwords,
-        "exclude_tables": params["exclude_tables"],
-        "exclude_table_data": params["exclude_table_data"],
-        "audit": {"tables": params["audit_tables"], "included": audit_included},
-        "selection": selection,
-        "databases": [],
-        "globals_member": None,
-        "estimated_bytes": estimated,
-    }
-    members = []
-    failed = []
+        survey.check_space()
+        return dict(survey.result, changed=True)
+    survey.check_space()
     started = time.time()
-    try:
-        with session.heartbeat(), pg.password_file(params["login_password"], session.work_dir) as passfile, component.appender() as appender:
-
-            def env_for(database=None):
-                return pg.client_env(params, database, passfile, application="lifeboat.backup pg_dump")
-
-            if dumpall or params["globals"]:
-                argv = [tools.path("pg_dumpall"), "--no-password"]
-                if not role_passwords:
-                    argv.append("--no-role-passwords")
-                if dumpall:
-                    argv += ["--exclude-database=%s" % p for p in params["exclude_databases"]]
-                    member, what = "cluster.sql", "cluster"
-                else:
-                    argv.append("--globals-only")
-                    member, what = "globals.sql", "globals"
-                try:
-                    record = dump_sql(component, appender, tools, env_for(params["login_db"]), argv + ["--database=%s" % params["login_db"]], member, what)
-                    members.append(record["name"])
-                    component.add_member_record(record)
-                    details["globals_member" if not dumpall else "cluster_member"] = record["name"]
-                    if dumpall:
-                        details["databases"] = [{"name": d, "size": sizes[d]} for d in selected]
-                except (DumpError, _proc.CommandError) as exc:
-                    failed.append({"name": what, "error": str(exc)})
-            if not dumpall and not (failed and halt):
-                for database in selected:
-                    try:
-                        info = dump_one(component, appender, tools, env_for, params, database, audit_included, session.scratch)
-                    except (DumpError, _proc.CommandError, pg.PgError) as exc:
-                        failed.append({"name": database, "error": explain_dump_error(str(exc), params["lock_wait_timeout"])})
-                        if halt:
-                            break
-                        continue
-                    info["size"] = sizes[database]
-                    info["properties"] = props.get(database)
-                    details["databases"].append(info)
-                    members.append(info["member"])
-                    component.add_member_record({"name": info["member"]})
-                    for entry in databases:
-                        if entry["name"] == database:
-                            entry.update({k: info[k] for k in ("member", "format", "dump_bytes", "stored_bytes", "table_data", "duration")})
-    except (OSError, _image.ImageError, _age.AgeError, pg.PgError) as exc:
-        reason = "PostgreSQL dump failed: %s" % (getattr(exc, "strerror", None) or exc)
-        if isinstance(exc, OSError) and exc.errno == 28:
-            reason += " (the destination is full: free space or choose another destination)"
-        failed.append({"name": "postgresql", "error": reason})
-    result["warnings_detail"] = component.record["warnings"]
-    for entry in failed:
-        for db in databases:
-            if db["name"] == entry["name"]:
-                db["error"] = entry["error"]
-    if failed:
-        reason = "; ".join("%s: %s" % (f["name"], f["error"]) for f in failed)
-        component.fail(reason, details)
-        fail("PostgreSQL dump failed: %s" % reason, failed=failed, **result)
-    component.succeed(details)
+    component.marker("lsn", survey.lsn)
+    run = Dump(survey, component, session.halt if params["halt"] is None else params["halt"])
+    run.run()
+    result = run.report(started)
     for text in component.record["warnings"]:
         module.warn(text)
-    stored = sum(e.get("stored_size", 0) for e in appender.entries if e["name"] in members)
-    result.update(changed=True, members=members, stored_bytes=stored, duration=round(time.time() - started, 3))
-    module.exit_json(**result)
+    return result
+
+
+def main():
+    module = LifeboatModule(
+        argument_spec=dict(
+            mode=dict(type="str", choices=["per_database", "dumpall"], default="per_database"),
+            databases=dict(type="list", elements="str", default=[]),
+            exclude_databases=dict(type="list", elements="str", default=[]),
+            globals=dict(type="bool", default=True),
+            role_passwords=dict(type="bool", default=True, no_log=False),
+            exclude_tables=dict(type="list", elements="str", default=[]),
+            exclude_table_data=dict(type="list", elements="str", default=[]),
+            audit_tables=dict(type="list", elements="str", default=[]),
+            include_audit=dict(type="bool", default=False),
+            jobs=dict(type="int", default=1),
+            row_counts=dict(type="bool", default=False),
+            verify=dict(type="str", choices=["toc", "full"], default="toc"),
+            lock_wait_timeout=dict(type="int"),
+            space_factor=dict(type="float", default=0.1),
+            halt=dict(type="bool"),
+        ),
+        specs=[pg.CONNECTION_SPEC, _session.component_spec("postgresql")],
+        mutually_exclusive=pg.CONNECTION_MUTUALLY_EXCLUSIVE,
+        supports_check_mode=True,
+    )
+    module.run(dump)
 
 
 if __name__ == "__main__":
