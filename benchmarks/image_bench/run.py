@@ -160,7 +160,7 @@ def module_peak_rss(tree, recipient, work):
 
 
 def verify(image, identity_file):
-    checked = run_module("image_verify", path=image, level="full", identity_file=str(identity_file))
+    checked = run_module("image_verify", image=image, level="full", identity_file=str(identity_file))
     if not checked.get("valid"):
         raise SystemExit("the benchmark image does not verify: %s" % checked.get("msg"))
 

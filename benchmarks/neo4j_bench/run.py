@@ -182,10 +182,10 @@ def main():
         sealed = json.loads((out / "sealed.json").read_text())
         module_s = task_seconds(proc.stdout, "neo4j_archive files")
         module_dump_s = task_seconds(proc.stdout, "neo4j_archive dump")
-        checked = run_module("image_verify", path=sealed["image"], level="full", identity_file=str(identity_file))
+        checked = run_module("image_verify", image=sealed["image"], level="full", identity_file=str(identity_file))
         if not checked.get("valid"):
             raise SystemExit("the benchmark image does not verify: %s" % checked.get("msg"))
-        members = run_module("image_info", path=sealed["image"])["manifest"]["members"]
+        members = run_module("image_info", image=sealed["image"])["manifest"]["members"]
         stored = {m["component"]: 0 for m in members}
         for member in members:
             stored[member["component"]] += member["stored_size"]

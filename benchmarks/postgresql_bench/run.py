@@ -359,7 +359,7 @@ def main():
         native0_s, native0_file = best["native -Z0"], outputs["native -Z0"]
         peer_s, peer_file = best["peer"], outputs["peer"]
         for label in ("module j1", "module j2"):
-            checked = run_module("image_verify", path=str(outputs[label]), level="full", identity_file=str(identity_file))
+            checked = run_module("image_verify", image=str(outputs[label]), level="full", identity_file=str(identity_file))
             if not checked.get("valid"):
                 raise SystemExit("benchmark image does not verify: %s" % checked.get("msg"))
 

@@ -29,6 +29,7 @@ import zlib
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
+from ansible_collections.lifeboat.backup.plugins.module_utils._version import COLLECTION
 
 ZSTANDARD_IMPORT_ERROR = None
 try:
@@ -434,6 +435,17 @@ DECRYPTION_SPEC = dict(
     identity=dict(type="str", no_log=True),
     identity_file=dict(type="path"),
 )
+
+
+def image_option():
+    """The ``image`` option of image_info and image_verify (the restore modules' name); their
+    0.1.0 name ``path`` stays as a deprecated alias until 0.3.0."""
+    return dict(
+        type="path",
+        required=True,
+        aliases=["path"],
+        deprecated_aliases=[dict(name="path", version="0.3.0", collection_name=COLLECTION)],
+    )
 
 
 def has_key(params):

@@ -175,9 +175,9 @@ import re
 import subprocess
 import time
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _retention, _session, _status, _storage
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import OptionError
+from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 
 def node_status(state_dir):
@@ -265,41 +265,49 @@ def next_cron_run(expression, now):
     return None
 
 
-def find_schedule(module, where):
-    """(next run ISO string or None, description)."""
-    if where.startswith("/"):
+def cron_schedule(path):
+    """(next run ISO string or None, description) of the first entry of a cron file."""
+    try:
+        with open(path) as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None, "no schedule: %s does not exist" % path
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#") or re.match(r"^[A-Z_]+=", line):
+            continue
+        expression = line.split()[0] if line.startswith("@") else " ".join(line.split()[:5])
         try:
-            with open(where) as handle:
-                lines = handle.read().splitlines()
-        except OSError:
-            return None, "no schedule: %s does not exist" % where
-        for line in lines:
-            line = line.strip()
-            if not line or line.startswith("#") or re.match(r"^[A-Z_]+=", line):
-                continue
-            expression = line.split()[0] if line.startswith("@") else " ".join(line.split()[:5])
-            try:
-                when = next_cron_run(expression, time.time())
-            except (ValueError, KeyError) as exc:
-                return None, "cron %s: cannot read %r: %s" % (where, expression, exc)
-            return _session.iso(when), "cron %s: %s" % (where, expression)
-        return None, "no schedule: %s has no entry" % where
+            when = next_cron_run(expression, time.time())
+        except (ValueError, KeyError) as exc:
+            return None, "cron %s: cannot read %r: %s" % (path, expression, exc)
+        return _session.iso(when), "cron %s: %s" % (path, expression)
+    return None, "no schedule: %s has no entry" % path
+
+
+def timer_schedule(module, timer):
+    """(next run ISO string or None, description) of a systemd timer."""
     systemctl = module.get_bin_path("systemctl")
     if not systemctl or not os.path.isdir("/run/systemd/system"):
         return None, "no schedule: systemd is not running here"
     proc = subprocess.run(
-        [systemctl, "show", "--property=LoadState,NextElapseUSecRealtime", "--timestamp=unix", where],
+        [systemctl, "show", "--property=LoadState,NextElapseUSecRealtime", "--timestamp=unix", timer],
         capture_output=True,
         text=True,
         check=False,
     )
     props = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
     if props.get("LoadState") != "loaded":
-        return None, "no schedule: timer %s is not installed" % where
+        return None, "no schedule: timer %s is not installed" % timer
     match = re.search(r"@(\d+)", props.get("NextElapseUSecRealtime", ""))
     if not match:
-        return None, "timer %s is installed but has no next run (inactive?)" % where
-    return _session.iso(int(match.group(1))), "systemd timer %s" % where
+        return None, "timer %s is installed but has no next run (inactive?)" % timer
+    return _session.iso(int(match.group(1))), "systemd timer %s" % timer
+
+
+def find_schedule(module, where):
+    """(next run ISO string or None, description): a cron file (a path) or a systemd timer."""
+    return cron_schedule(where) if where.startswith("/") else timer_schedule(module, where)
 
 
 # ---- images ------------------------------------------------------------------------------
@@ -335,7 +343,7 @@ def list_images(destination, node):
     return images
 
 
-def outside_view(module, params, status, result):
+def outside_view(params, status, result):
     """What the node's backups look like from outside: copies on targets, staleness, and
     the schedule recorded by the schedule role when none is installed here."""
     now = time.time()
@@ -348,7 +356,7 @@ def outside_view(module, params, status, result):
         try:
             limit = _retention.parse_duration(params["max_age"])
         except ValueError as exc:
-            module.fail_json(msg="max_age: %s" % exc)
+            raise OptionError("max_age", "max_age: %s" % exc) from None
         status["staleness"] = _status.staleness(status, limit, now)
     if params["targets"]:
         node = params["node"] or (status.get("last_result") or {}).get("node")
@@ -357,8 +365,22 @@ def outside_view(module, params, status, result):
             image["copies"] = _status.copies_of([image], result["copies"])[image["name"]]
 
 
+def report(module):
+    params = module.params
+    status = node_status(params["state_dir"])
+    status["next_run"], status["schedule"] = find_schedule(module, params["schedule"])
+    history = _session.NodeState(params["state_dir"]).history(params["history"]) if params["history"] > 0 else []
+    result = dict(changed=False, status=status, history=history)
+    if params["destination"]:
+        if not os.path.isdir(params["destination"]):
+            raise OptionError("destination", "destination %s does not exist or is not a directory" % params["destination"], **result)
+        result["images"] = list_images(params["destination"], params["node"])
+    outside_view(params, status, result)
+    return result
+
+
 def main():
-    module = AnsibleModule(
+    module = LifeboatModule(
         argument_spec=dict(
             state_dir=dict(type="path", default="/var/lib/lifeboat"),
             destination=dict(type="path"),
@@ -370,17 +392,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    params = module.params
-    status = node_status(params["state_dir"])
-    status["next_run"], status["schedule"] = find_schedule(module, params["schedule"])
-    history = _session.NodeState(params["state_dir"]).history(params["history"]) if params["history"] > 0 else []
-    result = dict(changed=False, status=status, history=history)
-    if params["destination"]:
-        if not os.path.isdir(params["destination"]):
-            module.fail_json(msg="destination %s does not exist or is not a directory" % params["destination"], **result)
-        result["images"] = list_images(params["destination"], params["node"])
-    outside_view(module, params, status, result)
-    module.exit_json(**result)
+    module.run(report)
 
 
 if __name__ == "__main__":

@@ -270,12 +270,12 @@ import os
 import socket
 import time
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _session
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import OptionError
+from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 
-def check_start(module, params):
+def check_start(params):
     """Validate everything a start would do, without writing (check mode)."""
     destination = params["destination"]
     if not os.path.isdir(destination):
@@ -291,11 +291,74 @@ def check_start(module, params):
             "another backup is in progress on this node: backup_id %s (keeper pid %s)" % (holder.get("backup_id"), holder.get("keeper_pid"))
         )
     name = _image.image_name(params["node"], time.time(), params["prefix"])
-    module.exit_json(changed=True, session={"image": name, "node": params["node"], "work_dir": None, "backup_id": params.get("backup_id")}, notes=[])
+    return dict(changed=True, session={"image": name, "node": params["node"], "work_dir": None, "backup_id": params.get("backup_id")}, notes=[])
+
+
+def start(module, params):
+    module.require("cryptography", params["encryption"] != "age" or _age.HAS_CRYPTOGRAPHY, _age.CRYPTOGRAPHY_IMPORT_ERROR)
+    if not 10 <= params["work_factor"] <= _age.MAX_WORK_FACTOR:
+        raise OptionError("work_factor", "work_factor must be between 10 and %d (age's limit when decrypting); 18 is age's default" % _age.MAX_WORK_FACTOR)
+    if params["lease"] < 60:
+        raise OptionError("lease", "lease must be at least 60 seconds")
+    if module.check_mode:
+        return check_start(params)
+    session, notes, _stale = _session.start(params)
+    for note in notes:
+        module.warn(note)
+    if params["encryption"] == "none":
+        module.warn("encryption=none: the image is NOT encrypted and holds configuration files and database dumps, passwords included; store it accordingly")
+    public = {k: session[k] for k in ("work_dir", "backup_id", "image", "node", "compression", "keeper_pid", "started", "destination")}
+    return dict(changed=True, session=public, notes=notes)
+
+
+def seal(module, params):
+    if module.check_mode:
+        data = _session.load_session_data(params["session"]) if os.path.isdir(params["session"]) else None
+        if data is None:
+            raise _session.SessionError("session %s does not exist" % params["session"])
+        return dict(changed=True, verdict=None, image=None)
+    record, _manifest = _session.seal(params["session"], errors=params["errors"], consistency=params["consistency"])
+    result = dict(
+        changed=True,
+        verdict=record["verdict"],
+        image=record["image"],
+        size=record["size"],
+        components=record["components"],
+        failures=record["failures"],
+        reason=record["reason"],
+        backup_id=record["backup_id"],
+    )
+    if record["verdict"] == "failed":
+        raise _session.SessionError("backup failed, no image published: %s" % record["reason"], **result)
+    if record["verdict"] == "partial":
+        module.warn("partial backup: %s" % "; ".join("%s: %s" % kv for kv in sorted(record["failures"].items())))
+    return result
+
+
+def abort(module, params):
+    if module.check_mode:
+        return dict(changed=bool(params["session"] and os.path.isdir(params["session"])))
+    record = _session.abort(params["session"], params["state_dir"], params["reason"])
+    if record is None:
+        return dict(changed=False, verdict=None, msg="no session to abort")
+    return dict(
+        changed=True,
+        verdict=record["verdict"],
+        components=record["components"],
+        failures=record["failures"],
+        reason=record["reason"],
+        backup_id=record["backup_id"],
+    )
+
+
+def run(module):
+    params = dict(module.params)
+    params["node"] = params["node"] or socket.gethostname().split(".")[0]
+    return {"started": start, "sealed": seal, "aborted": abort}[params["state"]](module, params)
 
 
 def main():
-    module = AnsibleModule(
+    module = LifeboatModule(
         argument_spec=dict(
             state=dict(type="str", required=True, choices=["started", "sealed", "aborted"]),
             destination=dict(type="path"),
@@ -322,72 +385,7 @@ def main():
         required_if=[("state", "started", ["destination"]), ("state", "sealed", ["session"])],
         supports_check_mode=True,
     )
-    params = dict(module.params)
-    state = params["state"]
-    params["node"] = params["node"] or socket.gethostname().split(".")[0]
-
-    if state == "started":
-        if params["encryption"] == "age" and not _age.HAS_CRYPTOGRAPHY:
-            module.fail_json(msg=missing_required_lib("cryptography"), exception=_age.CRYPTOGRAPHY_IMPORT_ERROR)
-        if not 10 <= params["work_factor"] <= _age.MAX_WORK_FACTOR:
-            module.fail_json(msg="work_factor must be between 10 and %d (age's limit when decrypting); 18 is age's default" % _age.MAX_WORK_FACTOR)
-        if params["lease"] < 60:
-            module.fail_json(msg="lease must be at least 60 seconds")
-        try:
-            if module.check_mode:
-                check_start(module, params)
-            session, notes, _stale = _session.start(params)
-        except (_session.SessionError, _image.ImageError) as exc:
-            module.fail_json(msg=str(exc))
-        for note in notes:
-            module.warn(note)
-        if params["encryption"] == "none":
-            module.warn(
-                "encryption=none: the image is NOT encrypted and holds configuration files and database dumps, passwords included; store it accordingly"
-            )
-        public = {k: session[k] for k in ("work_dir", "backup_id", "image", "node", "compression", "keeper_pid", "started", "destination")}
-        module.exit_json(changed=True, session=public, notes=notes)
-
-    if state == "sealed":
-        if module.check_mode:
-            data = _session.load_session_data(params["session"]) if os.path.isdir(params["session"]) else None
-            if data is None:
-                module.fail_json(msg="session %s does not exist" % params["session"])
-            module.exit_json(changed=True, verdict=None, image=None)
-        try:
-            record, _manifest = _session.seal(params["session"], errors=params["errors"], consistency=params["consistency"])
-        except _session.SessionError as exc:
-            module.fail_json(msg=str(exc))
-        result = dict(
-            changed=True,
-            verdict=record["verdict"],
-            image=record["image"],
-            size=record["size"],
-            components=record["components"],
-            failures=record["failures"],
-            reason=record["reason"],
-            backup_id=record["backup_id"],
-        )
-        if record["verdict"] == "failed":
-            module.fail_json(msg="backup failed, no image published: %s" % record["reason"], **result)
-        if record["verdict"] == "partial":
-            module.warn("partial backup: %s" % "; ".join("%s: %s" % kv for kv in sorted(record["failures"].items())))
-        module.exit_json(**result)
-
-    # aborted
-    if module.check_mode:
-        module.exit_json(changed=bool(params["session"] and os.path.isdir(params["session"])))
-    record = _session.abort(params["session"], params["state_dir"], params["reason"])
-    if record is None:
-        module.exit_json(changed=False, verdict=None, msg="no session to abort")
-    module.exit_json(
-        changed=True,
-        verdict=record["verdict"],
-        components=record["components"],
-        failures=record["failures"],
-        reason=record["reason"],
-        backup_id=record["backup_id"],
-    )
+    module.run(run)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,14 @@ extends_documentation_fragment:
   - lifeboat.backup._attributes
   - lifeboat.backup._attributes.info_module
 options:
-  path:
+  image:
     description:
       - Path of the image (C(.zip)) on the managed node.
+      - Called C(path) before 0.2.0 (the restore modules call it O(image)); C(path) is
+        deprecated and will be removed in 0.3.0.
     type: path
     required: true
+    aliases: [path]
   component:
     description:
       - Only report this component and its members.
@@ -37,7 +40,7 @@ seealso:
 EXAMPLES = r"""
 - name: What is in this image?
   lifeboat.backup.image_info:
-    path: /var/backups/lifeboat/20261122T194512Z-db1.zip
+    image: /var/backups/lifeboat/20261122T194512Z-db1.zip
   register: info
 
 - name: Show the verdict and the PostgreSQL consistency marker
@@ -101,35 +104,25 @@ size:
 
 import os
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.lifeboat.backup.plugins.module_utils import _image
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import OptionError
+from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path", required=True),
-            component=dict(type="str"),
-        ),
-        supports_check_mode=True,
-    )
-    path = module.params["path"]
-    try:
-        with _image.Image(path) as image:
-            manifest = image.manifest
-    except _image.ImageError as exc:
-        module.fail_json(msg=str(exc))
+def describe(module):
+    params = module.params
+    with _image.Image(params["image"]) as image:
+        manifest = image.manifest
     components = manifest.get("components", {})
     members = manifest.get("members", [])
-    wanted = module.params["component"]
+    wanted = params["component"]
     if wanted:
         if wanted not in components:
-            module.fail_json(msg="component %s is not in this image; it has: %s" % (wanted, ", ".join(sorted(components)) or "none"))
+            raise OptionError("component", "component %s is not in this image; it has: %s" % (wanted, ", ".join(sorted(components)) or "none"))
         components = {wanted: components[wanted]}
         members = [m for m in members if m.get("component") == wanted]
     encryption = manifest.get("encryption", {})
-    module.exit_json(
+    return dict(
         changed=False,
         manifest=manifest,
         verdict=manifest.get("verdict"),
@@ -140,8 +133,19 @@ def main():
         members=members,
         encrypted=encryption.get("scheme") == "age",
         passphrase_protected=bool(encryption.get("identity_member")),
-        size=os.path.getsize(path),
+        size=os.path.getsize(params["image"]),
     )
+
+
+def main():
+    module = LifeboatModule(
+        argument_spec=dict(
+            image=_image.image_option(),
+            component=dict(type="str"),
+        ),
+        supports_check_mode=True,
+    )
+    module.run(describe)
 
 
 if __name__ == "__main__":

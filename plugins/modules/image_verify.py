@@ -27,11 +27,14 @@ extends_documentation_fragment:
   - lifeboat.backup._attributes.info_module
   - lifeboat.backup._decryption
 options:
-  path:
+  image:
     description:
       - Path of the image on the managed node.
+      - Called C(path) before 0.2.0 (the restore modules call it O(image)); C(path) is
+        deprecated and will be removed in 0.3.0.
     type: path
     required: true
+    aliases: [path]
   level:
     description:
       - How deep to check. C(auto) is C(authenticate) when a key is given, else C(checksum).
@@ -49,11 +52,11 @@ seealso:
 EXAMPLES = r"""
 - name: Verify without any key (integrity of the stored bytes)
   lifeboat.backup.image_verify:
-    path: "{{ sealed.image }}"
+    image: "{{ sealed.image }}"
 
 - name: Full verification, as a restore would read it
   lifeboat.backup.image_verify:
-    path: "{{ sealed.image }}"
+    image: "{{ sealed.image }}"
     level: full
     passphrase: "{{ vault_backup_passphrase }}"
 """
@@ -87,56 +90,66 @@ checked:
   sample: 4
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
+from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path", required=True),
-            level=dict(type="str", choices=["auto", "checksum", "authenticate", "full"], default="auto"),
-            component=dict(type="str"),
-            passphrase=dict(type="str", no_log=True),
-            identity=dict(type="str", no_log=True),
-            identity_file=dict(type="path"),
-        ),
-        supports_check_mode=True,
-    )
-    params = module.params
-    has_key = bool(params["passphrase"] or params["identity"] or params["identity_file"])
+def choose_level(params):
     level = params["level"]
     if level == "auto":
-        level = "authenticate" if has_key else "checksum"
-    if level != "checksum" and not _age.HAS_CRYPTOGRAPHY:
-        module.fail_json(msg=missing_required_lib("cryptography"), exception=_age.CRYPTOGRAPHY_IMPORT_ERROR)
+        level = "authenticate" if _image.has_key(params) else "checksum"
+    return level
+
+
+def selected_members(image, component):
+    """Names of the members to check (None: all)."""
+    if not component:
+        return None
+    names = {m["name"] for m in image.component_members(component)}
+    if not names:
+        raise OptionError("component", "component %s has no members in this image" % component)
+    return names
+
+
+def verify(module):
+    params = module.params
+    level = choose_level(params)
+    if level != "checksum":
+        module.require("cryptography", _age.HAS_CRYPTOGRAPHY, _age.CRYPTOGRAPHY_IMPORT_ERROR)
+    empty = dict(valid=False, level=level, members=[], checked=0)
     try:
-        identities = _image.load_identities(identity=params["identity"], identity_file=params["identity_file"])
-        image = _image.Image(params["path"], passphrase=params["passphrase"], identities=identities)
-    except (_image.ImageError, _age.AgeError) as exc:
-        module.fail_json(msg=str(exc), valid=False, level=level, members=[], checked=0)
+        image = _image.open_image(params["image"], params)
+    except LifeboatError as exc:
+        raise exc.add_result(empty) from None
     with image:
         encrypted = image.manifest.get("encryption", {}).get("scheme") == "age"
-        if level != "checksum" and encrypted and not has_key:
-            module.fail_json(msg="level=%s decrypts members: give passphrase, identity or identity_file (or use level=checksum)" % level)
+        if level != "checksum" and encrypted and not _image.has_key(params):
+            raise OptionError("level", "level=%s decrypts members: give passphrase, identity or identity_file (or use level=checksum)" % level)
         if level != "checksum" and encrypted:
             try:
                 image.identities()
-            except _image.ImageError as exc:
-                module.fail_json(msg=str(exc), valid=False, level=level, members=[], checked=0)
-        names = None
-        if params["component"]:
-            names = {m["name"] for m in image.component_members(params["component"])}
-            if not names:
-                module.fail_json(msg="component %s has no members in this image" % params["component"])
-        results, first_error = _image.verify_image(image, level, names)
+            except LifeboatError as exc:
+                raise exc.add_result(empty) from None
+        results, first_error = _image.verify_image(image, level, selected_members(image, params["component"]))
     result = dict(changed=False, valid=first_error is None, level=level, members=results, checked=len(results))
     if first_error:
-        module.fail_json(
-            msg="image %s is damaged: member %s: %s" % (params["path"], first_error["member"], first_error["error"]), first_error=first_error, **result
-        )
-    module.exit_json(**result)
+        message = "image %s is damaged: member %s: %s" % (params["image"], first_error["member"], first_error["error"])
+        raise _image.ImageError(message, first_error=first_error, **result)
+    return result
+
+
+def main():
+    module = LifeboatModule(
+        argument_spec=dict(
+            image=_image.image_option(),
+            level=dict(type="str", choices=["auto", "checksum", "authenticate", "full"], default="auto"),
+            component=dict(type="str"),
+        ),
+        specs=[_image.DECRYPTION_SPEC],
+        supports_check_mode=True,
+    )
+    module.run(verify)
 
 
 if __name__ == "__main__":

@@ -66,15 +66,21 @@ def test_round_trip_preserves_everything(place):
     assert os.stat(image).st_mode & 0o077 == 0
     assert not os.listdir(os.path.join(place["dest"], ".lifeboat-work"))
 
-    info = run_module("image_info", path=image)
+    info = run_module("image_info", image=image)
     assert not info.failed and not info["changed"]
     assert info["components"]["config"]["status"] == "success"
     assert info["passphrase_protected"] and info["encrypted"]
     assert "hunter2" not in json.dumps(info["manifest"])
 
     for level in ("checksum", "authenticate", "full"):
-        verified = run_module("image_verify", path=image, level=level, passphrase=PASSPHRASE if level != "checksum" else None)
+        verified = run_module("image_verify", image=image, level=level, passphrase=PASSPHRASE if level != "checksum" else None)
         assert verified["valid"] and not verified["changed"], verified
+
+    # The 0.1.0 name of the option still works, with a deprecation (removed in 0.3.0).
+    for module in ("image_info", "image_verify"):
+        old = run_module(module, path=image)
+        assert not old.failed, old
+        assert ["Alias 'path' is deprecated" in json.dumps(d) and "0.3.0" in json.dumps(d) for d in old["deprecations"]] == [True]
 
     root = place["tmp"] / "restore"
     restored = run_module("config_restore", image=image, passphrase=PASSPHRASE, root=str(root))
@@ -109,23 +115,23 @@ def test_restore_in_place_selected_paths_with_check_and_diff(place):
 def test_recipients_only_node_cannot_read_its_own_image(place):
     identity, recipient = _age.generate_identity()
     sealed = backup(place, passphrase=None, recipients=[recipient])
-    info = run_module("image_info", path=sealed["image"])
+    info = run_module("image_info", image=sealed["image"])
     assert info["encrypted"] and not info["passphrase_protected"]
     no_key = run_module("config_restore", image=sealed["image"], passphrase=PASSPHRASE, root=str(place["tmp"] / "r1"))
     assert no_key.failed and "identity" in no_key["msg"]
-    other = run_module("image_verify", path=sealed["image"], identity=_age.generate_identity()[0])
+    other = run_module("image_verify", image=sealed["image"], identity=_age.generate_identity()[0])
     assert other.failed and "no identity matches" in other["msg"]
     key = place["tmp"] / "key.txt"
     key.write_text(identity + "\n")
-    ok = run_module("image_verify", path=sealed["image"], identity_file=str(key), level="full")
+    ok = run_module("image_verify", image=sealed["image"], identity_file=str(key), level="full")
     assert ok["valid"], ok
 
 
 def test_passphrase_and_recipient_both_open_the_image(place):
     identity, recipient = _age.generate_identity()
     image = backup(place, recipients=[recipient])["image"]
-    assert run_module("image_verify", path=image, level="full", passphrase=PASSPHRASE)["valid"]
-    assert run_module("image_verify", path=image, level="full", identity=identity)["valid"]
+    assert run_module("image_verify", image=image, level="full", passphrase=PASSPHRASE)["valid"]
+    assert run_module("image_verify", image=image, level="full", identity=identity)["valid"]
 
 
 def test_wrong_passphrase_is_named_and_changes_nothing(place):
@@ -191,12 +197,12 @@ def test_flipped_byte_is_found_and_named(place, member_kind):
         byte = handle.read(1)
         handle.seek(position)
         handle.write(bytes([byte[0] ^ 0x40]))
-    result = run_module("image_verify", path=image)
+    result = run_module("image_verify", image=image)
     assert result.failed
     assert name in result["msg"], result["msg"]
     if member_kind != "manifest":
         assert result["first_error"]["member"] == name
-        authenticated = run_module("image_verify", path=image, passphrase=PASSPHRASE)
+        authenticated = run_module("image_verify", image=image, passphrase=PASSPHRASE)
         assert authenticated.failed and name in authenticated["msg"]
 
 
@@ -258,7 +264,7 @@ def test_short_passphrase_and_implicit_plaintext_are_refused(place):
     assert run_module("config_archive", session=work, paths=[str(place["src"])])["members"] == ["config/files.tar.zst", "config/index.jsonl.zst"]
     sealed = seal(work)
     assert sealed["verdict"] == "success"
-    assert run_module("image_verify", path=sealed["image"], level="full")["valid"]
+    assert run_module("image_verify", image=sealed["image"], level="full")["valid"]
 
 
 def test_second_session_fails_naming_the_holder_and_stale_lock_is_taken_over(place):
@@ -346,7 +352,7 @@ def test_killed_mid_write_publishes_nothing_and_next_run_cleans_up(place):
     sealed = seal(work)
     assert sealed["verdict"] == "partial", sealed
     assert "interrupted" in sealed["failures"]["config"]
-    assert run_module("image_verify", path=sealed["image"], level="full", passphrase=PASSPHRASE)["valid"]
+    assert run_module("image_verify", image=sealed["image"], level="full", passphrase=PASSPHRASE)["valid"]
 
     # Killed together with the keeper: the next start removes the work area.
     work = start(place)
@@ -426,7 +432,7 @@ def test_no_secret_in_verbose_output_or_process_table(place, tmp_path):
         session: "{{ s.session.work_dir }}"
       register: sealed
     - lifeboat.backup.image_verify:
-        path: "{{ sealed.image }}"
+        image: "{{ sealed.image }}"
         level: full
         passphrase: "{{ secret }}"
     - lifeboat.backup.config_restore:

@@ -211,7 +211,7 @@ def test_round_trip_into_a_fresh_cluster(postgres_server, fresh_cluster, namespa
         assert app["size"] > 0 and app["snapshot"]
 
         # Every member reads back whole with the key (decrypt, decompress, SHA-256).
-        verified = run_module("image_verify", path=sealed["image"], level="full", identity=identity)
+        verified = run_module("image_verify", image=sealed["image"], level="full", identity=identity)
         assert verified["valid"], verified
 
         planned = run_module("postgresql_restore", check=True, image=sealed["image"], identity=identity, **conn(fresh_cluster))
