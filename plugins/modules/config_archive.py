@@ -173,16 +173,9 @@ warnings_detail:
 
 import time
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _session, _tree
-
-
-def expand_or_fail(module, params):
-    try:
-        return _tree.expand(params["paths"], params["exclude"])
-    except _tree.TreeError as exc:
-        module.fail_json(msg=str(exc))
+from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _session, _tree
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
+from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 
 def plan(roots, params, problems):
@@ -226,52 +219,30 @@ def archive(component, entries, halt, totals, unreadable, warnings):
     return data.record, index_member.record
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            session=dict(type="path", required=True),
-            name=dict(type="str", default="config"),
-            paths=dict(type="list", elements="str", required=True),
-            exclude=dict(type="list", elements="str", default=[]),
-            one_file_system=dict(type="bool", default=False),
-            halt=dict(type="bool"),
-            list_limit=dict(type="int", default=1000),
-        ),
-        supports_check_mode=True,
-    )
-    params = module.params
-    session = _session.open_for_module(module, params["session"])
-    halt = session.halt if params["halt"] is None else params["halt"]
-    name = _image.safe_name(params["name"])
-    roots, missing, unreadable = expand_or_fail(module, params)
-    result = dict(changed=False, component=name, missing=missing, unreadable=unreadable)
+def check(roots, params, result, unreadable):
+    """Check mode: what would be captured."""
+    totals, files = plan(roots, params, unreadable)
+    truncated = len(files) > params["list_limit"]
+    return dict(result, **totals.as_dict(), changed=True, files=files[: params["list_limit"]], truncated=truncated, warnings_detail=[])
 
-    if module.check_mode:
-        totals, files = plan(roots, params, unreadable)
-        truncated = len(files) > params["list_limit"]
-        result.update(totals.as_dict(), changed=True, files=files[: params["list_limit"]], truncated=truncated, warnings_detail=[])
-        module.exit_json(**result)
 
-    try:
-        component = session.component(name, "config")
-    except _session.SessionError as exc:
-        module.fail_json(msg=str(exc), **result)
-    if halt and (missing or unreadable):
-        reason = "missing or unreadable paths with halt set: %s" % ", ".join(missing + [p["path"] for p in unreadable])
-        component.fail(reason)
-        module.fail_json(msg=reason, **result)
-
+def capture(session, component, roots, params, halt, unreadable):
+    """Archive the tree into the component; returns (data record, index record, totals, warnings)."""
     totals = _tree.Totals()
     warnings = []
-    started = time.time()
     try:
         with session.heartbeat():
             entries = _tree.iter_entries(roots, params["exclude"], params["one_file_system"], unreadable)
             data, index = archive(component, entries, halt, totals, unreadable, warnings)
-    except (OSError, _tree.TreeError, _image.ImageError, _age.AgeError) as exc:
+    except (OSError, LifeboatError) as exc:
         reason = "config archive failed: %s" % (getattr(exc, "strerror", None) or exc)
         component.fail(reason, totals.as_dict())
-        module.fail_json(msg=reason, **result)
+        raise _tree.TreeError(reason) from None
+    return data, index, totals, warnings
+
+
+def record(component, params, data, index, totals, missing, unreadable, warnings):
+    """Warnings and details in the component record; the component succeeds."""
     for path in missing:
         component.warn("%s: no such file or directory (or the pattern matched nothing)" % path)
     for problem in unreadable:
@@ -280,17 +251,52 @@ def main():
         component.warn(warning)
     details = dict(totals.as_dict(), index_member=index["name"], data_member=data["name"], roots=params["paths"], unreadable=unreadable, missing=missing)
     component.succeed(details)
+
+
+def run(module):
+    params = module.params
+    session = module.open_session(params["session"])
+    halt = session.halt if params["halt"] is None else params["halt"]
+    roots, missing, unreadable = _tree.expand(params["paths"], params["exclude"])
+    result = dict(changed=False, component=_image.safe_name(params["name"]), missing=missing, unreadable=unreadable)
+    if module.check_mode:
+        return check(roots, params, result, unreadable)
+    try:
+        component = module.start_component(session, params["name"], "config")
+        if halt and (missing or unreadable):
+            raise _tree.TreeError("missing or unreadable paths with halt set: %s" % ", ".join(missing + [p["path"] for p in unreadable]))
+        started = time.time()
+        data, index, totals, warnings = capture(session, component, roots, params, halt, unreadable)
+    except LifeboatError as exc:
+        exc.add_result(result)
+        raise
+    record(component, params, data, index, totals, missing, unreadable, warnings)
     for text in component.record["warnings"]:
         module.warn(text)
-    result.update(
-        totals.as_dict(),
+    return dict(
+        result,
+        **totals.as_dict(),
         changed=True,
         members=[data["name"], index["name"]],
         stored_bytes=data["stored_size"] + index["stored_size"],
         duration=round(time.time() - started, 3),
         warnings_detail=component.record["warnings"],
     )
-    module.exit_json(**result)
+
+
+def main():
+    module = LifeboatModule(
+        argument_spec=dict(
+            paths=dict(type="list", elements="str", required=True),
+            exclude=dict(type="list", elements="str", default=[]),
+            one_file_system=dict(type="bool", default=False),
+            halt=dict(type="bool"),
+            list_limit=dict(type="int", default=1000),
+        ),
+        specs=[_session.component_spec("config")],
+        supports_check_mode=True,
+    )
+    module.run(run)
 
 
 if __name__ == "__main__":

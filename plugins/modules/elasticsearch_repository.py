@@ -158,9 +158,9 @@ server:
 
 import posixpath
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.lifeboat.backup.plugins.module_utils import _elasticsearch as es
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
+from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 PATH_REPO_REJECTED = "doesn't match any of the locations specified by path.repo"
 
@@ -204,8 +204,102 @@ def verify_repository(client, name):
     return [{"id": node_id, "name": node.get("name")} for node_id, node in sorted((data.get("nodes") or {}).items())]
 
 
+def unregister(module, client, server, name, existing, result):
+    """state=absent."""
+    if not existing:
+        return result
+    result["changed"] = True
+    if module._diff:
+        result["diff"] = {"before": existing, "after": {}}
+    if not module.check_mode:
+        try:
+            client.request("DELETE", "/_snapshot/%s" % es.path_segment(name), params=server.master_timeout(client.request_timeout), idempotent=True)
+        except es.SearchError as exc:
+            raise es.SearchError("cannot unregister repository %s: %s" % (name, exc)) from None
+    return result
+
+
+def wanted_repository(client, server, params, result):
+    """The repository as it should be registered; an fs location is checked against path.repo."""
+    settings = desired_settings(params)
+    if params["type"] == "fs":
+        if not settings.get("location"):
+            raise OptionError("location", "location is required for an fs repository: the directory (under path.repo) where the snapshots go")
+        absolute, problem = es.check_location(client, server, settings["location"])
+        result["location"] = absolute
+        if problem:
+            raise es.SearchError(problem)
+        settings["location"] = posixpath.normpath(settings["location"])
+    return {"type": params["type"], "settings": settings}
+
+
+def register(client, server, name, wanted):
+    try:
+        put_repository(client, server, name, wanted)
+    except es.SearchError as exc:
+        if PATH_REPO_REJECTED in str(exc) and wanted["type"] == "fs":
+            # A node's path.repo differs from what its settings API reported (being restarted?).
+            _absolute, problem = es.check_location(client, server, wanted["settings"]["location"])
+            raise es.SearchError(problem or str(exc)) from None
+        raise es.SearchError("cannot register repository %s: %s" % (name, exc)) from None
+
+
+def verify(client, server, params, existing, changed, result):
+    """Ask every node to write to the repository; a change that does not verify is taken back."""
+    name = params["name"]
+    try:
+        result["verified_nodes"] = verify_repository(client, name)
+        return
+    except es.SearchError as exc:
+        message = "repository %s does not verify: %s." % (name, exc.reason or exc)
+    if params["type"] == "fs":
+        message += (
+            " Every node must be able to write to %s: create it, give it to the account the server runs as "
+            "(chown %s:%s), and on several nodes use a filesystem shared by all of them." % (result.get("location"), server.service_user, server.service_user)
+        )
+    if changed:
+        try:
+            if existing:
+                put_repository(client, server, name, existing)
+                message += " Its previous settings were put back."
+            else:
+                client.request("DELETE", "/_snapshot/%s" % es.path_segment(name), idempotent=True)
+                message += " It was unregistered again."
+        except es.SearchError as undo:
+            message += " Taking the change back failed too: %s" % undo
+    raise es.SearchError(message)
+
+
+def repository(module):
+    params = module.params
+    es.check_libraries(module)
+    client = es.Client.from_params(params)
+    server = client.server()
+    name = params["name"]
+    result = dict(changed=False, name=name, server=server.as_dict())
+    try:
+        existing = normalized(es.get_repository(client, name))
+        if params["state"] == "absent":
+            return unregister(module, client, server, name, existing, result)
+        wanted = wanted_repository(client, server, params, result)
+        result["repository"] = wanted
+        result["changed"] = changed = existing != wanted
+        if module._diff and changed:
+            result["diff"] = {"before": existing or {}, "after": wanted}
+        if module.check_mode:
+            return result
+        if changed:
+            register(client, server, name, wanted)
+        if params["verify"]:
+            verify(client, server, params, existing, changed, result)
+    except LifeboatError as exc:
+        exc.add_result(result)
+        raise
+    return result
+
+
 def main():
-    module = AnsibleModule(
+    module = LifeboatModule(
         **es.module_kwargs(
             dict(
                 name=dict(type="str", required=True),
@@ -222,80 +316,7 @@ def main():
             )
         )
     )
-    params = module.params
-    client, server = es.connect(module)
-    name = params["name"]
-    result = dict(changed=False, name=name, server=server.as_dict())
-    try:
-        existing = normalized(es.get_repository(client, name))
-    except es.SearchError as exc:
-        module.fail_json(msg=str(exc), **result)
-
-    if params["state"] == "absent":
-        if existing:
-            result["changed"] = True
-            if module._diff:
-                result["diff"] = {"before": existing, "after": {}}
-            if not module.check_mode:
-                try:
-                    client.request("DELETE", "/_snapshot/%s" % es.path_segment(name), params=server.master_timeout(client.request_timeout), idempotent=True)
-                except es.SearchError as exc:
-                    module.fail_json(msg="cannot unregister repository %s: %s" % (name, exc), **result)
-        module.exit_json(**result)
-
-    settings = desired_settings(params)
-    if params["type"] == "fs":
-        if not settings.get("location"):
-            module.fail_json(msg="location is required for an fs repository: the directory (under path.repo) where the snapshots go", **result)
-        try:
-            absolute, problem = es.check_location(client, server, settings["location"])
-        except es.SearchError as exc:
-            module.fail_json(msg=str(exc), **result)
-        result["location"] = absolute
-        if problem:
-            module.fail_json(msg=problem, **result)
-        settings["location"] = posixpath.normpath(settings["location"])
-    wanted = {"type": params["type"], "settings": settings}
-    result["repository"] = wanted
-    changed = existing != wanted
-    result["changed"] = changed
-    if module._diff and changed:
-        result["diff"] = {"before": existing or {}, "after": wanted}
-    if module.check_mode:
-        module.exit_json(**result)
-
-    if changed:
-        try:
-            put_repository(client, server, name, wanted)
-        except es.SearchError as exc:
-            if PATH_REPO_REJECTED in str(exc):
-                # A node's path.repo differs from what its settings API reported (being restarted?).
-                _absolute, problem = es.check_location(client, server, settings["location"])
-                module.fail_json(msg=problem or str(exc), **result)
-            module.fail_json(msg="cannot register repository %s: %s" % (name, exc), **result)
-    if params["verify"]:
-        try:
-            result["verified_nodes"] = verify_repository(client, name)
-        except es.SearchError as exc:
-            message = "repository %s does not verify: %s." % (name, exc.reason or exc)
-            if params["type"] == "fs":
-                message += (
-                    " Every node must be able to write to %s: create it, give it to the account the server runs as "
-                    "(chown %s:%s), and on several nodes use a filesystem shared by all of them."
-                    % (result.get("location"), server.service_user, server.service_user)
-                )
-            if changed:
-                try:
-                    if existing:
-                        put_repository(client, server, name, existing)
-                        message += " Its previous settings were put back."
-                    else:
-                        client.request("DELETE", "/_snapshot/%s" % es.path_segment(name), idempotent=True)
-                        message += " It was unregistered again."
-                except es.SearchError as undo:
-                    message += " Taking the change back failed too: %s" % undo
-            module.fail_json(msg=message, **result)
-    module.exit_json(**result)
+    module.run(repository)
 
 
 if __name__ == "__main__":

@@ -131,9 +131,9 @@ server:
 
 import fnmatch
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.lifeboat.backup.plugins.module_utils import _elasticsearch as es
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
+from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 
 def select_repositories(client, wanted):
@@ -151,8 +151,56 @@ def select_repositories(client, wanted):
     return chosen
 
 
+def list_snapshots(client, params, repositories, names):
+    """(repository entries, snapshot summaries oldest first) of the selected repositories."""
+    entries = []
+    snapshots = []
+    for name, repo in sorted(repositories.items()):
+        entry = {"name": name, "type": repo.get("type"), "settings": repo.get("settings") or {}}
+        if repo.get("type") == "fs":
+            entry["location"] = es.repository_location(client, name, repo)
+        entries.append(entry)
+        for raw in es.get_snapshots(client, name, names, verbose=params["verbose"]):
+            if params["only_collection_snapshots"] and not es.is_own(raw):
+                continue
+            snapshot = es.summary(raw, name)
+            if params["sizes"] and raw.get("state") in es.FINISHED_STATES:
+                snapshot["sizes"] = es.sizes(es.snapshot_status(client, name, raw["snapshot"]))
+            snapshots.append((raw.get("start_time_in_millis") or 0, name, snapshot))
+    return entries, [s for _t, _r, s in sorted(snapshots, key=lambda item: (item[0], item[1]))]
+
+
+def describe(module):
+    params = module.params
+    if params["only_collection_snapshots"] and not params["verbose"]:
+        raise OptionError(
+            "only_collection_snapshots",
+            "only_collection_snapshots needs verbose=true: the collection's marker is in the snapshot metadata, which verbose=false omits",
+        )
+    es.check_libraries(module, jmespath_needed=bool(params["query"]))
+    client = es.Client.from_params(params)
+    result = dict(changed=False, server=client.server().as_dict(), repositories=[], snapshots=[])
+    try:
+        try:
+            names = [es.resolve_date_math(n) for n in params["snapshot"]] or ["_all"]
+        except ValueError as exc:
+            raise OptionError("snapshot", "snapshot: %s" % exc) from None
+        result["repositories"], result["snapshots"] = list_snapshots(client, params, select_repositories(client, params["repository"]), names)
+        if params["query"]:
+            try:
+                result["query_result"] = es.jmespath_search(
+                    params["query"], {"server": result["server"], "repositories": result["repositories"], "snapshots": result["snapshots"]}
+                )
+            except ValueError as exc:
+                raise OptionError("query", str(exc)) from None
+    except LifeboatError as exc:
+        exc.add_result(result)
+        raise
+    return result
+
+
 def main():
-    module = AnsibleModule(
+    module = LifeboatModule(
         **es.module_kwargs(
             dict(
                 repository=dict(type="list", elements="str", default=[]),
@@ -164,42 +212,7 @@ def main():
             )
         )
     )
-    params = module.params
-    if params["only_collection_snapshots"] and not params["verbose"]:
-        module.fail_json(msg="only_collection_snapshots needs verbose=true: the collection's marker is in the snapshot metadata, which verbose=false omits")
-    es.check_libraries(module, jmespath_needed=bool(params["query"]))
-    client, server = es.connect(module)
-    result = dict(changed=False, server=server.as_dict(), repositories=[], snapshots=[])
-    try:
-        names = [es.resolve_date_math(n) for n in params["snapshot"]] or ["_all"]
-    except ValueError as exc:
-        module.fail_json(msg="snapshot: %s" % exc, **result)
-    try:
-        repositories = select_repositories(client, params["repository"])
-        snapshots = []
-        for name, repo in sorted(repositories.items()):
-            entry = {"name": name, "type": repo.get("type"), "settings": repo.get("settings") or {}}
-            if repo.get("type") == "fs":
-                entry["location"] = es.repository_location(client, name, repo)
-            result["repositories"].append(entry)
-            for raw in es.get_snapshots(client, name, names, verbose=params["verbose"]):
-                if params["only_collection_snapshots"] and not es.is_own(raw):
-                    continue
-                snapshot = es.summary(raw, name)
-                if params["sizes"] and raw.get("state") in es.FINISHED_STATES:
-                    snapshot["sizes"] = es.sizes(es.snapshot_status(client, name, raw["snapshot"]))
-                snapshots.append((raw.get("start_time_in_millis") or 0, name, snapshot))
-    except es.SearchError as exc:
-        module.fail_json(msg=str(exc), **result)
-    result["snapshots"] = [s for _t, _r, s in sorted(snapshots, key=lambda item: (item[0], item[1]))]
-    if params["query"]:
-        try:
-            result["query_result"] = es.jmespath_search(
-                params["query"], {"server": result["server"], "repositories": result["repositories"], "snapshots": result["snapshots"]}
-            )
-        except ValueError as exc:
-            module.fail_json(msg=str(exc), **result)
-    module.exit_json(**result)
+    module.run(describe)
 
 
 if __name__ == "__main__":

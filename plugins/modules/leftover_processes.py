@@ -152,7 +152,8 @@ import re
 import signal
 import time
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
+from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 
 def read_proc(pid):
@@ -204,9 +205,8 @@ def read_pid_file(path):
         return None
 
 
-def scan(pid_file_patterns, regexes, protected):
-    """({pid: process record}, {pid file: pid or None}) of what the service left."""
-    found = {}
+def scan_pid_files(pid_file_patterns, protected, found):
+    """{pid file: pid or None}; the live processes they name go into ``found``."""
     pid_files = {}
     for pattern in pid_file_patterns:
         for path in sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]:
@@ -218,20 +218,31 @@ def scan(pid_file_patterns, regexes, protected):
                 info = read_proc(pid)
                 if info and info[2] != "Z":
                     found[pid] = {"pid": pid, "user": user_name(info[3]), "command": info[0], "found_by": f"pid file {path}"}
+    return pid_files
+
+
+def scan_commands(regexes, protected, found):
+    """Live processes whose command line matches one of ``regexes`` go into ``found``."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        if pid in protected or pid in found:
+            continue
+        info = read_proc(pid)
+        if info is None or info[2] == "Z":
+            continue
+        regex = next((r for r in regexes if r.search(info[0])), None)
+        if regex is not None:
+            found[pid] = {"pid": pid, "user": user_name(info[3]), "command": info[0], "found_by": f"pattern {regex.pattern}"}
+
+
+def scan(pid_file_patterns, regexes, protected):
+    """({pid: process record}, {pid file: pid or None}) of what the service left."""
+    found = {}
+    pid_files = scan_pid_files(pid_file_patterns, protected, found)
     if regexes:
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            pid = int(entry)
-            if pid in protected or pid in found:
-                continue
-            info = read_proc(pid)
-            if info is None or info[2] == "Z":
-                continue
-            for regex in regexes:
-                if regex.search(info[0]):
-                    found[pid] = {"pid": pid, "user": user_name(info[3]), "command": info[0], "found_by": f"pattern {regex.pattern}"}
-                    break
+        scan_commands(regexes, protected, found)
     return found, pid_files
 
 
@@ -263,62 +274,87 @@ def end_processes(pids, kill_timeout):
     return signalled
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec={
-            "pid_files": {"type": "list", "elements": "path", "default": []},
-            "patterns": {"type": "list", "elements": "str", "default": []},
-            "timeout": {"type": "int", "default": 0},
-            "kill": {"type": "bool", "default": False},
-            "kill_timeout": {"type": "int", "default": 10},
-            "remove_stale": {"type": "bool", "default": False},
-        },
-        supports_check_mode=True,
-    )
-    params = module.params
-    if not params["pid_files"] and not params["patterns"]:
-        module.fail_json(msg="give pid_files and/or patterns: what the stopped service may have left behind")
+def compile_patterns(patterns):
     regexes = []
-    for pattern in params["patterns"]:
+    for pattern in patterns:
         try:
             regexes.append(re.compile(pattern))
         except re.error as exc:
-            module.fail_json(msg=f"patterns: {pattern!r} is not a valid regular expression: {exc}")
+            raise OptionError("patterns", f"patterns: {pattern!r} is not a valid regular expression: {exc}") from None
+    return regexes
+
+
+def remove_stale(stale, check_mode, result):
+    result["changed"] = True
+    for path in stale:
+        if not check_mode:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise LifeboatError(f"cannot remove the stale PID file {path}: {exc.strerror}", **result) from None
+        result["removed"].append(path)
+
+
+def end_found(found, pid_files, params, check_mode, result, rescan):
+    """kill=true: end what was found; returns the scan after it (check mode: the same)."""
+    result["changed"] = True
+    if check_mode:
+        result["killed"] = sorted(found)
+        return found, pid_files
+    result["killed"] = end_processes(sorted(found), params["kill_timeout"])
+    return rescan()
+
+
+def stale_pid_files(pid_files, protected, would_kill):
+    """PID files whose process is gone (or is ours); with ``would_kill`` (check mode), all."""
+    if would_kill:
+        return sorted(pid_files)  # every PID file would be stale once its process is ended
+    live_pids = {p for p in pid_files.values() if p and alive(p)}
+    return sorted(path for path, pid in pid_files.items() if pid not in live_pids or pid in protected)
+
+
+def run(module):
+    params = module.params
+    check_mode = module.check_mode
+    if not params["pid_files"] and not params["patterns"]:
+        raise OptionError("pid_files", "give pid_files and/or patterns: what the stopped service may have left behind")
+    regexes = compile_patterns(params["patterns"])
     protected = protected_pids()
 
-    found, pid_files = scan(params["pid_files"], regexes, protected)
-    if found and params["timeout"] > 0 and not module.check_mode:
-        wait_gone(list(found), params["timeout"])
-        found, pid_files = scan(params["pid_files"], regexes, protected)
-    initial = sorted(found.values(), key=lambda p: p["pid"])
-    result = {"changed": False, "found": initial, "killed": [], "removed": [], "stale_pid_files": []}
+    def rescan():
+        return scan(params["pid_files"], regexes, protected)
 
+    found, pid_files = rescan()
+    if found and params["timeout"] > 0 and not check_mode:
+        wait_gone(list(found), params["timeout"])
+        found, pid_files = rescan()
+    result = {"changed": False, "found": sorted(found.values(), key=lambda p: p["pid"]), "killed": [], "removed": [], "stale_pid_files": []}
     if found and params["kill"]:
-        result["changed"] = True
-        if module.check_mode:
-            result["killed"] = sorted(found)
-        else:
-            result["killed"] = end_processes(sorted(found), params["kill_timeout"])
-            found, pid_files = scan(params["pid_files"], regexes, protected)
-    live_pids = {p for p in pid_files.values() if p and alive(p)}
-    stale = sorted(path for path, pid in pid_files.items() if pid not in live_pids or pid in protected)
-    if module.check_mode and params["kill"]:
-        stale = sorted(pid_files)  # every PID file would be stale once its process is ended
-    result["stale_pid_files"] = stale
+        found, pid_files = end_found(found, pid_files, params, check_mode, result, rescan)
+    would_kill = check_mode and params["kill"]
+    result["stale_pid_files"] = stale = stale_pid_files(pid_files, protected, would_kill)
     if stale and params["remove_stale"]:
-        result["changed"] = True
-        for path in stale:
-            if not module.check_mode:
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    continue
-                except OSError as exc:
-                    module.fail_json(msg=f"cannot remove the stale PID file {path}: {exc.strerror}", **result)
-            result["removed"].append(path)
-    running = [] if module.check_mode and params["kill"] else sorted(found.values(), key=lambda p: p["pid"])
+        remove_stale(stale, check_mode, result)
+    running = [] if would_kill else sorted(found.values(), key=lambda p: p["pid"])
     result.update(running=running, clean=not running)
-    module.exit_json(**result)
+    return result
+
+
+def main():
+    module = LifeboatModule(
+        argument_spec=dict(
+            pid_files=dict(type="list", elements="path", default=[]),
+            patterns=dict(type="list", elements="str", default=[]),
+            timeout=dict(type="int", default=0),
+            kill=dict(type="bool", default=False),
+            kill_timeout=dict(type="int", default=10),
+            remove_stale=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
+    )
+    module.run(run)
 
 
 if __name__ == "__main__":

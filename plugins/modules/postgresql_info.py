@@ -160,9 +160,8 @@ client_tools:
   sample: {dir: /usr/lib/postgresql/15/bin, version: pg_dump (PostgreSQL) 15.18, version_num: 150018}
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql as pg
+from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 WAL_SETTINGS = (
     "wal_level",
@@ -314,19 +313,10 @@ def client_tools(params, version_num):
     return tools.describe()
 
 
-def main():
-    argument_spec = pg.connection_argument_spec()
-    argument_spec.update(
-        include_queries=dict(type="bool", default=False),
-        query_length=dict(type="int", default=200),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, mutually_exclusive=pg.CONNECTION_MUTUALLY_EXCLUSIVE, supports_check_mode=True)
-    pg.require_driver(module)
+def describe(module):
     params = module.params
-    try:
-        conn = pg.connect(params)
-    except pg.PgError as exc:
-        module.fail_json(msg=str(exc))
+    module.require("psycopg (or psycopg2)", pg.HAS_PSYCOPG, pg.PSYCOPG_IMPORT_ERROR)
+    conn = pg.connect(params)
     try:
         server = server_facts(conn)
         dbs = databases(conn)
@@ -344,11 +334,24 @@ def main():
             replication_slots=slots(conn),
         )
     except pg.PgError as exc:
-        module.fail_json(msg="reading server information from %s failed: %s" % (pg.where(params), exc))
+        raise pg.PgError("reading server information from %s failed: %s" % (pg.where(params), exc)) from None
     finally:
         conn.close()
     result["client_tools"] = client_tools(params, result["server"]["version_num"])
-    module.exit_json(**result)
+    return result
+
+
+def main():
+    module = LifeboatModule(
+        argument_spec=dict(
+            include_queries=dict(type="bool", default=False),
+            query_length=dict(type="int", default=200),
+        ),
+        specs=[pg.CONNECTION_SPEC],
+        mutually_exclusive=pg.CONNECTION_MUTUALLY_EXCLUSIVE,
+        supports_check_mode=True,
+    )
+    module.run(describe)
 
 
 if __name__ == "__main__":
