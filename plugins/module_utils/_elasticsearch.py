@@ -250,6 +250,30 @@ def _connection_reason(exc):
     return type(exc).__name__
 
 
+def _http_session(username, password, api_key, bearer_token, ca_path, client_cert, client_key, validate_certs):
+    """A requests session carrying the credentials and the TLS settings."""
+    session = requests.Session()
+    session.headers.update({"Accept": "application/json", "Content-Type": "application/json"})
+    if username:
+        session.auth = (username, password or "")
+    elif api_key:
+        session.headers["Authorization"] = _api_key_header(api_key)
+    elif bearer_token:
+        session.headers["Authorization"] = "Bearer " + bearer_token
+    if ca_path:
+        session.verify = ca_path if validate_certs else False
+    else:
+        session.verify = bool(validate_certs)
+    if not validate_certs:
+        try:
+            requests.packages.urllib3.disable_warnings()
+        except AttributeError:
+            pass
+    if client_cert:
+        session.cert = (client_cert, client_key) if client_key else client_cert
+    return session
+
+
 class Client:
     """HTTP client for one cluster. ``request`` raises SearchError; nothing it raises or
     returns contains a credential."""
@@ -284,25 +308,7 @@ class Client:
         self._sleep = sleep
         self._current = 0
         self._server = None
-        self.session = requests.Session()
-        self.session.headers.update({"Accept": "application/json", "Content-Type": "application/json"})
-        if username:
-            self.session.auth = (username, password or "")
-        elif api_key:
-            self.session.headers["Authorization"] = _api_key_header(api_key)
-        elif bearer_token:
-            self.session.headers["Authorization"] = "Bearer " + bearer_token
-        if ca_path:
-            self.session.verify = ca_path if validate_certs else False
-        else:
-            self.session.verify = bool(validate_certs)
-        if not validate_certs:
-            try:
-                requests.packages.urllib3.disable_warnings()
-            except AttributeError:
-                pass
-        if client_cert:
-            self.session.cert = (client_cert, client_key) if client_key else client_cert
+        self.session = _http_session(username, password, api_key, bearer_token, ca_path, client_cert, client_key, validate_certs)
 
     @classmethod
     def from_params(cls, params):
@@ -335,26 +341,9 @@ class Client:
             for offset in range(len(self.hosts)):
                 index = (self._current + offset) % len(self.hosts)
                 host = self.hosts[index]
-                try:
-                    # verify given per request: a session-level CA bundle loses to REQUESTS_CA_BUNDLE otherwise.
-                    response = self.session.request(
-                        method,
-                        host + path,
-                        params=params,
-                        data=data,
-                        timeout=(self.connect_timeout, timeout or self.request_timeout),
-                        allow_redirects=False,
-                        verify=self.session.verify,
-                    )
-                except requests.exceptions.SSLError as exc:
-                    raise SearchError(self._tls_message(host, exc)) from None
-                except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-                    last = (host, exc)
-                    if not idempotent and not _never_sent(exc):
-                        raise SearchError(
-                            "%s %s at %s: %s; the request may have reached the server, so it was not repeated: "
-                            "check the server's state before running again" % (method, path, host, _connection_reason(exc))
-                        ) from None
+                response = self._send(method, host, path, params, data, timeout, idempotent)
+                if isinstance(response, Exception):
+                    last = (host, response)
                     continue
                 self._current = index
                 reply = self._reply(response)
@@ -368,11 +357,39 @@ class Client:
         host, what = last
         if isinstance(what, Reply):
             return self._check(method, path, host, what, ok)
-        tried = ", ".join(self.hosts)
-        raise SearchError(
+        raise self._unreachable(what, attempts)
+
+    def _send(self, method, host, path, params, data, timeout, idempotent):
+        """The response, or the connection error to try the next host with. Raises
+        SearchError for a TLS failure, and for a connection error after a request that
+        changes something may have reached the server."""
+        try:
+            # verify given per request: a session-level CA bundle loses to REQUESTS_CA_BUNDLE otherwise.
+            return self.session.request(
+                method,
+                host + path,
+                params=params,
+                data=data,
+                timeout=(self.connect_timeout, timeout or self.request_timeout),
+                allow_redirects=False,
+                verify=self.session.verify,
+            )
+        except requests.exceptions.SSLError as exc:
+            raise SearchError(self._tls_message(host, exc)) from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            if not idempotent and not _never_sent(exc):
+                raise SearchError(
+                    "%s %s at %s: %s; the request may have reached the server, so it was not repeated: "
+                    "check the server's state before running again" % (method, path, host, _connection_reason(exc))
+                ) from None
+            return exc
+
+    def _unreachable(self, exc, attempts):
+        hosts = len(self.hosts)
+        return SearchError(
             "cannot reach %s at %s: %s (%d attempt%s over %d host%s); check hosts, that the server is running and "
             "listening there, and firewalls"
-            % (self.label, tried, _connection_reason(what), attempts, "s" if attempts > 1 else "", len(self.hosts), "s" if len(self.hosts) > 1 else "")
+            % (self.label, ", ".join(self.hosts), _connection_reason(exc), attempts, "s" if attempts > 1 else "", hosts, "s" if hosts > 1 else "")
         )
 
     @staticmethod

@@ -244,14 +244,7 @@ def describe_process(pid):
     return f"process {pid} ({command[:120]})"
 
 
-def running_evidence(layout, data_dir=None):
-    """Reasons to believe Neo4j is using the files, as sentences; empty when stopped.
-
-    Also returns notes: things worth saying that do not mean it runs (a stale pid file).
-    """
-    evidence = []
-    notes = []
-    data_dir = data_dir or layout.data_dir
+def _pid_file_evidence(layout, evidence, notes):
     pid, problem = pid_from_file(layout.pid_file)
     if problem:
         notes.append(problem)
@@ -260,6 +253,9 @@ def running_evidence(layout, data_dir=None):
             evidence.append(f"the pid file {layout.pid_file} names the running {describe_process(pid)}")
         else:
             notes.append(f"stale pid file {layout.pid_file}: process {pid} is gone (Neo4j was not stopped cleanly, or the file is left over)")
+
+
+def _lock_evidence(data_dir, evidence, notes):
     databases_dir = os.path.join(data_dir, "databases")
     locks = [os.path.join(databases_dir, "store_lock")]
     try:
@@ -279,6 +275,17 @@ def running_evidence(layout, data_dir=None):
         who = describe_process(holder) if holder else "another process"
         plural = "s" if len(paths) > 1 else ""
         evidence.append(f"{who} holds the store lock{plural} {', '.join(paths)} in {data_dir}")
+
+
+def running_evidence(layout, data_dir=None):
+    """Reasons to believe Neo4j is using the files, as sentences; empty when stopped.
+
+    Also returns notes: things worth saying that do not mean it runs (a stale pid file).
+    """
+    evidence = []
+    notes = []
+    _pid_file_evidence(layout, evidence, notes)
+    _lock_evidence(data_dir or layout.data_dir, evidence, notes)
     if layout.bolt:
         host, port = layout.bolt
         if port_open(host, port):

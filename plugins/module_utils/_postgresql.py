@@ -589,6 +589,47 @@ def database_properties_sql(name, props):
 # ---- pg_dumpall --globals-only -------------------------------------------------------------------
 
 
+def _line_end(text, i):
+    """Index just past the line holding position ``i``."""
+    end = text.find("\n", i)
+    return len(text) if end < 0 else end + 1
+
+
+def _quoted_end(text, i):
+    """Index just past the '...' literal or "..." identifier opening at ``i`` (a doubled
+    quote inside is an escaped one)."""
+    quote = text[i]
+    j = i + 1
+    n = len(text)
+    while j < n:
+        if text[j] == quote:
+            if j + 1 < n and text[j + 1] == quote:
+                j += 2
+                continue
+            break
+        j += 1
+    return j + 1
+
+
+def _skip_between(text, i, items):
+    """Between statements: the index of the next statement's first character, past blanks
+    and comments; psql meta-commands met on the way are appended to ``items``."""
+    n = len(text)
+    while i < n:
+        if text[i] in " \t\r\n":
+            i += 1
+        elif text.startswith("--", i):
+            i = _line_end(text, i)
+        elif text[i] == "\\":
+            end = text.find("\n", i)
+            end = n if end < 0 else end
+            items.append(("meta", text[i:end].rstrip()))
+            i = end + 1
+        else:
+            break
+    return i
+
+
 def split_sql(text):
     """Split pg_dump(all) SQL into ("sql", statement) and ("meta", psql line) items.
 
@@ -598,53 +639,31 @@ def split_sql(text):
     data (globals have none).
     """
     items = []
-    i = 0
-    n = len(text)
     current = []
+    i, n = 0, len(text)
     while i < n:
-        c = text[i]
         if not "".join(current).strip():
-            # Between statements: skip blanks and comments, recognise meta-commands.
-            if c in " \t\r\n":
-                i += 1
-                continue
-            if text.startswith("--", i):
-                end = text.find("\n", i)
-                i = n if end < 0 else end + 1
-                continue
-            if c == "\\":
-                end = text.find("\n", i)
-                end = n if end < 0 else end
-                items.append(("meta", text[i:end].rstrip()))
-                i = end + 1
-                current = []
-                continue
+            current = []
+            i = _skip_between(text, i, items)
+            if i >= n:
+                break
+        c = text[i]
         if c in ("'", '"'):
-            j = i + 1
-            while j < n:
-                if text[j] == c:
-                    if j + 1 < n and text[j + 1] == c:
-                        j += 2
-                        continue
-                    break
-                j += 1
-            current.append(text[i : j + 1])
-            i = j + 1
-            continue
-        if text.startswith("--", i):
-            end = text.find("\n", i)
-            i = n if end < 0 else end + 1
+            j = _quoted_end(text, i)
+            current.append(text[i:j])
+            i = j
+        elif text.startswith("--", i):
+            i = _line_end(text, i)
             current.append("\n")
-            continue
-        if c == ";":
+        elif c == ";":
             statement = "".join(current).strip()
             if statement:
                 items.append(("sql", statement))
             current = []
             i += 1
-            continue
-        current.append(c)
-        i += 1
+        else:
+            current.append(c)
+            i += 1
     tail = "".join(current).strip()
     if tail:
         items.append(("sql", tail))

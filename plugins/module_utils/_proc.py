@@ -109,7 +109,7 @@ def stream_from(argv, sink, env=None, cwd=None, timeout=None, on_chunk=None):
     collector.join()
     stderr = collector.text()
     if rc != 0:
-        how = "was killed by signal %d" % -rc if rc < 0 else "exited %d" % rc
+        how = _how_it_ended(rc)
         raise CommandError("%s %s: %s" % (os.path.basename(argv[0]), how, stderr or "(no error output)"), rc=rc, stderr=stderr)
     return copied, stderr
 
@@ -133,23 +133,8 @@ def stream_into(argv, source, env=None, cwd=None, timeout=None):
     reader = threading.Thread(target=drain, name="lifeboat-stdout", daemon=True)
     reader.start()
     deadline = time.time() + timeout if timeout else None
-    broken = False
     try:
-        while True:
-            chunk = source.read(COPY_BUFFER)
-            if not chunk:
-                break
-            try:
-                proc.stdin.write(chunk)
-            except BrokenPipeError:
-                broken = True
-                break
-            if deadline and time.time() > deadline:
-                raise CommandError("%s did not finish within %d s" % (os.path.basename(argv[0]), timeout))
-        try:
-            proc.stdin.close()
-        except BrokenPipeError:
-            broken = True
+        broken = _feed(proc, source, deadline, argv, timeout)
         rc = proc.wait(timeout=max(1, deadline - time.time()) if deadline else None)
     except subprocess.TimeoutExpired:
         _kill(proc)
@@ -161,11 +146,35 @@ def stream_into(argv, source, env=None, cwd=None, timeout=None):
     collector.join()
     stderr = collector.text()
     if rc != 0 or broken:
-        how = "was killed by signal %d" % -rc if rc < 0 else "exited %d" % rc
-        if broken and rc == 0:
-            how = "stopped reading its input"
+        how = "stopped reading its input" if rc == 0 else _how_it_ended(rc)
         raise CommandError("%s %s: %s" % (os.path.basename(argv[0]), how, stderr or "(no error output)"), rc=rc, stderr=stderr)
     return out.decode("utf-8", "replace"), stderr
+
+
+def _feed(proc, source, deadline, argv, timeout):
+    """Copy ``source`` into the process's stdin and close it; True when the process stopped
+    reading before the end (a broken pipe)."""
+    broken = False
+    while not broken:
+        chunk = source.read(COPY_BUFFER)
+        if not chunk:
+            break
+        try:
+            proc.stdin.write(chunk)
+        except BrokenPipeError:
+            broken = True
+            break
+        if deadline and time.time() > deadline:
+            raise CommandError("%s did not finish within %d s" % (os.path.basename(argv[0]), timeout))
+    try:
+        proc.stdin.close()
+    except BrokenPipeError:
+        broken = True
+    return broken
+
+
+def _how_it_ended(rc):
+    return "was killed by signal %d" % -rc if rc < 0 else "exited %d" % rc
 
 
 class Feed:
@@ -220,7 +229,7 @@ class Feed:
         self._collector.join()
         stderr = self._collector.text()
         if rc != 0:
-            how = "was killed by signal %d" % -rc if rc < 0 else "exited %d" % rc
+            how = _how_it_ended(rc)
             raise CommandError("%s %s: %s" % (os.path.basename(self.argv[0]), how, stderr or "(no error output)"), rc=rc, stderr=stderr)
         if self._overflow:
             raise CommandError("%s printed more than the output limit" % os.path.basename(self.argv[0]))
@@ -292,7 +301,7 @@ class Watched:
             _kill(self.proc)
             raise CommandError("%s did not finish within %d s" % (os.path.basename(self.argv[0]), timeout)) from None
         if rc != 0:
-            how = "was killed by signal %d" % -rc if rc < 0 else "exited %d" % rc
+            how = _how_it_ended(rc)
             errors = [line for line in self.tail if "error" in line.lower() or "fatal" in line.lower()] or self.tail[-5:]
             text = "\n".join(errors).strip()
             raise CommandError("%s %s: %s" % (os.path.basename(self.argv[0]), how, text or "(no error output)"), rc=rc, stderr="\n".join(self.tail))
