@@ -45,6 +45,13 @@ class LifeboatModule(AnsibleModule):
     def __init__(self, argument_spec=None, specs=(), **kwargs):
         super().__init__(argument_spec=merge_specs(argument_spec, specs), **kwargs)
         self.on_failure = []
+        self._kept = None
+
+    def keep(self, result):
+        """Return ``result`` (a dict the module goes on filling) with any failure too, so a
+        failure says what had been found or done before it. Returns ``result``."""
+        self._kept = result
+        return result
 
     def require(self, library, available, import_error=None):
         """Fail with missing_required_lib unless ``available``; call it on the paths that
@@ -101,6 +108,8 @@ class LifeboatModule(AnsibleModule):
         try:
             result = execute(self)
         except LifeboatError as exc:
+            if self._kept is not None:
+                exc.add_result(self._kept)
             self.fail(exc)
         except Exception as exc:
             # A bug: record it as the component's reason, then let Ansible show the traceback.

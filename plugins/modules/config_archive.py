@@ -258,18 +258,14 @@ def run(module):
     session = module.open_session(params["session"])
     halt = session.halt if params["halt"] is None else params["halt"]
     roots, missing, unreadable = _tree.expand(params["paths"], params["exclude"])
-    result = dict(changed=False, component=_image.safe_name(params["name"]), missing=missing, unreadable=unreadable)
+    result = module.keep(dict(changed=False, component=_image.safe_name(params["name"]), missing=missing, unreadable=unreadable))
     if module.check_mode:
         return check(roots, params, result, unreadable)
-    try:
-        component = module.start_component(session, params["name"], "config")
-        if halt and (missing or unreadable):
-            raise _tree.TreeError("missing or unreadable paths with halt set: %s" % ", ".join(missing + [p["path"] for p in unreadable]))
-        started = time.time()
-        data, index, totals, warnings = capture(session, component, roots, params, halt, unreadable)
-    except LifeboatError as exc:
-        exc.add_result(result)
-        raise
+    component = module.start_component(session, params["name"], "config")
+    if halt and (missing or unreadable):
+        raise _tree.TreeError("missing or unreadable paths with halt set: %s" % ", ".join(missing + [p["path"] for p in unreadable]))
+    started = time.time()
+    data, index, totals, warnings = capture(session, component, roots, params, halt, unreadable)
     record(component, params, data, index, totals, missing, unreadable, warnings)
     for text in component.record["warnings"]:
         module.warn(text)

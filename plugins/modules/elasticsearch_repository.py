@@ -159,7 +159,7 @@ server:
 import posixpath
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _elasticsearch as es
-from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 PATH_REPO_REJECTED = "doesn't match any of the locations specified by path.repo"
@@ -276,25 +276,21 @@ def repository(module):
     client = es.Client.from_params(params)
     server = client.server()
     name = params["name"]
-    result = dict(changed=False, name=name, server=server.as_dict())
-    try:
-        existing = normalized(es.get_repository(client, name))
-        if params["state"] == "absent":
-            return unregister(module, client, server, name, existing, result)
-        wanted = wanted_repository(client, server, params, result)
-        result["repository"] = wanted
-        result["changed"] = changed = existing != wanted
-        if module._diff and changed:
-            result["diff"] = {"before": existing or {}, "after": wanted}
-        if module.check_mode:
-            return result
-        if changed:
-            register(client, server, name, wanted)
-        if params["verify"]:
-            verify(client, server, params, existing, changed, result)
-    except LifeboatError as exc:
-        exc.add_result(result)
-        raise
+    result = module.keep(dict(changed=False, name=name, server=server.as_dict()))
+    existing = normalized(es.get_repository(client, name))
+    if params["state"] == "absent":
+        return unregister(module, client, server, name, existing, result)
+    wanted = wanted_repository(client, server, params, result)
+    result["repository"] = wanted
+    result["changed"] = changed = existing != wanted
+    if module._diff and changed:
+        result["diff"] = {"before": existing or {}, "after": wanted}
+    if module.check_mode:
+        return result
+    if changed:
+        register(client, server, name, wanted)
+    if params["verify"]:
+        verify(client, server, params, existing, changed, result)
     return result
 
 

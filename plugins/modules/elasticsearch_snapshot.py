@@ -782,26 +782,20 @@ def snapshot_module(module):
         if not module.check_mode:
             # Recorded at once, so that a failure from here on (the server down included) is in the manifest.
             component = module.start_component(session, params["name"], "elasticsearch")
-    result = dict(changed=False)
+    result = module.keep(dict(changed=False))
     if session:
         result["component"] = _image.safe_name(params["name"])
-    try:
-        client = es.Client.from_params(params)
-        server = client.server()
-        result["server"] = server.as_dict()
-        if params["feature_states"] is not None and not server.feature_states:
-            raise OptionError(
-                "feature_states",
-                "feature_states: %s %s has no feature states (Elasticsearch 7.12 and later only); leave the option out" % (server.label, server.version),
-            )
-        if params["state"] == "absent":
-            return state_absent(module, client, server, params, result)
-        if params["state"] == "pruned":
-            return state_pruned(module, client, server, params, result)
-        return Capture(module, client, server, session, component, result).run()
-    except LifeboatError as exc:
-        exc.add_result(result)
-        raise
+    client = es.Client.from_params(params)
+    server = client.server()
+    result["server"] = server.as_dict()
+    if params["feature_states"] is not None and not server.feature_states:
+        where = "%s %s" % (server.label, server.version)
+        raise OptionError("feature_states", "feature_states: %s has no feature states (Elasticsearch 7.12 and later only); leave the option out" % where)
+    if params["state"] == "absent":
+        return state_absent(module, client, server, params, result)
+    if params["state"] == "pruned":
+        return state_pruned(module, client, server, params, result)
+    return Capture(module, client, server, session, component, result).run()
 
 
 def main():

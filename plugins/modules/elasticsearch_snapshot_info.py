@@ -132,7 +132,7 @@ server:
 import fnmatch
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _elasticsearch as es
-from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 
@@ -179,23 +179,19 @@ def describe(module):
         )
     es.check_libraries(module, jmespath_needed=bool(params["query"]))
     client = es.Client.from_params(params)
-    result = dict(changed=False, server=client.server().as_dict(), repositories=[], snapshots=[])
+    result = module.keep(dict(changed=False, server=client.server().as_dict(), repositories=[], snapshots=[]))
     try:
+        names = [es.resolve_date_math(n) for n in params["snapshot"]] or ["_all"]
+    except ValueError as exc:
+        raise OptionError("snapshot", "snapshot: %s" % exc) from None
+    result["repositories"], result["snapshots"] = list_snapshots(client, params, select_repositories(client, params["repository"]), names)
+    if params["query"]:
         try:
-            names = [es.resolve_date_math(n) for n in params["snapshot"]] or ["_all"]
+            result["query_result"] = es.jmespath_search(
+                params["query"], {"server": result["server"], "repositories": result["repositories"], "snapshots": result["snapshots"]}
+            )
         except ValueError as exc:
-            raise OptionError("snapshot", "snapshot: %s" % exc) from None
-        result["repositories"], result["snapshots"] = list_snapshots(client, params, select_repositories(client, params["repository"]), names)
-        if params["query"]:
-            try:
-                result["query_result"] = es.jmespath_search(
-                    params["query"], {"server": result["server"], "repositories": result["repositories"], "snapshots": result["snapshots"]}
-                )
-            except ValueError as exc:
-                raise OptionError("query", str(exc)) from None
-    except LifeboatError as exc:
-        exc.add_result(result)
-        raise
+            raise OptionError("query", str(exc)) from None
     return result
 
 

@@ -91,7 +91,7 @@ checked:
 """
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image
-from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 
@@ -117,20 +117,13 @@ def verify(module):
     level = choose_level(params)
     if level != "checksum":
         module.require("cryptography", _age.HAS_CRYPTOGRAPHY, _age.CRYPTOGRAPHY_IMPORT_ERROR)
-    empty = dict(valid=False, level=level, members=[], checked=0)
-    try:
-        image = _image.open_image(params["image"], params)
-    except LifeboatError as exc:
-        raise exc.add_result(empty) from None
-    with image:
+    module.keep(dict(valid=False, level=level, members=[], checked=0))
+    with _image.open_image(params["image"], params) as image:
         encrypted = image.manifest.get("encryption", {}).get("scheme") == "age"
         if level != "checksum" and encrypted and not _image.has_key(params):
             raise OptionError("level", "level=%s decrypts members: give passphrase, identity or identity_file (or use level=checksum)" % level)
         if level != "checksum" and encrypted:
-            try:
-                image.identities()
-            except LifeboatError as exc:
-                raise exc.add_result(empty) from None
+            image.identities()
         results, first_error = _image.verify_image(image, level, selected_members(image, params["component"]))
     result = dict(changed=False, valid=first_error is None, level=level, members=results, checked=len(results))
     if first_error:

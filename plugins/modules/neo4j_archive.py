@@ -368,11 +368,7 @@ def run(module):
         "total_bytes": 0,
         "notes": [],
     }
-    try:
-        return archive(module, session, result)
-    except LifeboatError as exc:
-        exc.add_result(result)
-        raise
+    return archive(module, session, module.keep(result))
 
 
 def main():

@@ -363,12 +363,14 @@ def basebackup(module):
     validate(params)
     server = inspect(params)
     tools = pg.find_tools(server["server_version_num"], ["pg_basebackup"], params["client_bin_dir"], purpose="a base backup of this server")
-    result = dict(
-        changed=False,
-        component=_image.safe_name(params["name"]),
-        estimated_bytes=server["estimated"],
-        free_bytes=pg.free_bytes(session.work_dir),
-        client_tools=tools.describe(),
+    result = module.keep(
+        dict(
+            changed=False,
+            component=_image.safe_name(params["name"]),
+            estimated_bytes=server["estimated"],
+            free_bytes=pg.free_bytes(session.work_dir),
+            client_tools=tools.describe(),
+        )
     )
     check_space(params, session, server["estimated"], result)
     if module.check_mode:
@@ -376,10 +378,7 @@ def basebackup(module):
 
     label = params["label"] or "lifeboat %s" % session.data.get("backup_id")
     started = time.time()
-    try:
-        record, copied, scanner, wal, stderr = stream_backup(component, session, params, basebackup_argv(params, tools, label))
-    except LifeboatError as exc:
-        raise exc.add_result(result) from None
+    record, copied, scanner, wal, stderr = stream_backup(component, session, params, basebackup_argv(params, tools, label))
     start, end = _START.search(stderr), _END.search(stderr)
     start_lsn, timeline = (start.group(1), int(start.group(2))) if start else (None, None)
     end_lsn = end.group(1) if end else None

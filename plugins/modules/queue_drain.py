@@ -312,13 +312,10 @@ def run(module):
     params = module.params
     module.require("redis", _redis.HAS_REDIS, _redis.REDIS_IMPORT_ERROR)
     validate(params)
-    result = empty_result()
+    result = module.keep(empty_result())  # what was measured or purged is returned with a failure too
     try:
         client = _redis.connect(params)
         drain(client, params, module.check_mode, result)
-    except LifeboatError as exc:
-        exc.add_result(result)  # what was measured or purged before the failure
-        raise
     except _redis.redis.RedisError as exc:
         raise _redis.failure(exc, params, **result) from None
     if result["timed_out"]:
