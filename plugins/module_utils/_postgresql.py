@@ -55,20 +55,6 @@ LIST_QUOTE_GUCS = frozenset(
 )
 
 
-class Failer:
-    """``fail(msg, **result)``: records the failure on the session component (once it
-    exists) before ``fail_json``, so the manifest and the audit say why."""
-
-    def __init__(self, module):
-        self.module = module
-        self.component = None
-
-    def __call__(self, msg, **result):
-        if self.component is not None and self.component.record["status"] == "running":
-            self.component.fail(msg)
-        self.module.fail_json(msg=msg, **result)
-
-
 class PgError(LifeboatError):
     """A PostgreSQL-side problem; the message says what failed and what to do."""
 
