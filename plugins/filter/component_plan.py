@@ -125,6 +125,28 @@ def without_secrets(component):
     return {key: value for key, value in component.items() if key not in SECRET_KEYS}
 
 
+def _check_component(index, component, names):
+    """Raise AnsibleFilterError for a profile entry that is not a usable component."""
+    if not isinstance(component, dict) or not component.get("name") or not component.get("kind"):
+        raise AnsibleFilterError("profile component #%d needs a name and a kind" % (index + 1))
+    if component["kind"] not in KINDS:
+        raise AnsibleFilterError("profile component %s has unknown kind %r; known kinds: %s" % (component["name"], component["kind"], ", ".join(KINDS)))
+    if component["name"] in names:
+        raise AnsibleFilterError("profile component name %s is used twice" % component["name"])
+
+
+def _selected(component, applies, reason, selection, requested, include_audits):
+    """(selected, reason it is not) for an applicable-or-not component."""
+    if selection == "custom":
+        if component["name"] not in requested:
+            return False, "not requested (custom selection)"
+        return applies, None if applies else "not applicable: %s" % reason
+    selected = applies and (include_audits or not component.get("audit"))
+    if applies and not selected:
+        return False, "audit component (include it with backup_include_audits)"
+    return selected, None if selected else reason
+
+
 def component_plan(components, host, groups, play_hosts, selection="standard", requested=None, include_audits=False, skip=None):
     requested = list(requested or [])
     skip = list(skip or [])
@@ -135,25 +157,11 @@ def component_plan(components, host, groups, play_hosts, selection="standard", r
     names = []
     plan = []
     for index, component in enumerate(components or []):
-        if not isinstance(component, dict) or not component.get("name") or not component.get("kind"):
-            raise AnsibleFilterError("profile component #%d needs a name and a kind" % (index + 1))
-        if component["kind"] not in KINDS:
-            raise AnsibleFilterError("profile component %s has unknown kind %r; known kinds: %s" % (component["name"], component["kind"], ", ".join(KINDS)))
-        if component["name"] in names:
-            raise AnsibleFilterError("profile component name %s is used twice" % component["name"])
+        _check_component(index, component, names)
         names.append(component["name"])
         applies, reason = _applies(component, host, groups, play_hosts, skip)
-        if selection == "custom":
-            selected = component["name"] in requested and applies
-            if component["name"] in requested and not applies:
-                reason = "not applicable: %s" % reason
-            elif component["name"] not in requested:
-                reason = "not requested (custom selection)"
-        else:
-            selected = applies and (include_audits or not component.get("audit"))
-            if applies and not selected:
-                reason = "audit component (include it with backup_include_audits)"
-        plan.append(dict(without_secrets(component), applies=applies, selected=selected, reason=None if selected else reason))
+        selected, reason = _selected(component, applies, reason, selection, requested, include_audits)
+        plan.append(dict(without_secrets(component), applies=applies, selected=selected, reason=reason))
     unknown = sorted(set(requested) - set(names))
     if unknown:
         raise AnsibleFilterError(

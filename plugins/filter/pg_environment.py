@@ -60,21 +60,30 @@ _MAP = {
 }
 
 
-def pg_environment(check, components, passfile_dir=None):
+def _component_of(check, components):
     name = check.get("component")
     wanted = [c for c in components or [] if c.get("name") == name and c.get("kind") in ("postgresql", "postgresql_basebackup")]
     if not wanted:
         known = ", ".join(c.get("name", "?") for c in components or [] if c.get("kind") == "postgresql") or "none"
         raise AnsibleFilterError("check %r: component %r is not a PostgreSQL component of the profile (there are: %s)" % (check.get("name"), name, known))
-    component = wanted[0]
+    return wanted[0]
+
+
+def _passfile(check, component, passfile_dir):
+    name = component.get("name")
+    if not passfile_dir:
+        raise AnsibleFilterError(
+            "check %r: component %r has a login_password; give passfile_dir, the directory holding %s.pgpass, "
+            "so that the password never goes on a command line" % (check.get("name"), name, name)
+        )
+    return "%s/%s.pgpass" % (str(passfile_dir).rstrip("/"), name)
+
+
+def pg_environment(check, components, passfile_dir=None):
+    component = _component_of(check, components)
     env = {var: str(component[key]) for key, var in _MAP.items() if component.get(key) not in (None, "")}
     if component.get("login_password") not in (None, ""):
-        if not passfile_dir:
-            raise AnsibleFilterError(
-                "check %r: component %r has a login_password; give passfile_dir, the directory holding %s.pgpass, "
-                "so that the password never goes on a command line" % (check.get("name"), name, name)
-            )
-        env["PGPASSFILE"] = "%s/%s.pgpass" % (str(passfile_dir).rstrip("/"), name)
+        env["PGPASSFILE"] = _passfile(check, component, passfile_dir)
     host = component.get("login_unix_socket") or component.get("login_host")
     if host:
         env["PGHOST"] = str(host)

@@ -59,10 +59,8 @@ ORDER = {"config": 0, "postgresql": 1, "postgresql_basebackup": 1, "elasticsearc
 MANUAL = ("postgresql_basebackup",)
 
 
-def restore_order(components, profile=None, only=None):
-    only = list(only or [])
-    by_name = {c.get("name"): c for c in profile or [] if isinstance(c, dict)}
-    profile_rank = {name: i for i, name in enumerate(by_name)}
+def _check_only(components, only):
+    """Raise unless every component named in ``only`` is in the image and was captured."""
     unknown = [n for n in only if n not in components]
     if unknown:
         raise AnsibleFilterError(
@@ -71,14 +69,26 @@ def restore_order(components, profile=None, only=None):
     failed = [n for n in only if components[n].get("status") != "success"]
     if failed:
         raise AnsibleFilterError("components %s were not captured successfully in this image and cannot be restored" % ", ".join(failed))
-    plan = []
-    for name, entry in components.items():
-        kind = entry.get("kind")
-        if kind not in ORDER or entry.get("status") != "success" or (only and name not in only):
-            continue
-        if kind in MANUAL and name not in only:
-            continue  # restored by hand (docs/postgresql.md); only when asked, to say so
-        plan.append(dict(without_secrets(by_name.get(name, {})), name=name, kind=kind, members=entry.get("members", []), details=entry.get("details", {})))
+
+
+def _restorable(name, entry, only):
+    kind = entry.get("kind")
+    if kind not in ORDER or entry.get("status") != "success" or (only and name not in only):
+        return False
+    # Restored by hand (docs/postgresql.md); only when asked, to say so.
+    return kind not in MANUAL or name in only
+
+
+def restore_order(components, profile=None, only=None):
+    only = list(only or [])
+    by_name = {c.get("name"): c for c in profile or [] if isinstance(c, dict)}
+    profile_rank = {name: i for i, name in enumerate(by_name)}
+    _check_only(components, only)
+    plan = [
+        dict(without_secrets(by_name.get(name, {})), name=name, kind=entry.get("kind"), members=entry.get("members", []), details=entry.get("details", {}))
+        for name, entry in components.items()
+        if _restorable(name, entry, only)
+    ]
     plan.sort(key=lambda c: (ORDER[c["kind"]], profile_rank.get(c["name"], len(profile_rank)), c["name"]))
     return plan
 
