@@ -135,9 +135,7 @@ class Policy:
         return ", ".join(parts)
 
 
-def parse_policy(raw, option="retention"):
-    """A Policy from the option's dict; raises PolicyError naming ``option.key`` and the fix."""
-    raw = dict(raw or {})
+def _keep_counts(raw, option):
     keep = {}
     for rule in KEEP_RULES:
         value = raw.get(rule)
@@ -149,18 +147,23 @@ def parse_policy(raw, option="retention"):
                 "%s.%s must be a whole number of at least 1 (got %r); leave it out to not use the rule" % (option, rule, value),
             )
         keep[rule] = value
-    durations = {}
-    for key in ("keep_within", "max_age"):
-        value = raw.get(key)
-        if value is None or value == "":
-            durations[key] = None
-            continue
-        try:
-            durations[key] = parse_duration(value)
-        except ValueError as exc:
-            raise PolicyError("%s.%s" % (option, key), "%s.%s: %s" % (option, key, exc)) from None
-        if durations[key] <= 0:
-            raise PolicyError("%s.%s" % (option, key), "%s.%s must be longer than 0" % (option, key))
+    return keep
+
+
+def _duration(raw, key, option):
+    value = raw.get(key)
+    if value is None or value == "":
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise PolicyError("%s.%s" % (option, key), "%s.%s: %s" % (option, key, exc)) from None
+    if seconds <= 0:
+        raise PolicyError("%s.%s" % (option, key), "%s.%s must be longer than 0" % (option, key))
+    return seconds
+
+
+def _min_count(raw, option):
     min_count = raw.get("min_count")
     min_count = 1 if min_count is None else min_count
     if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
@@ -168,12 +171,22 @@ def parse_policy(raw, option="retention"):
             "%s.min_count" % option,
             "%s.min_count must be at least 1: the newest successful item is never removed (got %r)" % (option, min_count),
         )
-    if not keep and durations["keep_within"] is None and durations["max_age"] is None:
+    return min_count
+
+
+def parse_policy(raw, option="retention"):
+    """A Policy from the option's dict; raises PolicyError naming ``option.key`` and the fix."""
+    raw = dict(raw or {})
+    keep = _keep_counts(raw, option)
+    keep_within = _duration(raw, "keep_within", option)
+    max_age = _duration(raw, "max_age", option)
+    min_count = _min_count(raw, option)
+    if not keep and keep_within is None and max_age is None:
         raise PolicyError(
             option,
             "%s says nothing to remove: give at least one of %s, keep_within or max_age" % (option, ", ".join(KEEP_RULES)),
         )
-    return Policy(keep, durations["keep_within"], durations["max_age"], min_count, raw.get("pattern") or None)
+    return Policy(keep, keep_within, max_age, min_count, raw.get("pattern") or None)
 
 
 def item_time(item):
@@ -261,14 +274,43 @@ class Decision:
         }
 
 
+def _decide_unsuccessful(entry, newer_success, too_old, age, policy):
+    """A judged item that did not succeed (partial, failed)."""
+    if newer_success is not None:
+        entry.decide("remove", "%s, superseded by the newer successful %s" % (entry.verdict, newer_success))
+    elif too_old:
+        entry.decide("remove", "%s, older than max_age (%s > %s)" % (entry.verdict, format_duration(age), format_duration(policy.max_age)))
+    else:
+        entry.decide("keep", "%s, and no newer successful item exists yet" % entry.verdict)
+
+
+def _decide_success(entry, chosen, age, policy, selecting):
+    """A successful item that min_count and max_age leave to the keep rules."""
+    rules = list(chosen.get(entry.name, []))
+    if policy.keep_within is not None and age <= policy.keep_within:
+        rules.append("keep_within")
+    if rules:
+        entry.decide("keep", ", ".join(_rule_label(rule, policy, entry.time) for rule in rules))
+    elif not selecting:
+        entry.decide("keep", "younger than max_age (%s <= %s)" % (format_duration(age), format_duration(policy.max_age)))
+    else:
+        entry.decide("remove", "not selected by %s" % selecting)
+
+
+def _selecting(policy):
+    """The keep rules in words ("keep_daily 7, keep_within 2d"); empty when there are none."""
+    selecting = ", ".join("%s %d" % (rule, policy.keep[rule]) for rule in KEEP_RULES if rule in policy.keep)
+    if policy.keep_within is not None:
+        selecting = ", ".join(filter(None, [selecting, "keep_within %s" % format_duration(policy.keep_within)]))
+    return selecting
+
+
 def _decide_series(entries, policy, now):
     """Decide one series; ``entries`` newest first."""
     successes = [e for e in entries if e.verdict == "success"]
     chosen = _select(successes, policy)
     newest = {e.name for e in successes[: policy.min_count]}
-    selecting = ", ".join("%s %d" % (rule, policy.keep[rule]) for rule in KEEP_RULES if rule in policy.keep)
-    if policy.keep_within is not None:
-        selecting = ", ".join(filter(None, [selecting, "keep_within %s" % format_duration(policy.keep_within)]))
+    selecting = _selecting(policy)
     newer_success = None
     for entry in entries:
         age = now - entry.time
@@ -278,26 +320,13 @@ def _decide_series(entries, policy, now):
         elif entry.verdict not in JUDGED:
             entry.decide("keep", "verdict %s: retention never removes what it cannot judge" % (entry.verdict or "unknown"))
         elif entry.verdict != "success":
-            if newer_success is not None:
-                entry.decide("remove", "%s, superseded by the newer successful %s" % (entry.verdict, newer_success))
-            elif too_old:
-                entry.decide("remove", "%s, older than max_age (%s > %s)" % (entry.verdict, format_duration(age), format_duration(policy.max_age)))
-            else:
-                entry.decide("keep", "%s, and no newer successful item exists yet" % entry.verdict)
+            _decide_unsuccessful(entry, newer_success, too_old, age, policy)
         elif entry.name in newest:
             entry.decide("keep", _min_count_rule(policy.min_count))
         elif too_old:
             entry.decide("remove", "older than max_age (%s > %s)" % (format_duration(age), format_duration(policy.max_age)))
         else:
-            rules = list(chosen.get(entry.name, []))
-            if policy.keep_within is not None and age <= policy.keep_within:
-                rules.append("keep_within")
-            if rules:
-                entry.decide("keep", ", ".join(_rule_label(rule, policy, entry.time) for rule in rules))
-            elif not selecting:
-                entry.decide("keep", "younger than max_age (%s <= %s)" % (format_duration(age), format_duration(policy.max_age)))
-            else:
-                entry.decide("remove", "not selected by %s" % selecting)
+            _decide_success(entry, chosen, age, policy, selecting)
         if entry.verdict == "success" and newer_success is None:
             newer_success = entry.name
 
