@@ -1,11 +1,10 @@
-#!/usr/bin/env python3
 """Report the largest and most complex functions under plugins/ (radon).
 
 A report, not a gate: `make lint` prints it so that a function growing past the
 anatomy's limits (docs/architecture.md: about 60 lines, cyclomatic complexity about 15)
 is seen in review. It always exits 0.
 
-    scripts/function-report.py [--top N] [PATH ...]
+    python scripts/function-report.py [--top N] [PATH ...]
 """
 
 from __future__ import annotations
