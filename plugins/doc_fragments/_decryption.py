@@ -33,3 +33,14 @@ requirements:
   - cryptography (Python library, on the managed node) to decrypt members.
   - zstandard (Python library, on the managed node) for zstd-compressed members.
 """
+
+    # The image a restore module reads (_image.IMAGE_SPEC).
+    IMAGE = r"""
+options:
+  image:
+    description:
+      - Path of the image on the managed node.
+    type: path
+    required: true
+    version_added: 0.1.0
+"""

@@ -28,9 +28,12 @@ from __future__ import annotations
 class LifeboatError(Exception):
     """Base of every error raised by the collection's module_utils."""
 
-    def __init__(self, msg, changed=False, done=None, **result):
+    def __init__(self, msg, changed=None, done=None, **result):
         super().__init__(msg)
         self.msg = str(msg)
+        # Whether the raiser said what changed (changed=True/False, or done); if not, the
+        # values the module gathered before the failure decide (add_result).
+        self._stated = changed is not None or bool(done)
         self.changed = bool(changed or done)
         self.done = list(done or [])
         self.result = result
@@ -42,13 +45,17 @@ class LifeboatError(Exception):
         """The same error, knowing that ``lines`` had already been changed."""
         self.done.extend(lines)
         self.changed = True
+        self._stated = True
         return self
 
     def add_result(self, result):
-        """The same error, returning also ``result`` (values gathered before it was raised;
-        its ``changed`` counts). The error's own values win over the gathered ones."""
+        """The same error, returning also ``result`` (values gathered before it was raised).
+        The error's own values win over the gathered ones; the gathered ``changed`` counts
+        unless the error said itself what had changed (``changed=`` or ``done``)."""
         result = dict(result)
-        self.changed = self.changed or bool(result.pop("changed", False))
+        gathered = bool(result.pop("changed", False))
+        if not self._stated:
+            self.changed = self.changed or gathered
         self.result = dict(result, **self.result)
         return self
 

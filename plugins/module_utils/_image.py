@@ -28,7 +28,7 @@ import zipfile
 import zlib
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age
-from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._version import COLLECTION
 
 ZSTANDARD_IMPORT_ERROR = None
@@ -446,6 +446,23 @@ def image_option():
         aliases=["path"],
         deprecated_aliases=[dict(name="path", version="0.3.0", collection_name=COLLECTION)],
     )
+
+
+# The image a restore module reads; image_info and image_verify use image_option().
+IMAGE_SPEC = dict(image=dict(type="path", required=True))
+
+
+def restorable_component(image, name, kind, label):
+    """The manifest record of component ``name``: it must be of ``kind`` and captured
+    successfully (``label`` names the kind in messages)."""
+    components = image.manifest.get("components", {})
+    component = components.get(name)
+    if not component or component.get("kind") != kind:
+        available = sorted(n for n, c in components.items() if c.get("kind") == kind)
+        raise OptionError("component", "image has no %s component %r; it has: %s" % (label, name, ", ".join(available) or "none"))
+    if component.get("status") != "success":
+        raise ImageError("component %s was not captured successfully (%s): %s; choose another image" % (name, component.get("status"), component.get("error")))
+    return component
 
 
 def has_key(params):

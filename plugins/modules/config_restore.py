@@ -27,6 +27,7 @@ author:
 extends_documentation_fragment:
   - lifeboat.backup._attributes
   - lifeboat.backup._decryption
+  - lifeboat.backup._decryption.image
   - lifeboat.backup._restore
 attributes:
   check_mode:
@@ -36,11 +37,6 @@ attributes:
     support: full
     details: The diff lists the changed paths with type, mode, owner, size and SHA-256 before and after; file contents are not shown.
 options:
-  image:
-    description:
-      - Path of the image on the managed node.
-    type: path
-    required: true
   component:
     description:
       - Name of the configuration component in the image.
@@ -145,10 +141,8 @@ import pwd
 import stat
 import tarfile
 
-from ansible.module_utils.basic import missing_required_lib
-
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _tree
-from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 
@@ -276,123 +270,133 @@ def written_summary(written, planned, root):
     return ["wrote %d of %d planned entries under %s: %s" % (len(written), planned, root, shown)]
 
 
+def read_index(image, component_name):
+    """(component details, file index) of a configuration component."""
+    details = _image.restorable_component(image, component_name, "config", "configuration").get("details", {})
+    try:
+        with image.open_member(details["index_member"]) as stream:
+            return details, _tree.read_index(stream)
+    except (_image.ImageError, KeyError, ValueError) as exc:
+        raise _image.ImageError("cannot read the file index of %s: %s" % (component_name, exc)) from None
+
+
+def ancestors_of(paths):
+    """Directories above the chosen entries: recreated when missing, never changed otherwise."""
+    ancestors = set()
+    for path in paths:
+        parent = os.path.dirname(path)
+        while parent not in ("/", "") and parent not in ancestors:
+            ancestors.add(parent)
+            parent = os.path.dirname(parent)
+    return ancestors
+
+
+def make_plan(params, index, root, with_owner):
+    """({path: (record, action)} of what differs, number of selected entries already identical,
+    number selected)."""
+    selected = selector(params["paths"])
+    chosen = [p for p in index if selected(p)]
+    if params["paths"] and not chosen:
+        raise OptionError("paths", "paths: nothing in component %s matches %s" % (params["component"], ", ".join(params["paths"])))
+    ancestors = ancestors_of(chosen)
+    plan = {}
+    unchanged = 0
+    for path, record in index.items():
+        explicit = selected(path)
+        if not explicit and path not in ancestors:
+            continue
+        want = dict(record, implicit=record.get("implicit") or not explicit)
+        action = compare(want, current_state(target_of(root, path), want, with_owner), with_owner)
+        if action:
+            plan[path] = (want, action)
+        elif explicit:
+            unchanged += 1
+    return plan, unchanged, len(chosen)
+
+
+def plan_diff(plan, root, with_owner):
+    before = []
+    after = []
+    for path in sorted(plan):
+        record, action = plan[path]
+        have = current_state(target_of(root, path), record, with_owner) if action != "create" else None
+        before.append("%s: %s" % (path, describe(have) if have else "(absent)"))
+        after.append("%s: %s" % (path, describe(record)))
+    return {"before_header": "on disk", "after_header": "image", "before": "\n".join(before) + "\n", "after": "\n".join(after) + "\n"}
+
+
+def plan_result(plan, unchanged, selected, root):
+    return dict(
+        changed=bool(plan),
+        created=sorted(p for p, (r, a) in plan.items() if a == "create" and not r.get("implicit")),
+        updated=sorted(p for p, (_r, a) in plan.items() if a == "update"),
+        metadata_changed=sorted(p for p, (_r, a) in plan.items() if a == "metadata"),
+        unchanged=unchanged,
+        selected=selected,
+        root=root,
+    )
+
+
+def apply(image, details, plan, params, root, with_owner, result):
+    """Authenticate what will be read, then write the plan; raises with what was written."""
+    if params["authenticate"]:
+        try:
+            _image.authenticate(image, [details["index_member"], details["data_member"]])
+        except _image.ImageError as exc:
+            raise type(exc)("%s. Nothing was written" % exc, **dict(result, changed=False)) from None
+    written = []
+    extra = {k: v for k, v in result.items() if k != "changed"}
+    try:
+        failures = restore(image, details["data_member"], plan, root, with_owner, written)
+    except (LifeboatError, tarfile.TarError, OSError) as exc:
+        raise LifeboatError(
+            "restore of %s failed while reading the image: %s; once the cause is fixed, run again (only what differs is written)"
+            % (params["component"], getattr(exc, "strerror", None) or exc),
+            done=written_summary(written, len(plan), root),
+            written=written,
+            **extra,
+        ) from None
+    if failures:
+        raise LifeboatError(
+            "%d entries could not be restored, first: %s: %s" % (len(failures), failures[0]["path"], failures[0]["error"]),
+            done=written_summary(written, len(plan), root),
+            failures=failures,
+            written=written,
+            **extra,
+        )
+
+
+def restore_config(module):
+    params = module.params
+    module.require("cryptography", _age.HAS_CRYPTOGRAPHY, _age.CRYPTOGRAPHY_IMPORT_ERROR)
+    root = os.path.abspath(params["root"])
+    with_owner = os.geteuid() == 0 if params["owner"] is None else params["owner"]
+    if with_owner and os.geteuid() != 0:
+        raise OptionError("owner", "owner=true needs root; run with become or set owner=false")
+    with _image.open_image(params["image"], params) as image:
+        details, index = read_index(image, params["component"])
+        plan, unchanged, selected = make_plan(params, index, root, with_owner)
+        result = plan_result(plan, unchanged, selected, root)
+        if module._diff and plan:
+            result["diff"] = plan_diff(plan, root, with_owner)
+        if module.check_mode or not plan:
+            return result
+        apply(image, details, plan, params, root, with_owner, result)
+    return result
+
+
 def main():
     module = LifeboatModule(
         argument_spec=dict(
-            image=dict(type="path", required=True),
             component=dict(type="str", default="config"),
             root=dict(type="path", default="/"),
             paths=dict(type="list", elements="str", default=[]),
             owner=dict(type="bool"),
-            passphrase=dict(type="str", no_log=True),
-            identity=dict(type="str", no_log=True),
-            identity_file=dict(type="path"),
         ),
-        specs=[_image.RESTORE_SPEC],
+        specs=[_image.IMAGE_SPEC, _image.DECRYPTION_SPEC, _image.RESTORE_SPEC],
         supports_check_mode=True,
     )
-    params = module.params
-    if not _age.HAS_CRYPTOGRAPHY:
-        module.fail_json(msg=missing_required_lib("cryptography"), exception=_age.CRYPTOGRAPHY_IMPORT_ERROR)
-    root = os.path.abspath(params["root"])
-    with_owner = os.geteuid() == 0 if params["owner"] is None else params["owner"]
-    if with_owner and os.geteuid() != 0:
-        module.fail_json(msg="owner=true needs root; run with become or set owner=false")
-    try:
-        identities = _image.load_identities(identity=params["identity"], identity_file=params["identity_file"])
-        image = _image.Image(params["image"], passphrase=params["passphrase"], identities=identities)
-    except (_image.ImageError, _age.AgeError) as exc:
-        module.fail_json(msg=str(exc))
-    with image:
-        component = image.manifest.get("components", {}).get(params["component"])
-        if not component or component.get("kind") != "config":
-            available = sorted(n for n, c in image.manifest.get("components", {}).items() if c.get("kind") == "config")
-            module.fail_json(msg="image has no configuration component %r; it has: %s" % (params["component"], ", ".join(available) or "none"))
-        if component.get("status") != "success":
-            module.fail_json(msg="component %s was not captured successfully (%s): %s" % (params["component"], component.get("status"), component.get("error")))
-        details = component.get("details", {})
-        try:
-            with image.open_member(details["index_member"]) as stream:
-                index = _tree.read_index(stream)
-        except (_image.ImageError, KeyError, ValueError) as exc:
-            module.fail_json(msg="cannot read the file index of %s: %s" % (params["component"], exc))
-
-        selected = selector(params["paths"])
-        chosen = [p for p in index if selected(p)]
-        if params["paths"] and not chosen:
-            module.fail_json(msg="paths: nothing in component %s matches %s" % (params["component"], ", ".join(params["paths"])))
-        # Directories above a chosen entry are recreated when missing, never changed otherwise.
-        ancestors = set()
-        for path in chosen:
-            parent = os.path.dirname(path)
-            while parent not in ("/", "") and parent not in ancestors:
-                ancestors.add(parent)
-                parent = os.path.dirname(parent)
-        plan = {}
-        unchanged = 0
-        for path, record in index.items():
-            explicit = selected(path)
-            if not explicit and path not in ancestors:
-                continue
-            want = dict(record, implicit=record.get("implicit") or not explicit)
-            action = compare(want, current_state(target_of(root, path), want, with_owner), with_owner)
-            if action:
-                plan[path] = (want, action)
-            elif explicit:
-                unchanged += 1
-
-        created = sorted(p for p, (r, a) in plan.items() if a == "create" and not r.get("implicit"))
-        updated = sorted(p for p, (_r, a) in plan.items() if a == "update")
-        metadata = sorted(p for p, (_r, a) in plan.items() if a == "metadata")
-        result = dict(
-            changed=bool(plan),
-            created=created,
-            updated=updated,
-            metadata_changed=metadata,
-            unchanged=unchanged,
-            selected=len(chosen),
-            root=root,
-        )
-        if module._diff and plan:
-            before = []
-            after = []
-            for path in sorted(plan):
-                record, action = plan[path]
-                have = current_state(target_of(root, path), record, with_owner) if action != "create" else None
-                before.append("%s: %s" % (path, describe(have) if have else "(absent)"))
-                after.append("%s: %s" % (path, describe(record)))
-            result["diff"] = {"before_header": "on disk", "after_header": "image", "before": "\n".join(before) + "\n", "after": "\n".join(after) + "\n"}
-        if module.check_mode or not plan:
-            module.exit_json(**result)
-        if params["authenticate"]:
-            try:
-                _image.authenticate(image, [details["index_member"], details["data_member"]])
-            except _image.ImageError as exc:
-                module.fail_json(msg="%s. Nothing was written" % exc, **dict(result, changed=False))
-        written = []
-        try:
-            failures = restore(image, details["data_member"], plan, root, with_owner, written)
-        except (_image.ImageError, _age.AgeError, tarfile.TarError, OSError, _tree.TreeError) as exc:
-            module.fail(
-                LifeboatError(
-                    "restore of %s failed while reading the image: %s; once the cause is fixed, run again (only what differs is written)"
-                    % (params["component"], getattr(exc, "strerror", None) or exc),
-                    done=written_summary(written, len(plan), root),
-                    written=written,
-                    **{k: v for k, v in result.items() if k != "changed"},
-                )
-            )
-    if failures:
-        module.fail(
-            LifeboatError(
-                "%d entries could not be restored, first: %s: %s" % (len(failures), failures[0]["path"], failures[0]["error"]),
-                done=written_summary(written, len(plan), root),
-                failures=failures,
-                written=written,
-                **{k: v for k, v in result.items() if k != "changed"},
-            )
-        )
-    module.exit_json(**result)
+    module.run(restore_config)
 
 
 if __name__ == "__main__":

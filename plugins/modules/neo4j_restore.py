@@ -35,6 +35,7 @@ author:
 extends_documentation_fragment:
   - lifeboat.backup._attributes
   - lifeboat.backup._decryption
+  - lifeboat.backup._decryption.image
   - lifeboat.backup._neo4j
   - lifeboat.backup._restore
 attributes:
@@ -47,11 +48,6 @@ attributes:
     platforms: linux
     details: Tells a running Neo4j from a stale pid file through C(/proc/<pid>/cmdline).
 options:
-  image:
-    description:
-      - Path of the image on the managed node.
-    type: path
-    required: true
   component:
     description:
       - Name of the Neo4j component in the image.
@@ -181,18 +177,16 @@ import shutil
 import tarfile
 import tempfile
 
-from ansible.module_utils.basic import missing_required_lib
-
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _neo4j, _proc, _tree
-from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 STAGING_PREFIX = ".lifeboat-restore-"
 PREVIOUS_PREFIX = ".lifeboat-previous-"
 
 
-class RestoreError(Exception):
-    pass
+class RestoreError(LifeboatError):
+    """The restore cannot go on (target not empty, store ids that do not match)."""
 
 
 def resolve_owner(owner, group):
@@ -376,28 +370,28 @@ def _failure(msg, done, result):
 
 
 def restore_files_component(module, image, params, layout, details, expected, owner_ids, result):
-    """A ``method=files`` component: the whole data directory. Returns the restored store ids."""
+    """A ``method=files`` component: the whole data directory. Returns the restored store
+    ids (None in check mode)."""
     root = os.geteuid() == 0
     data_dir = layout.data_dir
     if params["databases"]:
-        module.fail_json(msg="databases: this image holds the whole data directory (method=files); it is restored as a whole", **result)
+        raise OptionError("databases", "databases: this image holds the whole data directory (method=files); it is restored as a whole")
     if os.path.exists(data_dir) and not os.path.isdir(data_dir):
-        module.fail_json(msg=f"data_dir {data_dir} exists and is not a directory", **result)
+        raise RestoreError(f"data_dir {data_dir} exists and is not a directory")
     existing = existing_entries(data_dir)
     if existing and not params["replace"]:
-        module.fail_json(
-            msg=f"data_dir {data_dir} is not empty ({', '.join(existing[:8])}): restoring into it would mix two stores. Set replace=true to "
-            "replace its content (removed only once the restored data is in place), or give an empty data_dir",
-            **result,
+        raise RestoreError(
+            f"data_dir {data_dir} is not empty ({', '.join(existing[:8])}): restoring into it would mix two stores. Set replace=true to "
+            "replace its content (removed only once the restored data is in place), or give an empty data_dir"
         )
     result.update(databases=sorted(expected) or list(details.get("databases", [])), replaced=bool(existing), store_ids=expected)
     if module.check_mode:
         result["changed"] = True
-        module.exit_json(**result)
+        return None
     try:
         files, replaced, root_info = restore_files(image, details, data_dir, params["replace"], root, expected)
-    except (RestoreError, _tree.TreeError, _neo4j.Neo4jError, _image.ImageError, _age.AgeError, tarfile.TarError, OSError) as exc:
-        module.fail_json(msg=f"restore of {params['component']} into {data_dir} failed, the data directory is as it was: {_reason(exc)}", **result)
+    except (LifeboatError, tarfile.TarError, OSError) as exc:
+        raise RestoreError(f"restore of {params['component']} into {data_dir} failed, the data directory is as it was: {_reason(exc)}") from None
     result.update(file_count=files, replaced=replaced, changed=True)
     try:
         fix_ownership(data_dir, root_info, root, owner_ids)
@@ -405,37 +399,40 @@ def restore_files_component(module, image, params, layout, details, expected, ow
     except (OSError, _neo4j.Neo4jError) as exc:
         done = [f"{'replaced the content of' if replaced else 'restored'} {data_dir} with the image's ({files} files)"]
         msg = f"restored into {data_dir}, but: {_reason(exc)}; fix it and set the owner and mode by hand, or run the restore again"
-        module.fail(_failure(msg, done, result))
+        raise _failure(msg, done, result) from None
 
 
-def restore_dump_component(module, image, params, layout, expected, owner_ids, result):
-    """A ``method=dump`` component: neo4j-admin load per database. Returns the restored store ids."""
-    members = dump_members(image, params["component"])
+def dump_plan(params, layout, members):
+    """The databases to load; refuses unknown ones and, without replace, present ones."""
     databases = params["databases"] or sorted(members)
     unknown = [d for d in databases if d not in members]
     if unknown:
-        module.fail_json(msg=f"databases: {', '.join(unknown)} not in the image (it has: {', '.join(sorted(members))})", **result)
+        raise OptionError("databases", f"databases: {', '.join(unknown)} not in the image (it has: {', '.join(sorted(members))})")
     present = [d for d in databases if os.path.isfile(os.path.join(layout.databases_dir, d, "neostore"))]
     if present and not params["replace"]:
-        module.fail_json(
-            msg=f"databases already present in {layout.databases_dir}: {', '.join(present)}; set replace=true to overwrite them "
-            "(neo4j-admin --overwrite-destination), or restore other databases",
-            **result,
+        raise RestoreError(
+            f"databases already present in {layout.databases_dir}: {', '.join(present)}; set replace=true to overwrite them "
+            "(neo4j-admin --overwrite-destination), or restore other databases"
         )
+    return databases, present
+
+
+def restore_dump_component(module, image, params, layout, expected, owner_ids, result):
+    """A ``method=dump`` component: neo4j-admin load per database. Returns the restored store
+    ids (None in check mode)."""
+    members = dump_members(image, params["component"])
+    databases, present = dump_plan(params, layout, members)
     expected = {d: s for d, s in expected.items() if d in databases}
     result.update(databases=databases, replaced=bool(present), store_ids=expected, expected_store_ids=expected)
-    try:
-        admin = _neo4j.find_admin(layout, params["neo4j_admin"])
-    except _neo4j.Neo4jError as exc:
-        module.fail_json(msg=str(exc), **result)
+    admin = _neo4j.find_admin(layout, params["neo4j_admin"])
     if module.check_mode:
         result["changed"] = True
-        module.exit_json(**result)
+        return None
     if params["authenticate"]:
         try:
             _image.authenticate(image, [members[d] for d in databases])
         except _image.ImageError as exc:
-            module.fail_json(msg=f"{exc}. Nothing was changed", **result)
+            raise type(exc)(f"{exc}. Nothing was changed") from None
     if os.geteuid() == 0 and owner_ids == (-1, -1) and os.path.isdir(layout.data_dir):
         st = os.stat(layout.data_dir)
         owner_ids = (st.st_uid, st.st_gid)  # neo4j-admin ran as root; the service account must own its store
@@ -445,101 +442,80 @@ def restore_dump_component(module, image, params, layout, expected, owner_ids, r
     done = []
     try:
         return restore_dumps(image, layout, admin, members, databases, params["replace"], owner_ids, params["timeout"], done)
-    except (_proc.CommandError, _image.ImageError, _age.AgeError, _neo4j.Neo4jError, OSError) as exc:
-        module.fail(
-            _failure(
-                f"neo4j-admin load into {layout.data_dir} failed: {_reason(exc)}; once the cause is fixed, run again with replace=true for the databases named",
-                done,
-                result,
-            )
-        )
+    except (LifeboatError, OSError) as exc:
+        msg = f"neo4j-admin load into {layout.data_dir} failed: {_reason(exc)}; once the cause is fixed, run again with replace=true for the databases named"
+        raise _failure(msg, done, result) from None
 
 
-def open_component(module, image, name, result):
-    components = image.manifest.get("components", {})
-    component = components.get(name)
-    if not component or component.get("kind") != "neo4j":
-        available = sorted(n for n, c in components.items() if c.get("kind") == "neo4j")
-        module.fail_json(msg=f"image has no Neo4j component {name!r}; it has: {', '.join(available) or 'none'}", **result)
-    if component.get("status") != "success":
-        module.fail_json(msg=f"component {name} was not captured successfully ({component.get('status')}): {component.get('error')}", **result)
-    return component
-
-
-def main():
-    module = LifeboatModule(
-        specs=[_image.RESTORE_SPEC],
-        argument_spec={
-            "image": {"type": "path", "required": True},
-            "component": {"type": "str", "default": "neo4j"},
-            "passphrase": {"type": "str", "no_log": True},
-            "identity": {"type": "str", "no_log": True},
-            "identity_file": {"type": "path"},
-            "home": {"type": "path", "default": _neo4j.DEFAULT_HOME},
-            "config": {"type": "path"},
-            "data_dir": {"type": "path"},
-            "pid_file": {"type": "path"},
-            "bolt_address": {"type": "str"},
-            "neo4j_admin": {"type": "path"},
-            "replace": {"type": "bool", "default": False},
-            "databases": {"type": "list", "elements": "str", "default": []},
-            "owner": {"type": "str"},
-            "group": {"type": "str"},
-            "timeout": {"type": "int", "default": 3600},
-        },
-        supports_check_mode=True,
-    )
-    params = module.params
-    if not _age.HAS_CRYPTOGRAPHY:
-        module.fail_json(msg=missing_required_lib("cryptography"), exception=_age.CRYPTOGRAPHY_IMPORT_ERROR)
-    result = {
-        "changed": False,
-        "method": None,
-        "data_dir": None,
-        "databases": [],
-        "store_ids": {},
-        "expected_store_ids": {},
-        "replaced": False,
-        "owner": None,
-        "notes": [],
-    }
+def prepare(params, result):
+    """Owner ids and the installation's layout; fills ``result``."""
     if (params["owner"] is not None or params["group"] is not None) and os.geteuid() != 0:
-        module.fail_json(msg="owner/group need root; run with become, or leave them out", **result)
-    try:
-        owner_ids = resolve_owner(params["owner"], params["group"])
-        layout = _neo4j.Layout(params["home"], params["config"], params["data_dir"], params["pid_file"], params["bolt_address"])
-    except (RestoreError, _neo4j.Neo4jError) as exc:
-        module.fail_json(msg=str(exc), **result)
+        raise OptionError("owner", "owner/group need root; run with become, or leave them out")
+    owner_ids = resolve_owner(params["owner"], params["group"])
+    layout = _neo4j.Layout(params["home"], params["config"], params["data_dir"], params["pid_file"], params["bolt_address"])
     if owner_ids != (-1, -1):
         result["owner"] = owner_record(owner_ids)
     result["data_dir"] = layout.data_dir
-    try:
-        identities = _image.load_identities(identity=params["identity"], identity_file=params["identity_file"])
-        image = _image.Image(params["image"], passphrase=params["passphrase"], identities=identities)
-    except (_image.ImageError, _age.AgeError) as exc:
-        module.fail_json(msg=str(exc), **result)
+    return owner_ids, layout
 
-    with image:
-        component = open_component(module, image, params["component"], result)
+
+def refuse_if_running(module, layout, result):
+    evidence, notes = _neo4j.running_evidence(layout)
+    result["notes"] = notes
+    for note in notes:
+        module.warn(note)
+    if evidence:
+        raise _neo4j.Neo4jError(_neo4j.refuse_message(f"restore into {layout.data_dir}", evidence))
+
+
+def restore(module):
+    params = module.params
+    module.require("cryptography", _age.HAS_CRYPTOGRAPHY, _age.CRYPTOGRAPHY_IMPORT_ERROR)
+    result = module.keep(
+        {
+            "changed": False,
+            "method": None,
+            "data_dir": None,
+            "databases": [],
+            "store_ids": {},
+            "expected_store_ids": {},
+            "replaced": False,
+            "owner": None,
+            "notes": [],
+        }
+    )
+    owner_ids, layout = prepare(params, result)
+    with _image.open_image(params["image"], params) as image:
+        component = _image.restorable_component(image, params["component"], "neo4j", "Neo4j")
         details = component.get("details", {})
         expected = dict(component.get("markers", {}).get("store_ids") or {})
         result.update(method=details.get("method", "files"), expected_store_ids=expected)
-        evidence, notes = _neo4j.running_evidence(layout)
-        result["notes"] = notes
-        for note in notes:
-            module.warn(note)
-        if evidence:
-            module.fail_json(msg=_neo4j.refuse_message(f"restore into {layout.data_dir}", evidence), **result)
+        refuse_if_running(module, layout, result)
         if result["method"] == "files":
             restored = restore_files_component(module, image, params, layout, details, expected, owner_ids, result)
         else:
             restored = restore_dump_component(module, image, params, layout, expected, owner_ids, result)
+    if restored is None:  # check mode
+        return result
     result["store_ids"] = {d: info["store_id"] for d, info in restored.items()}
-    try:
-        check_store_ids(restored, result["expected_store_ids"])
-    except RestoreError as exc:
-        module.fail_json(msg=str(exc), **result)
-    module.exit_json(**result)
+    check_store_ids(restored, result["expected_store_ids"])
+    return result
+
+
+def main():
+    module = LifeboatModule(
+        argument_spec=dict(
+            component=dict(type="str", default="neo4j"),
+            replace=dict(type="bool", default=False),
+            databases=dict(type="list", elements="str", default=[]),
+            owner=dict(type="str"),
+            group=dict(type="str"),
+            timeout=dict(type="int", default=3600),
+        ),
+        specs=[_image.IMAGE_SPEC, _image.DECRYPTION_SPEC, _image.RESTORE_SPEC, _neo4j.LAYOUT_SPEC],
+        supports_check_mode=True,
+    )
+    module.run(restore)
 
 
 if __name__ == "__main__":

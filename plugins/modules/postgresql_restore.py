@@ -36,6 +36,7 @@ author:
 extends_documentation_fragment:
   - lifeboat.backup._attributes
   - lifeboat.backup._decryption
+  - lifeboat.backup._decryption.image
   - lifeboat.backup._postgresql
   - lifeboat.backup._restore
 attributes:
@@ -47,11 +48,6 @@ attributes:
   diff_mode:
     support: none
 options:
-  image:
-    description:
-      - Path of the image on the managed node.
-    type: path
-    required: true
   component:
     description:
       - Name of the PostgreSQL component in the image.
@@ -212,18 +208,16 @@ import tarfile
 import tempfile
 import time
 
-from ansible.module_utils.basic import missing_required_lib
-
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _proc, _session
 from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql as pg
-from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 SYSTEM_DATABASES = ("postgres", "template1")
 SCRATCH_PREFIX = ".lifeboat-restore-"
 
 
-class RestoreError(Exception):
+class RestoreError(LifeboatError):
     """The restore cannot go on; the message says why and what to do."""
 
 
@@ -426,34 +420,32 @@ def count_rows(params, target, counts):
     return mismatches
 
 
-def restore_database(module, image, tools, env, params, conn, item, scratch, server_num, done):
-    """Restore one database as planned in ``item``; each change is appended to ``done``."""
+def prepare_target(module, params, conn, item, use_create, server_num, done):
+    """Drop the database being replaced, and create the target when pg_restore will not."""
     target = item["target"]
-    use_create = item["action"] in ("create", "replace") and target == item["name"]
     if item["action"] == "replace":
         try:
             pg.execute(conn, "DROP DATABASE %s" % pg.quote_ident(target))
         except pg.PgError as exc:
             raise RestoreError("cannot drop database %s to replace it: %s" % (target, exc)) from None
         done.append("dropped database %s (to replace it with %s from the image)" % (target, item["name"]))
-    if item["action"] in ("create", "replace") and not use_create:
-        props = item["properties"] or {}
-        owner_exists = bool(props.get("owner")) and bool(pg.scalar(conn, "SELECT count(*) FROM pg_roles WHERE rolname = %s", (props["owner"],)))
-        if props.get("owner") and not owner_exists:
-            module.warn("database %s: owner role %s does not exist on the target; created with owner %s" % (target, props["owner"], params["login_user"]))
-        try:
-            pg.execute(conn, pg.create_database_sql(target, props, server_num, owner_exists))
-            done.append("created database %s (empty)" % target)
-            for statement in pg.database_properties_sql(target, props):
-                pg.execute(conn, statement)
-        except pg.PgError as exc:
-            raise RestoreError("cannot create database %s: %s" % (target, exc)) from None
-    argv = [tools.path("pg_restore"), "--exit-on-error", "--no-password"]
-    if use_create:
-        argv += ["--create", "--dbname=%s" % pg.conninfo_dbname(params["login_db"])]
-    else:
-        argv += ["--dbname=%s" % pg.conninfo_dbname(target)]
-    jobs = params["jobs"]
+    if item["action"] not in ("create", "replace") or use_create:
+        return
+    props = item["properties"] or {}
+    owner_exists = bool(props.get("owner")) and bool(pg.scalar(conn, "SELECT count(*) FROM pg_roles WHERE rolname = %s", (props["owner"],)))
+    if props.get("owner") and not owner_exists:
+        module.warn("database %s: owner role %s does not exist on the target; created with owner %s" % (target, props["owner"], params["login_user"]))
+    try:
+        pg.execute(conn, pg.create_database_sql(target, props, server_num, owner_exists))
+        done.append("created database %s (empty)" % target)
+        for statement in pg.database_properties_sql(target, props):
+            pg.execute(conn, statement)
+    except pg.PgError as exc:
+        raise RestoreError("cannot create database %s: %s" % (target, exc)) from None
+
+
+def run_pg_restore(image, argv, item, jobs, scratch, env):
+    """pg_restore fed the member: streamed, or from scratch for --jobs and directory archives."""
     member = item["member"]
     try:
         if item["format"] == "directory":
@@ -467,15 +459,6 @@ def restore_database(module, image, tools, env, params, conn, item, scratch, ser
         else:
             with image.open_member(member) as source:
                 _proc.stream_into(argv, source, env=env)
-        done.append("restored database %s from %s" % (target, item["name"]))
-    except (_proc.CommandError, _image.ImageError, _age.AgeError, tarfile.TarError, OSError) as exc:
-        if use_create:
-            done.append("pg_restore --create started database %s" % target)
-        reason = getattr(exc, "strerror", None) or exc
-        raise RestoreError(
-            "pg_restore of %s into %s failed: %s. Database %s is partly restored; once the cause is fixed, run again with clean=true "
-            "(it replaces the partial database), or drop it by hand" % (item["name"], target, reason, target)
-        ) from None
     finally:
         for leftover in ("archive", "archive.dump") if scratch else ():
             path = os.path.join(scratch, leftover)
@@ -483,6 +466,31 @@ def restore_database(module, image, tools, env, params, conn, item, scratch, ser
                 shutil.rmtree(path, ignore_errors=True)
             elif os.path.exists(path):
                 os.unlink(path)
+
+
+def restore_database(module, image, tools, env, params, conn, item, scratch, server_num, done):
+    """Restore one database as planned in ``item``; each change is appended to ``done``."""
+    target = item["target"]
+    use_create = item["action"] in ("create", "replace") and target == item["name"]
+    prepare_target(module, params, conn, item, use_create, server_num, done)
+    argv = [tools.path("pg_restore"), "--exit-on-error", "--no-password"]
+    if use_create:
+        argv += ["--create", "--dbname=%s" % pg.conninfo_dbname(params["login_db"])]
+    else:
+        argv += ["--dbname=%s" % pg.conninfo_dbname(target)]
+    try:
+        run_pg_restore(image, argv, item, params["jobs"], scratch, env)
+    except RestoreError:
+        raise
+    except (LifeboatError, tarfile.TarError, OSError) as exc:
+        if use_create:
+            done.append("pg_restore --create started database %s" % target)
+        reason = getattr(exc, "strerror", None) or exc
+        raise RestoreError(
+            "pg_restore of %s into %s failed: %s. Database %s is partly restored; once the cause is fixed, run again with clean=true "
+            "(it replaces the partial database), or drop it by hand" % (item["name"], target, reason, target)
+        ) from None
+    done.append("restored database %s from %s" % (target, item["name"]))
 
 
 class _Empty:
@@ -522,18 +530,6 @@ def _with_meta(text, plan):
 # ---- main ------------------------------------------------------------------------------------------
 
 
-def load_component(module, image, name):
-    component = image.manifest.get("components", {}).get(name)
-    if not component or component.get("kind") != "postgresql":
-        available = sorted(n for n, c in image.manifest.get("components", {}).items() if c.get("kind") == "postgresql")
-        module.fail_json(msg="image has no PostgreSQL component %r; it has: %s" % (name, ", ".join(available) or "none"))
-    if component.get("status") != "success":
-        module.fail_json(
-            msg="component %s was not captured successfully (%s): %s; choose another image" % (name, component.get("status"), component.get("error"))
-        )
-    return component.get("details") or {}
-
-
 def used_members(details, params, items, dumpall):
     """The image members this restore reads (authenticated before the first change)."""
     names = []
@@ -552,221 +548,288 @@ def failure(msg, done, result):
     return LifeboatError(msg, changed=bool(done), done=done, **extra)
 
 
-def main():
-    argument_spec = pg.connection_argument_spec()
-    argument_spec.update(
-        image=dict(type="path", required=True),
-        component=dict(type="str", default="postgresql"),
-        databases=dict(type="list", elements="str", default=[]),
-        rename=dict(type="dict", default={}),
-        globals=dict(type="str", choices=["missing", "all", "none"], default="missing"),
-        clean=dict(type="bool", default=False),
-        jobs=dict(type="int", default=1),
-        scratch_dir=dict(type="path"),
-        verify_counts=dict(type="bool", default=False),
-        analyze=dict(type="bool", default=True),
-        passphrase=dict(type="str", no_log=True),
-        identity=dict(type="str", no_log=True),
-        identity_file=dict(type="path"),
-    )
-    module = LifeboatModule(
-        argument_spec=argument_spec, specs=[_image.RESTORE_SPEC], mutually_exclusive=pg.CONNECTION_MUTUALLY_EXCLUSIVE, supports_check_mode=True
-    )
-    params = module.params
-    if not _age.HAS_CRYPTOGRAPHY:
-        module.fail_json(msg=missing_required_lib("cryptography"), exception=_age.CRYPTOGRAPHY_IMPORT_ERROR)
-    pg.require_driver(module)
-    if params["jobs"] < 1:
-        module.fail_json(msg="jobs must be 1 or more")
-    try:
-        identities = _image.load_identities(identity=params["identity"], identity_file=params["identity_file"])
-        image = _image.Image(params["image"], passphrase=params["passphrase"], identities=identities)
-        image.check_key({m["name"] for m in image.component_members(params["component"])})
-    except (_image.ImageError, _age.AgeError) as exc:
-        module.fail_json(msg=str(exc))
-    with image:
-        run(module, params, image)
-
-
-def run(module, params, image):
-    details = load_component(module, image, params["component"])
-    dumpall = details.get("mode") == "dumpall"
-    if any(m.get("compression") == "zstd" for m in image.component_members(params["component"])) and not _image.HAS_ZSTANDARD:
-        module.fail_json(msg=missing_required_lib("zstandard"), exception=_image.ZSTANDARD_IMPORT_ERROR)
-    recorded = {d["name"]: d for d in details.get("databases", [])}
-    if dumpall and (params["databases"] or params["rename"] or params["verify_counts"]):
-        module.fail_json(msg="this image holds a pg_dumpall script (mode=dumpall): databases, rename and verify_counts need a per-database dump")
+def validate(params, recorded, dumpall):
+    """The databases to restore and their targets; raises OptionError naming the option."""
+    if dumpall:
+        if params["databases"] or params["rename"] or params["verify_counts"]:
+            raise OptionError("databases", "this image holds a pg_dumpall script (mode=dumpall): databases, rename and verify_counts need a per-database dump")
+        return [], []
     wanted = params["databases"] or list(recorded)
     unknown = [d for d in wanted if d not in recorded]
     if unknown:
-        module.fail_json(msg="databases: %s not in the image; it has: %s" % (", ".join(unknown), ", ".join(recorded) or "none"))
-    stray = [k for k in params["rename"] if k not in wanted]
-    if stray:
-        module.fail_json(msg="rename: %s not among the databases being restored (%s)" % (", ".join(stray), ", ".join(wanted)))
-    targets = [params["rename"].get(d, d) for d in wanted]
-    if len(set(targets)) != len(targets):
-        module.fail_json(msg="rename: two databases would be restored into the same target")
-    if params["verify_counts"]:
-        lacking = [d for d in wanted if "row_counts" not in recorded[d]]
-        if lacking:
-            module.fail_json(
-                msg="verify_counts: the dump of %s has no row counts; it must be taken with row_counts=true (or drop verify_counts)" % ", ".join(lacking)
-            )
+        raise OptionError("databases", "databases: %s not in the image; it has: %s" % (", ".join(unknown), ", ".join(recorded) or "none"))
+    lacking = [d for d in wanted if "row_counts" not in recorded[d]] if params["verify_counts"] else []
+    if lacking:
+        raise OptionError(
+            "verify_counts",
+            "verify_counts: the dump of %s has no row counts; it must be taken with row_counts=true (or drop verify_counts)" % ", ".join(lacking),
+        )
+    return wanted, rename_targets(params["rename"], wanted)
 
+
+def rename_targets(rename, wanted):
+    stray = [k for k in rename if k not in wanted]
+    if stray:
+        raise OptionError("rename", "rename: %s not among the databases being restored (%s)" % (", ".join(stray), ", ".join(wanted)))
+    targets = [rename.get(d, d) for d in wanted]
+    if len(set(targets)) != len(targets):
+        raise OptionError("rename", "rename: two databases would be restored into the same target")
+    return targets
+
+
+def restore_tools(params, server_num, details):
+    """pg_restore and psql for this server, refused when older than the pg_dump that wrote the archives."""
+    tools = pg.find_tools(server_num, ["pg_restore", "psql"], params["client_bin_dir"], purpose="a restore into this server")
+    dumped_by = (details.get("client") or {}).get("version_num") or 0
+    if dumped_by and pg.major_key(tools.version) < pg.major_key(dumped_by):
+        raise pg.ToolError(
+            "pg_restore %s (%s) is older than the pg_dump %s that wrote the archives and cannot read them; "
+            "install the PostgreSQL %s client tools or set client_bin_dir"
+            % (pg.version_text(tools.version), tools.dir, pg.version_text(dumped_by), pg.major_text(dumped_by))
+        )
+    return tools
+
+
+def plan_restore_globals(params, conn, image, details, dumpall):
+    """The globals statements to run, planned against the target (the globals are small)."""
+    plan = {"statements": [], "created_roles": [], "kept_roles": [], "created_tablespaces": [], "kept_tablespaces": []}
+    globals_member = details.get("globals_member")
+    if params["globals"] == "none" or not (globals_member or dumpall):
+        return plan
+    roles, spaces = existing_globals(conn)
     try:
-        conn = pg.connect(params)
-    except pg.PgError as exc:
-        module.fail_json(msg=str(exc))
+        if dumpall:
+            with image.open_member(details["cluster_member"]) as source:
+                text = split_prefix(source, PrefixFilter.MARKER, 64 * 1024 * 1024)[0].decode("utf-8")
+        else:
+            with image.open_member(globals_member) as source:
+                text = source.read().decode("utf-8")
+    except (LifeboatError, UnicodeDecodeError) as exc:
+        raise _image.ImageError("cannot read the globals from the image: %s" % exc) from None
+    return pg.plan_globals(pg.split_sql(text), roles, spaces, params["login_user"], params["globals"])
+
+
+def plan_dumpall(params, conn, details, refusals):
+    """What happens to each database of a pg_dumpall script; refusals are appended."""
+    items = []
+    for entry in details.get("databases", []):
+        name = entry["name"]
+        exists, objects = inspect_target(params, conn, name)
+        action = "create"
+        if name in SYSTEM_DATABASES:
+            action = "restore_into_empty"
+            if objects:
+                refusals.append("target database %s is not empty; a pg_dumpall script restores only into empty system databases" % name)
+        elif exists and not params["clean"]:
+            refusals.append("target database %s exists; a pg_dumpall script creates its databases itself: drop it, or set clean=true" % name)
+        elif exists:
+            action = "replace"
+            sessions = other_sessions(conn, name)
+            if sessions:
+                refusals.append(
+                    "target database %s cannot be replaced: %d sessions are connected to it (%s); stop the applications first"
+                    % (name, len(sessions), "; ".join(sessions[:5]))
+                )
+        items.append({"name": name, "target": name, "action": action, "member": details["cluster_member"], "format": "sql"})
+    return items
+
+
+def plan_databases(params, conn, recorded, wanted, targets, refusals):
+    """What happens to each target database; refusals are appended."""
+    items = []
+    for name, target in zip(wanted, targets):
+        entry = recorded[name]
+        action, refusal = plan_database(params, conn, entry, target, params["clean"])
+        if refusal:
+            refusals.append(refusal)
+        items.append(
+            {
+                "name": name,
+                "target": target,
+                "action": action,
+                "member": entry["member"],
+                "format": entry.get("format", "custom"),
+                "properties": entry.get("properties"),
+            }
+        )
+    return items
+
+
+def scratch_for(params, image, items):
+    """(directory for unpacked archives, or None when nothing needs one); checks its free space."""
+    needs_scratch = [i for i in items if i["format"] == "directory" or (i["format"] == "custom" and params["jobs"] > 1)]
+    if not needs_scratch:
+        return None
+    base = params["scratch_dir"] or os.path.dirname(os.path.abspath(params["image"]))
+    if not os.path.isdir(base):
+        raise OptionError("scratch_dir", "scratch_dir %s does not exist or is not a directory" % base)
+    sizes = {m["name"]: m.get("plaintext_size", 0) for m in image.manifest.get("members", [])}
+    largest = max(sizes.get(i["member"], 0) for i in needs_scratch)
+    problem = pg.space_problem(base, largest, "unpacking the archive for pg_restore (largest: %s)" % pg.format_size(largest))
+    if problem:
+        raise LifeboatError(problem + "; or set scratch_dir elsewhere, or use jobs=1 for custom-format archives (streamed, no scratch)")
+    return base
+
+
+class Restore:
+    """A planned restore into one server: globals, then each database (or a pg_dumpall script
+    replayed), ANALYZE, row counts. Every change is appended to ``done``."""
+
+    def __init__(self, module, image, conn, details, tools, server_num, result):
+        self.module = module
+        self.params = module.params
+        self.image = image
+        self.conn = conn
+        self.details = details
+        self.tools = tools
+        self.server_num = server_num
+        self.result = result
+        self.recorded = {d["name"]: d for d in details.get("databases", [])}
+        self.dumpall = details.get("mode") == "dumpall"
+        self.done = []
+        self.mismatches = []
+
+    def plan(self, wanted, targets):
+        """Globals plan, database items and scratch base; raises with the refusals."""
+        self.globals_plan = plan_restore_globals(self.params, self.conn, self.image, self.details, self.dumpall)
+        self.result.update(
+            roles_created=self.globals_plan["created_roles"],
+            roles_kept=self.globals_plan["kept_roles"],
+            tablespaces_created=self.globals_plan["created_tablespaces"],
+        )
+        refusals = []
+        if self.dumpall:
+            self.items = plan_dumpall(self.params, self.conn, self.details, refusals)
+        else:
+            self.items = plan_databases(self.params, self.conn, self.recorded, wanted, targets, refusals)
+        self.result["databases"] = [{k: v for k, v in i.items() if k != "properties"} for i in self.items]
+        if refusals:
+            raise RestoreError("; ".join(refusals))
+        self.scratch_base = scratch_for(self.params, self.image, self.items)
+        self.result["changed"] = bool(self.globals_plan["statements"] or self.items)
+
+    def authenticate(self):
+        self.result["authenticated"] = 0
+        if not self.params["authenticate"]:
+            return
+        try:
+            self.result["authenticated"] = _image.authenticate(self.image, used_members(self.details, self.params, self.items, self.dumpall))
+        except _image.ImageError as exc:
+            raise type(exc)("%s. Nothing was changed" % exc, **dict(self.result, changed=False)) from None
+
+    def run(self):
+        with pg.password_file(self.params["login_password"]) as passfile:
+            env = pg.client_env(self.params, self.params["login_db"], passfile, application="lifeboat.backup pg_restore")
+            try:
+                if self.dumpall:
+                    self.replay(env)
+                else:
+                    self.restore_each(env)
+                self.analyze()
+            except (LifeboatError, tarfile.TarError) as exc:
+                raise failure(str(exc), self.done, self.result) from None
+            except OSError as exc:
+                raise failure("restore failed: %s" % (exc.strerror or exc), self.done, self.result) from None
+        if self.mismatches:
+            first = self.mismatches[0]
+            error = failure(
+                "row counts differ after the restore in %d tables, first: %s.%s: %s rows dumped, %s restored"
+                % (len(self.mismatches), first["database"], first["table"], first["dumped"], first["restored"]),
+                self.done,
+                self.result,
+            )
+            error.result["count_mismatches"] = self.mismatches
+            raise error
+        return self.result
+
+    def replay(self, env):
+        for item in self.items:
+            if item["action"] == "replace":
+                try:
+                    pg.execute(self.conn, "DROP DATABASE %s" % pg.quote_ident(item["target"]))
+                except pg.PgError as exc:
+                    raise RestoreError("cannot drop database %s to replace it: %s" % (item["target"], exc)) from None
+                self.done.append("dropped database %s (the image's script recreates it)" % item["target"])
+        restore_dumpall(self.image, self.tools, env, self.params, self.details["cluster_member"], self.globals_plan, self.done)
+
+    def restore_each(self, env):
+        run_globals(self.conn, self.globals_plan, self.done)
+        with scratch_area(self.scratch_base) if self.scratch_base else _no_scratch() as scratch:
+            for index, item in enumerate(self.items):
+                started = time.time()
+                restore_database(self.module, self.image, self.tools, env, self.params, self.conn, item, scratch, self.server_num, self.done)
+                if self.params["verify_counts"]:
+                    found = count_rows(self.params, item["target"], self.recorded[item["name"]]["row_counts"])
+                    self.mismatches += found
+                    self.result["databases"][index]["counts_verified"] = not found
+                self.result["databases"][index]["duration"] = round(time.time() - started, 3)
+
+    def analyze(self):
+        if not self.params["analyze"]:
+            return
+        for item in self.items:
+            target_conn = pg.connect(self.params, item["target"])
+            try:
+                pg.execute(target_conn, "ANALYZE")
+            finally:
+                target_conn.close()
+
+
+def restore_from(module, image):
+    params = module.params
+    details = _image.restorable_component(image, params["component"], "postgresql", "PostgreSQL").get("details") or {}
+    if any(m.get("compression") == "zstd" for m in image.component_members(params["component"])):
+        module.require("zstandard", _image.HAS_ZSTANDARD, _image.ZSTANDARD_IMPORT_ERROR)
+    targets = validate(params, {d["name"]: d for d in details.get("databases", [])}, details.get("mode") == "dumpall")
+    conn = pg.connect(params)
     try:
         server_num, _text = pg.server_version(conn)
-        try:
-            tools = pg.find_tools(server_num, ["pg_restore", "psql"], params["client_bin_dir"], purpose="a restore into this server")
-        except pg.ToolError as exc:
-            module.fail_json(msg=str(exc))
-        dumped_by = (details.get("client") or {}).get("version_num") or 0
-        if dumped_by and pg.major_key(tools.version) < pg.major_key(dumped_by):
-            module.fail_json(
-                msg="pg_restore %s (%s) is older than the pg_dump %s that wrote the archives and cannot read them; "
-                "install the PostgreSQL %s client tools or set client_bin_dir"
-                % (pg.version_text(tools.version), tools.dir, pg.version_text(dumped_by), pg.major_text(dumped_by))
-            )
-        result = dict(changed=False, databases=[], roles_created=[], roles_kept=[], tablespaces_created=[], client_tools=tools.describe())
-
-        # Globals: read (small), plan against the target.
-        globals_member = details.get("globals_member")
-        plan = {"statements": [], "created_roles": [], "kept_roles": [], "created_tablespaces": [], "kept_tablespaces": []}
-        if params["globals"] != "none" and (globals_member or dumpall):
-            roles, spaces = existing_globals(conn)
-            try:
-                if dumpall:
-                    with image.open_member(details["cluster_member"]) as source:
-                        text = split_prefix(source, PrefixFilter.MARKER, 64 * 1024 * 1024)[0].decode("utf-8")
-                else:
-                    with image.open_member(globals_member) as source:
-                        text = source.read().decode("utf-8")
-            except (_image.ImageError, _age.AgeError, RestoreError, UnicodeDecodeError) as exc:
-                module.fail_json(msg="cannot read the globals from the image: %s" % exc)
-            plan = pg.plan_globals(pg.split_sql(text), roles, spaces, params["login_user"], params["globals"])
-        result.update(roles_created=plan["created_roles"], roles_kept=plan["kept_roles"], tablespaces_created=plan["created_tablespaces"])
-
-        # Databases: what happens to each target.
-        refusals = []
-        items = []
-        if dumpall:
-            for entry in details.get("databases", []):
-                exists, objects = inspect_target(params, conn, entry["name"])
-                action = "create"
-                if entry["name"] in SYSTEM_DATABASES:
-                    action = "restore_into_empty"
-                    if objects:
-                        refusals.append("target database %s is not empty; a pg_dumpall script restores only into empty system databases" % entry["name"])
-                elif exists and not params["clean"]:
-                    refusals.append("target database %s exists; a pg_dumpall script creates its databases itself: drop it, or set clean=true" % entry["name"])
-                elif exists:
-                    action = "replace"
-                    sessions = other_sessions(conn, entry["name"])
-                    if sessions:
-                        refusals.append(
-                            "target database %s cannot be replaced: %d sessions are connected to it (%s); stop the applications first"
-                            % (entry["name"], len(sessions), "; ".join(sessions[:5]))
-                        )
-                items.append({"name": entry["name"], "target": entry["name"], "action": action, "member": details["cluster_member"], "format": "sql"})
-        else:
-            for name, target in zip(wanted, targets):
-                entry = recorded[name]
-                action, refusal = plan_database(params, conn, entry, target, params["clean"])
-                if refusal:
-                    refusals.append(refusal)
-                items.append(
-                    {
-                        "name": name,
-                        "target": target,
-                        "action": action,
-                        "member": entry["member"],
-                        "format": entry.get("format", "custom"),
-                        "properties": entry.get("properties"),
-                    }
-                )
-        result["databases"] = [{k: v for k, v in i.items() if k != "properties"} for i in items]
-        if refusals:
-            module.fail_json(msg="; ".join(refusals), **result)
-
-        # Scratch space for pg_restore --jobs or directory archives.
-        sizes = {m["name"]: m.get("plaintext_size", 0) for m in image.manifest.get("members", [])}
-        needs_scratch = [i for i in items if i["format"] == "directory" or (i["format"] == "custom" and params["jobs"] > 1)]
-        scratch_base = params["scratch_dir"] or os.path.dirname(os.path.abspath(params["image"]))
-        if needs_scratch:
-            if not os.path.isdir(scratch_base):
-                module.fail_json(msg="scratch_dir %s does not exist or is not a directory" % scratch_base, **result)
-            largest = max(sizes.get(i["member"], 0) for i in needs_scratch)
-            problem = pg.space_problem(scratch_base, largest, "unpacking the archive for pg_restore (largest: %s)" % pg.format_size(largest))
-            if problem:
-                module.fail_json(msg=problem + "; or set scratch_dir elsewhere, or use jobs=1 for custom-format archives (streamed, no scratch)", **result)
-
-        result["changed"] = bool(plan["statements"] or items)
+        tools = restore_tools(params, server_num, details)
+        result = module.keep(dict(changed=False, databases=[], roles_created=[], roles_kept=[], tablespaces_created=[], client_tools=tools.describe()))
+        restore = Restore(module, image, conn, details, tools, server_num, result)
+        restore.plan(*targets)
         if module.check_mode:
-            module.exit_json(**result)
-        result["authenticated"] = 0
-        if params["authenticate"]:
-            try:
-                result["authenticated"] = _image.authenticate(image, used_members(details, params, items, dumpall))
-            except _image.ImageError as exc:
-                module.fail_json(msg="%s. Nothing was changed" % exc, **dict(result, changed=False))
-
-        mismatches = []
-        done = []
-        with pg.password_file(params["login_password"]) as passfile:
-            env = pg.client_env(params, params["login_db"], passfile, application="lifeboat.backup pg_restore")
-            try:
-                if dumpall:
-                    for item in items:
-                        if item["action"] == "replace":
-                            try:
-                                pg.execute(conn, "DROP DATABASE %s" % pg.quote_ident(item["target"]))
-                            except pg.PgError as exc:
-                                raise RestoreError("cannot drop database %s to replace it: %s" % (item["target"], exc)) from None
-                            done.append("dropped database %s (the image's script recreates it)" % item["target"])
-                    restore_dumpall(image, tools, env, params, details["cluster_member"], plan, done)
-                else:
-                    run_globals(conn, plan, done)
-                    with scratch_area(scratch_base) if needs_scratch else _no_scratch() as scratch:
-                        for index, item in enumerate(items):
-                            started = time.time()
-                            restore_database(module, image, tools, env, params, conn, item, scratch, server_num, done)
-                            if params["verify_counts"]:
-                                found = count_rows(params, item["target"], recorded[item["name"]]["row_counts"])
-                                mismatches += found
-                                result["databases"][index]["counts_verified"] = not found
-                            result["databases"][index]["duration"] = round(time.time() - started, 3)
-                for item in items:
-                    if params["analyze"]:
-                        target_conn = pg.connect(params, item["target"])
-                        try:
-                            pg.execute(target_conn, "ANALYZE")
-                        finally:
-                            target_conn.close()
-            except (RestoreError, pg.PgError, _image.ImageError, _age.AgeError, tarfile.TarError) as exc:
-                module.fail(failure(str(exc), done, result))
-            except OSError as exc:
-                module.fail(failure("restore failed: %s" % (exc.strerror or exc), done, result))
+            return result
+        restore.authenticate()
+        return restore.run()
     finally:
         conn.close()
-    if mismatches:
-        first = mismatches[0]
-        error = failure(
-            "row counts differ after the restore in %d tables, first: %s.%s: %s rows dumped, %s restored"
-            % (len(mismatches), first["database"], first["table"], first["dumped"], first["restored"]),
-            done,
-            result,
-        )
-        error.result["count_mismatches"] = mismatches
-        module.fail(error)
-    module.exit_json(**result)
+
+
+def restore(module):
+    params = module.params
+    module.require("cryptography", _age.HAS_CRYPTOGRAPHY, _age.CRYPTOGRAPHY_IMPORT_ERROR)
+    module.require("psycopg (or psycopg2)", pg.HAS_PSYCOPG, pg.PSYCOPG_IMPORT_ERROR)
+    if params["jobs"] < 1:
+        raise OptionError("jobs", "jobs must be 1 or more")
+    with _image.open_image(params["image"], params) as image:
+        image.check_key({m["name"] for m in image.component_members(params["component"])})
+        return restore_from(module, image)
 
 
 @contextlib.contextmanager
 def _no_scratch():
     yield None
+
+
+def main():
+    module = LifeboatModule(
+        argument_spec=dict(
+            component=dict(type="str", default="postgresql"),
+            databases=dict(type="list", elements="str", default=[]),
+            rename=dict(type="dict", default={}),
+            globals=dict(type="str", choices=["missing", "all", "none"], default="missing"),
+            clean=dict(type="bool", default=False),
+            jobs=dict(type="int", default=1),
+            scratch_dir=dict(type="path"),
+            verify_counts=dict(type="bool", default=False),
+            analyze=dict(type="bool", default=True),
+        ),
+        specs=[pg.CONNECTION_SPEC, _image.IMAGE_SPEC, _image.DECRYPTION_SPEC, _image.RESTORE_SPEC],
+        mutually_exclusive=pg.CONNECTION_MUTUALLY_EXCLUSIVE,
+        supports_check_mode=True,
+    )
+    module.run(restore)
 
 
 if __name__ == "__main__":
