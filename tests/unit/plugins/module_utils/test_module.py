@@ -65,7 +65,7 @@ def test_error_becomes_one_failure_with_what_was_done(module, capsys):
 
     code, result = outcome(module, execute, capsys)
     assert code == 1 and result["failed"] is True
-    assert result["msg"] == "it broke; do this Already changed before the failure: table t dropped."
+    assert result["msg"] == "it broke; do this. Already changed before the failure: table t dropped."
     assert result["changed"] is True and result["done"] == ["table t dropped"]
     assert result["found"] == ["b"] and result["size"] == 1  # the error's own values win over the kept ones
 
