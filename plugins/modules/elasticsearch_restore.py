@@ -248,19 +248,31 @@ import tarfile
 import time
 import zipfile
 
-from ansible.module_utils.basic import missing_required_lib
-
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _tree
 from ansible_collections.lifeboat.backup.plugins.module_utils import _elasticsearch as es
-from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 
-class RestoreError(Exception):
+class RestoreError(LifeboatError):
     pass
 
 
 # ---- which indices, under which names --------------------------------------------------------
+
+
+def _chosen(name, patterns):
+    """Whether the last pattern matching ``name`` includes it (``-x`` excludes); a hidden
+    index (``.name``) is matched only by a pattern that starts with a dot."""
+    chosen = False
+    for pattern in patterns:
+        exclude = pattern.startswith("-")
+        bare = pattern[1:] if exclude else pattern
+        if name.startswith(".") and not bare.startswith("."):
+            continue
+        if fnmatch.fnmatchcase(name, bare):
+            chosen = not exclude
+    return chosen
 
 
 def select_indices(available, patterns):
@@ -268,21 +280,9 @@ def select_indices(available, patterns):
     if not patterns:
         return [name for name in available if not name.startswith(".")]
     for pattern in patterns:
-        bare = pattern[1:] if pattern.startswith("-") else pattern
-        if not any(c in bare for c in "*?[") and not pattern.startswith("-") and bare not in available:
-            raise RestoreError("indices: %s is not in the snapshot (it has: %s)" % (bare, ", ".join(available) or "no indices"))
-    selected = []
-    for name in available:
-        chosen = False
-        for pattern in patterns:
-            exclude = pattern.startswith("-")
-            bare = pattern[1:] if exclude else pattern
-            if name.startswith(".") and not bare.startswith("."):
-                continue
-            if fnmatch.fnmatchcase(name, bare):
-                chosen = not exclude
-        if chosen:
-            selected.append(name)
+        if not pattern.startswith("-") and not any(c in pattern for c in "*?[") and pattern not in available:
+            raise RestoreError("indices: %s is not in the snapshot (it has: %s)" % (pattern, ", ".join(available) or "no indices"))
+    selected = [name for name in available if _chosen(name, patterns)]
     if not selected:
         raise RestoreError("indices: nothing in the snapshot matches %s (it has: %s)" % (", ".join(patterns), ", ".join(available) or "no indices"))
     return selected
@@ -341,13 +341,8 @@ def targets_of(sources, pattern, replacement):
 
 
 def image_component(image, name):
-    components = image.manifest.get("components", {})
-    component = components.get(name)
-    if not component or component.get("kind") != "elasticsearch":
-        available = sorted(n for n, c in components.items() if c.get("kind") == "elasticsearch")
-        raise RestoreError("image has no Elasticsearch component %r; it has: %s" % (name, ", ".join(available) or "none"))
-    if component.get("status") != "success":
-        raise RestoreError("component %s was not captured successfully (%s): %s" % (name, component.get("status"), component.get("error")))
+    """The details of an Elasticsearch component that holds the repository's files."""
+    component = _image.restorable_component(image, name, "elasticsearch", "Elasticsearch")
     files = (component.get("details") or {}).get("repository_files")
     if not files:
         raise RestoreError(
@@ -428,65 +423,77 @@ def check_unpacked(image, files, location):
             raise RestoreError("%s, unpacked by an earlier run, differs from the image (SHA-256); empty %s and run again to unpack it anew" % (full, location))
 
 
-def prepare_image_repository(module, client, server, params, result):
-    """Open the image, unpack its repository (not in check mode) and register it. Returns the snapshot name."""
-    try:
-        identities = _image.load_identities(identity=params["identity"], identity_file=params["identity_file"])
-        image = _image.Image(params["image"], passphrase=params["passphrase"], identities=identities)
-    except (_image.ImageError, _age.AgeError) as exc:
-        raise RestoreError(str(exc)) from None
-    with image:
-        details = image_component(image, params["component"])
-        files = details["repository_files"]
-        for member in (files["data_member"], files["index_member"]):
-            record = image.members.get(member) or {}
-            if record.get("encryption") == "age" and not _age.HAS_CRYPTOGRAPHY:
-                module.fail_json(msg=missing_required_lib("cryptography"), exception=_age.CRYPTOGRAPHY_IMPORT_ERROR)
-            if record.get("compression") == "zstd" and not _image.HAS_ZSTANDARD:
-                module.fail_json(msg=missing_required_lib("zstandard"), exception=_image.ZSTANDARD_IMPORT_ERROR)
-        snapshot = details["snapshot"]
-        location, problem = es.check_location(client, server, params["repository_location"])
-        if problem:
-            raise RestoreError(problem)
-        registered = es.get_repository(client, params["repository"])
-        if registered is not None:
-            current = (registered.get("settings") or {}).get("location")
-            if registered.get("type") != "fs" or es.resolve_location(current or "", es.node_repo_paths(client)) != location:
-                raise RestoreError(
-                    "repository %s is already registered (type %s, location %s); give another repository name for the unpacked copy"
-                    % (params["repository"], registered.get("type"), current)
-                )
-        reuse = os.path.isdir(location) and os.listdir(location) and es.repository_holds(location, snapshot["uuid"])
-        if os.path.isdir(location) and os.listdir(location) and not reuse:
+def require_libraries(module, image, files):
+    """cryptography and zstandard, when the repository members need them."""
+    for member in (files["data_member"], files["index_member"]):
+        record = image.members.get(member) or {}
+        if record.get("encryption") == "age":
+            module.require("cryptography", _age.HAS_CRYPTOGRAPHY, _age.CRYPTOGRAPHY_IMPORT_ERROR)
+        if record.get("compression") == "zstd":
+            module.require("zstandard", _image.HAS_ZSTANDARD, _image.ZSTANDARD_IMPORT_ERROR)
+
+
+def unpack_target(client, server, params, snapshot):
+    """(location, registered repository or None, reuse): where the repository goes, refused
+    when another repository or other files are there."""
+    location, problem = es.check_location(client, server, params["repository_location"])
+    if problem:
+        raise RestoreError(problem)
+    registered = es.get_repository(client, params["repository"])
+    if registered is not None:
+        current = (registered.get("settings") or {}).get("location")
+        if registered.get("type") != "fs" or es.resolve_location(current or "", es.node_repo_paths(client)) != location:
             raise RestoreError(
-                "repository_location %s is not empty and does not hold snapshot %s; give a new or empty directory under path.repo"
-                % (location, snapshot["name"])
+                "repository %s is already registered (type %s, location %s); give another repository name for the unpacked copy"
+                % (params["repository"], registered.get("type"), current)
             )
-        result["unpacked"] = {"location": location, "file_count": files.get("file_count"), "total_bytes": files.get("total_bytes"), "reused": bool(reuse)}
-        if module.check_mode:
-            return snapshot["name"], details
-        if reuse and params["authenticate"]:
+    reuse = bool(os.path.isdir(location) and os.listdir(location) and es.repository_holds(location, snapshot["uuid"]))
+    if os.path.isdir(location) and os.listdir(location) and not reuse:
+        raise RestoreError(
+            "repository_location %s is not empty and does not hold snapshot %s; give a new or empty directory under path.repo" % (location, snapshot["name"])
+        )
+    return location, registered, reuse
+
+
+def unpack_or_reuse(image, files, location, reuse, authenticate, result):
+    """Check an earlier run's unpacked copy, or unpack; a failed unpack leaves nothing behind."""
+    if reuse:
+        if authenticate:
             try:
                 check_unpacked(image, files, location)
-            except (_image.ImageError, _age.AgeError, ValueError) as exc:
+            except (LifeboatError, ValueError) as exc:
                 raise RestoreError("cannot check the repository unpacked in %s against the image: %s" % (location, exc)) from None
-        if not reuse:
-            created = not os.path.exists(location)
-            try:
-                result["unpacked"] = unpack(image, files, location)
-            except (OSError, _tree.TreeError, _image.ImageError, _age.AgeError, tarfile.TarError, zipfile.BadZipFile, EOFError, RestoreError) as exc:
-                # Half a repository must not be mistaken for a good one by the next run.
-                if created:
-                    shutil.rmtree(location, ignore_errors=True)
-                else:
-                    empty_directory(location)
-                reason = getattr(exc, "strerror", None) or exc
-                if isinstance(exc, zipfile.BadZipFile):
-                    reason = "the image is damaged: %s" % exc
-                raise RestoreError(
-                    "unpacking the repository into %s failed: %s; nothing was registered or restored, and the partly unpacked files were removed"
-                    % (location, reason)
-                ) from None
+        return
+    created = not os.path.exists(location)
+    try:
+        result["unpacked"] = unpack(image, files, location)
+    except (OSError, LifeboatError, tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
+        # Half a repository must not be mistaken for a good one by the next run.
+        if created:
+            shutil.rmtree(location, ignore_errors=True)
+        else:
+            empty_directory(location)
+        reason = getattr(exc, "strerror", None) or exc
+        if isinstance(exc, zipfile.BadZipFile):
+            reason = "the image is damaged: %s" % exc
+        raise RestoreError(
+            "unpacking the repository into %s failed: %s; nothing was registered or restored, and the partly unpacked files were removed" % (location, reason)
+        ) from None
+
+
+def prepare_image_repository(module, client, server, params, result):
+    """Open the image, unpack its repository (not in check mode) and register it. Returns
+    (the snapshot name, the component's details)."""
+    with _image.open_image(params["image"], params) as image:
+        details = image_component(image, params["component"])
+        files = details["repository_files"]
+        require_libraries(module, image, files)
+        snapshot = details["snapshot"]
+        location, registered, reuse = unpack_target(client, server, params, snapshot)
+        result["unpacked"] = {"location": location, "file_count": files.get("file_count"), "total_bytes": files.get("total_bytes"), "reused": reuse}
+        if module.check_mode:
+            return snapshot["name"], details
+        unpack_or_reuse(image, files, location, reuse, params["authenticate"], result)
     if registered is None:
         client.request(
             "PUT",
@@ -552,6 +559,19 @@ def primary_counts(client, targets):
     return counts
 
 
+def _add_recovery(entry, shards, repository, snapshot):
+    """Add the snapshot recovery of one index's primary shards to its ``entry``."""
+    for shard in shards:
+        source = shard.get("source") or {}
+        if not shard.get("primary") or shard.get("type") != "SNAPSHOT" or source.get("snapshot") != snapshot or source.get("repository") != repository:
+            continue
+        size = (shard.get("index") or {}).get("size") or {}
+        entry["bytes_recovered"] += size.get("recovered_in_bytes") or 0
+        entry["bytes_total"] += size.get("total_in_bytes") or 0
+        stage = shard.get("stage")
+        entry["stages"][stage] = entry["stages"].get(stage, 0) + 1
+
+
 def recovery_state(client, targets, shards, repository, snapshot):
     """Per target: primaries active (health) and the snapshot recovery's bytes (``_recovery``)."""
     state = {t: {"primaries_active": 0, "primaries_total": shards.get(t), "bytes_recovered": 0, "bytes_total": 0, "stages": {}} for t in targets}
@@ -564,17 +584,8 @@ def recovery_state(client, targets, shards, repository, snapshot):
                 state[index]["status"] = info.get("status")
         recovery = client.get("/%s/_recovery" % names, params={"expand_wildcards": "all"}) or {}
         for index, info in recovery.items():
-            if index not in state:
-                continue
-            for shard in info.get("shards") or []:
-                source = shard.get("source") or {}
-                if not shard.get("primary") or shard.get("type") != "SNAPSHOT" or source.get("snapshot") != snapshot or source.get("repository") != repository:
-                    continue
-                size = (shard.get("index") or {}).get("size") or {}
-                state[index]["bytes_recovered"] += size.get("recovered_in_bytes") or 0
-                state[index]["bytes_total"] += size.get("total_in_bytes") or 0
-                stage = shard.get("stage")
-                state[index]["stages"][stage] = state[index]["stages"].get(stage, 0) + 1
+            if index in state:
+                _add_recovery(state[index], info.get("shards") or [], repository, snapshot)
     return state
 
 
@@ -656,9 +667,168 @@ def restore_body(params, server, sources):
     return body
 
 
+def validate(params):
+    """Options that cannot work together; raises OptionError naming them."""
+    combinations = (
+        (
+            params["repository_location"] and not params["image"],
+            "repository_location",
+            "repository_location is only used with image (where to unpack the image's repository files)",
+        ),
+        (
+            params["image"] and not params["repository_location"],
+            "image",
+            "image needs repository_location: the directory under path.repo to unpack the repository into",
+        ),
+        (params["image"] and params["snapshot"], "snapshot", "snapshot and image are mutually exclusive: the image names its snapshot"),
+        (not params["image"] and not params["snapshot"], "snapshot", "snapshot is required (a name, date math, or _latest) unless image is given"),
+        (params["wait_timeout"] < 1, "wait_timeout", "wait_timeout must be at least 1 second"),
+    )
+    for wrong, option, message in combinations:
+        if wrong:
+            raise OptionError(option, message)
+
+
+def choose_snapshot(module, client, server, params, result):
+    """The snapshot record to restore: from the image's unpacked repository, or the repository's."""
+    repository = params["repository"]
+    if params["image"]:
+        wanted, details = prepare_image_repository(module, client, server, params, result)
+        if not module.check_mode:
+            return find_snapshot(client, repository, wanted)
+        # Nothing is unpacked or registered in check mode: plan from the manifest.
+        recorded = details["snapshot"]
+        return {"snapshot": wanted, "uuid": recorded.get("uuid"), "state": recorded.get("state"), "indices": recorded.get("indices")}
+    if es.get_repository(client, repository) is None:
+        raise RestoreError("repository %s is not registered; register it with lifeboat.backup.elasticsearch_repository" % repository)
+    return find_snapshot(client, repository, params["snapshot"])
+
+
+def check_state(snapshot, partial):
+    if snapshot["state"] == "SUCCESS" or (snapshot["state"] == "PARTIAL" and partial):
+        return
+    advice = "set partial=true to restore what it holds" if snapshot["state"] == "PARTIAL" else "choose another snapshot"
+    raise RestoreError("snapshot %s is %s, not SUCCESS; %s" % (snapshot["name"], snapshot["state"], advice))
+
+
+def plan_targets(client, params, snapshot, result):
+    """(source indices, {source: target}, existing targets to replace); refuses clashes."""
+    sources = select_indices(snapshot["indices"], params["indices"])
+    mapping = targets_of(sources, params["rename_pattern"], params["rename_replacement"])
+    present = existing_indices(client)
+    aliases = existing_aliases(client)
+    clashes = sorted(t for t in mapping.values() if t in aliases)
+    if clashes:
+        raise RestoreError(
+            "target names are aliases of existing indices: %s; restore under other names (rename_pattern)"
+            % ", ".join("%s (alias of %s)" % (c, aliases[c]) for c in clashes)
+        )
+    existing = sorted(t for t in mapping.values() if t in present)
+    result["indices"] = [{"source": s, "target": t, "replaced": params["replace_method"] if t in present else None} for s, t in sorted(mapping.items())]
+    if existing and not params["replace"]:
+        raise RestoreError(
+            "these indices already exist: %s; set replace=true (replace_method close or delete) to overwrite them, "
+            "or restore under other names with rename_pattern and rename_replacement" % ", ".join(existing)
+        )
+    return sources, mapping, existing
+
+
+class Restore:
+    """Replace what must be replaced, start the restore, wait for the recovery, count the
+    documents. Every change is appended to ``done``."""
+
+    def __init__(self, client, server, params, snapshot, result):
+        self.client = client
+        self.server = server
+        self.params = params
+        self.snapshot = snapshot
+        self.result = result
+        self.closed = []
+        self.done = []
+
+    def run(self, sources, targets, existing):
+        started = time.time()
+        try:
+            self.replace(existing)
+            self.start(sources, targets, existing)
+            if not self.params["wait"]:
+                return self.result
+            state = wait_for_recovery(self.client, targets, self.params["repository"], self.snapshot["name"], self.params["wait_timeout"], self.result)
+            self.result["recovery"] = {t: {k: v for k, v in s.items() if k != "stages"} for t, s in state.items()}
+            counts = count_documents(self.client, targets)
+        except LifeboatError as exc:
+            self.result["duration"] = round(time.time() - started, 3)
+            message = str(exc) if isinstance(exc, RestoreError) else "restore of snapshot %s: %s" % (self.snapshot["name"], exc)
+            extra = {k: v for k, v in self.result.items() if k != "changed"}
+            raise LifeboatError(message, changed=bool(self.done), done=self.done, **extra) from None
+        self.result["duration"] = round(time.time() - started, 3)
+        self.result["doc_counts"] = counts
+        for entry in self.result["indices"]:
+            entry["docs"] = counts.get(entry["target"])
+            entry["shards"] = (self.result["recovery"].get(entry["target"]) or {}).get("primaries_total")
+        return self.result
+
+    def replace(self, existing):
+        if not existing:
+            return
+        method = self.params["replace_method"]
+        close_or_delete(self.client, self.server, existing, method)
+        if method == "close":
+            self.closed = existing
+        self.done.append("%s existing indices %s (replace_method=%s)" % ("closed" if method == "close" else "deleted", ", ".join(existing), method))
+
+    def start(self, sources, targets, existing):
+        name = self.snapshot["name"]
+        path = "/_snapshot/%s/%s/_restore" % (es.path_segment(self.params["repository"]), es.path_segment(name))
+        query = dict(self.server.master_timeout(self.client.request_timeout), wait_for_completion="false")
+        try:
+            self.client.request("POST", path, params=query, body=restore_body(self.params, self.server, sources))
+        except es.SearchError as exc:
+            raise RestoreError("restore of snapshot %s could not start: %s%s" % (name, exc.reason or exc, self.start_hint(exc, existing))) from None
+        self.done.append("started the restore of snapshot %s into %s" % (name, ", ".join(targets)))
+
+    def start_hint(self, exc, existing):
+        """What to do about a restore that did not start; closed indices are opened again."""
+        hint = ""
+        if "with same name already exists" in (exc.reason or ""):
+            hint = "; set replace=true to overwrite existing indices"
+        elif "shards" in (exc.reason or "") and self.closed:
+            hint = "; the existing index has a different number of shards: use replace_method=delete"
+        if self.closed:
+            try:
+                reopen(self.client, self.closed)
+                hint += " (the indices closed for the restore were opened again)"
+                self.done.pop()
+            except es.SearchError as undo:
+                hint += " (opening the closed indices again failed too: %s; open them with POST /%s/_open)" % (undo, ",".join(self.closed))
+        elif existing:
+            hint += "; the deleted indices are gone: restore them from this snapshot once the cause is fixed (replace is no longer needed)"
+        return hint
+
+
+def restore(module):
+    params = module.params
+    validate(params)
+    es.check_libraries(module)
+    client = es.Client.from_params(params)
+    server = client.server()
+    result = module.keep(dict(changed=False, server=server.as_dict()))
+    if params["feature_states"] is not None and not server.feature_states:
+        where = "%s %s" % (server.label, server.version)
+        raise OptionError("feature_states", "feature_states: %s has no feature states (Elasticsearch 7.12 and later only); leave the option out" % where)
+    snapshot = es.summary(choose_snapshot(module, client, server, params, result), params["repository"])
+    result["snapshot"] = snapshot
+    check_state(snapshot, params["partial"])
+    sources, mapping, existing = plan_targets(client, params, snapshot, result)
+    result["changed"] = True
+    if module.check_mode:
+        return result
+    return Restore(client, server, params, snapshot, result).run(sources, sorted(mapping.values()), existing)
+
+
 def main():
     module = LifeboatModule(
-        specs=[_image.RESTORE_SPEC],
+        specs=[_image.DECRYPTION_SPEC, _image.RESTORE_SPEC],
         **es.module_kwargs(
             dict(
                 repository=dict(type="str", required=True),
@@ -679,138 +849,11 @@ def main():
                 image=dict(type="path"),
                 component=dict(type="str", default="elasticsearch"),
                 repository_location=dict(type="str"),
-                passphrase=dict(type="str", no_log=True),
-                identity=dict(type="str", no_log=True),
-                identity_file=dict(type="path"),
             ),
             required_together=[["rename_pattern", "rename_replacement"]],
         ),
     )
-    params = module.params
-    if params["repository_location"] and not params["image"]:
-        module.fail_json(msg="repository_location is only used with image (where to unpack the image's repository files)")
-    if params["image"] and not params["repository_location"]:
-        module.fail_json(msg="image needs repository_location: the directory under path.repo to unpack the repository into")
-    if params["image"] and params["snapshot"]:
-        module.fail_json(msg="snapshot and image are mutually exclusive: the image names its snapshot")
-    if not params["image"] and not params["snapshot"]:
-        module.fail_json(msg="snapshot is required (a name, date math, or _latest) unless image is given")
-    if params["wait_timeout"] < 1:
-        module.fail_json(msg="wait_timeout must be at least 1 second")
-    client, server = es.connect(module)
-    result = dict(changed=False, server=server.as_dict())
-    if params["feature_states"] is not None and not server.feature_states:
-        module.fail_json(
-            msg="feature_states: %s %s has no feature states (Elasticsearch 7.12 and later only); leave the option out" % (server.label, server.version),
-            **result,
-        )
-    repository = params["repository"]
-    try:
-        if params["image"]:
-            wanted, _details = prepare_image_repository(module, client, server, params, result)
-            if module.check_mode:
-                # Nothing is unpacked or registered in check mode: plan from the manifest.
-                raw = {
-                    "snapshot": wanted,
-                    "uuid": _details["snapshot"].get("uuid"),
-                    "state": _details["snapshot"].get("state"),
-                    "indices": _details["snapshot"].get("indices"),
-                }
-            else:
-                raw = find_snapshot(client, repository, wanted)
-        else:
-            if es.get_repository(client, repository) is None:
-                raise RestoreError("repository %s is not registered; register it with lifeboat.backup.elasticsearch_repository" % repository)
-            raw = find_snapshot(client, repository, params["snapshot"])
-        snapshot = es.summary(raw, repository)
-        result["snapshot"] = snapshot
-        if snapshot["state"] != "SUCCESS" and not (snapshot["state"] == "PARTIAL" and params["partial"]):
-            raise RestoreError(
-                "snapshot %s is %s, not SUCCESS; %s"
-                % (
-                    snapshot["name"],
-                    snapshot["state"],
-                    "set partial=true to restore what it holds" if snapshot["state"] == "PARTIAL" else "choose another snapshot",
-                )
-            )
-        sources = select_indices(snapshot["indices"], params["indices"])
-        mapping = targets_of(sources, params["rename_pattern"], params["rename_replacement"])
-        present = existing_indices(client)
-        aliases = existing_aliases(client)
-        clashes = sorted(t for t in mapping.values() if t in aliases)
-        if clashes:
-            raise RestoreError(
-                "target names are aliases of existing indices: %s; restore under other names (rename_pattern)"
-                % ", ".join("%s (alias of %s)" % (c, aliases[c]) for c in clashes)
-            )
-        existing = sorted(t for t in mapping.values() if t in present)
-        result["indices"] = [{"source": s, "target": t, "replaced": params["replace_method"] if t in present else None} for s, t in sorted(mapping.items())]
-        if existing and not params["replace"]:
-            raise RestoreError(
-                "these indices already exist: %s; set replace=true (replace_method close or delete) to overwrite them, "
-                "or restore under other names with rename_pattern and rename_replacement" % ", ".join(existing)
-            )
-    except RestoreError as exc:
-        module.fail_json(msg=str(exc), **result)
-    except es.SearchError as exc:
-        module.fail_json(msg=str(exc), **result)
-    result["changed"] = True
-    if module.check_mode:
-        module.exit_json(**result)
-
-    targets = sorted(mapping.values())
-    started = time.time()
-    closed = []
-    done = []
-    try:
-        if existing:
-            close_or_delete(client, server, existing, params["replace_method"])
-            if params["replace_method"] == "close":
-                closed = existing
-            verb = "closed" if params["replace_method"] == "close" else "deleted"
-            done.append("%s existing indices %s (replace_method=%s)" % (verb, ", ".join(existing), params["replace_method"]))
-        path = "/_snapshot/%s/%s/_restore" % (es.path_segment(repository), es.path_segment(snapshot["name"]))
-        query = dict(server.master_timeout(client.request_timeout), wait_for_completion="false")
-        try:
-            client.request("POST", path, params=query, body=restore_body(params, server, sources))
-        except es.SearchError as exc:
-            hint = ""
-            if "with same name already exists" in (exc.reason or ""):
-                hint = "; set replace=true to overwrite existing indices"
-            elif "shards" in (exc.reason or "") and closed:
-                hint = "; the existing index has a different number of shards: use replace_method=delete"
-            if closed:
-                try:
-                    reopen(client, closed)
-                    hint += " (the indices closed for the restore were opened again)"
-                    done.pop()
-                except es.SearchError as undo:
-                    hint += " (opening the closed indices again failed too: %s; open them with POST /%s/_open)" % (undo, ",".join(closed))
-            elif existing:
-                hint += "; the deleted indices are gone: restore them from this snapshot once the cause is fixed (replace is no longer needed)"
-            raise RestoreError("restore of snapshot %s could not start: %s%s" % (snapshot["name"], exc.reason or exc, hint)) from None
-        done.append("started the restore of snapshot %s into %s" % (snapshot["name"], ", ".join(targets)))
-        if not params["wait"]:
-            module.exit_json(**result)
-        state = wait_for_recovery(client, targets, repository, snapshot["name"], params["wait_timeout"], result)
-        result["recovery"] = {t: {k: v for k, v in s.items() if k != "stages"} for t, s in state.items()}
-        counts = count_documents(client, targets)
-    except RestoreError as exc:
-        result["duration"] = round(time.time() - started, 3)
-        module.fail(LifeboatError(str(exc), changed=bool(done), done=done, **{k: v for k, v in result.items() if k != "changed"}))
-    except es.SearchError as exc:
-        result["duration"] = round(time.time() - started, 3)
-        module.fail(
-            LifeboatError(
-                "restore of snapshot %s: %s" % (snapshot["name"], exc), changed=bool(done), done=done, **{k: v for k, v in result.items() if k != "changed"}
-            )
-        )
-    result["duration"] = round(time.time() - started, 3)
-    result["doc_counts"] = counts
-    for entry in result["indices"]:
-        entry["docs"] = counts.get(entry["target"])
-        entry["shards"] = (result["recovery"].get(entry["target"]) or {}).get("primaries_total")
-    module.exit_json(**result)
+    module.run(restore)
 
 
 if __name__ == "__main__":
