@@ -311,6 +311,11 @@ def start(module, params):
     return dict(changed=True, session=public, notes=notes)
 
 
+def outcome(record):
+    """What a sealed or aborted session returns from its audit record."""
+    return dict(changed=True, **{k: record[k] for k in ("verdict", "components", "failures", "reason", "backup_id")})
+
+
 def seal(module, params):
     if module.check_mode:
         data = _session.load_session_data(params["session"]) if os.path.isdir(params["session"]) else None
@@ -318,16 +323,7 @@ def seal(module, params):
             raise _session.SessionError("session %s does not exist" % params["session"])
         return dict(changed=True, verdict=None, image=None)
     record, _manifest = _session.seal(params["session"], errors=params["errors"], consistency=params["consistency"])
-    result = dict(
-        changed=True,
-        verdict=record["verdict"],
-        image=record["image"],
-        size=record["size"],
-        components=record["components"],
-        failures=record["failures"],
-        reason=record["reason"],
-        backup_id=record["backup_id"],
-    )
+    result = dict(outcome(record), image=record["image"], size=record["size"])
     if record["verdict"] == "failed":
         raise _session.SessionError("backup failed, no image published: %s" % record["reason"], **result)
     if record["verdict"] == "partial":
@@ -341,14 +337,7 @@ def abort(module, params):
     record = _session.abort(params["session"], params["state_dir"], params["reason"])
     if record is None:
         return dict(changed=False, verdict=None, msg="no session to abort")
-    return dict(
-        changed=True,
-        verdict=record["verdict"],
-        components=record["components"],
-        failures=record["failures"],
-        reason=record["reason"],
-        backup_id=record["backup_id"],
-    )
+    return outcome(record)
 
 
 def run(module):
