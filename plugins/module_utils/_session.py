@@ -225,7 +225,7 @@ class NodeState:
                             continue
         except FileNotFoundError:
             pass
-        return records[-limit:] if limit else records
+        return records[-int(limit) :] if limit else records
 
 
 # ---- the keeper -------------------------------------------------------------------------

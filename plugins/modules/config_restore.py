@@ -343,7 +343,7 @@ def apply(image, details, plan, params, root, with_owner, result):
         try:
             _image.authenticate(image, [details["index_member"], details["data_member"]])
         except _image.ImageError as exc:
-            raise type(exc)("%s. Nothing was written" % exc, **dict(result, changed=False)) from None
+            raise type(exc)("%s. Nothing was written" % exc, **{**result, "changed": False}) from None
     written = []
     extra = {k: v for k, v in result.items() if k != "changed"}
     try:
