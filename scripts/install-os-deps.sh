@@ -17,6 +17,9 @@ PACKAGES=(
     openssh-server openssh-client samba smbclient nfs-ganesha nfs-ganesha-vfs libnfs-utils
     # the image pipeline and the stock tools of docs/recovery-by-hand.md
     zstd age unzip zip tar rsync
+    # the offline table-archive verifier is tested under the system Python, which has
+    # cryptography (as a managed node's) and no Ansible: docs/table-archive.md
+    python3-cryptography
     # OpenSearch / Elasticsearch / Neo4j run on the machine's JDK, fetched with Maven
     openjdk-17-jdk-headless maven
     # alert receivers and schedulers the operations tests run on loopback (docs/operations.md):

@@ -22,6 +22,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import subprocess
 import warnings
 from pathlib import Path
@@ -245,6 +246,18 @@ class PostgresServer(Server):
         )
         # Prove the password works over TCP, as the tests will use it.
         self.psql("SELECT 1")
+
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server and keep its files (``fast``: SIGINT, sessions are cut and their
+        transactions rolled back; ``immediate``: SIGQUIT, no shutdown checkpoint, as after a
+        crash). ``resume()`` starts it again on the same data and port."""
+        sig = {"fast": signal.SIGINT, "immediate": signal.SIGQUIT}[mode]
+        self.process.popen.send_signal(sig)
+        self.process.popen.wait(timeout=60)
+        self.process.stop()
+
+    def resume(self) -> None:
+        self._launch_on(self.port)
 
     def env(self, dbname: str = "postgres") -> dict[str, str]:
         """libpq environment for the superuser (the password travels in PGPASSWORD)."""

@@ -101,3 +101,46 @@ def run_playbook(playbook, workdir, extra_vars=None, verbosity=0, check=False, i
     )
     run_env.update(env or {})
     return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=run_env, cwd=str(workdir), timeout=timeout, check=False)
+
+
+class SpawnedModule:
+    """A module running in the background (``spawn_module``): kill it, or wait for its result."""
+
+    def __init__(self, proc, args_path):
+        self.proc = proc
+        self.args_path = args_path
+
+    def kill(self, sig=9):
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=60)
+        self._cleanup()
+
+    def result(self, timeout=600):
+        stdout, stderr = self.proc.communicate(timeout=timeout)
+        self._cleanup()
+        try:
+            result = ModuleResult(json.loads(stdout))
+        except ValueError:
+            result = ModuleResult(failed=True, msg="module printed no JSON", module_stdout=stdout)
+        result.rc, result.stdout, result.stderr = self.proc.returncode, stdout, stderr
+        return result
+
+    def _cleanup(self):
+        if os.path.exists(self.args_path):
+            os.unlink(self.args_path)
+
+
+def spawn_module(module_name, /, env=None, python=None, **args):
+    """Start lifeboat.backup.<module_name> like ``run_module`` does, without waiting for it."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=False, _ansible_diff=False)}, handle)
+        args_path = handle.name
+    proc = subprocess.Popen(
+        [python or sys.executable, "-m", "%s.%s" % (MODULE_PACKAGE, module_name), args_path],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=module_env(env),
+        cwd="/",
+    )
+    return SpawnedModule(proc, args_path)
