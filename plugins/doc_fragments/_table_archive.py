@@ -156,7 +156,7 @@ options:
             same segment and transaction. A child row moves with the batch that takes the
             last row of the table it is linked to (so an init record goes with the last raw
             record of its session).
-          - Foreign keys from other tables to the table or its children are refused: their
+          - Foreign keys from other tables to the table or its children are refused - their
             rows would block the delete or be deleted or changed with it.
         type: list
         elements: dict
@@ -201,7 +201,7 @@ options:
   locations:
     description:
       - The archive locations, each a storage target as described in docs/storage.md
-        (C(type: local) with a C(path) for a directory on the node). Dedicated to archives:
+        (C(type=local) with a C(path) for a directory on the node). Dedicated to archives -
         never the directory where the rotating system images are kept, so that image
         retention can never remove archived rows.
       - Every location a table uses holds its whole chain; an entry counts once it is in

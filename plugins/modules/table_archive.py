@@ -25,7 +25,7 @@ description:
     table or in a committed segment, never in both; the next run removes what the
     interrupted one wrote without committing, and copies to a location the entries it
     lacks.
-  - The archive of a table is always its beginning in key order (O(tables[].key)):
+  - The archive of a table is always its beginning in key order (O(tables[].key)) -
     archiving stops at the first row that is not older than the cut-off.
   - Check mode reports what would move (rows, key range, time range, estimated bytes,
     child rows) and changes nothing.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -557,3 +558,53 @@ def test_rows_inserted_while_archiving(platform, tmp_path):
     old = "\"timestamp\" < (extract(epoch FROM now() - interval '30 days') * 1000)::bigint"
     left = platform.sql("SELECT count(*) FROM raw_data WHERE %s AND recordid < (SELECT min(recordid) FROM raw_data WHERE NOT %s)" % (old, old))
     assert left == "0", "old rows left before the first young one"
+
+
+# ---- the page of docs, as written ------------------------------------------------------------------------
+
+
+DOC = ROOT / "docs" / "table-archive.md"
+
+
+def test_recovery_by_hand_as_documented(platform, keys, tmp_path):
+    """docs/table-archive.md, "By hand, with stock tools": its ```sh blocks run in order in
+    one bash, with only the first block's values changed to this archive's."""
+    create_tables(platform, 1000, young=10)
+    platform.sql("CREATE TABLE expected AS SELECT * FROM raw_data WHERE recordid <= 1000; CREATE TABLE expected_init AS SELECT * FROM init_table")
+    archived = platform.archive()
+    assert not archived.failed and archived["segments"] == 2, archived
+    assert platform.count(where="recordid <= 1000") == 0
+
+    blocks = re.findall(r"^```sh\n(.*?)^```$", DOC.read_text(), flags=re.S | re.M)
+    assert len(blocks) == 6, "the page's sh blocks changed: update this test"
+    values = {
+        "ARCHIVE": str(platform.root / "primary"),
+        "CHAIN": platform.chain,
+        "IDENTITY": keys.identity_file,
+        "PUBLIC_KEY": keys.public,
+        "VERIFIER": str(VERIFIER),
+        "WORK": str(tmp_path / "work"),
+    }
+    first = blocks[0]
+    for name, value in values.items():
+        first, count = re.subn(r"^%s=\S+$" % name, "%s=%s" % (name, value), first, flags=re.M)
+        assert count == 1, "the first block must set %s" % name
+    first, count = re.subn(
+        r"^export PGHOST=.*$",
+        "export PGHOST=%s PGPORT=%s PGUSER=postgres PGDATABASE=%s" % (platform.server.host, platform.server.port, platform.dbname),
+        first,
+        flags=re.M,
+    )
+    assert count == 1
+    env = dict(os.environ, PGPASSWORD=platform.server.password)
+    steps = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", "\n".join([first] + blocks[1:-1])], capture_output=True, text=True, env=env, timeout=300, check=False
+    )
+    assert steps.returncode == 0, steps.stdout[-3000:] + steps.stderr[-3000:]
+    assert "Result: valid - no problem found" in steps.stdout and "payload rows recounted" in steps.stdout
+    assert '"rows": 500' in steps.stdout
+    assert checksum(platform, "SELECT * FROM raw_data WHERE recordid <= 1000") == checksum(platform, "SELECT * FROM expected")
+    assert checksum(platform, "SELECT * FROM init_table") == checksum(platform, "SELECT * FROM expected_init")
+    assert (tmp_path / "work").exists()
+    cleanup = subprocess.run(["bash", "-e", "-c", "\n".join([first, blocks[-1]])], capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert cleanup.returncode == 0 and not (tmp_path / "work").exists(), cleanup.stderr
