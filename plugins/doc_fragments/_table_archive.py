@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 # The specs are in plugins/module_utils/_table_chain.py (LOCATIONS_SPEC, SIGNING_SPEC,
-# ENCRYPTION_SPEC, STATE_SPEC) and _table_archive.py (TABLES_SPEC); keep both in step.
+# ENCRYPTION_SPEC, STATE_SPEC) and _table_db.py (TABLES_SPEC); keep both in step.
 # The suboptions of one location are those of a storage target (doc fragment _storage).
 from ansible_collections.lifeboat.backup.plugins.doc_fragments._storage import _SUBOPTIONS
 
@@ -105,10 +105,13 @@ requirements:
 options:
   tables:
     description:
-      - The tables, each archived into its own chain.
+      - The tables, each with its own chain. At least one is needed, except by
+        M(lifeboat.backup.table_archive_verify) given O(lifeboat.backup.table_archive_verify#module:chains).
+      - M(lifeboat.backup.table_checkpoint) and M(lifeboat.backup.table_archive_verify) use
+        only C(name), C(key), C(time_column), C(time_unit), C(children) and C(chain).
     type: list
     elements: dict
-    required: true
+    default: []
     version_added: 0.2.0
     suboptions:
       name:

@@ -20,6 +20,7 @@ from a location that has them.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import posixpath
@@ -35,9 +36,9 @@ from ansible_collections.lifeboat.backup.plugins.module_utils._errors import Lif
 LOCATIONS_SPEC = dict(locations=dict(type="list", elements="dict", default=[], options=_storage.TARGET_OPTIONS))
 SIGNING_SPEC = dict(
     signing_key=dict(type="str", no_log=True),
-    signing_key_file=dict(type="path"),
+    signing_key_file=dict(type="path", no_log=False),
     previous_signing_key=dict(type="str", no_log=True),
-    previous_signing_key_file=dict(type="path"),
+    previous_signing_key_file=dict(type="path", no_log=False),
 )
 ENCRYPTION_SPEC = dict(
     encryption=dict(type="str", choices=["age", "none"], default="age"),
@@ -454,8 +455,6 @@ def _check_passphrase(chain, blob, passphrase, record):
 
 
 def _sha256(data):
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()
 
 

@@ -19,8 +19,8 @@ import os
 import tempfile
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql
-from ansible_collections.lifeboat.backup.plugins.module_utils import _table_archive as archive
 from ansible_collections.lifeboat.backup.plugins.module_utils import _table_chain as chains
+from ansible_collections.lifeboat.backup.plugins.module_utils import _table_db as db
 from ansible_collections.lifeboat.backup.plugins.module_utils import _table_segment as fmt
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._postgresql import PgError, execute, quote_ident, quote_literal
@@ -58,14 +58,15 @@ def select_segments(conn, genesis, report, params):
             raise OptionError("segments", "segments %s are not segments of chain %s" % (", ".join(map(str, unknown)), report["chain"]))
         segments = [s for s in segments if s["seq"] in wanted]
     key = KeyOps(conn, genesis["table"])
-    if params.get("from_key"):
-        segments = [s for s in segments if s["rows"] and not key.less(s["last_key"], params["from_key"])]
-    if params.get("to_key"):
-        segments = [s for s in segments if s["rows"] and not key.less(params["to_key"], s["first_key"])]
-    if params.get("from_time"):
-        segments = [s for s in segments if s["time_range"] and _time_le(conn, params["from_time"], s["time_range"]["to"])]
-    if params.get("to_time"):
-        segments = [s for s in segments if s["time_range"] and _time_le(conn, s["time_range"]["from"], params["to_time"])]
+    tests = {
+        "from_key": lambda s, v: s["rows"] and not key.less(s["last_key"], v),
+        "to_key": lambda s, v: s["rows"] and not key.less(v, s["first_key"]),
+        "from_time": lambda s, v: s["time_range"] and _time_le(conn, v, s["time_range"]["to"]),
+        "to_time": lambda s, v: s["time_range"] and _time_le(conn, s["time_range"]["from"], v),
+    }
+    for option, keep in tests.items():
+        if params.get(option):
+            segments = [s for s in segments if keep(s, params[option])]
     return segments
 
 
@@ -151,7 +152,7 @@ def prepare_target(conn, target, create, is_parent):
                 "create_target", "table %s does not exist: create it, or set create_target: true to create it from the columns the chain recorded" % target.name
             )
         create_table(conn, target, is_parent)
-    target.relation = archive.find_relation(conn, target.name, "target")
+    target.relation = db.find_relation(conn, target.name, "target")
     present = {c["name"] for c in target.relation.columns if not c["generated"]}
     missing = [c for c in target.columns if c not in present]
     if missing:
@@ -292,7 +293,7 @@ def row_filters(table, params, alias):
         filters.append("%s <= %s" % (key, ops.value(params["to_key"])))
     if table.get("time_column") and (params.get("from_time") or params.get("to_time")):
         column = next(c for c in table["columns"] if c["name"] == table["time_column"])
-        moment = archive.time_expression(table.get("time_unit"), "%s.%s::%s" % (alias, quote_ident(table["time_column"]), column["type"]))
+        moment = db.time_expression(table.get("time_unit"), "%s.%s::%s" % (alias, quote_ident(table["time_column"]), column["type"]))
         if params.get("from_time"):
             filters.append("%s >= %s::timestamptz" % (moment, quote_literal(params["from_time"])))
         if params.get("to_time"):
@@ -330,7 +331,7 @@ def restore(conn, params, locations, check_mode=False):
         result.update(changed=False, tables=[{"source": t.source, "target": t.name} for t in targets])
         return result
     identities = chains.decryption_identities(params, chain_name, location)
-    archive.prepare_session(conn)
+    db.prepare_session(conn)
     execute(conn, "BEGIN")
     try:
         for index, target in enumerate(targets):

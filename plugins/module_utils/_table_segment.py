@@ -683,37 +683,56 @@ def sections_text(sections):
     return ", ".join("%s: %d rows (digest %s…)" % (t, r, (d or "")[:12]) for t, r, d in sections) or "no rows"
 
 
+CHAIN_PROBLEMS = ("entry_unreadable", "foreign_entry", "duplicate_entry", "out_of_order", "genesis_missing", "segment_missing", "chain_broken", "range_gap")
+
+
 def summarize_chain(name, chain_id, location, entries, problems, trusted, trust_source, level):
     """The structured report of one chain (what the text report is rendered from)."""
     items = [entries[s] for s in sorted(entries)]
-    genesis = entries.get(0, {}).get("entry") if 0 in entries else None
+    table = ((entries.get(0) or {}).get("entry") or {}).get("table") or {}
     segments = [_segment_summary(i) for i in items if i["entry"]["kind"] == "segment"]
-    checkpoints = [_checkpoint_summary(i) for i in items if i["entry"]["kind"] == "checkpoint"]
     head = items[-1] if items else None
-    chain_kinds = {"entry_unreadable", "foreign_entry", "duplicate_entry", "out_of_order", "genesis_missing", "segment_missing", "chain_broken", "range_gap"}
-    return {
+    report = {
         "chain": name,
         "id": chain_id,
         "location": location,
-        "table": (genesis or {}).get("table", {}).get("label"),
-        "key": (genesis or {}).get("table", {}).get("key"),
+        "table": table.get("label"),
+        "key": table.get("key"),
         "level": level,
         "entries": len(items),
         "segments": segments,
-        "checkpoints": checkpoints,
+        "checkpoints": [_checkpoint_summary(i) for i in items if i["entry"]["kind"] == "checkpoint"],
         "rows": sum(s["rows"] for s in segments),
         "child_rows": _child_rows(segments),
-        "first_key": segments[0]["first_key"] if segments else None,
-        "last_key": segments[-1]["last_key"] if segments else None,
-        "through": segments[-1]["through"] if segments else None,
-        "time_range": _span([s["time_range"] for s in segments]),
-        "head": {"seq": head["entry"]["seq"], "hash": head["hash"], "kind": head["entry"]["kind"]} if head else None,
+        "head": _head(head),
         "signers": sorted({i["entry"]["signer"] for i in items}),
         "trusted_keys": sorted(trusted),
         "trust": trust_source,
-        "signatures_valid": all(i.get("signature_status") == "valid" for i in items) and bool(items),
-        "chain_valid": not any(p["kind"] in chain_kinds for p in problems),
+        "signatures_valid": _all_valid(items),
+        "chain_valid": not any(p["kind"] in CHAIN_PROBLEMS for p in problems),
         "problems": problems,
+    }
+    report.update(_extent(segments))
+    return report
+
+
+def _head(item):
+    return {"seq": item["entry"]["seq"], "hash": item["hash"], "kind": item["entry"]["kind"]} if item else None
+
+
+def _all_valid(items):
+    return bool(items) and all(i.get("signature_status") == "valid" for i in items)
+
+
+def _extent(segments):
+    """First and last archived keys, the end of the archived range, and the time span."""
+    if not segments:
+        return {"first_key": None, "last_key": None, "through": None, "time_range": None}
+    return {
+        "first_key": segments[0]["first_key"],
+        "last_key": segments[-1]["last_key"],
+        "through": segments[-1]["through"],
+        "time_range": _span([s["time_range"] for s in segments]),
     }
 
 

@@ -23,8 +23,8 @@ import tempfile
 import zipfile
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql
-from ansible_collections.lifeboat.backup.plugins.module_utils import _table_archive as archive
 from ansible_collections.lifeboat.backup.plugins.module_utils import _table_chain as chains
+from ansible_collections.lifeboat.backup.plugins.module_utils import _table_db as db
 from ansible_collections.lifeboat.backup.plugins.module_utils import _table_segment as fmt
 
 TITLE = "Lifeboat table archive verification"
@@ -66,17 +66,19 @@ class _Removing:
 
 def check_chain(location, chain_name, trusted, level, opener, spool_dir):
     store = chains.LocationStore(location, chain_name, spool_dir)
-    return fmt.ChainCheck(store, chain_name, trusted, level, opener).run()
+    report = fmt.ChainCheck(store, chain_name, trusted, level, opener).run()
+    report["_entries"] = {s["seq"]: s["hash"] for s in report["segments"]}
+    return report
 
 
 # ---- the live table --------------------------------------------------------------------------------
 
 
 def live_checks(conn, table, report, recorded, checkpoints_mode):
-    """Problems and facts about the live table, for a chain whose archive was checked.
-    Returns (live facts, problems)."""
+    """Facts about the live table, and its problems (``problems``), for a chain whose
+    archive was checked."""
     problems = []
-    facts = {"table": table.label, "chain": table.chain, "recorded_head": archive.head_summary(recorded) if recorded else None}
+    facts = {"table": table.label, "chain": table.chain, "recorded_head": db.head_summary(recorded) if recorded else None}
 
     def problem(kind, message):
         problems.append({"kind": kind, "chain": table.chain, "location": None, "seq": None, "file": None, "message": message})
@@ -88,7 +90,7 @@ def live_checks(conn, table, report, recorded, checkpoints_mode):
         report = dict(report, segments=[s for s in report["segments"] if s["seq"] <= recorded["seq"]], through=recorded["through"])
         report["checkpoints"] = [c for c in report["checkpoints"] if c["seq"] <= recorded["seq"]]
     through = report["through"]
-    orphans = archive.batch_stats(conn, table, archive.KeyRange(table, through, None))
+    orphans = db.batch_stats(conn, table, db.KeyRange(table, through, None))
     facts["orphans"] = dict(orphans, after=through)
     if through is not None:
         inside = int(_postgresql.scalar(conn, "SELECT count(*) FROM %s p WHERE %s <= %s" % (table.sql, table.key_sql("p"), table.key_value(through))))
@@ -100,7 +102,8 @@ def live_checks(conn, table, report, recorded, checkpoints_mode):
                 % ("{:,}".format(inside), table.label, fmt.key_text(through)),
             )
     facts["checkpoints"] = check_checkpoints(conn, table, report, checkpoints_mode, problem)
-    return facts, problems
+    facts["problems"] = problems
+    return facts
 
 
 def compare_heads(report, recorded, problem):
@@ -140,12 +143,12 @@ def check_checkpoints(conn, table, report, mode, problem):
         if archived is None:
             problem("checkpoint_mismatch", "checkpoint %d of %s cannot be checked: a segment after it straddles its end" % (checkpoint["seq"], table.label))
             continue
-        passed = report["through"] is not None and not archive.key_less(conn, table, report["through"], checkpoint["through"])
+        passed = report["through"] is not None and not db.key_less(conn, table, report["through"], checkpoint["through"])
         if not (passed or mode == "all" or index == len(checkpoints) - 1):
             results.append({"seq": checkpoint["seq"], "checked": False})
             continue
-        key_range = archive.KeyRange(table, checkpoint["after"], checkpoint["through"])
-        live = fmt.RowDigest() if passed else archive.live_digest(conn, table, key_range, checkpoint["columns"])
+        key_range = db.KeyRange(table, checkpoint["after"], checkpoint["through"])
+        live = fmt.RowDigest() if passed else db.live_digest(conn, table, key_range, checkpoint["columns"])
         result = _compare_checkpoint(checkpoint, archived, live)
         results.append(result)
         if not result["matches"]:
@@ -162,9 +165,9 @@ def segment_positions(conn, table, report):
         for segment in report["segments"]:
             if segment["seq"] < checkpoint["seq"]:
                 continue
-            if not archive.key_less(conn, table, end, segment["through"]):
+            if not db.key_less(conn, table, end, segment["through"]):
                 positions[segment["seq"], checkpoint["seq"]] = "inside"
-            elif archive.key_less(conn, table, segment["after"], end):
+            elif db.key_less(conn, table, segment["after"], end):
                 positions[segment["seq"], checkpoint["seq"]] = "straddles"
             else:
                 positions[segment["seq"], checkpoint["seq"]] = "outside"
@@ -343,31 +346,37 @@ def public_report(report):
 
 def verify(conn, params, locations, tables, chain_names):
     """The whole verification: returns the module's result (without changed)."""
-    trusted = [fmt.normalise_public_key(k) for k in params.get("public_keys") or []] or None
-    spool_dir = params.get("spool_dir") or tempfile.gettempdir()
-    opener = plaintext_opener(params, spool_dir) if params["level"] == "full" else None
-    reports, lives, problems = [], [], []
-    state = archive.State(conn, params["state_schema"]) if conn is not None else None
-    for name, table in [(t.chain, t) for t in tables] + [(c, None) for c in chain_names]:
-        for location in locations:
-            report = check_chain(location, name, trusted, params["level"], opener, spool_dir)
-            report["_entries"] = {s["seq"]: s["hash"] for s in report["segments"]}
-            problems += report["problems"]
-            if table is not None and location is locations[0]:
-                live, found = live_checks(conn, table, report, state.read(name), params["checkpoints"])
-                live["problems"] = found
-                problems += found
-                lives.append((live, report))
-            reports.append(report)
+    reports, lives = check_all(conn, params, locations, [(t.chain, t) for t in tables] + [(c, None) for c in chain_names])
+    problems = [p for r in reports for p in r["problems"]] + [p for live, _r in lives for p in live["problems"]]
     heads = image_heads(params.get("images") or [])
     problems += compare_image_heads(heads, reports)
-    sources = ", ".join(loc.label for loc in locations) + ("; images: %d" % len(params["images"]) if params.get("images") else "")
     return {
         "valid": not problems,
-        "report": render(reports, lives, problems, sources),
+        "report": render(reports, lives, problems, _sources(locations, params)),
         "chains": [public_report(r) for r in reports],
         "tables": [live for live, _report in lives],
         "problems": problems,
         "image_heads": heads,
         "level": params["level"],
     }
+
+
+def check_all(conn, params, locations, wanted):
+    """Each chain in each location; the live checks once per table, beside its first location."""
+    trusted = [fmt.normalise_public_key(k) for k in params.get("public_keys") or []] or None
+    spool_dir = params.get("spool_dir") or tempfile.gettempdir()
+    opener = plaintext_opener(params, spool_dir) if params["level"] == "full" else None
+    state = db.State(conn, params["state_schema"]) if conn is not None else None
+    reports, lives = [], []
+    for name, table in wanted:
+        for location in locations:
+            report = check_chain(location, name, trusted, params["level"], opener, spool_dir)
+            reports.append(report)
+            if table is not None and location is locations[0]:
+                lives.append((live_checks(conn, table, report, state.read(name), params["checkpoints"]), report))
+    return reports, lives
+
+
+def _sources(locations, params):
+    images = params.get("images") or []
+    return ", ".join(loc.label for loc in locations) + ("; %d image%s" % (len(images), "" if len(images) == 1 else "s") if images else "")

@@ -60,6 +60,21 @@ options:
       - Directory for the segment being written (encrypted; removed after each batch).
         Defaults to the system's temporary directory.
     type: path
+  session:
+    description:
+      - Work area of a running backup session (see M(lifeboat.backup.backup_session)). When
+        given, the run is recorded as an C(archive) component of the session's image - the
+        segments stay in the archive locations, never in the image, but the image's
+        manifest records each chain's head and the public key, so that
+        M(lifeboat.backup.table_archive_verify) can later show that no entry was removed
+        from the end of a chain (its O(lifeboat.backup.table_archive_verify#module:images)).
+      - This is how the backup role's C(archive) component kind runs it.
+    type: path
+  name:
+    description:
+      - Name of the component in the image, with O(session).
+    type: str
+    default: archive
 notes:
   - The archive locations must not be the directory of the rotating system images; give
     archives their own retention (they keep every segment until you remove it).
@@ -138,7 +153,7 @@ tables:
   elements: dict
 """
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql, _table_archive, _table_chain, _table_segment
+from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql, _table_archive, _table_chain, _table_db, _table_segment
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
@@ -148,6 +163,8 @@ def main():
         argument_spec=dict(
             max_batches=dict(type="int", default=0),
             spool_dir=dict(type="path"),
+            session=dict(type="path"),
+            name=dict(type="str", default="archive"),
         ),
         specs=[
             _postgresql.connection_argument_spec(),
@@ -155,7 +172,7 @@ def main():
             _table_chain.SIGNING_SPEC,
             _table_chain.ENCRYPTION_SPEC,
             _table_chain.STATE_SPEC,
-            _table_archive.TABLES_SPEC,
+            _table_db.TABLES_SPEC,
         ],
         mutually_exclusive=_postgresql.CONNECTION_MUTUALLY_EXCLUSIVE,
         supports_check_mode=True,
@@ -167,16 +184,17 @@ def archive(module):
     params = module.params
     module.require("psycopg (or psycopg2)", _postgresql.HAS_PSYCOPG, _postgresql.PSYCOPG_IMPORT_ERROR)
     module.require("cryptography", _table_segment.HAS_CRYPTOGRAPHY, _table_segment.CRYPTOGRAPHY_IMPORT_ERROR)
-    _table_archive.validate_tables(params["tables"])
+    _table_db.validate_tables(params["tables"])
     signing_key, previous_key = _table_chain.signing_keys(params)
+    component = None
+    if params["session"] and not module.check_mode:
+        component = module.start_component(module.open_session(params["session"], writes_members=False), params["name"], "archive")
     locations = _table_chain.open_locations(params["locations"])
     conn = _postgresql.connect(params)
     try:
-        ctx = _table_archive.Context(
-            conn, params, locations, signing_key, previous_key, _table_archive.State(conn, params["state_schema"]), None, module.check_mode
-        )
-        ctx.encoding = _table_archive.prepare_session(conn)
-        tables = [_table_archive.describe_table(conn, spec, index) for index, spec in enumerate(params["tables"])]
+        ctx = _table_archive.Context(conn, params, locations, signing_key, previous_key, _table_db.State(conn, params["state_schema"]), None, module.check_mode)
+        ctx.encoding = _table_db.prepare_session(conn)
+        tables = [_table_db.describe_table(conn, spec, index) for index, spec in enumerate(params["tables"])]
         results = []
         for table in tables:
             results.append(run_table(ctx, table, results))
@@ -184,6 +202,8 @@ def archive(module):
         conn.close()
         _table_chain.close_locations(locations)
     segments = sum(len(r["segments"]) for r in results)
+    if component is not None:
+        component.succeed(_table_archive.component_details(ctx.signer, results))
     return dict(
         changed=bool(segments) or any(r.get("recovered") for r in results),
         public_key=ctx.signer,

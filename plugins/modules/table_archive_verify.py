@@ -33,21 +33,15 @@ extends_documentation_fragment:
   - lifeboat.backup._attributes.info_module
   - lifeboat.backup._postgresql
   - lifeboat.backup._decryption
+  - lifeboat.backup._table_archive.tables
   - lifeboat.backup._table_archive.locations
 options:
   login_db:
     description:
-      - The database that holds the tables.
+      - The database that holds the tables, whose chains are checked together with their
+        live rows.
     type: str
     default: postgres
-  tables:
-    description:
-      - The tables whose chains are checked, together with their live rows (same items as
-        for M(lifeboat.backup.table_archive); only C(name), C(key), C(time_column),
-        C(time_unit), C(children) and C(chain) matter here).
-    type: list
-    elements: dict
-    default: []
   chains:
     description:
       - Chains checked without a database (their names, as directories in the locations).
@@ -173,7 +167,7 @@ level:
   type: str
 """
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _postgresql, _table_archive, _table_chain, _table_segment, _table_verify
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _postgresql, _table_chain, _table_db, _table_segment, _table_verify
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
@@ -181,7 +175,6 @@ from ansible_collections.lifeboat.backup.plugins.module_utils._module import Lif
 def main():
     module = LifeboatModule(
         argument_spec=dict(
-            tables=dict(type="list", elements="dict", default=[], options=_table_archive.TABLE_OPTIONS),
             chains=dict(type="list", elements="str", default=[]),
             images=dict(type="list", elements="path", default=[]),
             public_keys=dict(type="list", elements="str", default=[], no_log=False),
@@ -190,7 +183,13 @@ def main():
             fail_on_problems=dict(type="bool", default=True),
             spool_dir=dict(type="path"),
         ),
-        specs=[_postgresql.connection_argument_spec(), _table_chain.LOCATIONS_SPEC, _table_chain.STATE_SPEC, _table_chain.DECRYPTION_SPEC],
+        specs=[
+            _postgresql.connection_argument_spec(),
+            _table_chain.LOCATIONS_SPEC,
+            _table_chain.STATE_SPEC,
+            _table_chain.DECRYPTION_SPEC,
+            _table_db.TABLES_SPEC,
+        ],
         mutually_exclusive=_postgresql.CONNECTION_MUTUALLY_EXCLUSIVE,
         supports_check_mode=True,
     )
@@ -206,7 +205,7 @@ def verify(module):
         raise OptionError("level", "level=full decrypts every payload: give passphrase, identity or identity_file (or use level=checksum)")
     if params["tables"]:
         module.require("psycopg (or psycopg2)", _postgresql.HAS_PSYCOPG, _postgresql.PSYCOPG_IMPORT_ERROR)
-        _table_archive.validate_tables(params["tables"], archiving=False)
+        _table_db.validate_tables(params["tables"], archiving=False)
     locations = _table_chain.open_locations(params["locations"])
     conn = _postgresql.connect(params) if params["tables"] else None
     try:
@@ -227,8 +226,8 @@ def verify(module):
 def describe(conn, specs):
     if conn is None:
         return []
-    _table_archive.prepare_session(conn)
-    return [_table_archive.describe_table(conn, spec, index, archiving=False) for index, spec in enumerate(specs)]
+    _table_db.prepare_session(conn)
+    return [_table_db.describe_table(conn, spec, index, archiving=False) for index, spec in enumerate(specs)]
 
 
 def problem_summary(result):

@@ -109,7 +109,7 @@ digest:
   type: str
 """
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql, _table_archive, _table_chain, _table_segment
+from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql, _table_archive, _table_chain, _table_db, _table_segment
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
@@ -126,7 +126,7 @@ def main():
             _table_chain.LOCATIONS_SPEC,
             _table_chain.SIGNING_SPEC,
             _table_chain.STATE_SPEC,
-            _table_archive.TABLES_SPEC,
+            _table_db.TABLES_SPEC,
         ],
         mutually_exclusive=_postgresql.CONNECTION_MUTUALLY_EXCLUSIVE,
         supports_check_mode=True,
@@ -137,16 +137,16 @@ def main():
 def checkpoint(module):
     params = module.params
     module.require("psycopg (or psycopg2)", _postgresql.HAS_PSYCOPG, _postgresql.PSYCOPG_IMPORT_ERROR)
-    _table_archive.validate_tables(params["tables"], archiving=False)
+    _table_db.validate_tables(params["tables"], archiving=False)
     if params["through"] and len(params["tables"]) != 1:
         raise OptionError("through", "through applies to one table: give a single item in tables, or leave through out")
     if params["settle"] < 0:
         raise OptionError("settle", "settle must not be negative")
     conn = _postgresql.connect(params)
     try:
-        _table_archive.prepare_session(conn)
+        _table_db.prepare_session(conn)
         if not params["record"]:
-            digests, combined = _table_archive.table_digests(conn, params["tables"])
+            digests, combined = _table_db.table_digests(conn, params["tables"])
             return dict(changed=False, digests=digests, digest=combined)
         return record(module, conn)
     finally:
@@ -159,11 +159,9 @@ def record(module, conn):
     signing_key, previous_key = _table_chain.signing_keys(params)
     locations = _table_chain.open_locations(params["locations"])
     try:
-        ctx = _table_archive.Context(
-            conn, params, locations, signing_key, previous_key, _table_archive.State(conn, params["state_schema"]), None, module.check_mode
-        )
-        ctx.encoding = _table_archive.prepare_session(conn)
-        tables = [_table_archive.describe_table(conn, spec, index, archiving=False) for index, spec in enumerate(params["tables"])]
+        ctx = _table_archive.Context(conn, params, locations, signing_key, previous_key, _table_db.State(conn, params["state_schema"]), None, module.check_mode)
+        ctx.encoding = _table_db.prepare_session(conn)
+        tables = [_table_db.describe_table(conn, spec, index, archiving=False) for index, spec in enumerate(params["tables"])]
         results = [_table_archive.checkpoint_table(ctx, table, params["through"], params["settle"]) for table in tables]
     finally:
         _table_chain.close_locations(locations)

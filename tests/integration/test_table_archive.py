@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import threading
 import time
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -608,3 +609,39 @@ def test_recovery_by_hand_as_documented(platform, keys, tmp_path):
     assert (tmp_path / "work").exists()
     cleanup = subprocess.run(["bash", "-e", "-c", "\n".join([first, blocks[-1]])], capture_output=True, text=True, env=env, timeout=60, check=False)
     assert cleanup.returncode == 0 and not (tmp_path / "work").exists(), cleanup.stderr
+
+
+# ---- in a backup session ---------------------------------------------------------------------------------
+
+
+def test_archive_component_records_heads_in_the_image(platform, keys, tmp_path):
+    """With a session, the run is an ``archive`` component: the segments stay in the archive
+    locations, the image's manifest records each chain's head, and a verifier given the
+    image finds entries removed from the end of the chain without the database."""
+    create_tables(platform, 1500, young=10)
+    (tmp_path / "dest").mkdir()
+    started = run_module(
+        "backup_session", state="started", destination=str(tmp_path / "dest"), state_dir=str(tmp_path / "state"), recipients=[keys.recipient], facts_dir=""
+    )
+    assert not started.failed, started
+    archived = platform.archive(session=started["session"]["work_dir"], name="audit-archive")
+    assert not archived.failed and archived["segments"] == 3, archived
+    sealed = run_module("backup_session", state="sealed", session=started["session"]["work_dir"])
+    assert not sealed.failed and sealed["verdict"] == "success", sealed
+    with zipfile.ZipFile(sealed["image"]) as image:
+        manifest = json.loads(image.read("manifest.json"))
+        assert not [n for n in image.namelist() if n.endswith(".sql.zst.age")], "segments never go into images"
+    component = manifest["components"]["audit-archive"]
+    assert component["kind"] == "archive" and component["status"] == "success"
+    assert component["details"]["public_key"] == keys.public
+    assert component["details"]["heads"][0]["seq"] == 3 and component["details"]["heads"][0]["chain"] == platform.chain
+
+    offline = {"chains": [platform.chain], "images": [sealed["image"]], "public_keys": [keys.public], "fail_on_problems": False}
+    whole = run_module("table_archive_verify", locations=platform.locations, **offline)
+    assert whole["valid"] and whole["image_heads"][0]["seq"] == 3, whole["report"]
+    for location in ("primary", "offsite"):
+        (platform.chain_dir(location) / "00000003.json").unlink()
+        (platform.chain_dir(location) / "00000003.sql.zst.age").unlink()
+    truncated = run_module("table_archive_verify", locations=platform.locations, **offline)
+    assert kinds(truncated) == ["head_missing"], truncated["report"]
+    assert any("recorded entry 3" in p["message"] and os.path.basename(sealed["image"]) in p["message"] for p in truncated["problems"])
