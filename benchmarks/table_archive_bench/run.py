@@ -102,7 +102,7 @@ def module_args(server, work, recipient, pem, rows, children=True):
         "port": server.port,
         "login_password": server.password,
         "login_db": "bench",
-        "locations": [{"name": "bench", "type": "local", "path": str(location)}],
+        "targets": [{"name": "bench", "type": "local", "path": str(location)}],
         "signing_key": pem,
         "recipients": [recipient],
         "spool_dir": str(work),
@@ -149,7 +149,7 @@ def verifiers(server, args, identity_file, rows):
         if not result.get("valid"):
             raise SystemExit("the archive does not verify at level %s: %s" % (level, result.get("msg")))
         rates["table_archive_verify " + level] = rows / seconds
-    location = args["locations"][0]["path"]
+    location = args["targets"][0]["path"]
     for label, extra in (("offline verifier", []), ("offline verifier --identity (age, zstd)", ["--identity", str(identity_file)])):
         started = time.monotonic()
         proc = subprocess.run(

@@ -5,10 +5,9 @@
 
 from __future__ import annotations
 
-# The specs are in plugins/module_utils/_table_chain.py (LOCATIONS_SPEC, SIGNING_SPEC,
-# ENCRYPTION_SPEC, STATE_SPEC) and _table_db.py (TABLES_SPEC); keep both in step.
-# The suboptions of one location are those of a storage target (doc fragment _storage).
-from ansible_collections.lifeboat.backup.plugins.doc_fragments._storage import _SUBOPTIONS
+# The specs are in plugins/module_utils/_table_chain.py (SIGNING_SPEC, ENCRYPTION_SPEC,
+# STATE_SPEC) and _table_db.py (TABLES_SPEC); keep both in step. The archive locations are
+# storage targets: the modules take them as ``targets`` (doc fragment _storage.targets).
 
 
 class ModuleDocFragment:
@@ -191,28 +190,11 @@ options:
           - Rows of the table per segment (one transaction each).
         type: int
         default: 100000
-      locations:
+      targets:
         description:
-          - Names of the archive locations this table's chain lives in; each of them gets
-            every segment before the rows are deleted. Defaults to all of O(locations).
+          - Names of the archive locations (O(targets[].name)) this table's chain lives in;
+            each of them gets every segment before the rows are deleted. Defaults to all of
+            O(targets).
         type: list
         elements: str
 """
-
-    LOCATIONS = r"""
-options:
-  locations:
-    description:
-      - The archive locations, each a storage target as described in docs/storage.md
-        (C(type=local) with a C(path) for a directory on the node). Dedicated to archives -
-        never the directory where the rotating system images are kept, so that image
-        retention can never remove archived rows.
-      - Every location a table uses holds its whole chain; an entry counts once it is in
-        all of them, written, synced and read back.
-      - At least one is needed, except by M(lifeboat.backup.table_checkpoint) with
-        O(lifeboat.backup.table_checkpoint#module:record=false).
-    type: list
-    elements: dict
-    default: []
-    version_added: 0.2.0
-    suboptions:""" + _SUBOPTIONS.replace("O(target.", "O(locations[].")

@@ -85,15 +85,15 @@ class Context:
         self.spool_dir = params.get("spool_dir") or tempfile.gettempdir()
 
     def locations_for(self, table):
-        wanted = table.spec.get("locations")
+        wanted = table.spec.get("targets")
         if not wanted:
             return list(self.locations)
         found = [loc for loc in self.locations if loc.name in wanted]
         unknown = sorted(set(wanted) - {loc.name for loc in found})
         if unknown:
             raise OptionError(
-                table.where + ".locations",
-                "%s.locations names %s, which is not the name of any of locations (%s)"
+                table.where + ".targets",
+                "%s.targets names %s, which is not the name of any of targets (%s)"
                 % (table.where, ", ".join(unknown), ", ".join(loc.name for loc in self.locations)),
             )
         return found
@@ -258,16 +258,21 @@ class Batch(KeyRange):
         return " AND ".join(self.conditions(alias) + [self.cut.condition(alias)])
 
     def child_predicate(self, child):
+        """Rows of ``child`` linked to rows of this batch and to no row that stays: a child row
+        moves with the last of the table's rows it belongs to."""
         parent = self.table
-        links = "(%s)" % ", ".join("c.%s" % quote_ident(c) for c in child.link)
-        parent_links = lambda alias: "(%s)" % ", ".join("%s.%s" % (alias, quote_ident(c)) for c in child.parent_link)  # noqa: E731
-        return "%s IN (SELECT %s FROM %s p WHERE %s) AND NOT EXISTS (SELECT 1 FROM %s q WHERE %s = %s AND NOT coalesce(%s, false))" % (
+
+        def columns(alias, names):
+            return ", ".join("%s.%s" % (alias, quote_ident(c)) for c in names)
+
+        links = "(%s)" % columns("c", child.link)
+        return "%s IN (SELECT %s FROM %s p WHERE %s) AND NOT EXISTS (SELECT 1 FROM %s q WHERE (%s) = %s AND NOT coalesce(%s, false))" % (
             links,
-            parent_links("p")[1:-1],
+            columns("p", child.parent_link),
             parent.sql,
             self.predicate("p"),
             parent.sql,
-            parent_links("q"),
+            columns("q", child.parent_link),
             links,
             self.predicate("q"),
         )
@@ -521,7 +526,7 @@ def payload_keys(ctx, chain):
 def archive_table(ctx, table):
     """Archive one table's old rows, a batch per segment. Returns its result."""
     chain = chains.Chain(table.chain, ctx.locations_for(table))
-    result = {"table": table.label, "chain": table.chain, "locations": [loc.name for loc in chain.locations], "segments": [], "rows": 0, "child_rows": {}}
+    result = {"table": table.label, "chain": table.chain, "targets": [loc.name for loc in chain.locations], "segments": [], "rows": 0, "child_rows": {}}
     with ChainLock(ctx.conn, table.chain):
         if ctx.check_mode:
             result.update(plan_table(ctx, table))
@@ -622,7 +627,7 @@ def default_through(conn, table, settle):
 def checkpoint_table(ctx, table, through=None, settle=60):
     """Record a signed digest of the live rows after the archive's end, up to ``through``."""
     chain = chains.Chain(table.chain, ctx.locations_for(table))
-    result = {"table": table.label, "chain": table.chain, "locations": [loc.name for loc in chain.locations]}
+    result = {"table": table.label, "chain": table.chain, "targets": [loc.name for loc in chain.locations]}
     with ChainLock(ctx.conn, table.chain):
         recorded = ctx.state.read(table.chain)
         if not ctx.check_mode:
@@ -689,5 +694,5 @@ def component_details(signer, results):
             for r in results
             if r.get("head")
         ],
-        "tables": [{"table": r["table"], "chain": r["chain"], "rows": r["rows"], "segments": len(r["segments"]), "locations": r["locations"]} for r in results],
+        "tables": [{"table": r["table"], "chain": r["chain"], "rows": r["rows"], "segments": len(r["segments"]), "targets": r["targets"]} for r in results],
     }

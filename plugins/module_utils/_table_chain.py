@@ -33,7 +33,7 @@ from ansible_collections.lifeboat.backup.plugins.module_utils import _table_segm
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 
 # Options shared by the table-archive modules, documented in plugins/doc_fragments/_table_archive.py.
-LOCATIONS_SPEC = dict(locations=dict(type="list", elements="dict", default=[], options=_storage.TARGET_OPTIONS))
+# The archive locations are the ``targets`` option (storage targets: _storage.TARGETS_SPEC).
 SIGNING_SPEC = dict(
     signing_key=dict(type="str", no_log=True),
     signing_key_file=dict(type="path", no_log=False),
@@ -151,8 +151,9 @@ class _Discard:
         return len(data)
 
 
-def open_locations(params_list, option="locations"):
-    """Open every location; names are the targets' names, else their locations (URLs)."""
+def open_locations(params_list, option="targets"):
+    """Open every archive location (the ``targets`` option); names are the targets' names,
+    else their locations (URLs)."""
     if not params_list:
         raise OptionError(option, "%s must name at least one archive location (a storage target, e.g. {type: local, path: /srv/archive})" % option)
     opened = []
@@ -161,7 +162,7 @@ def open_locations(params_list, option="locations"):
             backend = _storage.open_target(params, "%s[%d]" % (option, index))
             name = params.get("name") or backend.location
             if any(loc.name == name for loc in opened):
-                raise OptionError("%s[%d].name" % (option, index), "two archive locations are both called %s: give each a distinct name" % name)
+                raise OptionError("%s[%d].name" % (option, index), "two archive locations in %s are both called %s: give each a distinct name" % (option, name))
             opened.append(Location(name, backend))
     except BaseException:
         close_locations(opened)

@@ -36,7 +36,7 @@ TABLE_OPTIONS = dict(
     children=dict(type="list", elements="dict", default=[], options=CHILD_OPTIONS),
     chain=dict(type="str"),
     batch_rows=dict(type="int", default=100000),
-    locations=dict(type="list", elements="str"),
+    targets=dict(type="list", elements="str"),
 )
 TABLES_SPEC = dict(tables=dict(type="list", elements="dict", default=[], options=TABLE_OPTIONS))
 

@@ -1006,4 +1006,4 @@ def _read_arg(value):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

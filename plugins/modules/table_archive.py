@@ -13,7 +13,7 @@ version_added: 0.2.0
 description:
   - Moves the rows of each table in O(tables) that are older than a cut-off out of the
     database, in batches, into archive segments kept in dedicated archive locations
-    (O(locations)); rows of linked child tables move with them.
+    (O(targets)); rows of linked child tables move with them.
   - Each segment is compressed and age-encrypted, chained (it carries the hash of the
     entry before it in the table's chain) and signed with Ed25519 (O(signing_key)). The
     format is specified in docs/table-archive.md.
@@ -37,13 +37,21 @@ extends_documentation_fragment:
   - lifeboat.backup._table_archive
   - lifeboat.backup._table_archive.encryption
   - lifeboat.backup._table_archive.tables
-  - lifeboat.backup._table_archive.locations
+  - lifeboat.backup._storage.targets
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
 options:
+  targets:
+    description:
+      - The archive locations, each a storage target as described in docs/storage.md
+        (C(type=local) with a C(path) for a directory on the node). Dedicated to archives -
+        never the directory where the rotating system images are kept, so that image
+        retention can never remove archived rows.
+      - Every location a table uses holds its whole chain; a segment counts once it is in
+        all of them, written, synced and read back. At least one is required.
   login_db:
     description:
       - The database that holds the tables.
@@ -93,7 +101,7 @@ EXAMPLES = r"""
     login_user: archiver
     login_password: "{{ vault_archiver_password }}"
     login_db: ttm
-    locations:
+    targets:
       - {name: primary, type: local, path: /srv/table-archive}
       - {name: offsite, type: sftp, host: vault.example.com, user: archive, path: /archive/ttm,
          private_key: "{{ vault_archive_ssh_key }}", known_hosts: "{{ vault_known_hosts }}"}
@@ -115,7 +123,7 @@ EXAMPLES = r"""
 - name: What would move (changes nothing)
   lifeboat.backup.table_archive:
     login_db: ttm
-    locations: [{type: local, path: /srv/table-archive}]
+    targets: [{type: local, path: /srv/table-archive}]
     signing_key_file: /etc/lifeboat/archive-signing.pem
     recipients: [age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p]
     tables: [{name: public.error, time_column: logged_at, older_than: 6 months}]
@@ -140,7 +148,7 @@ segments:
   sample: 10
 tables:
   description:
-    - One result per table - C(table), C(chain), C(chain_id), C(locations), C(cutoff) (the
+    - One result per table - C(table), C(chain), C(chain_id), C(targets), C(cutoff) (the
       column, the value it was compared with, the first key that was not old), C(rows),
       C(child_rows), C(segments) (each - seq, rows, first_key, last_key, time_range,
       child_rows, stored_bytes, plaintext_bytes, payload), C(head) (the chain's head now -
@@ -153,7 +161,7 @@ tables:
   elements: dict
 """
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql, _table_archive, _table_chain, _table_db, _table_segment
+from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql, _storage, _table_archive, _table_chain, _table_db, _table_segment
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
@@ -168,7 +176,7 @@ def main():
         ),
         specs=[
             _postgresql.connection_argument_spec(),
-            _table_chain.LOCATIONS_SPEC,
+            _storage.TARGETS_SPEC,
             _table_chain.SIGNING_SPEC,
             _table_chain.ENCRYPTION_SPEC,
             _table_chain.STATE_SPEC,
@@ -189,7 +197,7 @@ def archive(module):
     component = None
     if params["session"] and not module.check_mode:
         component = module.start_component(module.open_session(params["session"], writes_members=False), params["name"], "archive")
-    locations = _table_chain.open_locations(params["locations"])
+    locations = _table_chain.open_locations(params["targets"])
     conn = _postgresql.connect(params)
     try:
         ctx = _table_archive.Context(conn, params, locations, signing_key, previous_key, _table_db.State(conn, params["state_schema"]), None, module.check_mode)

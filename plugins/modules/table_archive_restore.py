@@ -28,7 +28,7 @@ extends_documentation_fragment:
   - lifeboat.backup._attributes
   - lifeboat.backup._postgresql
   - lifeboat.backup._decryption
-  - lifeboat.backup._table_archive.locations
+  - lifeboat.backup._storage.targets
 attributes:
   check_mode:
     support: full
@@ -36,6 +36,14 @@ attributes:
   diff_mode:
     support: none
 options:
+  targets:
+    description:
+      - The archive locations, each a storage target as described in docs/storage.md
+        (C(type=local) with a C(path) for a directory on the node). Dedicated to archives -
+        never the directory where the rotating system images are kept, so that image
+        retention can never remove archived rows.
+      - The chain is read from the first one where it verifies with no problem. At least one
+        is required.
   login_db:
     description:
       - The database to restore into.
@@ -119,7 +127,7 @@ EXAMPLES = r"""
 - name: Bring back January's raw messages into a table of their own, for an investigation
   lifeboat.backup.table_archive_restore:
     login_db: ttm
-    locations: [{name: primary, type: local, path: /srv/table-archive}]
+    targets: [{name: primary, type: local, path: /srv/table-archive}]
     chain: ttm.public.raw_data
     public_keys: ["ed25519:xBhRAQEknpC3bYh8+kpMv+toe7pi3Pm+x/UKCheUUL8="]
     identity_file: /root/archive-identity.txt
@@ -132,7 +140,7 @@ EXAMPLES = r"""
 - name: Put segment 12 back where it came from
   lifeboat.backup.table_archive_restore:
     login_db: ttm
-    locations: [{type: local, path: /srv/table-archive}]
+    targets: [{type: local, path: /srv/table-archive}]
     chain: ttm.public.raw_data
     passphrase: "{{ vault_archive_passphrase }}"
     segments: [12]
@@ -167,7 +175,7 @@ verified:
   type: dict
 """
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql, _table_chain, _table_restore, _table_segment
+from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql, _storage, _table_chain, _table_restore, _table_segment
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 
@@ -188,7 +196,7 @@ def main():
             public_keys=dict(type="list", elements="str", default=[], no_log=False),
             spool_dir=dict(type="path"),
         ),
-        specs=[_postgresql.connection_argument_spec(), _table_chain.LOCATIONS_SPEC, _table_chain.DECRYPTION_SPEC],
+        specs=[_postgresql.connection_argument_spec(), _storage.TARGETS_SPEC, _table_chain.DECRYPTION_SPEC],
         mutually_exclusive=_postgresql.CONNECTION_MUTUALLY_EXCLUSIVE,
         supports_check_mode=True,
     )
@@ -199,7 +207,7 @@ def restore(module):
     params = module.params
     module.require("psycopg (or psycopg2)", _postgresql.HAS_PSYCOPG, _postgresql.PSYCOPG_IMPORT_ERROR)
     module.require("cryptography", _table_segment.HAS_CRYPTOGRAPHY, _table_segment.CRYPTOGRAPHY_IMPORT_ERROR)
-    locations = _table_chain.open_locations(params["locations"])
+    locations = _table_chain.open_locations(params["targets"])
     conn = _postgresql.connect(params)
     try:
         return _table_restore.restore(conn, params, locations, module.check_mode)

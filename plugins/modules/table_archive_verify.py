@@ -34,8 +34,15 @@ extends_documentation_fragment:
   - lifeboat.backup._postgresql
   - lifeboat.backup._decryption
   - lifeboat.backup._table_archive.tables
-  - lifeboat.backup._table_archive.locations
+  - lifeboat.backup._storage.targets
 options:
+  targets:
+    description:
+      - The archive locations, each a storage target as described in docs/storage.md
+        (C(type=local) with a C(path) for a directory on the node). Dedicated to archives -
+        never the directory where the rotating system images are kept, so that image
+        retention can never remove archived rows.
+      - Each chain is checked in every one of them. At least one is required.
   login_db:
     description:
       - The database that holds the tables, whose chains are checked together with their
@@ -105,7 +112,7 @@ EXAMPLES = r"""
 - name: Prove the audit archive and the live table to an auditor
   lifeboat.backup.table_archive_verify:
     login_db: ttm
-    locations: [{name: primary, type: local, path: /srv/table-archive}]
+    targets: [{name: primary, type: local, path: /srv/table-archive}]
     public_keys: ["ed25519:xBhRAQEknpC3bYh8+kpMv+toe7pi3Pm+x/UKCheUUL8="]
     tables:
       - {name: public.raw_data, key: [recordid], time_column: timestamp, time_unit: epoch_ms,
@@ -167,7 +174,7 @@ level:
   type: str
 """
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _postgresql, _table_chain, _table_db, _table_segment, _table_verify
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _postgresql, _storage, _table_chain, _table_db, _table_segment, _table_verify
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
@@ -185,7 +192,7 @@ def main():
         ),
         specs=[
             _postgresql.connection_argument_spec(),
-            _table_chain.LOCATIONS_SPEC,
+            _storage.TARGETS_SPEC,
             _table_chain.STATE_SPEC,
             _table_chain.DECRYPTION_SPEC,
             _table_db.TABLES_SPEC,
@@ -206,7 +213,7 @@ def verify(module):
     if params["tables"]:
         module.require("psycopg (or psycopg2)", _postgresql.HAS_PSYCOPG, _postgresql.PSYCOPG_IMPORT_ERROR)
         _table_db.validate_tables(params["tables"], archiving=False)
-    locations = _table_chain.open_locations(params["locations"])
+    locations = _table_chain.open_locations(params["targets"])
     conn = _postgresql.connect(params) if params["tables"] else None
     try:
         tables = describe(conn, params["tables"])

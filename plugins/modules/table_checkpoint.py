@@ -30,13 +30,20 @@ extends_documentation_fragment:
   - lifeboat.backup._postgresql
   - lifeboat.backup._table_archive
   - lifeboat.backup._table_archive.tables
-  - lifeboat.backup._table_archive.locations
+  - lifeboat.backup._storage.targets
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
 options:
+  targets:
+    description:
+      - The archive locations, each a storage target as described in docs/storage.md
+        (C(type=local) with a C(path) for a directory on the node). Dedicated to archives -
+        never the directory where the rotating system images are kept, so that image
+        retention can never remove archived rows.
+      - Every location a table uses gets the checkpoint entry. Required unless O(record=false).
   login_db:
     description:
       - The database that holds the tables.
@@ -70,7 +77,7 @@ EXAMPLES = r"""
 - name: Checkpoint the live audit rows after each archiving run
   lifeboat.backup.table_checkpoint:
     login_db: ttm
-    locations: [{name: primary, type: local, path: /srv/table-archive}]
+    targets: [{name: primary, type: local, path: /srv/table-archive}]
     signing_key_file: /etc/lifeboat/archive-signing.pem
     tables:
       - {name: public.raw_data, key: [recordid], time_column: timestamp, time_unit: epoch_ms}
@@ -91,7 +98,7 @@ public_key:
   sample: ed25519:xBhRAQEknpC3bYh8+kpMv+toe7pi3Pm+x/UKCheUUL8=
 tables:
   description:
-    - One result per table - C(table), C(chain), C(chain_id), C(locations), C(checkpoint)
+    - One result per table - C(table), C(chain), C(chain_id), C(targets), C(checkpoint)
       (seq, after, through, rows, digest, first_key, last_key, time_range), C(head),
       C(recovered), or C(skipped) with the reason (no live rows after the archive's end).
   returned: when O(record=true)
@@ -109,7 +116,7 @@ digest:
   type: str
 """
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql, _table_archive, _table_chain, _table_db, _table_segment
+from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql, _storage, _table_archive, _table_chain, _table_db, _table_segment
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
@@ -123,7 +130,7 @@ def main():
         ),
         specs=[
             _postgresql.connection_argument_spec(),
-            _table_chain.LOCATIONS_SPEC,
+            _storage.TARGETS_SPEC,
             _table_chain.SIGNING_SPEC,
             _table_chain.STATE_SPEC,
             _table_db.TABLES_SPEC,
@@ -157,7 +164,7 @@ def record(module, conn):
     params = module.params
     module.require("cryptography", _table_segment.HAS_CRYPTOGRAPHY, _table_segment.CRYPTOGRAPHY_IMPORT_ERROR)
     signing_key, previous_key = _table_chain.signing_keys(params)
-    locations = _table_chain.open_locations(params["locations"])
+    locations = _table_chain.open_locations(params["targets"])
     try:
         ctx = _table_archive.Context(conn, params, locations, signing_key, previous_key, _table_db.State(conn, params["state_schema"]), None, module.check_mode)
         ctx.encoding = _table_db.prepare_session(conn)

@@ -98,19 +98,19 @@ class Platform:
             check=check,
             env=env,
             **self.conn(),
-            locations=locations or self.locations,
+            targets=locations or self.locations,
             signing_key=options.pop("signing_key", self.keys.pem),
             recipients=[self.keys.recipient],
             **options,
         )
 
     def checkpoint(self, **extra):
-        return run_module("table_checkpoint", **self.conn(), locations=self.locations, signing_key=self.keys.pem, tables=[self.table()], settle=0, **extra)
+        return run_module("table_checkpoint", **self.conn(), targets=self.locations, signing_key=self.keys.pem, tables=[self.table()], settle=0, **extra)
 
     def verify(self, locations=None, **extra):
         options = {"tables": [self.table()], "public_keys": [self.keys.public], "fail_on_problems": False}
         options.update(extra)
-        return run_module("table_archive_verify", **self.conn(), locations=locations or self.locations, **options)
+        return run_module("table_archive_verify", **self.conn(), targets=locations or self.locations, **options)
 
     @property
     def chain(self):
@@ -213,7 +213,7 @@ def test_million_rows_archive_verify_restore(platform, keys):
     restored = run_module(
         "table_archive_restore",
         **platform.conn(),
-        locations=platform.locations,
+        targets=platform.locations,
         chain=platform.chain,
         public_keys=[keys.public],
         identity_file=keys.identity_file,
@@ -400,7 +400,7 @@ def spawn_archive(platform, point, flag, **extra):
         "table_archive",
         env={"LIFEBOAT_TEST_HOLD": "%s:%s" % (point, flag)},
         **platform.conn(),
-        locations=platform.locations,
+        targets=platform.locations,
         signing_key=platform.keys.pem,
         recipients=[platform.keys.recipient],
         **options,
@@ -416,7 +416,7 @@ def assert_every_row_once(platform, expected_rows):
     restored = run_module(
         "table_archive_restore",
         **platform.conn(),
-        locations=platform.locations,
+        targets=platform.locations,
         chain=platform.chain,
         public_keys=[platform.keys.public],
         identity_file=platform.keys.identity_file,
@@ -543,7 +543,7 @@ def test_rows_inserted_while_archiving(platform, tmp_path):
     restored = run_module(
         "table_archive_restore",
         **platform.conn(),
-        locations=platform.locations,
+        targets=platform.locations,
         chain=platform.chain,
         identity_file=platform.keys.identity_file,
         target="back.raw_data",
@@ -637,11 +637,11 @@ def test_archive_component_records_heads_in_the_image(platform, keys, tmp_path):
     assert component["details"]["heads"][0]["seq"] == 3 and component["details"]["heads"][0]["chain"] == platform.chain
 
     offline = {"chains": [platform.chain], "images": [sealed["image"]], "public_keys": [keys.public], "fail_on_problems": False}
-    whole = run_module("table_archive_verify", locations=platform.locations, **offline)
+    whole = run_module("table_archive_verify", targets=platform.locations, **offline)
     assert whole["valid"] and whole["image_heads"][0]["seq"] == 3, whole["report"]
     for location in ("primary", "offsite"):
         (platform.chain_dir(location) / "00000003.json").unlink()
         (platform.chain_dir(location) / "00000003.sql.zst.age").unlink()
-    truncated = run_module("table_archive_verify", locations=platform.locations, **offline)
+    truncated = run_module("table_archive_verify", targets=platform.locations, **offline)
     assert kinds(truncated) == ["head_missing"], truncated["report"]
     assert any("recorded entry 3" in p["message"] and os.path.basename(sealed["image"]) in p["message"] for p in truncated["problems"])
