@@ -198,3 +198,24 @@ options:
         type: list
         elements: str
 """
+
+    # Placed before lifeboat.backup._storage.targets and lifeboat.backup._postgresql in a
+    # module's list: what the archive locations and the database are for these modules.
+    TARGETS = r"""
+options:
+  targets:
+    description:
+      - The archive locations, each a storage target as described in docs/storage.md
+        (C(type=local) with a C(path) for a directory on the node). Dedicated to archives -
+        never the directory where the rotating system images are kept, so that image
+        retention can never remove archived rows.
+      - Every location a table uses holds its whole chain; an entry counts once it is in all
+        of them, written, synced and read back. A chain is read (verified, restored) from each
+        of them, or from the first where it verifies with no problem.
+      - At least one is needed, except by M(lifeboat.backup.table_checkpoint) with
+        O(lifeboat.backup.table_checkpoint#module:record=false).
+  login_db:
+    description:
+      - The database that holds the tables (or, for M(lifeboat.backup.table_archive_restore),
+        the one to restore into).
+"""

@@ -20,6 +20,7 @@ same snapshot.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -33,11 +34,14 @@ from ansible_collections.lifeboat.backup.plugins.module_utils._table_db import (
     TIME_TYPES,
     ChainLock,
     KeyRange,
+    State,
     batch_stats,
     database_facts,
+    describe_table,
     head_summary,
     key_less,
     live_digest,
+    opened,
     order_by,
     rollback,
 )
@@ -70,19 +74,21 @@ def hold(point):
 
 
 class Context:
-    """What a run of table_archive or table_checkpoint shares across its tables."""
+    """What a run of table_archive or table_checkpoint shares across its tables: the
+    connection, the locations, the keys, the tables described against the catalog."""
 
-    def __init__(self, conn, params, locations, signing_key, previous_key, state, encoding, check_mode=False):
+    def __init__(self, conn, params, locations, signing_key, previous_key, check_mode=False):
         self.conn = conn
         self.params = params
         self.locations = locations
         self.signing_key = signing_key
         self.previous_key = previous_key
         self.signer = fmt.public_key_text(signing_key) if signing_key else None
-        self.state = state
-        self.encoding = encoding
+        self.state = State(conn, params["state_schema"])
+        self.encoding = _postgresql.scalar(conn, "SELECT current_setting('client_encoding')")
         self.check_mode = check_mode
         self.spool_dir = params.get("spool_dir") or tempfile.gettempdir()
+        self.tables = []
 
     def locations_for(self, table):
         wanted = table.spec.get("targets")
@@ -97,6 +103,17 @@ class Context:
                 % (table.where, ", ".join(unknown), ", ".join(loc.name for loc in self.locations)),
             )
         return found
+
+
+@contextlib.contextmanager
+def writing(params, check_mode, archiving=True):
+    """The Context of a run that extends chains, its tables described; everything closed
+    afterwards whatever happens."""
+    signing_key, previous_key = chains.signing_keys(params)
+    with opened(params) as (conn, locations):
+        ctx = Context(conn, params, locations, signing_key, previous_key, check_mode)
+        ctx.tables = [describe_table(conn, spec, index, archiving) for index, spec in enumerate(params["tables"])]
+        yield ctx
 
 
 def base_entry(kind, chain_name, chain_id, seq, prev, signer):

@@ -11,10 +11,12 @@ recorded in ``<state_schema>.table_archive_chains``, key ranges, and digests of 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _postgresql
+from ansible_collections.lifeboat.backup.plugins.module_utils import _table_chain as chains
 from ansible_collections.lifeboat.backup.plugins.module_utils import _table_segment as fmt
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._postgresql import PgError, execute, quote_ident, quote_literal
@@ -285,7 +287,25 @@ def check_foreign_keys(conn, table):
         )
 
 
-# ---- the session that reads rows ----------------------------------------------------------------------
+# ---- the session that reads rows -----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def opened(params, targets=True, database=True):
+    """(connection, archive locations) of a module run - either may be left out - closed
+    afterwards whatever happens. The connection has the fixed export settings."""
+    locations = chains.open_locations(params["targets"]) if targets else []
+    try:
+        conn = _postgresql.connect(params) if database else None
+        try:
+            if conn is not None:
+                prepare_session(conn)
+            yield conn, locations
+        finally:
+            if conn is not None:
+                conn.close()
+    finally:
+        chains.close_locations(locations)
 
 
 def prepare_session(conn):

@@ -313,6 +313,10 @@ def child_filter(target, genesis, parent, params):
     return "%s IN (SELECT %s FROM %s p WHERE %s)" % (link, parent_link, quote_ident(parent.staging), " AND ".join(filters))
 
 
+def _encrypted(segment):
+    return segment["payload"].endswith(".age")
+
+
 def restore(conn, params, locations, check_mode=False):
     """Verify, stage, check, insert. Returns the module's result."""
     trusted = [fmt.normalise_public_key(k) for k in params.get("public_keys") or []] or None
@@ -331,7 +335,8 @@ def restore(conn, params, locations, check_mode=False):
         result.update(changed=False, tables=[{"source": t.source, "target": t.name} for t in targets])
         return result
     identities = chains.decryption_identities(params, chain_name, location)
-    db.prepare_session(conn)
+    if not identities and any(_encrypted(s) for s in segments):
+        raise OptionError("identity", "the payloads of chain %s are encrypted: give passphrase, identity or identity_file" % chain_name)
     execute(conn, "BEGIN")
     try:
         for index, target in enumerate(targets):

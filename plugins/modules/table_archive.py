@@ -32,6 +32,7 @@ description:
 author:
   - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
+  - lifeboat.backup._table_archive.targets
   - lifeboat.backup._attributes
   - lifeboat.backup._postgresql
   - lifeboat.backup._table_archive
@@ -44,19 +45,6 @@ attributes:
   diff_mode:
     support: none
 options:
-  targets:
-    description:
-      - The archive locations, each a storage target as described in docs/storage.md
-        (C(type=local) with a C(path) for a directory on the node). Dedicated to archives -
-        never the directory where the rotating system images are kept, so that image
-        retention can never remove archived rows.
-      - Every location a table uses holds its whole chain; a segment counts once it is in
-        all of them, written, synced and read back. At least one is required.
-  login_db:
-    description:
-      - The database that holds the tables.
-    type: str
-    default: postgres
   max_batches:
     description:
       - At most this many segments per table in this run (C(0) - no limit). A run can be
@@ -193,22 +181,13 @@ def archive(module):
     module.require("psycopg (or psycopg2)", _postgresql.HAS_PSYCOPG, _postgresql.PSYCOPG_IMPORT_ERROR)
     module.require("cryptography", _table_segment.HAS_CRYPTOGRAPHY, _table_segment.CRYPTOGRAPHY_IMPORT_ERROR)
     _table_db.validate_tables(params["tables"])
-    signing_key, previous_key = _table_chain.signing_keys(params)
     component = None
     if params["session"] and not module.check_mode:
         component = module.start_component(module.open_session(params["session"], writes_members=False), params["name"], "archive")
-    locations = _table_chain.open_locations(params["targets"])
-    conn = _postgresql.connect(params)
-    try:
-        ctx = _table_archive.Context(conn, params, locations, signing_key, previous_key, _table_db.State(conn, params["state_schema"]), None, module.check_mode)
-        ctx.encoding = _table_db.prepare_session(conn)
-        tables = [_table_db.describe_table(conn, spec, index) for index, spec in enumerate(params["tables"])]
+    with _table_archive.writing(params, module.check_mode) as ctx:
         results = []
-        for table in tables:
+        for table in ctx.tables:
             results.append(run_table(ctx, table, results))
-    finally:
-        conn.close()
-        _table_chain.close_locations(locations)
     segments = sum(len(r["segments"]) for r in results)
     if component is not None:
         component.succeed(_table_archive.component_details(ctx.signer, results))

@@ -25,6 +25,7 @@ description:
 author:
   - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
+  - lifeboat.backup._table_archive.targets
   - lifeboat.backup._attributes
   - lifeboat.backup._postgresql
   - lifeboat.backup._decryption
@@ -36,19 +37,6 @@ attributes:
   diff_mode:
     support: none
 options:
-  targets:
-    description:
-      - The archive locations, each a storage target as described in docs/storage.md
-        (C(type=local) with a C(path) for a directory on the node). Dedicated to archives -
-        never the directory where the rotating system images are kept, so that image
-        retention can never remove archived rows.
-      - The chain is read from the first one where it verifies with no problem. At least one
-        is required.
-  login_db:
-    description:
-      - The database to restore into.
-    type: str
-    default: postgres
   chain:
     description:
       - The chain (its name, as M(lifeboat.backup.table_archive) returned it - by default
@@ -175,7 +163,7 @@ verified:
   type: dict
 """
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql, _storage, _table_chain, _table_restore, _table_segment
+from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql, _storage, _table_chain, _table_db, _table_restore, _table_segment
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 
@@ -207,13 +195,8 @@ def restore(module):
     params = module.params
     module.require("psycopg (or psycopg2)", _postgresql.HAS_PSYCOPG, _postgresql.PSYCOPG_IMPORT_ERROR)
     module.require("cryptography", _table_segment.HAS_CRYPTOGRAPHY, _table_segment.CRYPTOGRAPHY_IMPORT_ERROR)
-    locations = _table_chain.open_locations(params["targets"])
-    conn = _postgresql.connect(params)
-    try:
+    with _table_db.opened(params) as (conn, locations):
         return _table_restore.restore(conn, params, locations, module.check_mode)
-    finally:
-        conn.close()
-        _table_chain.close_locations(locations)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ description:
 author:
   - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
+  - lifeboat.backup._table_archive.targets
   - lifeboat.backup._attributes
   - lifeboat.backup._attributes.info_module
   - lifeboat.backup._postgresql
@@ -36,19 +37,6 @@ extends_documentation_fragment:
   - lifeboat.backup._table_archive.tables
   - lifeboat.backup._storage.targets
 options:
-  targets:
-    description:
-      - The archive locations, each a storage target as described in docs/storage.md
-        (C(type=local) with a C(path) for a directory on the node). Dedicated to archives -
-        never the directory where the rotating system images are kept, so that image
-        retention can never remove archived rows.
-      - Each chain is checked in every one of them. At least one is required.
-  login_db:
-    description:
-      - The database that holds the tables, whose chains are checked together with their
-        live rows.
-    type: str
-    default: postgres
   chains:
     description:
       - Chains checked without a database (their names, as directories in the locations).
@@ -213,28 +201,16 @@ def verify(module):
     if params["tables"]:
         module.require("psycopg (or psycopg2)", _postgresql.HAS_PSYCOPG, _postgresql.PSYCOPG_IMPORT_ERROR)
         _table_db.validate_tables(params["tables"], archiving=False)
-    locations = _table_chain.open_locations(params["targets"])
-    conn = _postgresql.connect(params) if params["tables"] else None
     try:
-        tables = describe(conn, params["tables"])
-        result = _table_verify.verify(conn, params, locations, tables, params["chains"])
+        with _table_db.opened(params, database=bool(params["tables"])) as (conn, locations):
+            tables = [_table_db.describe_table(conn, spec, index, archiving=False) for index, spec in enumerate(params["tables"])]
+            result = _table_verify.verify(conn, params, locations, tables, params["chains"])
     except _age.AgeError as exc:
         raise LifeboatError("cannot decrypt the payloads: %s" % exc.msg) from None
-    finally:
-        if conn is not None:
-            conn.close()
-        _table_chain.close_locations(locations)
     result["changed"] = False
     if params["fail_on_problems"] and not result["valid"]:
         raise LifeboatError(problem_summary(result), **result)
     return result
-
-
-def describe(conn, specs):
-    if conn is None:
-        return []
-    _table_db.prepare_session(conn)
-    return [_table_db.describe_table(conn, spec, index, archiving=False) for index, spec in enumerate(specs)]
 
 
 def problem_summary(result):

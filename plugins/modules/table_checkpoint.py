@@ -26,6 +26,7 @@ description:
 author:
   - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
+  - lifeboat.backup._table_archive.targets
   - lifeboat.backup._attributes
   - lifeboat.backup._postgresql
   - lifeboat.backup._table_archive
@@ -37,18 +38,6 @@ attributes:
   diff_mode:
     support: none
 options:
-  targets:
-    description:
-      - The archive locations, each a storage target as described in docs/storage.md
-        (C(type=local) with a C(path) for a directory on the node). Dedicated to archives -
-        never the directory where the rotating system images are kept, so that image
-        retention can never remove archived rows.
-      - Every location a table uses gets the checkpoint entry. Required unless O(record=false).
-  login_db:
-    description:
-      - The database that holds the tables.
-    type: str
-    default: postgres
   record:
     description:
       - C(true) records a checkpoint entry in each table's chain. C(false) only returns the
@@ -149,29 +138,13 @@ def checkpoint(module):
         raise OptionError("through", "through applies to one table: give a single item in tables, or leave through out")
     if params["settle"] < 0:
         raise OptionError("settle", "settle must not be negative")
-    conn = _postgresql.connect(params)
-    try:
-        _table_db.prepare_session(conn)
-        if not params["record"]:
+    if not params["record"]:
+        with _table_db.opened(params, targets=False) as (conn, _locations):
             digests, combined = _table_db.table_digests(conn, params["tables"])
-            return dict(changed=False, digests=digests, digest=combined)
-        return record(module, conn)
-    finally:
-        conn.close()
-
-
-def record(module, conn):
-    params = module.params
+        return dict(changed=False, digests=digests, digest=combined)
     module.require("cryptography", _table_segment.HAS_CRYPTOGRAPHY, _table_segment.CRYPTOGRAPHY_IMPORT_ERROR)
-    signing_key, previous_key = _table_chain.signing_keys(params)
-    locations = _table_chain.open_locations(params["targets"])
-    try:
-        ctx = _table_archive.Context(conn, params, locations, signing_key, previous_key, _table_db.State(conn, params["state_schema"]), None, module.check_mode)
-        ctx.encoding = _table_db.prepare_session(conn)
-        tables = [_table_db.describe_table(conn, spec, index, archiving=False) for index, spec in enumerate(params["tables"])]
-        results = [_table_archive.checkpoint_table(ctx, table, params["through"], params["settle"]) for table in tables]
-    finally:
-        _table_chain.close_locations(locations)
+    with _table_archive.writing(params, module.check_mode, archiving=False) as ctx:
+        results = [_table_archive.checkpoint_table(ctx, table, params["through"], params["settle"]) for table in ctx.tables]
     return dict(changed=any(r.get("changed") for r in results), public_key=ctx.signer, tables=results)
 
 
