@@ -48,12 +48,6 @@ ENCRYPTION_SPEC = dict(
     compression=dict(type="str", choices=["auto", "zstd", "gzip", "none"], default="auto"),
 )
 STATE_SPEC = dict(state_schema=dict(type="str", default="lifeboat"))
-# TEMPORARY until _image.DECRYPTION_SPEC lands from the anatomy work (#10): then use that one.
-DECRYPTION_SPEC = dict(passphrase=dict(type="str", no_log=True), identity=dict(type="str", no_log=True), identity_file=dict(type="path"))
-
-
-def has_key(params):
-    return bool(params.get("passphrase") or params.get("identity") or params.get("identity_file"))
 
 
 class ArchiveError(LifeboatError):

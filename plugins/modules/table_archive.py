@@ -149,7 +149,7 @@ tables:
   elements: dict
 """
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql, _storage, _table_archive, _table_chain, _table_db, _table_segment
+from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql, _session, _storage, _table_archive, _table_chain, _table_db, _table_segment
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
@@ -159,11 +159,10 @@ def main():
         argument_spec=dict(
             max_batches=dict(type="int", default=0),
             spool_dir=dict(type="path"),
-            session=dict(type="path"),
-            name=dict(type="str", default="archive"),
         ),
         specs=[
-            _postgresql.connection_argument_spec(),
+            _session.component_spec("archive", required=False),
+            _postgresql.CONNECTION_SPEC,
             _storage.TARGETS_SPEC,
             _table_chain.SIGNING_SPEC,
             _table_chain.ENCRYPTION_SPEC,
@@ -184,20 +183,20 @@ def archive(module):
     component = None
     if params["session"] and not module.check_mode:
         component = module.start_component(module.open_session(params["session"], writes_members=False), params["name"], "archive")
+    result = module.keep(dict(tables=[]))  # a failure still returns the tables archived before it
     with _table_archive.writing(params, module.check_mode) as ctx:
-        results = []
+        result["public_key"] = ctx.signer
         for table in ctx.tables:
-            results.append(run_table(ctx, table, results))
-    segments = sum(len(r["segments"]) for r in results)
+            result["tables"].append(run_table(ctx, table, result["tables"]))
+    results = result["tables"]
     if component is not None:
         component.succeed(_table_archive.component_details(ctx.signer, results))
-    return dict(
-        changed=bool(segments) or any(r.get("recovered") for r in results),
-        public_key=ctx.signer,
+    result.update(
+        segments=sum(len(r["segments"]) for r in results),
         rows=sum(r["rows"] for r in results),
-        segments=segments,
-        tables=results,
+        changed=any(r["segments"] or r.get("recovered") for r in results),
     )
+    return result
 
 
 def run_table(ctx, table, done):

@@ -163,7 +163,7 @@ verified:
   type: dict
 """
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql, _storage, _table_chain, _table_db, _table_restore, _table_segment
+from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _postgresql, _storage, _table_db, _table_restore, _table_segment
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 
@@ -184,7 +184,7 @@ def main():
             public_keys=dict(type="list", elements="str", default=[], no_log=False),
             spool_dir=dict(type="path"),
         ),
-        specs=[_postgresql.connection_argument_spec(), _storage.TARGETS_SPEC, _table_chain.DECRYPTION_SPEC],
+        specs=[_postgresql.CONNECTION_SPEC, _storage.TARGETS_SPEC, _image.DECRYPTION_SPEC],
         mutually_exclusive=_postgresql.CONNECTION_MUTUALLY_EXCLUSIVE,
         supports_check_mode=True,
     )

@@ -162,7 +162,7 @@ level:
   type: str
 """
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _postgresql, _storage, _table_chain, _table_db, _table_segment, _table_verify
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _postgresql, _storage, _table_chain, _table_db, _table_segment, _table_verify
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
@@ -179,10 +179,10 @@ def main():
             spool_dir=dict(type="path"),
         ),
         specs=[
-            _postgresql.connection_argument_spec(),
+            _postgresql.CONNECTION_SPEC,
             _storage.TARGETS_SPEC,
             _table_chain.STATE_SPEC,
-            _table_chain.DECRYPTION_SPEC,
+            _image.DECRYPTION_SPEC,
             _table_db.TABLES_SPEC,
         ],
         mutually_exclusive=_postgresql.CONNECTION_MUTUALLY_EXCLUSIVE,
@@ -196,7 +196,7 @@ def verify(module):
     module.require("cryptography", _table_segment.HAS_CRYPTOGRAPHY, _table_segment.CRYPTOGRAPHY_IMPORT_ERROR)
     if not params["tables"] and not params["chains"]:
         raise OptionError("tables", "name what to verify: tables (chains and live rows) and/or chains (archives only)")
-    if params["level"] == "full" and not _table_chain.has_key(params):
+    if params["level"] == "full" and not _image.has_key(params):
         raise OptionError("level", "level=full decrypts every payload: give passphrase, identity or identity_file (or use level=checksum)")
     if params["tables"]:
         module.require("psycopg (or psycopg2)", _postgresql.HAS_PSYCOPG, _postgresql.PSYCOPG_IMPORT_ERROR)

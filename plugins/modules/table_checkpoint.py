@@ -118,7 +118,7 @@ def main():
             settle=dict(type="int", default=60),
         ),
         specs=[
-            _postgresql.connection_argument_spec(),
+            _postgresql.CONNECTION_SPEC,
             _storage.TARGETS_SPEC,
             _table_chain.SIGNING_SPEC,
             _table_chain.STATE_SPEC,
