@@ -136,7 +136,7 @@ def spawn_module(module_name, /, env=None, python=None, **args):
         json.dump({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=False, _ansible_diff=False)}, handle)
         args_path = handle.name
     proc = subprocess.Popen(
-        [python or sys.executable, "-m", "%s.%s" % (MODULE_PACKAGE, module_name), args_path],
+        [python or NODE_PYTHON, "-m", "%s.%s" % (MODULE_PACKAGE, module_name), args_path],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
