@@ -44,6 +44,7 @@ from ansible_collections.lifeboat.backup.plugins.module_utils._errors import Lif
 from ansible_collections.lifeboat.backup.plugins.module_utils._version import COLLECTION, COLLECTION_VERSION
 
 WORK_ROOT = ".lifeboat-work"
+STOPPED_SERVICES = "stopped-services"  # under state_dir: one record per service a run stopped (quiesce role)
 DEFAULT_LEASE = 3600
 MIN_PASSPHRASE = 8
 
@@ -212,6 +213,22 @@ class NodeState:
             return None
         finally:
             os.close(fd)
+
+    def stopped_services(self):
+        """Services a run recorded as stopped and that no resume has started again
+        (``stopped-services/*.json``, written by the quiesce role), oldest stop first."""
+        records = []
+        folder = os.path.join(self.dir, STOPPED_SERVICES)
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            return records
+        for name in names:
+            if name.endswith(".json"):
+                record = read_json(os.path.join(folder, name))
+                if isinstance(record, dict) and record.get("service"):
+                    records.append(record)
+        return sorted(records, key=lambda r: (r.get("stopped_at") or "", r["service"]))
 
     def history(self, limit=None):
         records = []

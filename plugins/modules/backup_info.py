@@ -141,6 +141,15 @@ status:
       type: dict
       sample: {offsite: {last_success: {time: "2026-11-29T02:09:00Z", image: 20261129T020000Z-db1.zip}, last_error: null}}
       version_added: 0.2.0
+    services_left_down:
+      description:
+        - Services a run stopped (quiesce role) and never started again - the controller died, or
+          their start failed - each with the run that stopped it and when. While a backup is in
+          progress these are its own. The next run's resume starts them again; a warning names them.
+      type: list
+      elements: dict
+      sample: [{service: celery-worker, manager: systemd, stopped_by: backup 20261122T194512Z-3fa2c1d0, stopped_at: "2026-11-22T19:45:13Z"}]
+      version_added: 0.2.0
 copies:
   description:
     - Per target in O(targets) - C(name), C(location), C(reachable), C(error) and C(kind) when
@@ -172,6 +181,7 @@ import calendar
 import datetime
 import os
 import re
+import socket
 import subprocess
 import time
 
@@ -199,6 +209,7 @@ def node_status(state_dir):
         "last_failure": recorded.get("last_failure"),
         "last_partial": recorded.get("last_partial"),
         "last_result": recorded.get("last_result"),
+        "services_left_down": state.stopped_services() if os.path.isdir(state_dir) else [],
     }
 
 
@@ -369,6 +380,15 @@ def report(module):
     params = module.params
     status = node_status(params["state_dir"])
     status["next_run"], status["schedule"] = find_schedule(module, params["schedule"])
+    if status["services_left_down"] and status["state"] != "in_progress":
+        module.warn(
+            "%s: services stopped by a run and never started again: %s; the next backup or restore run starts them again "
+            "(or run the quiesce role's resume)"
+            % (
+                socket.gethostname(),
+                "; ".join("%s (stopped by %s at %s)" % (r["service"], r.get("stopped_by"), r.get("stopped_at")) for r in status["services_left_down"]),
+            )
+        )
     history = _session.NodeState(params["state_dir"]).history(params["history"]) if params["history"] > 0 else []
     result = dict(changed=False, status=status, history=history)
     if params["destination"]:

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.harness.process import free_port
-from tests.support.modules import ROOT, run_playbook
+from tests.support.modules import ROOT, run_module, run_playbook
 from tests.support.trees import PASSPHRASE, make_config_tree
 
 TOY = ROOT / "tests" / "support" / "toy_service.py"
@@ -144,6 +144,7 @@ def run_quiesce(platform, tmp_path, fail_between=False, verbosity=0, check=False
         "quiesce_drain_timeout": 60,
         "fail_between": fail_between,
         "record": str(tmp_path / "quiesce_state.json"),
+        "quiesce_state_dir": str(tmp_path / "state"),
     }
     extra.update(role_vars)
     proc = run_playbook(PLAYBOOK, tmp_path, extra_vars=extra, verbosity=verbosity, check=check)
@@ -236,6 +237,40 @@ def pids_of(marker: str) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def test_services_left_down_by_a_dead_controller_are_reported_and_brought_back(platform, tmp_path):
+    """#18.3: the node records what a run stopped; backup_info reports what no resume started
+    again, and the next run's resume starts it even though its survey finds it stopped."""
+    platform.start("worker", "api")
+    state = tmp_path / "state"
+    dies = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Stop the platform
+      ansible.builtin.include_role:
+        name: lifeboat.backup.quiesce
+    - name: The controller dies here (no resume)
+      ansible.builtin.fail:
+        msg: controller killed
+"""
+    services = [platform.service("api"), platform.service("worker")]
+    extra = {"quiesce_services": services, "quiesce_state_dir": str(state), "quiesce_run": "backup run-that-died", "quiesce_poll_interval": 1}
+    died = run_playbook(dies, tmp_path, extra_vars=extra)
+    assert died.returncode != 0 and not platform.running("api") and not platform.running("worker"), died.stdout[-3000:]
+
+    info = run_module("backup_info", state_dir=str(state))
+    left_down = [(r["service"], r["stopped_by"]) for r in info["status"]["services_left_down"]]
+    assert left_down == [("api", "backup run-that-died"), ("worker", "backup run-that-died")]
+    assert "api (stopped by backup run-that-died" in json.dumps(info.get("warnings")), info.get("warnings")
+
+    proc, record = run_quiesce(platform, tmp_path, quiesce_queues=[], quiesce_services=services)
+    assert proc.returncode == 0, "\n".join(line for line in proc.stdout.splitlines() if "fatal" in line or "FAILED" in line or "msg" in line)
+    assert "api, worker were stopped by an earlier run (backup run-that-died)" in proc.stdout
+    assert [r["name"] for r in record["left_down"]] == ["api", "worker"]
+    assert platform.running("api") and platform.running("worker")
+    assert run_module("backup_info", state_dir=str(state))["status"]["services_left_down"] == []
 
 
 def test_resume_reports_every_service_that_does_not_come_back(platform, tmp_path):
