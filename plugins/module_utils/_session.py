@@ -71,12 +71,17 @@ def iso(ts):
 def write_json_atomic(path, data, mode=0o600):
     tmp = "%s.tmp.%d" % (path, os.getpid())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.rename(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # no half-written temporary left (a full disk, a kill)
+        raise
 
 
 def read_json(path, default=None):
@@ -117,16 +122,25 @@ def _boot_id():
         return None
 
 
-def process_start(pid):
-    """When ``pid`` started, in clock ticks since boot (/proc/<pid>/stat, field 22), or None
-    where /proc cannot tell. With the boot id, it tells a process from a later one that
-    reused its pid."""
+def _proc_stat(pid):
+    """Fields 3 onwards of /proc/<pid>/stat (state first), or None where /proc cannot tell."""
     try:
         with open("/proc/%d/stat" % pid) as handle:
             data = handle.read()
         # The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-        return int(data[data.rindex(")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
+        return data[data.rindex(")") + 2 :].split()
+    except (OSError, ValueError):
+        return None
+
+
+def process_start(pid):
+    """When ``pid`` started, in clock ticks since boot (/proc/<pid>/stat, field 22), or None
+    where /proc cannot tell. With the boot id, it tells a process from a later one that
+    reused its pid."""
+    fields = _proc_stat(pid)
+    try:
+        return int(fields[19]) if fields else None
+    except (ValueError, IndexError):
         return None
 
 
@@ -143,6 +157,9 @@ def keeper_alive(record):
     pid = (record or {}).get("keeper_pid")
     if not pid or not pid_alive(pid):
         return False
+    fields = _proc_stat(pid)
+    if fields and fields[0] in ("Z", "X"):
+        return False  # killed, not yet reaped by init: it holds nothing any more
     if record.get("boot_id") and _boot_id() and record["boot_id"] != _boot_id():
         return False
     started = record.get("keeper_start")
@@ -402,6 +419,9 @@ def _clean_stale(state, notes):
         return None
     if keeper_alive(current):
         raise _live_session_error(current, "the lock file %s no longer holds its lock (removed or replaced by hand?)" % state.lock_path)
+    published = _published_unrecorded(current)
+    if published:
+        return _record_published(state, current, published, notes)
     work_dir = current.get("work_dir")
     if work_dir and os.path.isdir(work_dir):
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -416,15 +436,81 @@ def _clean_stale(state, notes):
         "reason": reason,
         "components": {},
     }
-    state.audit(record)
-    state.update_status(
-        state="idle",
-        current=None,
-        last_failure={"time": record["ended"], "backup_id": record["backup_id"], "reason": reason},
-        last_result=record,
+    warning = record_attempt(
+        state, record, {"last_failure": {"time": record["ended"], "backup_id": record["backup_id"], "reason": reason}}, state="idle", current=None
     )
+    if warning:
+        raise SessionError(warning)
     notes.append("took over a stale lock: %s (backup_id %s); its work area was removed" % (reason, record["backup_id"]))
     return record
+
+
+def _published_unrecorded(current):
+    """The manifest of the image the recorded session published, if it did: its seal
+    could not write status and audit (the state directory was full)."""
+    work_dir, name = current.get("work_dir"), current.get("image")
+    if not work_dir or not name:
+        return None
+    path = os.path.join(os.path.dirname(os.path.dirname(work_dir.rstrip("/"))), name)
+    try:
+        with _image.Image(path) as image:
+            manifest = image.manifest
+    except _image.ImageError:
+        return None
+    if manifest.get("backup_id") != current.get("backup_id"):
+        return None
+    return dict(manifest, path=path)
+
+
+def _record_published(state, current, manifest, notes):
+    failures = {n: c.get("error") for n, c in (manifest.get("components") or {}).items() if c.get("status") == "failed"}
+    record = {
+        "backup_id": manifest["backup_id"],
+        "node": manifest.get("node"),
+        "started": manifest.get("started"),
+        "ended": manifest.get("sealed"),
+        "verdict": manifest.get("verdict"),
+        "image": manifest["path"],
+        "size": os.path.getsize(manifest["path"]),
+        "components": {n: c.get("status") for n, c in (manifest.get("components") or {}).items()},
+        "failures": failures,
+        "reason": "published %s; its status and audit line could not be written at the time (state directory full?): recorded by the next start"
+        % manifest["path"],
+        "recorded_late": utc_now(),
+    }
+    changes = {}
+    if record["verdict"] == "success":
+        changes["last_success"] = {"time": record["ended"], "backup_id": record["backup_id"], "image": record["image"], "size": record["size"]}
+    else:
+        changes["last_partial"] = {"time": record["ended"], "backup_id": record["backup_id"], "image": record["image"], "failures": failures}
+    warning = record_attempt(state, record, changes, state="idle", current=None)
+    if warning:
+        raise SessionError(warning)
+    shutil.rmtree(current["work_dir"], ignore_errors=True)
+    notes.append("backup %s had published %s without recording it (its state directory was full); recorded it now" % (record["backup_id"], record["image"]))
+    return record
+
+
+def record_not_started(state_dir, node, backup_id, reason, facts_dir=None):
+    """An attempt that failed before any session started (preflight, a busy lock): one
+    audit line and the status's last failure, so no attempt goes unrecorded. A running
+    session, if any, is left alone. Returns (record, warning or None)."""
+    state = NodeState(state_dir, facts_dir)
+    now = utc_now()
+    record = {
+        "backup_id": backup_id,
+        "node": node,
+        "started": now,
+        "ended": now,
+        "verdict": "failed",
+        "image": None,
+        "size": None,
+        "components": {},
+        "failures": {},
+        "reason": "not started: %s" % reason,
+    }
+    warning = record_attempt(state, record, {"last_failure": {"time": now, "backup_id": backup_id, "reason": record["reason"]}})
+    return record, warning
 
 
 def start(params):
@@ -489,7 +575,15 @@ def start(params):
         os.pwrite(lock_fd, json.dumps(holder).encode(), 0)
         session.update(keeper_identity(keeper))
         write_json_atomic(os.path.join(work_dir, "session.json"), session)
-        state.update_status(state="in_progress", current=dict(holder, work_dir=work_dir))
+        try:
+            state.update_status(state="in_progress", current=dict(holder, work_dir=work_dir))
+        except OSError as exc:
+            stop_keeper(keeper, identity=session)
+            shutil.rmtree(work_dir, ignore_errors=True)
+            raise SessionError(
+                "cannot record the session in the state directory %s: %s%s; nothing was started"
+                % (state.dir, exc.strerror or exc, " (the file system is full: free space there)" if exc.errno == errno.ENOSPC else "")
+            ) from None
     except BaseException:
         os.close(lock_fd)
         raise
@@ -751,14 +845,37 @@ def build_manifest(session, components, entries, sealed_at, verdict, extra=None)
     return manifest
 
 
+def record_attempt(node_state, record, status_changes, **status):
+    """One audit line and the status for an attempt. Returns None, or - when the state
+    directory cannot be written (full, read-only) - a warning naming it: the caller reports
+    it, and the next start records the attempt from what it finds."""
+    try:
+        node_state.ensure()
+        node_state.audit(record)
+        node_state.update_status(last_result=record, **dict(status, **status_changes))
+    except (OSError, SessionError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        if getattr(exc, "errno", None) == errno.ENOSPC:
+            reason += " (the file system is full: free space there)"
+        return "the state directory %s could not record %s of backup %s (%s): %s; status and audit are behind until it can" % (
+            node_state.dir,
+            "the published image %s" % record["image"] if record.get("image") else "this %s attempt" % record.get("verdict"),
+            record.get("backup_id"),
+            record.get("reason") or record.get("verdict"),
+            reason,
+        )
+    return None
+
+
 def _finish_session(session, state, record, status_changes):
     work_dir = session["work_dir"]
     with contextlib.suppress(OSError), open(os.path.join(work_dir, "done"), "w"):
         pass
     stop_keeper(session.get("keeper_pid"), identity=session if session.get("keeper_start") is not None else None)
     shutil.rmtree(work_dir, ignore_errors=True)
-    state.audit(record)
-    state.update_status(state="idle", current=None, last_result=record, **status_changes)
+    warning = record_attempt(state, record, status_changes, state="idle", current=None)
+    if warning:
+        record["state_warning"] = warning
 
 
 def load_session_data(work_dir):
@@ -773,12 +890,21 @@ def seal(work_dir, errors=None, consistency=None):
     session = load_session_data(work_dir)
     state = NodeState(session["state_dir"], session.get("facts_dir"))
     components = _component_records(work_dir)
+    # The caller's reason (the module's own message, as the role saw it) beats a guess: a
+    # module that could not write its record (disk full) leaves it "running".
+    told = {_image.safe_name(name): reason for name, reason in (errors or {}).items() if reason}
     for comp in components.values():
         if comp["status"] == "running":
             alive = pid_alive(comp.get("pid")) and comp.get("pid") != os.getpid()
             comp["status"] = "failed"
-            comp["error"] = comp.get("error") or (
-                "still running in pid %s when the session was sealed" % comp.get("pid") if alive else "interrupted: the module ended before recording a result"
+            comp["error"] = (
+                comp.get("error")
+                or told.get(comp["name"])
+                or (
+                    "still running in pid %s when the session was sealed" % comp.get("pid")
+                    if alive
+                    else "interrupted: the module ended before recording a result"
+                )
             )
     for name, reason in (errors or {}).items():
         # Reasons from the caller fill in for components that recorded nothing themselves;

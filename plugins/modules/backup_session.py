@@ -21,6 +21,13 @@ description:
     failed (the image holds the others), C(failed) when none succeeded or when O(halt) is set
     and one failed. A failed session publishes nothing.
   - C(state=aborted) removes the work area and records the failure.
+  - C(state=not_started) records an attempt that failed before any session started (a
+    preflight check, a busy lock): one audit line and the status's last failure, with
+    O(reason). A running session is left alone. The backup role does this, so that every
+    attempt is in the audit trail.
+  - When the state directory cannot be written (full, read-only), the image is still
+    published and a warning names the directory; the next C(started) records the published
+    image from its manifest instead of calling it abandoned.
   - Between module runs a small keeper process holds the lock. A second concurrent
     C(started) fails at once naming the holder. If the keeper is gone (the controller died
     and the O(lease) ran out, or it was killed), the next C(started) takes the lock over,
@@ -39,9 +46,10 @@ options:
   state:
     description:
       - C(started) begins a session, C(sealed) finishes it, C(aborted) ends it without an image.
+      - C(not_started) records a failed attempt that never started a session (version 0.2.0).
     type: str
     required: true
-    choices: [started, sealed, aborted]
+    choices: [started, sealed, aborted, not_started]
   destination:
     description:
       - Directory where images are published. The work area is created inside it (in
@@ -229,8 +237,8 @@ session:
       type: int
       sample: 4242
 verdict:
-  description: C(success), C(partial) or C(failed) (with O(state=sealed) or O(state=aborted)).
-  returned: state is sealed or aborted
+  description: C(success), C(partial) or C(failed) (with O(state=sealed), O(state=aborted) or O(state=not_started)).
+  returned: state is sealed, aborted or not_started
   type: str
   sample: partial
 image:
@@ -254,10 +262,16 @@ failures:
   type: dict
   sample: {postgresql: "pg_dump exited 1: connection refused"}
 reason:
-  description: Why the session failed, when it did.
-  returned: state is sealed or aborted
+  description: Why the session failed, when it did (with O(state=not_started), the reason recorded).
+  returned: state is sealed, aborted or not_started
   type: str
   sample: "halt: postgresql: pg_dump exited 1"
+recorded:
+  description: False when the state directory could not record the attempt (a warning names it and why).
+  returned: when the state directory could not be written, and with O(state=not_started)
+  type: bool
+  sample: false
+  version_added: 0.2.0
 notes:
   description: What the start did besides the obvious (stale lock taken over, old work area removed).
   returned: state is started
@@ -311,9 +325,13 @@ def start(module, params):
     return dict(changed=True, session=public, notes=notes)
 
 
-def outcome(record):
+def outcome(module, record):
     """What a sealed or aborted session returns from its audit record."""
-    return dict(changed=True, **{k: record[k] for k in ("verdict", "components", "failures", "reason", "backup_id")})
+    result = dict(changed=True, **{k: record[k] for k in ("verdict", "components", "failures", "reason", "backup_id")})
+    if record.get("state_warning"):
+        module.warn(record["state_warning"])  # the state directory could not record it
+        result["recorded"] = False
+    return result
 
 
 def seal(module, params):
@@ -323,7 +341,7 @@ def seal(module, params):
             raise _session.SessionError("session %s does not exist" % params["session"])
         return dict(changed=True, verdict=None, image=None)
     record, _manifest = _session.seal(params["session"], errors=params["errors"], consistency=params["consistency"])
-    result = dict(outcome(record), image=record["image"], size=record["size"])
+    result = dict(outcome(module, record), image=record["image"], size=record["size"])
     if record["verdict"] == "failed":
         raise _session.SessionError("backup failed, no image published: %s" % record["reason"], **result)
     if record["verdict"] == "partial":
@@ -337,19 +355,28 @@ def abort(module, params):
     record = _session.abort(params["session"], params["state_dir"], params["reason"])
     if record is None:
         return dict(changed=False, verdict=None, msg="no session to abort")
-    return outcome(record)
+    return outcome(module, record)
+
+
+def not_started(module, params):
+    if module.check_mode:
+        return dict(changed=False)
+    record, warning = _session.record_not_started(params["state_dir"], params["node"], params["backup_id"], params["reason"], params["facts_dir"])
+    if warning:
+        module.warn(warning)
+    return dict(changed=not warning, verdict="failed", reason=record["reason"], backup_id=record["backup_id"], recorded=not warning)
 
 
 def run(module):
     params = dict(module.params)
     params["node"] = params["node"] or socket.gethostname().split(".")[0]
-    return {"started": start, "sealed": seal, "aborted": abort}[params["state"]](module, params)
+    return {"started": start, "sealed": seal, "aborted": abort, "not_started": not_started}[params["state"]](module, params)
 
 
 def main():
     module = LifeboatModule(
         argument_spec=dict(
-            state=dict(type="str", required=True, choices=["started", "sealed", "aborted"]),
+            state=dict(type="str", required=True, choices=["started", "sealed", "aborted", "not_started"]),
             destination=dict(type="path"),
             state_dir=dict(type="path", default="/var/lib/lifeboat"),
             node=dict(type="str"),
@@ -371,7 +398,7 @@ def main():
             consistency=dict(type="dict", default={}),
             reason=dict(type="str"),
         ),
-        required_if=[("state", "started", ["destination"]), ("state", "sealed", ["session"])],
+        required_if=[("state", "started", ["destination"]), ("state", "sealed", ["session"]), ("state", "not_started", ["reason"])],
         supports_check_mode=True,
     )
     module.run(run)

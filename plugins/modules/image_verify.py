@@ -127,8 +127,13 @@ def verify(module):
         results, first_error = _image.verify_image(image, level, selected_members(image, params["component"]))
     result = dict(changed=False, valid=first_error is None, level=level, members=results, checked=len(results))
     if first_error:
-        message = "image %s is damaged: member %s: %s" % (params["image"], first_error["member"], first_error["error"])
-        raise _image.ImageError(message, first_error=first_error, **result)
+        if first_error.get("damaged") is False:
+            # A key that does not fit says nothing about the image: never invite the operator to give it up.
+            what = "cannot be read with the key given (nothing says the image is at fault): member %s: %s; give the passphrase or identity it was written with"
+        else:
+            what = "is damaged: member %s: %s"
+        message = ("image %s " + what) % (params["image"], first_error["member"], first_error["error"])
+        raise (_image.ImageError if first_error.get("damaged") is not False else _image.ImageKeyError)(message, first_error=first_error, **result)
     return result
 
 

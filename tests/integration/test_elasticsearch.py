@@ -8,6 +8,7 @@ authentication goes through a real reverse proxy in front of the real engine.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import secrets
 import struct
@@ -15,9 +16,10 @@ import time
 import zipfile
 
 import pytest
+import yaml
 
 from tests.support.authproxy import AuthProxy, ProxyPKI
-from tests.support.modules import run_module, run_playbook
+from tests.support.modules import ROOT, run_module, run_playbook
 from tests.support.search import (
     PASSPHRASE,
     bulk,
@@ -534,3 +536,48 @@ def test_a_repository_unpacked_earlier_is_checked_before_an_index_is_replaced(op
     assert refused.rc != 0 and str(victim) in refused["msg"] and "differs from the image" in refused["msg"], refused
     assert not refused["changed"] and "done" not in refused
     assert doc_counts(es, [copy]) == {copy: 120}, "an index was replaced before the repository was checked"
+
+
+def test_a_failed_repository_step_is_recorded_with_its_reason(opensearch_server, namespace, tmp_path):
+    """#18.5: playbooks/backup.yml with a search component whose repository step fails (its
+    location is outside path.repo): the image and the audit say why, not "did not run"; with
+    backup_halt the components after it do not run."""
+    es = opensearch_server
+    source = tmp_path / "etc"
+    source.mkdir()
+    (source / "app.conf").write_text("x = 1\n")
+    (tmp_path / "dest").mkdir()
+    profile = {
+        "name": "search",
+        "platform": {"name": "search", "version": "1"},
+        "components": [
+            {"name": "search", "kind": "elasticsearch", "hosts": [es.url], "repository": f"{namespace}-repo", "location": str(tmp_path / "outside")},
+            {"name": "config", "kind": "config", "paths": [str(source)]},
+        ],
+    }
+    node = {
+        "ansible_connection": "local",
+        "backup_destination": str(tmp_path / "dest"),
+        "backup_state_dir": str(tmp_path / "state"),
+        "backup_facts_dir": str(tmp_path / "facts"),
+        "backup_passphrase": PASSPHRASE,
+        "backup_work_factor": 10,
+        "backup_profile": profile,
+    }
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"node1": node}}}))
+    backup = (ROOT / "playbooks" / "backup.yml").read_text()
+    partial = run_playbook(backup, tmp_path, inventory=str(inventory))
+    assert partial.returncode == 0, partial.stdout[-4000:]
+    (image,) = (tmp_path / "dest").glob("*.zip")
+    reason = manifest_of(str(image))["components"]["search"]["error"]
+    assert reason.startswith("snapshot repository: ") and "path.repo" in reason, reason
+    audit = [json.loads(line) for line in (tmp_path / "state" / "audit.jsonl").read_text().splitlines()]
+    assert audit[-1]["verdict"] == "partial" and audit[-1]["failures"]["search"] == reason
+
+    halted = run_playbook(backup, tmp_path, inventory=str(inventory), extra_vars={"backup_halt": True})
+    assert halted.returncode != 0
+    audit = [json.loads(line) for line in (tmp_path / "state" / "audit.jsonl").read_text().splitlines()]
+    assert audit[-1]["verdict"] == "failed" and "snapshot repository: " in audit[-1]["reason"], audit[-1]
+    assert "config" not in audit[-1]["components"], "with backup_halt, the component after the failed one ran"
+    assert len(list((tmp_path / "dest").glob("*.zip"))) == 1

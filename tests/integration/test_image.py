@@ -121,6 +121,9 @@ def test_recipients_only_node_cannot_read_its_own_image(place):
     assert no_key.failed and "identity" in no_key["msg"]
     other = run_module("image_verify", image=sealed["image"], identity=_age.generate_identity()[0])
     assert other.failed and "no identity matches" in other["msg"]
+    # #18.5: a key that does not fit is not damage: nothing invites the operator to give up the image.
+    assert "damaged" not in other["msg"] and "cannot be read with the key given" in other["msg"], other["msg"]
+    assert other["first_error"]["damaged"] is False
     key = place["tmp"] / "key.txt"
     key.write_text(identity + "\n")
     ok = run_module("image_verify", image=sealed["image"], identity_file=str(key), level="full")
@@ -386,13 +389,48 @@ def test_disk_full_is_clear_and_publishes_nothing(place, small_disk):
     work = start(dest)
     full = run_module("config_archive", session=work, paths=[str(noise)])
     assert full.failed and "No space left on device" in full["msg"], (full, full.stderr)
-    sealed = seal(work)
+    sealed = seal(work, errors={"config": full["msg"]})  # what the backup role passes
     assert sealed.failed and sealed["image"] is None
+    # #18.5: the module's own reason, not "interrupted" (its record could not be written: disk full).
+    assert sealed["failures"]["config"] == full["msg"], sealed["failures"]
     assert sorted(os.listdir(small_disk)) == sorted([".lifeboat-work", os.path.basename(good["image"])])
     assert sha(good["image"]) == good_sha
     status = json.loads(Path(place["state"], "status.json").read_text())
     assert status["state"] == "idle" and status["last_success"]["image"] == good["image"]
     assert "config" in status["last_failure"]["reason"]
+
+
+def test_a_full_state_directory_at_seal_is_named_and_the_next_run_records_the_image(place, small_disk):
+    """#18.5: the image is published, a warning names the state directory; status is not left
+    "in progress" for the next run to call the published image abandoned."""
+    state = small_disk / "state"
+    where = {"dest": place["dest"], "state": str(state)}
+    work = start(where, backup_id="full-state")
+    assert not run_module("config_archive", session=work, paths=[str(place["src"])]).failed
+    filler = small_disk / "filler"
+    with open(filler, "wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 4096)
+        except OSError:
+            pass
+    sealed = seal(work)
+    assert not sealed.failed and sealed["verdict"] == "success" and os.path.exists(sealed["image"]), sealed
+    assert sealed["recorded"] is False
+    warning = json.dumps(sealed.get("warnings"))
+    assert f"the state directory {state} could not record the published image {sealed['image']}" in warning and "full" in warning, warning
+    filler.unlink()
+    after = run_module(
+        "backup_session", state="started", destination=place["dest"], state_dir=str(state), passphrase=PASSPHRASE, work_factor=12, facts_dir="", node="node1"
+    )
+    assert not after.failed, after
+    assert any("had published %s without recording it" % sealed["image"] in note for note in after["notes"]), after["notes"]
+    audit = [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
+    assert audit[-1]["backup_id"] == "full-state" and audit[-1]["verdict"] == "success" and audit[-1]["image"] == sealed["image"]
+    assert not any("abandoned" in (a.get("reason") or "") for a in audit)
+    status = json.loads((state / "status.json").read_text())
+    assert status["last_success"]["image"] == sealed["image"]
+    run_module("backup_session", state="aborted", session=after["session"]["work_dir"], reason="test done")
 
 
 def test_gzip_fallback_recovers_with_stock_gzip(place):

@@ -150,12 +150,22 @@ def test_restore_version_rule(cluster):
     assert check.returncode != 0 and "post-restore checks failed: half-processed items" in check.stdout
 
 
+def audit_of(cluster, node):
+    return [json.loads(line) for line in Path(cluster["nodes"][node]["backup_state_dir"], "audit.jsonl").read_text().splitlines()]
+
+
 def test_fail_fast_starts_no_node_when_one_is_not_ready(cluster):
     cluster["nodes"]["node2"]["backup_destination"] = str(cluster["tmp"] / "missing")
     default = playbook(cluster, "backup.yml")
     assert summary(default.stdout, "Backup summary") == {"node1": "success", "node2": "failed"}
     assert "must be an existing directory" in default.stdout
+    # #18.5: a run that failed before its session started is still in the node's audit and status.
+    audit = audit_of(cluster, "node2")
+    assert audit[-1]["verdict"] == "failed" and audit[-1]["reason"].startswith("not started: backup_destination "), audit[-1]
+    status = json.loads(Path(cluster["nodes"]["node2"]["backup_state_dir"], "status.json").read_text())
+    assert status["last_result"] == audit[-1] and status["last_failure"]["reason"] == audit[-1]["reason"]
     fast = playbook(cluster, "backup.yml", backup_fail_fast=True)
     assert summary(fast.stdout, "Backup summary") == {"node1": "failed", "node2": "failed"}
     assert "not started: backup_fail_fast is set and node2 failed preflight" in fast.stdout
+    assert "backup_fail_fast is set and node2 failed preflight" in audit_of(cluster, "node1")[-1]["reason"]
     assert len(list(Path(cluster["nodes"]["node1"]["backup_destination"]).glob("*.zip"))) == 1
