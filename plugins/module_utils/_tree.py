@@ -13,6 +13,7 @@ through a symlink, inside or outside the target root.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import glob
 import grp
@@ -20,6 +21,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import stat
 import struct
 import tarfile
@@ -419,8 +421,12 @@ def _split(arcname):
 class Extractor:
     """Writes tar entries under ``root`` without ever following a symlink on the way.
 
-    Files are written to a temporary name and renamed into place, so a reader never
-    sees half a file and an existing symlink at the target is replaced, not followed.
+    Files are written unnamed (``O_TMPFILE``) and given a name only once complete, then
+    renamed into place: a reader never sees half a file, an existing symlink at the target
+    is replaced, not followed, and a process killed mid-file leaves nothing behind. Where
+    the file system has no ``O_TMPFILE``, a named temporary is used, and temporaries a
+    killed extractor left (its pid gone) are removed from each directory written to
+    (``removed_partial``).
     """
 
     def __init__(self, root, same_owner=None):
@@ -429,6 +435,9 @@ class Extractor:
         os.makedirs(root, exist_ok=True)
         self.root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
         self._dirs = []  # directory metadata applied last (their mtimes change as we write)
+        self._swept = set()
+        self._unnamed = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+        self.removed_partial = []
 
     def close(self):
         for parts, info in reversed(self._dirs):
@@ -490,6 +499,7 @@ class Extractor:
                         os.mkdir(name, 0o700, dir_fd=parent)
                 self._dirs.append((parts, info))
             elif info.issym():
+                self._sweep(parts[:-1], parent)
                 tmp = _temp_name(name)
                 _unlink_quiet(tmp, parent)
                 os.symlink(info.linkname, tmp, dir_fd=parent)
@@ -501,26 +511,82 @@ class Extractor:
                         pass
                 _replace(tmp, name, parent)
             elif info.isreg():
-                tmp = _temp_name(name)
-                _unlink_quiet(tmp, parent)
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent)
-                try:
-                    remaining = info.size
-                    while remaining:
-                        chunk = source.read(min(READ_SIZE, remaining))
-                        if not chunk:
-                            raise TreeError("archive truncated inside %s" % info.name)
-                        os.write(fd, chunk)
-                        remaining -= len(chunk)
-                    self._apply_meta(fd, info)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                _replace(tmp, name, parent)
+                self._sweep(parts[:-1], parent)
+                self._write_file(info, source, name, parent)
             else:
                 raise TreeError("unsupported entry type in archive: %s" % info.name)
         finally:
             os.close(parent)
+
+    def _write_file(self, info, source, name, parent):
+        fd, tmp = self._open_temp(name, parent)
+        try:
+            remaining = info.size
+            while remaining:
+                chunk = source.read(min(READ_SIZE, remaining))
+                if not chunk:
+                    raise TreeError("archive truncated inside %s" % info.name)
+                os.write(fd, chunk)
+                remaining -= len(chunk)
+            self._apply_meta(fd, info)
+            os.fsync(fd)
+            if tmp is None:  # unnamed until now: only a complete file ever gets a name
+                tmp = _temp_name(name)
+                os.link("/proc/self/fd/%d" % fd, tmp, dst_dir_fd=parent, follow_symlinks=True)
+        except BaseException:
+            if tmp is not None:
+                _unlink_quiet(tmp, parent)
+            raise
+        finally:
+            os.close(fd)
+        try:
+            _replace(tmp, name, parent)
+        except BaseException:
+            _unlink_quiet(tmp, parent)
+            raise
+
+    def _open_temp(self, name, parent):
+        """(fd, None) for an unnamed file in ``parent``, or (fd, temporary name)."""
+        if self._unnamed:
+            try:
+                return os.open(".", os.O_WRONLY | os.O_TMPFILE, 0o600, dir_fd=parent), None
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+                    raise
+                self._unnamed = False  # this file system cannot: named temporaries from now on
+        tmp = _temp_name(name)
+        _unlink_quiet(tmp, parent)
+        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent), tmp
+
+    def _sweep(self, parts, parent):
+        """Remove, once per directory, the temporaries of extractors that were killed."""
+        key = tuple(parts)
+        if key in self._swept:
+            return
+        self._swept.add(key)
+        for entry in os.listdir(parent):
+            match = _TEMP.match(entry)
+            if match and not _pid_alive(int(match.group(1))):
+                try:
+                    st = os.stat(entry, dir_fd=parent, follow_symlinks=False)
+                    if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                        os.unlink(entry, dir_fd=parent)
+                        self.removed_partial.append("/".join(parts + [entry]))
+                except OSError:
+                    continue
+
+
+_TEMP = re.compile(r"^\..+\.lifeboat-(\d+)-[0-9a-f]{8}$", re.DOTALL)
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _temp_name(name):

@@ -115,6 +115,13 @@ selected:
   returned: always
   type: int
   sample: 123
+removed_partial:
+  description: Partial temporary files that a killed restore had left in the directories written to, removed.
+  returned: when there were any
+  type: list
+  elements: str
+  sample: [/etc/nginx/.nginx.conf.lifeboat-4242-1a2b3c4d]
+  version_added: 0.2.0
 written:
   description: Original paths written before a failure (the whole plan on success is in RV(created)/RV(updated)).
   returned: failure after a write
@@ -234,7 +241,7 @@ def compare(want, have, with_owner):
     return None
 
 
-def restore(image, data_member, plan, root, with_owner, written):
+def restore(image, data_member, plan, root, with_owner, written, removed):
     """Stream the tar once, writing the planned entries (appended to ``written``). Returns a list of failures."""
     failures = []
     extractor = _tree.Extractor(root, same_owner=with_owner)
@@ -259,6 +266,7 @@ def restore(image, data_member, plan, root, with_owner, written):
             member.read()
     finally:
         extractor.close()
+        removed.extend("/" + p if root == "/" else os.path.join(root, p) for p in extractor.removed_partial)
     return failures
 
 
@@ -338,16 +346,18 @@ def plan_result(plan, unchanged, selected, root):
 
 
 def apply(image, details, plan, params, root, with_owner, result):
-    """Authenticate what will be read, then write the plan; raises with what was written."""
+    """Authenticate what will be read, then write the plan; raises with what was written.
+    Returns the partial files of killed restores removed on the way."""
     if params["authenticate"]:
         try:
             _image.authenticate(image, [details["index_member"], details["data_member"]])
         except _image.ImageError as exc:
             raise type(exc)("%s. Nothing was written" % exc, **{**result, "changed": False}) from None
     written = []
+    removed = []
     extra = {k: v for k, v in result.items() if k != "changed"}
     try:
-        failures = restore(image, details["data_member"], plan, root, with_owner, written)
+        failures = restore(image, details["data_member"], plan, root, with_owner, written, removed)
     except (LifeboatError, tarfile.TarError, OSError) as exc:
         raise LifeboatError(
             "restore of %s failed while reading the image: %s; once the cause is fixed, run again (only what differs is written)"
@@ -364,6 +374,7 @@ def apply(image, details, plan, params, root, with_owner, result):
             written=written,
             **extra,
         )
+    return removed
 
 
 def restore_config(module):
@@ -381,7 +392,10 @@ def restore_config(module):
             result["diff"] = plan_diff(plan, root, with_owner)
         if module.check_mode or not plan:
             return result
-        apply(image, details, plan, params, root, with_owner, result)
+        removed = apply(image, details, plan, params, root, with_owner, result)
+    if removed:
+        result["removed_partial"] = removed
+        module.warn("removed %d partial file(s) left by a restore that was killed: %s" % (len(removed), ", ".join(removed[:10])))
     return result
 
 

@@ -369,6 +369,62 @@ def test_killed_mid_write_publishes_nothing_and_next_run_cleans_up(place):
     run_module("backup_session", state="aborted", session=nxt)
 
 
+def _open_under(pid, root):
+    """Paths under ``root`` that process ``pid`` has open."""
+    found = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith(str(root) + "/"):
+            found.append(target)
+    return found
+
+
+def test_a_killed_restore_leaves_no_partial_file_and_removes_old_ones(place):
+    """#18.7: files are written unnamed until complete; partial temporaries left by a killed
+    restore (an earlier version's) are removed from the directories a later restore writes to."""
+    import sys  # noqa: PLC0415
+
+    from tests.support.modules import module_env  # noqa: PLC0415 - only this test needs the raw process
+
+    big = place["tmp"] / "big"
+    big.mkdir()
+    (big / "blob.bin").write_bytes(os.urandom(48 * 1024 * 1024))
+    (big / "small.conf").write_text("x = 1\n")
+    image = backup(place, paths=[str(big)])["image"]
+    root = place["tmp"] / "restored"
+    args = place["tmp"] / "args.json"
+    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"image": image, "passphrase": PASSPHRASE, "root": str(root), "authenticate": False}}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ansible_collections.lifeboat.backup.plugins.modules.config_restore", str(args)],
+        env=module_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not _open_under(proc.pid, root):
+        time.sleep(0.01)
+    assert proc.poll() is None, "the restore ended before it was caught writing"
+    proc.kill()
+    proc.wait()
+    assert not [p for p in root.rglob("*") if ".lifeboat-" in p.name], "a killed restore left a partial file"
+
+    target_dir = Path(str(root) + str(big))
+    target_dir.mkdir(parents=True, exist_ok=True)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    leftover = target_dir / f".blob.bin.lifeboat-{gone.pid}-0badc0de"  # what an earlier version left
+    leftover.write_bytes(b"\0" * 2 * 1024 * 1024)
+    leftover.chmod(0o600)
+    result = run_module("config_restore", image=image, passphrase=PASSPHRASE, root=str(root))
+    assert not result.failed, result
+    assert not leftover.exists() and result["removed_partial"] == [str(leftover)], result.get("removed_partial")
+    assert "removed 1 partial file(s)" in json.dumps(result.get("warnings"))
+    assert sha(target_dir / "blob.bin") == sha(big / "blob.bin")
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     mount = tmp_path / "small"
