@@ -22,7 +22,7 @@ description:
     and one failed. A failed session publishes nothing.
   - C(state=aborted) removes the work area and records the failure.
   - C(state=not_started) records an attempt that failed before any session started (a
-    preflight check, a busy lock): one audit line and the status's last failure, with
+    preflight check, a busy lock) - one audit line and the status's last failure, with
     O(reason). A running session is left alone. The backup role does this, so that every
     attempt is in the audit trail.
   - When the state directory cannot be written (full, read-only), the image is still
