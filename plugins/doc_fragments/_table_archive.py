@@ -190,6 +190,14 @@ options:
           - Rows of the table per segment (one transaction each).
         type: int
         default: 100000
+      expire_after:
+        description:
+          - Remove, from every location, the payloads of segments whose newest row is older
+            than this (C(30d), C(52w), C(7y); units s, m, h, d, w, y). First a signed expiry
+            entry naming those segments and the rule is added to the chain; the segments'
+            entries stay, so the chain stays whole and verifiable and the verifier reports them
+            as expired, not missing. Nothing ever expires without this option.
+        type: str
       targets:
         description:
           - Names of the archive locations (O(targets[].name)) this table's chain lives in;

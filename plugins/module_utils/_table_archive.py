@@ -25,7 +25,7 @@ import os
 import tempfile
 import time
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _postgresql, _version
+from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _postgresql, _retention, _version
 from ansible_collections.lifeboat.backup.plugins.module_utils import _table_chain as chains
 from ansible_collections.lifeboat.backup.plugins.module_utils import _table_segment as fmt
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
@@ -547,6 +547,9 @@ def archive_table(ctx, table):
     with ChainLock(ctx.conn, table.chain):
         if ctx.check_mode:
             result.update(plan_table(ctx, table))
+            recorded = ctx.state.read(table.chain)
+            if table.spec.get("expire_after") and recorded:
+                result["would_expire"] = expired_summary(expiry_plan(table, chain.load(recorded))[0])
             return result
         recorded, result["recovered"] = open_chain(ctx, table, chain)
         result["recovered"] += remove_stale_spools(ctx.spool_dir, table.chain)
@@ -555,6 +558,7 @@ def archive_table(ctx, table):
         result["cutoff"] = cut.describe()
         try:
             recorded = archive_batches(ctx, table, chain, recorded, cut, keys, result)
+            recorded, result["expired"] = expire_segments(ctx, table, chain, recorded)
         except LifeboatError as exc:
             if result["segments"]:
                 raise exc.with_done(
@@ -713,3 +717,59 @@ def component_details(signer, results):
         ],
         "tables": [{"table": r["table"], "chain": r["chain"], "rows": r["rows"], "segments": len(r["segments"]), "targets": r["targets"]} for r in results],
     }
+
+
+# ---- expiry ---------------------------------------------------------------------------------------
+
+
+def expiry_plan(table, chain):
+    """(segments to expire, payloads an earlier expiry left behind) - from the chain's entries."""
+    entries = chain.entries()
+    gone = {e["seq"] for x in entries if x["kind"] == "expiry" for e in x.get("expired") or []}
+    segments = [x for x in entries if x["kind"] == "segment" and x.get("payload")]
+    leftovers = [x["payload"]["name"] for x in segments if x["seq"] in gone]
+    items = [{"name": x["payload"]["name"], "time": _newest(x), "verdict": "success", "entry": x} for x in segments if x["seq"] not in gone]
+    decisions = _retention.plan(items, {"max_age": table.spec["expire_after"]}, time.time())
+    return sorted((d.item["entry"] for d in decisions if d.action == "remove"), key=lambda e: e["seq"]), leftovers
+
+
+def _newest(segment):
+    """When a segment's newest row was written (its time range), else when it was archived."""
+    return (segment.get("time_range") or {}).get("to") or segment["created"]
+
+
+def expired_summary(entries):
+    return [
+        {
+            "seq": x["seq"],
+            "payload": x["payload"]["name"],
+            "sha256": x["payload"]["sha256"],
+            "rows": x["rows"],
+            "newest_row": (x.get("time_range") or {}).get("to"),
+        }
+        for x in entries
+    ]
+
+
+def expire_segments(ctx, table, chain, recorded):
+    """With ``expire_after``, remove the payloads of segments whose newest row is older: first
+    a signed expiry entry naming them and the rule is committed, then the files go from every
+    location. The entries stay, so the chain stays whole and verifiable. Payloads an earlier
+    run expired but could not remove (killed) are removed now. Returns (head, what was done)."""
+    limit = table.spec.get("expire_after")
+    if not limit:
+        return recorded, []
+    expired, leftovers = expiry_plan(table, chain)
+    done = chain.remove_payloads(leftovers)
+    if not expired:
+        return recorded, done
+    entry = base_entry("expiry", table.chain, recorded["chain_id"], recorded["seq"] + 1, recorded["entry_hash"], ctx.signer)
+    entry.update(
+        table=table.label,
+        rule="expire_after %s: newest row older than %s" % (limit, _retention.format_duration(_retention.parse_duration(limit))),
+        expired=expired_summary(expired),
+    )
+    execute(ctx.conn, "BEGIN")
+    new = commit_entry(ctx, chain, recorded, fmt.sign(entry, ctx.signing_key))
+    done += chain.remove_payloads([x["payload"]["name"] for x in expired])
+    return new, done

@@ -237,6 +237,29 @@ class Chain:
                 return self
         raise ArchiveError("chain %s: no archive location holds entry %d, which the database records as its head" % (self.name, recorded["seq"]))
 
+    def entries(self, location=None):
+        """Every entry from genesis to the head, signatures checked and linked to the head the
+        database recorded (so nothing here acts on an entry someone slipped in)."""
+        location = location or self.locations[0]
+        found = [self.read_entry(location, seq) for seq in range(self.head["seq"] + 1)]
+        expected = self.head["hash"]
+        for entry in reversed(found):
+            if fmt.entry_hash(entry) != expected:
+                raise ArchiveError(
+                    "chain %s: entry %d in %s does not link to the recorded head: run table_archive_verify" % (self.name, entry["seq"], location.label)
+                )
+            expected = entry.get("prev")
+        return found
+
+    def remove_payloads(self, names):
+        """Remove payload files from every location (expired on purpose); returns what was removed."""
+        removed = []
+        for location in self.locations:
+            for name in names:
+                if location.delete(self.name, name):
+                    removed.append({"action": "expired", "location": location.name, "file": name})
+        return removed
+
     def last_segment(self, location=None):
         """The newest segment entry (walking back from the head), or None."""
         location = location or self.locations[0]

@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import json
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _postgresql
+from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _postgresql, _retention
 from ansible_collections.lifeboat.backup.plugins.module_utils import _table_chain as chains
 from ansible_collections.lifeboat.backup.plugins.module_utils import _table_segment as fmt
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import OptionError
@@ -39,6 +39,7 @@ TABLE_OPTIONS = dict(
     chain=dict(type="str"),
     batch_rows=dict(type="int", default=100000),
     targets=dict(type="list", elements="str"),
+    expire_after=dict(type="str"),
 )
 TABLES_SPEC = dict(tables=dict(type="list", elements="dict", default=[], options=TABLE_OPTIONS))
 
@@ -71,6 +72,11 @@ def _validate_table(spec, where, archiving):
         raise OptionError(
             where + ".older_than", "%s needs exactly one cut-off: older_than (an interval, like '90 days') or before (a value of its cutoff column)" % where
         )
+    if spec.get("expire_after"):
+        try:
+            _retention.parse_duration(spec["expire_after"])
+        except ValueError as exc:
+            raise OptionError(where + ".expire_after", "%s.expire_after: %s" % (where, exc)) from None
     if spec.get("batch_rows") is not None and spec["batch_rows"] < 1:
         raise OptionError(where + ".batch_rows", "%s.batch_rows must be at least 1" % where)
     if spec.get("key") is not None and (not spec["key"] or len(set(spec["key"])) != len(spec["key"])):

@@ -49,14 +49,9 @@ def verified_source(locations, chain_name, trusted):
 
 
 def select_segments(conn, genesis, report, params):
-    """The segments the options ask for: by number, by key range, by time range."""
-    segments = list(report["segments"])
-    if params.get("segments"):
-        wanted = set(params["segments"])
-        unknown = sorted(wanted - {s["seq"] for s in segments})
-        if unknown:
-            raise OptionError("segments", "segments %s are not segments of chain %s" % (", ".join(map(str, unknown)), report["chain"]))
-        segments = [s for s in segments if s["seq"] in wanted]
+    """The segments the options ask for: by number, by key range, by time range; never an
+    expired one (its rows were removed on purpose)."""
+    segments = _by_number(report, params.get("segments"))
     key = KeyOps(conn, genesis["table"])
     tests = {
         "from_key": lambda s, v: s["rows"] and not key.less(s["last_key"], v),
@@ -68,6 +63,28 @@ def select_segments(conn, genesis, report, params):
         if params.get(option):
             segments = [s for s in segments if keep(s, params[option])]
     return segments
+
+
+def _expired(segment):
+    return (segment["payload_status"] or "").startswith("expired")
+
+
+def _by_number(report, wanted):
+    segments = report["segments"]
+    if not wanted:
+        return [s for s in segments if not _expired(s)]
+    unknown = sorted(set(wanted) - {s["seq"] for s in segments})
+    if unknown:
+        raise OptionError("segments", "segments %s are not segments of chain %s" % (", ".join(map(str, unknown)), report["chain"]))
+    chosen = [s for s in segments if s["seq"] in set(wanted)]
+    expired = [s["seq"] for s in chosen if _expired(s)]
+    if expired:
+        raise OptionError(
+            "segments",
+            "segments %s of chain %s have expired: their rows were removed on purpose (see the chain's expiry entries)"
+            % (", ".join(map(str, expired)), report["chain"]),
+        )
+    return chosen
 
 
 def _time_le(conn, left, right):
@@ -320,36 +337,24 @@ def _encrypted(segment):
 def restore(conn, params, locations, check_mode=False):
     """Verify, stage, check, insert. Returns the module's result."""
     trusted = [fmt.normalise_public_key(k) for k in params.get("public_keys") or []] or None
-    chain_name = params["chain"]
-    location, report, genesis = verified_source(locations, chain_name, trusted)
+    location, report, genesis = verified_source(locations, params["chain"], trusted)
     segments = select_segments(conn, genesis, report, params)
     targets = plan_targets(genesis, segments, params)
     result = {
-        "chain": chain_name,
+        "chain": params["chain"],
         "location": location.name,
         "segments": [s["seq"] for s in segments],
         "verified": {"entries": report["entries"], "signers": report["signers"], "trust": report["trust"]},
         "rows_archived": sum(s["rows"] for s in segments),
+        "changed": False,
+        "tables": [{"source": t.source, "target": t.name} for t in targets],
     }
     if check_mode or not segments:
-        result.update(changed=False, tables=[{"source": t.source, "target": t.name} for t in targets])
         return result
-    identities = chains.decryption_identities(params, chain_name, location)
+    identities = chains.decryption_identities(params, params["chain"], location)
     if not identities and any(_encrypted(s) for s in segments):
-        raise OptionError("identity", "the payloads of chain %s are encrypted: give passphrase, identity or identity_file" % chain_name)
-    execute(conn, "BEGIN")
-    try:
-        for index, target in enumerate(targets):
-            prepare_target(conn, target, params.get("create_target"), index == 0)
-        load_segments(conn, location, chain_name, segments, targets, identities, params.get("spool_dir") or tempfile.gettempdir())
-        insert_rows(conn, targets, genesis, params)
-        execute(conn, "COMMIT")
-    except BaseException:
-        try:
-            execute(conn, "ROLLBACK")
-        except PgError:
-            pass
-        raise
+        raise OptionError("identity", "the payloads of chain %s are encrypted: give passphrase, identity or identity_file" % params["chain"])
+    load_and_insert(conn, params, location, genesis, segments, targets, identities)
     result.update(
         changed=any(t.inserted for t in targets),
         tables=[
@@ -358,3 +363,17 @@ def restore(conn, params, locations, check_mode=False):
         ],
     )
     return result
+
+
+def load_and_insert(conn, params, location, genesis, segments, targets, identities):
+    """One transaction: targets ready, segments staged and recounted, rows inserted."""
+    execute(conn, "BEGIN")
+    try:
+        for index, target in enumerate(targets):
+            prepare_target(conn, target, params.get("create_target"), index == 0)
+        load_segments(conn, location, params["chain"], segments, targets, identities, params.get("spool_dir") or tempfile.gettempdir())
+        insert_rows(conn, targets, genesis, params)
+        execute(conn, "COMMIT")
+    except BaseException:
+        db.rollback(conn)
+        raise

@@ -61,7 +61,7 @@ except ImportError:  # pragma: no cover - reported by the modules with missing_r
 
 FORMAT = "lifeboat-table-archive"
 FORMAT_VERSION = 1
-KINDS = ("genesis", "segment", "checkpoint", "rotation")
+KINDS = ("genesis", "segment", "checkpoint", "rotation", "expiry")
 ENTRY_RE = re.compile(r"^(\d{8})\.json$")
 PAYLOAD_RE = re.compile(r"^(\d{8})\.sql(\.zst|\.gz)?(\.age)?$")
 IDENTITY_FILE = "identity.age"
@@ -441,6 +441,7 @@ class ChainCheck:
         self.level = level
         self.open_plaintext = open_plaintext
         self.trusted = set(trusted or [])
+        self.expired = {}
         self.trust_source = "given" if trusted else "archive"
         self.problems = []
         self.entries = {}  # seq -> (entry, file name, hash)
@@ -509,6 +510,11 @@ class ChainCheck:
         return placed
 
     def _walk(self, placed):
+        # Payloads an expiry entry says were removed on purpose (the entry itself is checked
+        # like any other: an expiry entry that does not verify is named as a problem).
+        self.expired = {
+            e["seq"]: item["entry"]["seq"] for item in placed.values() if item["entry"]["kind"] == "expiry" for e in item["entry"].get("expired") or []
+        }
         previous = None
         for seq in sorted(placed):
             item = placed[seq]
@@ -593,32 +599,43 @@ class ChainCheck:
 
     def _check_payload(self, item, placed):
         entry = item["entry"]
-        payload = entry.get("payload") or {}
-        name = payload.get("name")
+        name = (entry.get("payload") or {}).get("name")
         item["payload_status"] = "not checked"
         if self.level == "headers" or not name:
             return
         found = self.store.digest(name)
         if found is None:
-            item["payload_status"] = "missing"
-            self.problem("payload_missing", "segment %d: its payload %s is missing" % (entry["seq"], name), entry["seq"], name)
+            self._absent(item, name)
+        elif self._intact(item, name, found, placed):
+            item["payload_status"] = "intact"
+            if self.level == "full":
+                self._check_content(item, name)
+
+    def _absent(self, item, name):
+        seq = item["entry"]["seq"]
+        if seq in self.expired:
+            item["payload_status"] = "expired (entry %d)" % self.expired[seq]
             return
+        item["payload_status"] = "missing"
+        self.problem("payload_missing", "segment %d: its payload %s is missing" % (seq, name), seq, name)
+
+    def _intact(self, item, name, found, placed):
+        entry = item["entry"]
+        payload = entry["payload"]
         size, sha = found
-        if size != payload.get("size") or sha != payload.get("sha256"):
-            item["payload_status"] = "altered"
-            other = [s for s, p in placed.items() if s != entry["seq"] and (p["entry"].get("payload") or {}).get("sha256") == sha]
-            hint = " - it is the payload signed by entry %d (payload files swapped)" % other[0] if other else ""
-            self.problem(
-                "payload_altered",
-                "segment %d: %s differs from the payload signed (%d bytes, SHA-256 %s…; signed: %s bytes, %s…)%s"
-                % (entry["seq"], name, size, sha[:12], payload.get("size"), (payload.get("sha256") or "")[:12], hint),
-                entry["seq"],
-                name,
-            )
-            return
-        item["payload_status"] = "intact"
-        if self.level == "full":
-            self._check_content(item, name)
+        if size == payload.get("size") and sha == payload.get("sha256"):
+            return True
+        item["payload_status"] = "altered"
+        other = [s for s, p in placed.items() if s != entry["seq"] and (p["entry"].get("payload") or {}).get("sha256") == sha]
+        hint = " - it is the payload signed by entry %d (payload files swapped)" % other[0] if other else ""
+        self.problem(
+            "payload_altered",
+            "segment %d: %s differs from the payload signed (%d bytes, SHA-256 %s…; signed: %s bytes, %s…)%s"
+            % (entry["seq"], name, size, sha[:12], payload.get("size"), (payload.get("sha256") or "")[:12], hint),
+            entry["seq"],
+            name,
+        )
+        return False
 
     def _check_content(self, item, name):
         entry = item["entry"]
@@ -702,6 +719,7 @@ def summarize_chain(name, chain_id, location, entries, problems, trusted, trust_
         "entries": len(items),
         "segments": segments,
         "checkpoints": [_checkpoint_summary(i) for i in items if i["entry"]["kind"] == "checkpoint"],
+        "expiries": [_expiry_summary(i) for i in items if i["entry"]["kind"] == "expiry"],
         "rows": sum(s["rows"] for s in segments),
         "child_rows": _child_rows(segments),
         "head": _head(head),
@@ -772,6 +790,11 @@ def _checkpoint_summary(item):
         "time_range": entry.get("time_range"),
         "signature": item.get("signature_status"),
     }
+
+
+def _expiry_summary(item):
+    entry = item["entry"]
+    return {"seq": entry["seq"], "created": entry.get("created"), "rule": entry.get("rule"), "segments": [e["seq"] for e in entry.get("expired") or []]}
 
 
 def _child_rows(segments):
@@ -847,7 +870,23 @@ def render_chain(chain, segments=True):
     )
     if segments:
         lines += ["  " + _segment_line(s) for s in chain["segments"]]
+    for expiry in chain.get("expiries") or []:
+        lines.append(
+            "  Expiry %d (%s): payloads of segments %s removed on purpose (%s)"
+            % (expiry["seq"], time_text(expiry["created"]), _seq_ranges(expiry["segments"]), expiry["rule"])
+        )
     return lines
+
+
+def _seq_ranges(seqs):
+    """[1, 2, 3, 7] -> '1-3, 7'."""
+    parts = []
+    for seq in sorted(seqs):
+        if parts and parts[-1][1] == seq - 1:
+            parts[-1][1] = seq
+        else:
+            parts.append([seq, seq])
+    return ", ".join("%d" % a if a == b else "%d-%d" % (a, b) for a, b in parts)
 
 
 def _segment_line(segment):

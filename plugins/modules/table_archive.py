@@ -141,9 +141,9 @@ tables:
       C(child_rows), C(segments) (each - seq, rows, first_key, last_key, time_range,
       child_rows, stored_bytes, plaintext_bytes, payload), C(head) (the chain's head now -
       seq, hash, through, rows, signer), C(recovered) (what an interrupted run had left and
-      was undone or copied).
+      was undone or copied), C(expired) (payloads removed by O(tables[].expire_after)).
     - In check mode, C(would_move) - rows, first_key, last_key, time_range, child_rows,
-      bytes_estimate, segments.
+      bytes_estimate, segments - and C(would_expire).
   returned: always
   type: list
   elements: dict
@@ -194,7 +194,7 @@ def archive(module):
     result.update(
         segments=sum(len(r["segments"]) for r in results),
         rows=sum(r["rows"] for r in results),
-        changed=any(r["segments"] or r.get("recovered") for r in results),
+        changed=any(r["segments"] or r.get("recovered") or r.get("expired") for r in results),
     )
     return result
 

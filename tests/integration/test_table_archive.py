@@ -645,3 +645,58 @@ def test_archive_component_records_heads_in_the_image(platform, keys, tmp_path):
     truncated = run_module("table_archive_verify", targets=platform.locations, **offline)
     assert kinds(truncated) == ["head_missing"], truncated["report"]
     assert any("recorded entry 3" in p["message"] and os.path.basename(sealed["image"]) in p["message"] for p in truncated["problems"])
+
+
+# ---- expiry ----------------------------------------------------------------------------------------------
+
+
+def test_expiry_removes_payloads_only_when_asked_and_says_so(platform, keys):
+    """expire_after removes old payloads after a signed expiry entry names them; the chain
+    still verifies (expired, not missing); expired rows cannot be restored; a removal an
+    earlier run could not finish is finished."""
+    create_tables(platform, 3000, young=10)
+    kept_forever = platform.archive()
+    assert not kept_forever.failed and kept_forever["segments"] == 6 and "expired" not in json.dumps(kept_forever["tables"][0].get("expired") or [])
+    assert len(list(platform.chain_dir().glob("*.sql.zst.age"))) == 6, "nothing expires without expire_after"
+
+    planned = platform.archive(check=True, table={"expire_after": "52w"})
+    assert [e["seq"] for e in planned["tables"][0]["would_expire"]] == [1, 2, 3, 4, 5], planned
+    assert len(list(platform.chain_dir().glob("*.sql.zst.age"))) == 6
+
+    expired = platform.archive(table={"expire_after": "52w"})
+    assert not expired.failed and expired["changed"], expired
+    assert {(e["location"], e["file"]) for e in expired["tables"][0]["expired"]} == {
+        (loc, "%08d.sql.zst.age" % seq) for loc in ("primary", "offsite") for seq in range(1, 6)
+    }
+    for location in ("primary", "offsite"):
+        assert sorted(p.name for p in platform.chain_dir(location).glob("*.sql.zst.age")) == ["00000006.sql.zst.age"]
+        assert (platform.chain_dir(location) / "00000007.json").exists(), "the expiry entry"
+    entry = json.loads((platform.chain_dir() / "00000007.json").read_text())["entry"]
+    assert entry["kind"] == "expiry" and [e["seq"] for e in entry["expired"]] == [1, 2, 3, 4, 5] and "52w" in entry["rule"]
+
+    verified = platform.verify()
+    assert verified["valid"], verified["report"]
+    assert [s["payload_status"] for s in verified["chains"][0]["segments"]] == ["expired (entry 7)"] * 5 + ["intact"]
+    assert any(line.startswith("  Expiry 7 (") and "segments 1-5 removed on purpose" in line for line in verified["report"]), verified["report"]
+    offline = run_verifier("--public-key", keys.public, str(platform.chain_dir()))
+    assert offline.returncode == 0, offline.stdout
+
+    common = dict(
+        **platform.conn(),
+        targets=platform.locations,
+        chain=platform.chain,
+        identity_file=keys.identity_file,
+        target="back.raw_data",
+        children=False,
+        create_target=True,
+    )
+    refused = run_module("table_archive_restore", segments=[2], **common)
+    assert refused.failed and "expired" in refused["msg"] and refused.get("option") == "segments"
+    rest = run_module("table_archive_restore", **common)
+    assert not rest.failed and rest["segments"] == [6] and rest["tables"][0]["rows_restored"] == 500, rest
+
+    # A payload an interrupted expiry left behind is removed by the next run.
+    shutil.copy(platform.chain_dir("primary") / "00000006.sql.zst.age", platform.chain_dir("offsite") / "00000003.sql.zst.age")
+    finished = platform.archive(table={"expire_after": "52w"})
+    assert not finished.failed and {e["file"] for e in finished["tables"][0]["expired"]} == {"00000003.sql.zst.age"}, finished
+    assert not (platform.chain_dir("offsite") / "00000003.sql.zst.age").exists()
