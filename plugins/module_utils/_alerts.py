@@ -387,9 +387,12 @@ def _post(channel, url, body, content_type, extra_headers=None):
     headers.update(channel.get("headers") or {})
     headers.update(extra_headers or {})
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    context = _tls_context(channel) if url.lower().startswith("https:") else None
+    # The standard library's opener, not ansible.module_utils.urls: standalone programs
+    # (the WAL archive command) send alerts with this file and no Ansible installed.
+    handlers = [urllib.request.HTTPSHandler(context=_tls_context(channel))] if url.lower().startswith("https:") else []
+    opener = urllib.request.build_opener(*handlers)
     try:
-        with urllib.request.urlopen(request, timeout=channel["timeout"], context=context) as response:
+        with opener.open(request, timeout=channel["timeout"]) as response:
             response.read(65536)
             return response.status
     except urllib.error.HTTPError as exc:

@@ -252,7 +252,7 @@ def ensure_cctv_age() -> Path:
             vectors.mkdir()
             with zipfile.ZipFile(io.BytesIO(data)) as zf:
                 for name in zf.namelist():
-                    parent, _, leaf = name.rpartition("/")
+                    parent, _slash, leaf = name.rpartition("/")
                     if parent.endswith("/testdata") and leaf:
                         (vectors / leaf).write_bytes(zf.read(name))
             if not any(vectors.iterdir()):

@@ -251,7 +251,7 @@ class S3Server(StorageServer):
         import json
 
         conf.write_text(json.dumps(config))
-        ports = [free_port() for _ in range(8)]
+        ports = [free_port() for _port in range(8)]
         self.port = ports[0]
         cmd = [
             self._weed, "server", f"-dir={self.root / 'weed'}", f"-ip={HOST}", f"-ip.bind={HOST}", "-master.telemetry=false",

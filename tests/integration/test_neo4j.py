@@ -173,10 +173,12 @@ def test_restore_dump_replaces_existing_databases_only_when_asked(graph_backup, 
     damaged = flip_byte(graph_backup["image"], "neo4j-dump/system.dump.zst.age", tmp_path / "damaged.zip", where=0.9)
     store = server.data_dir / "databases" / "neo4j" / "neostore"
     before = store.stat().st_mtime_ns
-    refused = run_module("neo4j_restore", replace=True, **dict(args, image=str(damaged)))
+    damaged_args = dict(args)
+    damaged_args["image"] = str(damaged)
+    refused = run_module("neo4j_restore", replace=True, **damaged_args)
     assert refused.failed and "neo4j-dump/system.dump.zst.age" in refused["msg"] and "Nothing was changed" in refused["msg"], refused
     assert store.stat().st_mtime_ns == before, "a database was overwritten before the image was authenticated"
-    unchecked = run_module("neo4j_restore", replace=True, authenticate=False, **dict(args, image=str(damaged)))
+    unchecked = run_module("neo4j_restore", replace=True, authenticate=False, **damaged_args)
     assert unchecked.failed and unchecked["done"][0] == "loaded database neo4j (replacing the one there)", unchecked
     assert "Already changed before the failure: loaded database neo4j" in unchecked["msg"]
 

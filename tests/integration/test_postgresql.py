@@ -320,7 +320,7 @@ def test_a_clean_restore_authenticates_the_image_before_dropping_anything(pg_dat
         assert not refused["changed"] and "done" not in refused
         assert server.psql("SELECT count(*) FROM orders", dbname=target) == "20000", "the target was touched before the image was authenticated"
 
-        other_identity, _ = _age.generate_identity()
+        other_identity, _recipient = _age.generate_identity()
         wrong_key = run_module("postgresql_restore", image=image, identity=other_identity, **common)
         assert wrong_key.failed and "no identity matches" in wrong_key["msg"] and "damaged" not in wrong_key["msg"], wrong_key
         assert server.psql("SELECT count(*) FROM orders", dbname=target) == "20000"

@@ -34,10 +34,10 @@ X25519_PREFIX = "AGE-SECRET-KEY-1"
 
 def load(name):
     raw = (VECTORS / name).read_bytes()
-    head, _, body = raw.partition(b"\n\n")
+    head, _sep, body = raw.partition(b"\n\n")
     fields = {}
     for line in head.decode().splitlines():
-        key, _, value = line.partition(": ")
+        key, _sep, value = line.partition(": ")
         fields.setdefault(key, []).append(value)
     if fields.get("compressed") == ["zlib"]:
         body = zlib.decompress(body)

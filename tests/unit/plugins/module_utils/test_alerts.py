@@ -50,7 +50,7 @@ def test_texts_name_node_backup_id_verdict_components_and_image():
 def test_rfc5424_fields_and_escaping():
     channel = a.check_channel({"type": "syslog", "host": "siem", "facility": "local0"})
     raw = a.syslog_message(channel, a.normalise(EVENT)).decode("utf-8")
-    header, _, rest = raw.partition(" [")
+    header, _sep, rest = raw.partition(" [")
     assert header.startswith("<131>1 2026-11-29T02:03:04Z app1 lifeboat ")  # local0 (16) * 8 + error (3)
     assert header.endswith(" copy_failed")
     structured = "[" + rest.split("] \ufeff", 1)[0] + "]"

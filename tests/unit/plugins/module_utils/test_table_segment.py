@@ -345,7 +345,10 @@ def test_unexpected_files_are_reported(chain):
 
 def test_offline_verifier_command_line(chain, tmp_path):
     key = fmt.public_key_text(chain.key)
-    run = lambda *args: subprocess.run([sys.executable, "-I", str(VERIFIER), *args], capture_output=True, text=True, check=False)  # noqa: E731
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-I", str(VERIFIER), *args], capture_output=True, text=True, check=False)
+
     ok = run("--public-key", key, str(chain.dir.parent))
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.splitlines()[0] == "Lifeboat table archive verification" and "Result: valid" in ok.stdout

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -48,10 +50,13 @@ def test_reports_without_touching_anything(tmp_path, spawn):
     assert proc.poll() is None and stale.exists()
 
 
-def test_pattern_finds_processes_and_never_itself(tmp_path, spawn):
+def test_pattern_finds_processes_and_never_itself(tmp_path, spawn, monkeypatch):
     proc, marker = spawn()
-    # The second pattern matches the module's own process: it never reports itself.
-    result = run_module("leftover_processes", patterns=[marker, r"plugins\.modules\.leftover_processes"])
+    # The second pattern matches the module's own process (its arguments file is written in
+    # tmp_path), and no other: other clones on this machine may run the module at the same time.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    itself = r"plugins\.modules\.leftover_processes %s/" % re.escape(str(tmp_path))
+    result = run_module("leftover_processes", patterns=[marker, itself])
     assert [p["pid"] for p in result["running"]] == [proc.pid]
     assert result["running"][0]["found_by"] == f"pattern {marker}"
     assert result["running"][0]["command"].endswith(marker)
