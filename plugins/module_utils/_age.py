@@ -327,7 +327,8 @@ class AgeWriter:
             end = ((len(pending) - 1) // CHUNK_SIZE) * CHUNK_SIZE
             out = []
             for start in range(0, end, CHUNK_SIZE):
-                out.append(self._aead.encrypt(_nonce(self._counter, False), view[start : start + CHUNK_SIZE], None))
+                # bytes(): cryptography before 39 (Debian 12's 38) refuses memoryviews.
+                out.append(self._aead.encrypt(_nonce(self._counter, False), bytes(view[start : start + CHUNK_SIZE]), None))
                 self._counter += 1
             view.release()
             del pending[:end]
