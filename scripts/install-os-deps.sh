@@ -25,6 +25,11 @@ PACKAGES=(
     # alert receivers and schedulers the operations tests run on loopback (docs/operations.md):
     # rsyslogd with a private configuration (TLS by its openssl driver), cron -f, systemd-analyze verify/calendar
     rsyslog rsyslog-openssl cron systemd
+    # the WAL archive program runs on the system Python as the postgres account (it cannot
+    # enter root's venv): Debian's cryptography and zstandard, as on a managed node
+    python3-cryptography python3-zstandard
+    # the peer tool benchmarks/pitr_bench compares WAL archiving with
+    pgbackrest
     # Python, and the odds and ends the scripts use
     python3 python3-venv git curl ca-certificates time procps iproute2 util-linux shellcheck
 )

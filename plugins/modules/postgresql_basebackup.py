@@ -19,7 +19,9 @@ description:
   - The backup counts as taken only when C(pg_basebackup) exited 0 and wrote no error, and the
     tar stream - read as it passes - is complete and holds C(PG_VERSION), C(global/pg_control),
     C(backup_label), C(backup_manifest) and at least one WAL segment.
-  - Records the start and end WAL positions and the timeline as consistency markers.
+  - Records the start and end WAL positions, the timeline and the label as consistency markers -
+    with the server's WAL archive (M(lifeboat.backup.postgresql_wal_archive)) they define the
+    window a point-in-time restore (M(lifeboat.backup.postgresql_pitr)) can reach.
   - To restore, unpack the member into a new, empty data directory and start the server on it;
     see C(docs/postgresql.md) ("Restoring a base backup").
   - Needs a role with the C(REPLICATION) attribute (or a superuser), a C(replication) entry in
@@ -385,6 +387,7 @@ def basebackup(module):
     component.marker("start_lsn", start_lsn)
     component.marker("end_lsn", end_lsn)
     component.marker("timeline", timeline)
+    component.marker("label", label)  # with the positions, ties the backup to the WAL archive (postgresql_pitr)
     details = dict(
         server_version=server["server_version"],
         server_version_num=server["server_version_num"],
