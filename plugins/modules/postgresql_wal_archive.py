@@ -663,35 +663,37 @@ def retained_backups(index, images, problems):
 # ---- main ---------------------------------------------------------------------------------
 
 
+# This module's own options; the connection, the archive's place and alerts come from the shared specs.
+OPTIONS = dict(
+    state=dict(type="str", choices=["present", "absent", "pruned"], default="present"),
+    images=dict(type="list", elements="path"),
+    target=dict(_storage.TARGET_SPEC["target"], required=False),
+    # no_log: public keys are no secret, but a private key pasted here by mistake must not be echoed
+    recipients=dict(type="list", elements="str", no_log=True),
+    compression=dict(type="str", choices=list(_walarchive.COMPRESSIONS), default="zstd"),
+    compression_level=dict(type="int"),
+    asynchronous=dict(type="bool", default=True),
+    parallel=dict(type="int", default=2),
+    push_timeout=dict(type="int", default=60),
+    archive_timeout=dict(type="int", default=60),
+    name=dict(type="str", default="main"),
+    settings_file=dict(type="path"),
+    spool_dir=dict(type="path"),
+    program_path=dict(type="path", default="/usr/local/lib/lifeboat/lifeboat-wal"),
+    interpreter=dict(type="path"),
+    alert_interval=dict(type="int", default=3600),
+    node=dict(type="str"),
+    restart=dict(type="bool", default=False),
+    restart_command=dict(type="list", elements="str"),
+    restart_as_root=dict(type="bool", default=False),
+    check_archiving=dict(type="bool", default=True),
+)
+
+
 def main():
-    argument_spec = pg.connection_argument_spec()
-    argument_spec.update(
-        state=dict(type="str", choices=["present", "absent", "pruned"], default="present"),
-        images=dict(type="list", elements="path"),
-        target=dict(_storage.TARGET_SPEC["target"], required=False),
-        # no_log: public keys are no secret, but a private key pasted here by mistake must not be echoed
-        recipients=dict(type="list", elements="str", no_log=True),
-        compression=dict(type="str", choices=list(_walarchive.COMPRESSIONS), default="zstd"),
-        compression_level=dict(type="int"),
-        asynchronous=dict(type="bool", default=True),
-        parallel=dict(type="int", default=2),
-        push_timeout=dict(type="int", default=60),
-        archive_timeout=dict(type="int", default=60),
-        name=dict(type="str", default="main"),
-        settings_file=dict(type="path"),
-        spool_dir=dict(type="path"),
-        program_path=dict(type="path", default="/usr/local/lib/lifeboat/lifeboat-wal"),
-        interpreter=dict(type="path"),
-        alert_interval=dict(type="int", default=3600),
-        node=dict(type="str"),
-        restart=dict(type="bool", default=False),
-        restart_command=dict(type="list", elements="str"),
-        restart_as_root=dict(type="bool", default=False),
-        check_archiving=dict(type="bool", default=True),
-    )
     module = LifeboatModule(
-        argument_spec=argument_spec,
-        specs=[_walarchive.ARCHIVE_SPEC, _alerts.ALERTS_SPEC],
+        argument_spec=OPTIONS,
+        specs=[pg.CONNECTION_SPEC, _walarchive.ARCHIVE_SPEC, _alerts.ALERTS_SPEC],
         mutually_exclusive=pg.CONNECTION_MUTUALLY_EXCLUSIVE,
         supports_check_mode=True,
     )

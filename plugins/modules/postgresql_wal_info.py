@@ -194,21 +194,22 @@ from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
+# This module's own options; the connection and the archive's place come from the shared specs.
+OPTIONS = dict(
+    query_server=dict(type="bool", default=True),
+    settings_file=dict(type="path"),
+    images=dict(type="list", elements="path"),
+    verify=dict(type="str", choices=["names", "full"], default="names"),
+    identity=dict(type="str", no_log=True),
+    identity_file=dict(type="path"),
+    parallel=dict(type="int", default=2),
+)
+
 
 def main():
-    argument_spec = pg.connection_argument_spec()
-    argument_spec.update(
-        query_server=dict(type="bool", default=True),
-        settings_file=dict(type="path"),
-        images=dict(type="list", elements="path"),
-        verify=dict(type="str", choices=["names", "full"], default="names"),
-        identity=dict(type="str", no_log=True),
-        identity_file=dict(type="path"),
-        parallel=dict(type="int", default=2),
-    )
     module = LifeboatModule(
-        argument_spec=argument_spec,
-        specs=[_storage.TARGET_SPEC, _walarchive.ARCHIVE_SPEC],
+        argument_spec=OPTIONS,
+        specs=[pg.CONNECTION_SPEC, _storage.TARGET_SPEC, _walarchive.ARCHIVE_SPEC],
         mutually_exclusive=pg.CONNECTION_MUTUALLY_EXCLUSIVE,
         supports_check_mode=True,
     )
