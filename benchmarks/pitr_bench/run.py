@@ -22,8 +22,8 @@
    base backup"). Reported: the whole restore, its stages (WAL check, unpack, replay), the
    WAL replayed and the replay rate, the module's peak RSS (GNU time).
 
-``--small`` is what CI runs (``make bench-small``): a few segments, a tiny database, half a
-minute of load; correctness only, its numbers mean nothing.
+``--small`` is what CI runs (``make bench-small``): a few segments, a tiny database, 12 s of
+load; correctness only, its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -322,11 +322,11 @@ def main():
     parser.add_argument("--scale", type=int, default=130, help="pgbench scale of the restored database (130 is about 2 GB)")
     parser.add_argument("--minutes", type=float, default=30, help="minutes of load after the base backup")
     parser.add_argument("--tps", type=int, default=300, help="pgbench rate during that load")
-    parser.add_argument("--small", action="store_true", help="CI mode: 4 segments, scale 2, half a minute; correctness only")
+    parser.add_argument("--small", action="store_true", help="CI mode: 4 segments, scale 2, 12 s of load; correctness only")
     parser.add_argument("--workdir", default=os.environ.get("LIFEBOAT_BENCH_DIR"), help="where outputs go (default: a temp dir)")
     args = parser.parse_args()
     if args.small:
-        args.segments, args.rounds, args.scale, args.minutes, args.tps = 4, 1, 2, 0.5, 100
+        args.segments, args.rounds, args.scale, args.minutes, args.tps = 4, 1, 2, 0.2, 100
     base = Path(args.workdir or tempfile.mkdtemp(prefix="lifeboat-pitr-bench-"))
     base.mkdir(parents=True, exist_ok=True)
     base.chmod(0o755)
