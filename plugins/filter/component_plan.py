@@ -30,7 +30,7 @@ options:
         type: str
         required: true
       kind:
-        description: C(config), C(postgresql), C(postgresql_basebackup), C(elasticsearch), C(neo4j).
+        description: C(config), C(postgresql), C(postgresql_basebackup), C(postgresql_pitr), C(elasticsearch), C(neo4j).
         type: str
         required: true
       group:
@@ -99,7 +99,7 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-KINDS = ("config", "postgresql", "postgresql_basebackup", "elasticsearch", "neo4j")
+KINDS = ("config", "postgresql", "postgresql_basebackup", "postgresql_pitr", "elasticsearch", "neo4j")
 
 
 def _applies(component, host, groups, play_hosts, skip):

@@ -21,6 +21,9 @@ description:
     image, or that failed at backup time, is an error.
   - PostgreSQL base backups replace a whole data directory and are restored by hand
     (docs/postgresql.md); they are left out unless named in O(only).
+  - The base backup of a profile component of kind C(postgresql_pitr) is restored with the
+    WAL archive to a point in time (M(lifeboat.backup.postgresql_pitr), docs/pitr.md); its
+    entry has kind C(postgresql_pitr).
 options:
   _input:
     description: The image's components (name to manifest entry with C(kind) and C(status)).
@@ -55,8 +58,17 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.lifeboat.backup.plugins.filter.component_plan import without_secrets
 
-ORDER = {"config": 0, "postgresql": 1, "postgresql_basebackup": 1, "elasticsearch": 2, "neo4j": 3}
+ORDER = {"config": 0, "postgresql": 1, "postgresql_basebackup": 1, "postgresql_pitr": 1, "elasticsearch": 2, "neo4j": 3}
 MANUAL = ("postgresql_basebackup",)
+
+
+def _kind(entry, profile_entry):
+    """The kind to restore: the image's (its manifest spells postgresql-basebackup), except that
+    the base backup of a profile's postgresql_pitr component is restored to a point in time."""
+    kind = (entry.get("kind") or "").replace("-", "_")
+    if kind == "postgresql_basebackup" and profile_entry.get("kind") == "postgresql_pitr":
+        return "postgresql_pitr"
+    return kind
 
 
 def _check_only(components, only):
@@ -71,8 +83,7 @@ def _check_only(components, only):
         raise AnsibleFilterError("components %s were not captured successfully in this image and cannot be restored" % ", ".join(failed))
 
 
-def _restorable(name, entry, only):
-    kind = entry.get("kind")
+def _restorable(name, kind, entry, only):
     if kind not in ORDER or entry.get("status") != "success" or (only and name not in only):
         return False
     # Restored by hand (docs/postgresql.md); only when asked, to say so.
@@ -85,9 +96,9 @@ def restore_order(components, profile=None, only=None):
     profile_rank = {name: i for i, name in enumerate(by_name)}
     _check_only(components, only)
     plan = [
-        dict(without_secrets(by_name.get(name, {})), name=name, kind=entry.get("kind"), members=entry.get("members", []), details=entry.get("details", {}))
-        for name, entry in components.items()
-        if _restorable(name, entry, only)
+        dict(without_secrets(by_name.get(name, {})), name=name, kind=kind, members=entry.get("members", []), details=entry.get("details", {}))
+        for name, entry, kind in ((n, e, _kind(e, by_name.get(n, {}))) for n, e in components.items())
+        if _restorable(name, kind, entry, only)
     ]
     plan.sort(key=lambda c: (ORDER[c["kind"]], profile_rank.get(c["name"], len(profile_rank)), c["name"]))
     return plan

@@ -651,3 +651,55 @@ def test_retention_removes_what_no_kept_base_backup_needs(site, history):
     empty.mkdir()
     refused = run_module("postgresql_wal_archive", state="pruned", target=site.target(copy), archive_prefix="db1", images=[str(empty)])
     assert refused.failed and "nothing removed" in refused["msg"]
+
+
+# ---- the roles --------------------------------------------------------------------------------------------
+
+
+def test_the_roles_archive_back_up_and_restore_a_pitr_component(site, primary, history, tmp_path):
+    """backup.yml with a postgresql_pitr component (archiving ensured, a base backup in the
+    image), then restore.yml to a named restore point made after it, on the backup's timeline."""
+    destination = site.root / "role-images"
+    destination.mkdir()
+    restored = site.root / "restored" / "by-role"
+    sockets = site.root / "restored" / "by-role.run"
+    sockets.mkdir(parents=True)
+    chown_tree(sockets, site.account.pw_uid, site.account.pw_gid)
+    port = free_port()
+    archiving = site.archiving(primary)
+    component = {
+        "name": "db1",
+        "kind": "postgresql_pitr",
+        **{k: archiving[k] for k in ("login_unix_socket", "port", "login_password", "target", "archive_prefix")},
+        **{k: archiving[k] for k in ("settings_file", "spool_dir", "program_path", "interpreter", "push_timeout")},
+        "restore_data_dir": str(restored),
+        "restore_port": port,
+        "server_options": {"unix_socket_directories": str(sockets), "listen_addresses": "127.0.0.1"},
+    }
+    common = {
+        "backup_profile": {"name": "pitr", "platform": {"name": "db", "version": "15"}, "components": [component]},
+        "backup_destination": str(destination),
+        "backup_state_dir": str(site.root / "role-state"),
+        "backup_facts_dir": str(site.root / "role-facts"),
+        "backup_node": "db1",
+        "backup_recipients": [site.recipient],
+        "backup_quiesce": False,
+        "backup_verify_level": "checksum",
+    }
+    play = "- hosts: localhost\n  gather_facts: false\n  roles:\n    - role: lifeboat.backup.%s\n"
+    backed_up = run_playbook(play % "backup", tmp_path, extra_vars=common)
+    assert backed_up.returncode == 0, backed_up.stdout[-4000:]
+    assert len(list(destination.glob("*.zip"))) == 1
+    primary.psql("INSERT INTO events(note) VALUES ('after the role backup')")
+    primary.psql("SELECT pg_create_restore_point('after-role-backup')")
+    wanted = moment(primary)
+    primary.psql("INSERT INTO events(note) VALUES ('too late')")
+    archived(primary)
+    site.restored.append(restored)
+    values = dict(common, restore_identity_file=str(site.key_file), restore_quiesce=False, restore_target_name="after-role-backup")
+    values["restore_target_timeline"] = "current"
+    done = run_playbook(play % "restore", tmp_path, extra_vars=values)
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert "db1 recovered to" in done.stdout
+    assert psql(port, FINGERPRINT, primary.password) == wanted["fingerprint"]
+    assert psql(port, "SELECT count(*) FROM events WHERE note = 'too late'", primary.password) == "0"
