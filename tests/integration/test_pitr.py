@@ -608,7 +608,7 @@ def test_the_archiver_killed_mid_segment_leaves_no_partial_under_a_final_name(si
     checks out, and archiving completes."""
     outage = site.archive_dir.with_name("archive.paused")
     os.rename(site.archive_dir, outage)
-    for _ in range(6):
+    for _round in range(6):
         primary.psql("INSERT INTO events(note) SELECT md5(g::text) FROM generate_series(1, 40000) g; SELECT pg_switch_wal()")
     os.rename(outage, site.archive_dir)
     kills = 0

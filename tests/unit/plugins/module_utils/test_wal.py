@@ -196,7 +196,7 @@ def test_damage_is_found_on_fetch(archive, key, tmp_path):
     with pytest.raises(_walarchive.DamagedError, match="truncated"):
         archive.fetch(entry, identities)
     stored.write_bytes(original)
-    other, _ = _age.generate_identity()
+    other, _recipient = _age.generate_identity()
     with pytest.raises(_walarchive.ArchiveError, match="does not open") as wrong_key:
         archive.fetch(entry, _age.parse_identities(other))
     assert not isinstance(wrong_key.value, _walarchive.DamagedError)  # a wrong key is no damage
