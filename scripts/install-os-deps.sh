@@ -14,7 +14,7 @@ PACKAGES=(
     postgresql-15 postgresql-client-15 redis-server
     # storage target servers the harness starts on loopback (docs/storage.md), and the
     # native clients the storage benchmark compares with
-    openssh-server openssh-client samba smbclient nfs-ganesha nfs-ganesha-vfs libnfs-utils
+    openssh-server openssh-client samba smbclient nfs-ganesha nfs-ganesha-vfs libnfs-utils vsftpd
     # the image pipeline and the stock tools of docs/recovery-by-hand.md
     zstd age unzip zip tar rsync
     # the offline table-archive verifier is tested under the system Python, which has

@@ -709,11 +709,102 @@ class _Discard:
         return len(data)
 
 
-def _verify_stored(image, record):
-    """Sizes, CRC-32 and SHA-256 of the stored bytes; for age members, a well-formed header."""
+class StreamDigests:
+    """The SHA-256 of each member's stored bytes, computed as an image goes by in one
+    sequential stream (a download), so that checking the members needs no second read.
+
+    It follows the local headers from offset 0: an image written by ImageAppender has its
+    members back to back, each local header carrying its real sizes (zip64 extra). Any
+    other layout stops it (``stopped`` says why) and the members are read again instead.
+    ``digests`` maps a member name to (header offset, stored size, SHA-256 hex)."""
+
+    def __init__(self):
+        self.digests = {}
+        self.stopped = None
+        self.ended = False  # the central directory was reached
+        self._pos = 0  # stream offset of the start of self._head
+        self._head = b""  # bytes of the header being parsed
+        self._member = None  # [name, offset, size, sha, left] while hashing data
+
+    def write(self, data):
+        view = memoryview(data)
+        while view and self.stopped is None and not self.ended:
+            if self._member is not None:
+                take = min(len(view), self._member[4])
+                self._member[3].update(view[:take])
+                self._member[4] -= take
+                self._pos += take
+                view = view[take:]
+                if not self._member[4]:
+                    name, offset, size, sha, _left = self._member
+                    self.digests[name] = (offset, size, sha.hexdigest())
+                    self._member = None
+            else:
+                view = self._header(view)
+        return len(data)
+
+    def _header(self, view):
+        need = 30 if len(self._head) < 30 else 30 + sum(struct.unpack("<HH", self._head[26:30]))
+        take = min(len(view), need - len(self._head))
+        self._head += bytes(view[:take])
+        if len(self._head) < need:
+            return view[take:]
+        if need == 30:
+            if self._head[:4] == b"PK\x01\x02":
+                self.ended = True
+            elif self._head[:4] != b"PK\x03\x04":
+                self.stopped = "not a local header at offset %d" % self._pos
+            if self.ended or self.stopped:
+                return view[:0]
+            return view[take:]
+        self._start_member(self._head)
+        return view[take:]
+
+    def _start_member(self, head):
+        fields = _LOCAL_HEADER.unpack(head[:30])
+        flags, method, size = fields[2], fields[3], fields[8]
+        name_len, extra_len = fields[9], fields[10]
+        name = head[30 : 30 + name_len].decode("utf-8" if flags & _FLAG_UTF8 else "cp437")
+        extra = head[30 + name_len : 30 + name_len + extra_len]
+        if flags & 0x08 or method != 0:
+            self.stopped = "member %s has a data descriptor or is compressed by zip" % name
+            return
+        if size == _ZIP64_LIMIT:
+            size = _zip64_size(extra)
+            if size is None:
+                self.stopped = "member %s has no zip64 size" % name
+                return
+        offset = self._pos
+        self._pos += len(head)
+        self._head = b""
+        self._member = [name, offset, size, hashlib.sha256(), size]
+        if not size:
+            self.digests[name] = (offset, 0, self._member[3].hexdigest())
+            self._member = None
+
+
+def _zip64_size(extra):
+    while len(extra) >= 4:
+        tag, length = struct.unpack("<HH", extra[:4])
+        if tag == 0x0001 and length >= 16:
+            return struct.unpack("<Q", extra[12:20])[0]  # uncompressed then compressed size
+        extra = extra[4 + length :]
+    return None
+
+
+def _stored_sha256(image, record, digests):
+    """The SHA-256 of a member's stored bytes: from ``digests`` (computed while the image
+    was streamed) when they describe the very bytes the zip locates, else read again."""
     info = image.zip.getinfo(record["name"])
-    if info.file_size != record["stored_size"]:
-        raise ImageError("stored size %d differs from the manifest's %d" % (info.file_size, record["stored_size"]))
+    known = (digests or {}).get(record["name"])
+    if known is not None and known[0] == info.header_offset and known[1] == info.compress_size:
+        if record["encryption"] == "age":
+            with image.zip.open(record["name"]) as stored:
+                try:
+                    _age._parse_header(stored)
+                except _age.AgeError as exc:
+                    raise ImageError(str(exc)) from None
+        return known[2]
     sha = hashlib.sha256()
     with image.zip.open(record["name"]) as stored:
         source = HashingReader(stored, sha)
@@ -724,7 +815,16 @@ def _verify_stored(image, record):
                 raise ImageError(str(exc)) from None
         while source.read(COPY_BUFFER):
             pass
-    if sha.hexdigest() != record["stored_sha256"]:
+    return sha.hexdigest()
+
+
+def _verify_stored(image, record, digests=None):
+    """Size and SHA-256 of the stored bytes (and CRC-32 when they are read again); for age
+    members, a well-formed header."""
+    info = image.zip.getinfo(record["name"])
+    if info.file_size != record["stored_size"]:
+        raise ImageError("stored size %d differs from the manifest's %d" % (info.file_size, record["stored_size"]))
+    if _stored_sha256(image, record, digests) != record["stored_sha256"]:
         raise ImageError("SHA-256 of the stored bytes does not match the manifest")
 
 
@@ -749,10 +849,12 @@ def _verify_full(image, record):
             pass
 
 
-def verify_image(image, level, names=None):
+def verify_image(image, level, names=None, digests=None):
     """Check the members of an open Image. ``level``: 'checksum' (no key needed),
     'authenticate' (decrypt every chunk) or 'full' (also decompress and compare the
-    plaintext SHA-256). Returns (results, first_error); results is one dict per member."""
+    plaintext SHA-256). ``digests``: StreamDigests.digests of this file, computed while
+    it was written, which spare the checksum level a second read. Returns (results,
+    first_error); results is one dict per member."""
     results = []
     first_error = None
     listed = {m["name"] for m in image.manifest.get("members", [])}
@@ -770,7 +872,7 @@ def verify_image(image, level, names=None):
                 raise ImageError("listed in the manifest but missing from the zip")
             member_level = level if record["encryption"] == "age" or level != "authenticate" else "checksum"
             if member_level == "checksum":
-                _verify_stored(image, record)
+                _verify_stored(image, record, digests)
             elif member_level == "authenticate":
                 _verify_decrypt(image, record)
             else:

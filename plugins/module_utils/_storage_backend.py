@@ -41,6 +41,8 @@ import io
 import os
 import posixpath
 import random
+import shlex
+import threading
 import time
 
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
@@ -181,6 +183,45 @@ def copy_stream(read, write, sha, progress=None, throttle=None, done=0, total=No
         if progress:
             progress(done + copied, total)
     return copied
+
+
+class Background:
+    """``function()`` run in a thread (hashing releases the GIL, so it overlaps a
+    transfer done by another process or by socket I/O); ``result()`` joins and returns
+    its value or raises its exception."""
+
+    def __init__(self, function):
+        self._outcome = None
+        self._thread = threading.Thread(target=self._run, args=(function,), daemon=True)
+        self._thread.start()
+
+    def _run(self, function):
+        try:
+            self._outcome = (True, function())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller in result()
+            self._outcome = (False, exc)
+
+    def result(self):
+        self._thread.join()
+        ok, value = self._outcome
+        if not ok:
+            raise value
+        return value
+
+
+def remote_sha256_command(path):
+    """A POSIX shell command printing the SHA-256 of ``path`` as its first word: OpenSSL's
+    (about seven times faster than coreutils' sha256sum where the CPU has SHA extensions:
+    0.2 s against 1.6 s for 256 MiB here), else sha256sum."""
+    quoted = shlex.quote(path)
+    return "openssl dgst -sha256 -r -- %s 2>/dev/null || sha256sum -- %s" % (quoted, quoted)
+
+
+def parse_sha256(output):
+    """The hex digest that ``remote_sha256_command`` printed, or None."""
+    words = output.split()
+    digest = words[0].lower() if words else ""
+    return digest if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest) else None
 
 
 def backoff(attempt, base=1.0, cap=30.0):

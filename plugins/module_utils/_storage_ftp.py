@@ -208,9 +208,11 @@ class FtpBackend(FileBackend):
                     if facts.get("type") == "file"
                 ]
             except ftplib.error_perm as exc:
-                if not str(exc).startswith("500") and not str(exc).startswith("502"):
+                if not str(exc).startswith(("500", "501", "502", "504")):
                     return None  # 550: no such directory
-                self._mlsd = False  # the server has no MLSD: names, then SIZE each
+                # The server has no MLSD (or refuses OPTS MLST, as vsftpd does with 501):
+                # names, then SIZE each.
+                self._mlsd = False
             except Exception as exc:  # noqa: BLE001
                 raise ftp_error(exc, "listing %s" % path, self.label) from None
         try:

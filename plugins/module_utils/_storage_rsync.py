@@ -29,7 +29,14 @@ import subprocess
 import tempfile
 import time
 
-from ansible_collections.lifeboat.backup.plugins.module_utils._storage_backend import FileBackend, StorageError, partial_name
+from ansible_collections.lifeboat.backup.plugins.module_utils._storage_backend import (
+    Background,
+    FileBackend,
+    StorageError,
+    parse_sha256,
+    partial_name,
+    remote_sha256_command,
+)
 
 _ASKPASS = "#!/bin/sh\nprintf '%s\\n' \"$LIFEBOAT_KEY_PASSPHRASE\"\n"
 
@@ -193,14 +200,17 @@ class RsyncBackend(FileBackend):
         if offset:
             state["resumed_from"] = offset
         self._makedirs(posixpath.dirname(final))
-        self._rsync(src.path, tmp, append=bool(offset))
-        sha = src.rewind(src.size)
-        how = self._verify(tmp, src.size, sha.hexdigest(), name)
+        local = Background(lambda: src.rewind(src.size).hexdigest())  # while rsync sends
+        try:
+            self._rsync(src.path, tmp, append=bool(offset))
+        finally:
+            digest = local.result()
+        how = self._verify(tmp, src.size, digest, name)
         if self._stat(final) is not None:
             self._remove(tmp)
             raise StorageError("%s appeared on %s during the upload; the existing copy was left as it is" % (name, self.label), kind="exists")
         self._rename_noreplace(tmp, final)
-        return {"name": name, "size": src.size, "sha256": sha.hexdigest(), "verified": how, "attempts": attempt, "location": self.location, "tool": "rsync"}
+        return {"name": name, "size": src.size, "sha256": digest, "verified": how, "attempts": attempt, "location": self.location, "tool": "rsync"}
 
     def _rsync(self, local, remote, append):
         argv = ["rsync", "--inplace", "--partial", "--times", "--chmod=F600", "--timeout=%d" % max(30, self.target.get("timeout") or 30)]
@@ -218,9 +228,8 @@ class RsyncBackend(FileBackend):
         return _Pipe(self, self.ssh_argv() + [self.target["host"], "tail -c +%d -- %s" % (offset + 1, shlex.quote(path))], path, write=False)
 
     def _remote_sha256(self, path):
-        _status, out, _err = self._ssh("sha256sum -- %s" % shlex.quote(path), "hashing %s" % path)
-        digest = out.split()[0] if out.split() else ""
-        return digest if len(digest) == 64 else None
+        _status, out, _err = self._ssh(remote_sha256_command(path), "hashing %s" % path)
+        return parse_sha256(out)
 
     def _rename_noreplace(self, src, dst):
         status, _out, err = self._ssh("ln -- %s %s && rm -f -- %s" % (shlex.quote(src), shlex.quote(dst), shlex.quote(src)), "publishing %s" % dst, check=False)

@@ -23,22 +23,33 @@ from __future__ import annotations
 import errno
 import io
 import posixpath
-import shlex
 import socket
 import stat as stat_module
 import struct
 import traceback
 
-from ansible_collections.lifeboat.backup.plugins.module_utils._storage_backend import FileBackend, StorageError
+from ansible_collections.lifeboat.backup.plugins.module_utils._storage_backend import FileBackend, StorageError, parse_sha256, remote_sha256_command
 
+# paramiko is imported by the first SFTP backend, not with this file: every module that
+# uses targets imports every protocol file, and paramiko with cryptography costs about
+# 30 MB of memory that an S3 or SMB transfer does not need.
+paramiko = None
+HAS_PARAMIKO = None
 PARAMIKO_IMPORT_ERROR = None
-try:
-    import paramiko
 
-    HAS_PARAMIKO = True
-except ImportError:
-    HAS_PARAMIKO = False
-    PARAMIKO_IMPORT_ERROR = traceback.format_exc()
+
+def _load_paramiko():
+    global paramiko, HAS_PARAMIKO, PARAMIKO_IMPORT_ERROR
+    if HAS_PARAMIKO is None:
+        try:
+            import paramiko
+
+            HAS_PARAMIKO = True
+        except ImportError:
+            HAS_PARAMIKO = False
+            PARAMIKO_IMPORT_ERROR = traceback.format_exc()
+    return HAS_PARAMIKO
+
 
 WINDOW = 64 * 1024 * 1024
 PACKET = 32 * 1024
@@ -47,7 +58,7 @@ _NETWORK_ERRNOS = (errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, err
 
 
 def require_paramiko():
-    if not HAS_PARAMIKO:
+    if not _load_paramiko():
         raise StorageError(
             "type sftp needs the Python library paramiko on this node (pip install paramiko, or the python3-paramiko package)",
             kind="unsupported",
@@ -87,20 +98,20 @@ def fingerprint(key):
     return "%s SHA256:%s" % (key.get_name(), base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("="))
 
 
-class _AcceptNew(paramiko.MissingHostKeyPolicy if HAS_PARAMIKO else object):
+def _accept_new(backend):
     """Trust on first use: accept an unknown host, remember it, append it to the file."""
 
-    def __init__(self, backend):
-        self.backend = backend
+    class AcceptNew(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client, hostname, key):
+            client.get_host_keys().add(hostname, key.get_name(), key)
+            backend.accepted_host_key = fingerprint(key)
+            backend.notes.append("trusted the host key of %s on first use: %s" % (hostname, fingerprint(key)))
+            path = backend.target.get("known_hosts_file")
+            if path:
+                with open(path, "a") as handle:
+                    handle.write("%s %s %s\n" % (hostname, key.get_name(), key.get_base64()))
 
-    def missing_host_key(self, client, hostname, key):
-        client.get_host_keys().add(hostname, key.get_name(), key)
-        self.backend.accepted_host_key = fingerprint(key)
-        self.backend.notes.append("trusted the host key of %s on first use: %s" % (hostname, fingerprint(key)))
-        path = self.backend.target.get("known_hosts_file")
-        if path:
-            with open(path, "a") as handle:
-                handle.write("%s %s %s\n" % (hostname, key.get_name(), key.get_base64()))
+    return AcceptNew()
 
 
 def ssh_error(exc, what, label):
@@ -172,7 +183,7 @@ class SftpBackend(FileBackend):
                 pass
             except (OSError, paramiko.SSHException) as exc:
                 raise StorageError("cannot read target.known_hosts_file: %s" % exc, kind="config") from None
-        policy = _AcceptNew(self) if self.target["host_key_checking"] == "accept_new" else paramiko.RejectPolicy()
+        policy = _accept_new(self) if self.target["host_key_checking"] == "accept_new" else paramiko.RejectPolicy()
         client.set_missing_host_key_policy(policy)
         timeout = self.target.get("timeout") or 30
         try:
@@ -317,14 +328,14 @@ class SftpBackend(FileBackend):
         if self._shell is False:
             return None
         try:
-            _stdin, stdout, _stderr = self.client.exec_command("sha256sum -- %s" % shlex.quote(path), timeout=max(60, self.target.get("timeout") or 30))
+            _stdin, stdout, _stderr = self.client.exec_command(remote_sha256_command(path), timeout=max(60, self.target.get("timeout") or 30))
             output = stdout.read().decode("ascii", "replace")
             status = stdout.channel.recv_exit_status()
         except Exception:  # noqa: BLE001 - no exec channel (SFTP-only account): read back instead
             self._shell = False
             return None
-        digest = output.split()[0] if output.split() else ""
-        if status != 0 or len(digest) != 64:
+        digest = parse_sha256(output)
+        if status != 0 or digest is None:
             self._shell = False
             return None
         self._shell = True

@@ -24,15 +24,25 @@ import traceback
 
 from ansible_collections.lifeboat.backup.plugins.module_utils._storage_backend import FileBackend, StorageError
 
+# smbprotocol is imported by the first SMB backend (memory: see _storage_sftp).
+smbclient = smbprotocol = None
+HAS_SMB = None
 SMB_IMPORT_ERROR = None
-try:
-    import smbclient
-    import smbprotocol.exceptions
 
-    HAS_SMB = True
-except ImportError:
-    HAS_SMB = False
-    SMB_IMPORT_ERROR = traceback.format_exc()
+
+def _load_smb():
+    global smbclient, smbprotocol, HAS_SMB, SMB_IMPORT_ERROR
+    if HAS_SMB is None:
+        try:
+            import smbclient
+            import smbprotocol.exceptions
+
+            HAS_SMB = True
+        except ImportError:
+            HAS_SMB = False
+            SMB_IMPORT_ERROR = traceback.format_exc()
+    return HAS_SMB
+
 
 WRITE_BLOCK = 4 * 1024 * 1024
 _ATTRIBUTE_DIRECTORY = 0x10
@@ -79,7 +89,7 @@ class SmbBackend(FileBackend):
 
     def __init__(self, target):
         super().__init__(target)
-        if not HAS_SMB:
+        if not _load_smb():
             raise StorageError(
                 "type smb needs the Python library smbprotocol on this node (pip install smbprotocol)", kind="unsupported", exception=SMB_IMPORT_ERROR
             )

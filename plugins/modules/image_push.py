@@ -107,7 +107,10 @@ sha256:
   sample: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
 verified:
   description: >-
-    How the copy was checked: C(remote-sha256) (computed by the server side),
+    How the copy was checked: C(remote-sha256) (the SHA-256 of the file, computed by the
+    server side), C(server-sha256-parts) (S3: each part's SHA-256 checked by the server on
+    receipt, then the object's composite checksum and size), C(server-md5-parts) (S3
+    servers without checksums: Content-MD5 per part, then the multipart ETag and size),
     C(read-back) (read back and hashed), C(sidecar) (already there, matching its sidecar).
   returned: success
   type: str

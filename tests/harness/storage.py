@@ -42,10 +42,13 @@ def store_account() -> pwd.struct_passwd:
         try:
             pwd.getpwnam(STORE_ACCOUNT)
         except KeyError:
-            cmd = ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/sh", STORE_ACCOUNT]
+            cmd = ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/", "--shell", "/bin/sh", STORE_ACCOUNT]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if proc.returncode != 0:
                 raise ServerError(f"cannot create the account {STORE_ACCOUNT}: {proc.stderr.strip()}") from None
+        if not os.path.isdir(pwd.getpwnam(STORE_ACCOUNT).pw_dir):
+            # vsftpd refuses a login whose home it cannot enter (500 OOPS), even with local_root.
+            subprocess.run(["usermod", "--home", "/", STORE_ACCOUNT], capture_output=True, check=True)
         proc = subprocess.run(["chpasswd"], input=f"{STORE_ACCOUNT}:{STORE_PASSWORD}\n", capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise ServerError(f"cannot set the password of {STORE_ACCOUNT}: {proc.stderr.strip()}")
@@ -442,3 +445,56 @@ class FtpServer(StorageServer):
         }  # fmt: skip
         target.update(extra)
         return {k: v for k, v in target.items() if v is not None}
+
+
+# ---- FTP / FTPS (vsftpd) ------------------------------------------------------------
+
+
+class VsftpdServer(FtpServer):
+    """vsftpd in the foreground on a loopback port: the local account lifeboat-store
+    (STORE_PASSWORD, through PAM), its FTP root ``data_dir``, explicit FTPS with TLS
+    required on control and data connections (or plain FTP). Unlike pyftpdlib it answers
+    a failed write with a reply (451 "Failure writing to local file"), which is how a
+    full target looks over FTP; and it has no MLSD, so listings use NLST and SIZE."""
+
+    label = "vsftpd"
+
+    def _check_prerequisites(self) -> None:
+        if shutil.which("vsftpd") is None and not Path("/usr/sbin/vsftpd").exists():
+            raise ServerError(f"{self.name}: vsftpd not found. Install the Debian package vsftpd (scripts/install-os-deps.sh does).")
+
+    def _start(self) -> None:
+        self._make_data_dir()
+        (self.root / "empty").mkdir(mode=0o555)
+        if self.tls:
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                 "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(self.root / "key.pem"), "-out", str(self.ca_file)],
+                check=True, capture_output=True,
+            )  # fmt: skip
+        self._relaunch_on_port_clash(self._launch_on)
+
+    def _launch_on(self, port: int) -> None:
+        self.port = port
+        passive = free_port()
+        lines = [
+            "listen=YES", "listen_ipv6=NO", f"listen_address={HOST}", f"listen_port={port}", "background=NO",
+            "anonymous_enable=NO", "local_enable=YES", "write_enable=YES", "local_umask=077", f"local_root={self.data_dir}",
+            "pam_service_name=vsftpd", "userlist_enable=NO", "check_shell=NO", "chroot_local_user=NO",
+            f"secure_chroot_dir={self.root / 'empty'}", "seccomp_sandbox=NO", "isolate=NO", "isolate_network=NO",
+            "pasv_enable=YES", f"pasv_address={HOST}", f"pasv_min_port={passive}", f"pasv_max_port={passive}", "connect_from_port_20=NO",
+            "xferlog_enable=YES", f"vsftpd_log_file={self.logs_dir / 'vsftpd-transfers.log'}", "dual_log_enable=NO",
+        ]  # fmt: skip
+        if self.tls:
+            lines += [
+                "ssl_enable=YES", f"rsa_cert_file={self.ca_file}", f"rsa_private_key_file={self.root / 'key.pem'}",
+                "force_local_logins_ssl=YES", "force_local_data_ssl=YES",
+                # Python's ssl cannot resume vsftpd's TLS 1.2 session on the data connection.
+                "require_ssl_reuse=NO",
+            ]  # fmt: skip
+        conf = self.root / "vsftpd.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        conf.chmod(0o600)
+        binary = shutil.which("vsftpd") or "/usr/sbin/vsftpd"
+        process = self._launch([binary, str(conf)], _base_env(), "vsftpd.log")
+        wait_until(lambda: _wait_port(port), timeout=self.start_timeout, process=process, what=f"{self.name} on port {port}")
