@@ -15,7 +15,7 @@ description:
     a fixed-width table - node, verdict, size, and the image or what failed.
 options:
   _input:
-    description: Node name to result (C(verdict), C(image), C(size), C(failures), C(reason)).
+    description: Node name to result (C(verdict), C(image), C(size), C(failures), C(reason), C(notes)).
     type: dict
     required: true
   title:
@@ -43,6 +43,11 @@ from ansible.errors import AnsibleFilterError
 
 
 def _detail(result):
+    notes = [_short(note) for note in result.get("notes") or [] if note]
+    return "; ".join([_what(result)] + notes) if notes else _what(result)
+
+
+def _what(result):
     verdict = result.get("verdict")
     failures = result.get("failures") or {}
     if verdict in ("success", "partial") and result.get("image"):

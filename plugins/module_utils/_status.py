@@ -21,6 +21,8 @@ from ansible_collections.lifeboat.backup.plugins.module_utils import _retention,
 
 SCHEDULE_RECORD = "schedule.json"
 TEXTFILE_NAME = "lifeboat_backup.prom"
+# The option of the modules that rewrite the textfile (doc fragment lifeboat.backup._textfile).
+TEXTFILE_SPEC = dict(textfile_dir=dict(type="path"))
 
 
 def staleness(status, max_age, now):
@@ -205,3 +207,14 @@ def textfile_from_state(directory, state_dir):
         return write_textfile(directory, node, status, status.get("copies")), None
     except (OSError, ValueError) as exc:
         return None, "node_exporter textfile in %s not written: %s" % (directory, exc)
+
+
+def refresh_textfile(directory, state_dir, warn):
+    """After a seal, an abort or a push: rewrite the textfile when ``directory`` is set.
+    Returns its path, or None; a failure is a warning (``warn``), never an error."""
+    if not directory:
+        return None
+    path, problem = textfile_from_state(directory, state_dir)
+    if problem:
+        warn(problem)
+    return path

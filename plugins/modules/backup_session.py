@@ -36,6 +36,7 @@ author:
   - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
   - lifeboat.backup._attributes
+  - lifeboat.backup._textfile
 attributes:
   check_mode:
     support: full
@@ -272,6 +273,12 @@ recorded:
   type: bool
   sample: false
   version_added: 0.2.0
+textfile:
+  description: The node_exporter textfile written (O(textfile_dir)), or null when it could not be.
+  returned: with O(textfile_dir), when state is sealed, aborted or not_started
+  type: str
+  sample: /var/lib/node_exporter/textfile_collector/lifeboat_backup.prom
+  version_added: 0.2.0
 notes:
   description: What the start did besides the obvious (stale lock taken over, old work area removed).
   returned: state is started
@@ -284,7 +291,7 @@ import os
 import socket
 import time
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _session
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _session, _status
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
@@ -334,14 +341,23 @@ def outcome(module, record):
     return result
 
 
+def with_textfile(module, params, state_dir, result):
+    """Rewrite the node_exporter textfile when asked (a failed run is worth a metric too)."""
+    if params["textfile_dir"]:
+        result["textfile"] = _status.refresh_textfile(params["textfile_dir"], state_dir, module.warn)
+    return result
+
+
 def seal(module, params):
     if module.check_mode:
         data = _session.load_session_data(params["session"]) if os.path.isdir(params["session"]) else None
         if data is None:
             raise _session.SessionError("session %s does not exist" % params["session"])
         return dict(changed=True, verdict=None, image=None)
+    state_dir = _session.load_session_data(params["session"])["state_dir"]
     record, _manifest = _session.seal(params["session"], errors=params["errors"], consistency=params["consistency"])
     result = dict(outcome(module, record), image=record["image"], size=record["size"])
+    with_textfile(module, params, state_dir, result)
     if record["verdict"] == "failed":
         raise _session.SessionError("backup failed, no image published: %s" % record["reason"], **result)
     if record["verdict"] == "partial":
@@ -352,10 +368,11 @@ def seal(module, params):
 def abort(module, params):
     if module.check_mode:
         return dict(changed=bool(params["session"] and os.path.isdir(params["session"])))
+    session = _session.read_json(os.path.join(params["session"], "session.json")) if params["session"] else None
     record = _session.abort(params["session"], params["state_dir"], params["reason"])
     if record is None:
         return dict(changed=False, verdict=None, msg="no session to abort")
-    return outcome(module, record)
+    return with_textfile(module, params, (session or {}).get("state_dir") or params["state_dir"], outcome(module, record))
 
 
 def not_started(module, params):
@@ -364,7 +381,8 @@ def not_started(module, params):
     record, warning = _session.record_not_started(params["state_dir"], params["node"], params["backup_id"], params["reason"], params["facts_dir"])
     if warning:
         module.warn(warning)
-    return dict(changed=not warning, verdict="failed", reason=record["reason"], backup_id=record["backup_id"], recorded=not warning)
+    result = dict(changed=not warning, verdict="failed", reason=record["reason"], backup_id=record["backup_id"], recorded=not warning)
+    return with_textfile(module, params, params["state_dir"], result)
 
 
 def run(module):
@@ -399,6 +417,7 @@ def main():
             reason=dict(type="str"),
         ),
         required_if=[("state", "started", ["destination"]), ("state", "sealed", ["session"]), ("state", "not_started", ["reason"])],
+        specs=[_status.TEXTFILE_SPEC],
         supports_check_mode=True,
     )
     module.run(run)

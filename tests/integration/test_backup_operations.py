@@ -1,0 +1,109 @@
+"""The backup role's operations steps (issue 12), through ansible-playbook on one local
+"node": retention after the verified run, alerts to real receivers (aiosmtpd with STARTTLS and
+AUTH, rsyslogd over TCP, a webhook checking its HMAC signature, a ping URL), the
+node_exporter textfile at seal; failing channels and a lost target never change the verdict."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.harness.receivers import SmtpServer, SyslogServer
+from tests.support.authproxy import ProxyPKI
+from tests.support.images import make_image
+from tests.support.modules import ROOT, run_playbook
+from tests.support.trees import PASSPHRASE, make_config_tree
+from tests.support.webhook import WebhookReceiver
+
+DAY = 86400
+HOOK_SECRET = "whsec-role-\\&!'\" $"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return ProxyPKI(tmp_path_factory.mktemp("ops-pki"))
+
+
+@pytest.fixture
+def node(tmp_path):
+    """One node with a configuration component and two older successful images."""
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    old = [Path(make_image(str(dest), node="db1", payload=b"x" * 64, backup_id="old-%d" % age, when=int(time.time()) - age * DAY)).name for age in (3, 2)]
+    profile = {"name": "test", "platform": {"name": "demo", "version": "1.0"}, "checks": []}
+    profile["components"] = [{"name": "config", "kind": "config", "paths": [str(make_config_tree(tmp_path / "src"))]}]
+    host = {"backup_destination": str(dest), "backup_state_dir": str(tmp_path / "state"), "backup_facts_dir": "", "backup_node": "db1"}
+    return {"tmp": tmp_path, "dest": dest, "old": old, "profile": profile, "host": host}
+
+
+def backup(node, verbosity=0, **extra):
+    data = {"all": {"hosts": {"db1": node["host"]}, "vars": {"ansible_connection": "local", "backup_passphrase": PASSPHRASE, "backup_work_factor": 12}}}
+    data["all"]["vars"].update(backup_profile=node["profile"], **extra)
+    inventory = node["tmp"] / "inventory.yml"
+    inventory.write_text(yaml.safe_dump(data))
+    return run_playbook((ROOT / "playbooks" / "backup.yml").read_text(), node["tmp"], inventory=str(inventory), verbosity=verbosity)
+
+
+def test_partial_run_retention_alerts_to_every_channel_metrics_and_failures_reported(node, pki):
+    """One partial run: retention keeps the newest success, every channel hears run_partial, a
+    webhook answering 500 and a lost target are noted and alerted, the verdict stays partial."""
+    node["profile"]["components"].append({"name": "broken", "kind": "config", "paths": ["relative/path"]})
+    textfiles = node["tmp"] / "textfile"
+    textfiles.mkdir()
+    # push.yml sets __backup_copies_verified once this run's copies are verified; the target is gone.
+    lost = [{"type": "local", "path": str(node["tmp"] / "unmounted"), "name": "offsite"}]
+    with (
+        SmtpServer(pki, mode="starttls") as smtp,
+        SyslogServer(pki) as syslog,
+        WebhookReceiver(secret=HOOK_SECRET) as hook,
+        WebhookReceiver(statuses=[500, 500, 500, 500]) as down,
+    ):
+        channels = [
+            dict(
+                type="email",
+                host=smtp.host,
+                port=smtp.port,
+                username=smtp.user,
+                password=smtp.password,
+                sender="lifeboat@example.com",
+                to=["oncall@example.com"],
+                ca_file=str(pki.ca_path),
+            ),
+            dict(type="syslog", host="127.0.0.1", port=syslog.tcp_port, protocol="tcp"),
+            dict(type="webhook", name="chat", url=hook.url + "/hook", secret=HOOK_SECRET),
+            dict(type="ping", url=hook.url + "/ping-uuid-in-path"),
+            dict(type="webhook", name="broken hook", url=down.url, retries=2, retry_delay=0.1),
+        ]
+        extra = dict(backup_retention={"keep_last": 1}, backup_storage=lost, __backup_copies_verified=True)
+        run = backup(node, verbosity=3, backup_textfile_dir=str(textfiles), lifeboat_alerts=channels, **extra)
+        assert run.returncode == 0, run.stdout[-4000:]
+        mails = {m["X-Lifeboat-Event"]: m for _envelope, m in smtp.messages()}
+        assert set(mails) == {"run_partial", "storage_unreachable"} and "db1: backup partial" in mails["run_partial"]["Subject"]
+        assert "broken" in mails["run_partial"].get_content() and "offsite" in mails["storage_unreachable"].get_content()
+        assert any("run_partial" in line and 'node="db1"' in line for line in syslog.wait_for("db1: backup partial"))
+        # Channels are served in parallel: the order between them is not fixed.
+        posts = sorted((r.path, r.json()["kind"] if r.path == "/hook" else r.body.decode().split(" (")[0]) for r in hook.requests)
+        assert posts == [
+            ("/hook", "run_partial"),
+            ("/hook", "storage_unreachable"),
+            ("/ping-uuid-in-path/fail", "db1: backup partial"),
+            ("/ping-uuid-in-path/start", "db1: backup started"),
+        ], posts
+        assert all(r.signature_ok for r in hook.requests if r.path == "/hook")
+    for secret in (smtp.password, HOOK_SECRET, "ping-uuid-in-path"):
+        assert secret not in run.stdout
+    row = run.stdout[run.stdout.index('"db1   partial') :].split("\n")[0]
+    assert "retention removed 1 image(s)" in row and "retention could not finish on targets[0] (offsite)" in row
+    assert "alerts failed on broken hook (HTTP 500" in row
+    # keep_last 1 counts successes only: the newest old success stays, the partial image too.
+    images = sorted(p.name for p in node["dest"].glob("*.zip"))
+    assert node["old"][0] not in images and node["old"][1] in images and len(images) == 2
+    audit = [json.loads(line) for line in (Path(node["host"]["backup_state_dir"]) / "audit.jsonl").read_text().splitlines()]
+    assert [a["removed"][0]["name"] for a in audit if a.get("event") == "retention"] == [node["old"][0]]
+    metrics = (textfiles / "lifeboat_backup.prom").read_text()
+    assert 'lifeboat_backup_last_verdict{node="db1",verdict="partial"} 1' in metrics
+    assert "lifeboat_backup_last_duration_seconds" in metrics and "last_success" not in metrics  # no success recorded yet
