@@ -27,6 +27,7 @@ author:
 extends_documentation_fragment:
   - lifeboat.backup._attributes
   - lifeboat.backup._storage
+  - lifeboat.backup._textfile
 attributes:
   check_mode:
     support: full
@@ -145,7 +146,7 @@ storage_error:
 
 import os
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _storage
+from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _status, _storage
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
 
@@ -173,7 +174,7 @@ def push(module):
         backend = _storage.open_target(params["target"])
     except _storage.StorageError as exc:
         exc.result.update(result)
-        record_attempt(params, result["target"], manifest, None, exc)
+        record_attempt(module, result["target"], manifest, None, exc)
         raise
     try:
         if module.check_mode:
@@ -183,16 +184,18 @@ def push(module):
             record = _storage.push_image(backend, params["path"], name)
         except _storage.StorageError as exc:
             exc.result.update(result, notes=backend.notes)
-            record_attempt(params, result["target"], manifest, None, exc)
+            record_attempt(module, result["target"], manifest, None, exc)
             raise
     finally:
         backend.close()
-    record_attempt(params, result["target"], manifest, record, None)
+    record_attempt(module, result["target"], manifest, record, None)
     result.update(record, notes=backend.notes)
     return result
 
 
-def record_attempt(params, target, manifest, record, error):
+def record_attempt(module, target, manifest, record, error):
+    """The copy (or why it failed) in the node's status; then the node_exporter textfile."""
+    params = module.params
     if not params["state_dir"]:
         return
     _storage.record_copy(
@@ -205,6 +208,7 @@ def record_attempt(params, target, manifest, record, error):
         reason=error.msg if error else None,
         error_kind=error.kind if error else None,
     )
+    _status.refresh_textfile(params["textfile_dir"], params["state_dir"], module.warn)
 
 
 def main():
@@ -214,7 +218,7 @@ def main():
             name=dict(type="str"),
             state_dir=dict(type="str", default="/var/lib/lifeboat"),
         ),
-        specs=[_storage.TARGET_SPEC],
+        specs=[_storage.TARGET_SPEC, _status.TEXTFILE_SPEC],
         supports_check_mode=True,
     )
     module.run(push)

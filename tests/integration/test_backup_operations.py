@@ -6,6 +6,7 @@ node_exporter textfile at seal; failing channels and a lost target never change 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import yaml
 from tests.harness.receivers import SmtpServer, SyslogServer
 from tests.support.authproxy import ProxyPKI
 from tests.support.images import make_image
-from tests.support.modules import ROOT, run_playbook
+from tests.support.modules import ROOT, run_module, run_playbook
 from tests.support.trees import PASSPHRASE, make_config_tree
 from tests.support.webhook import WebhookReceiver
 
@@ -107,3 +108,19 @@ def test_partial_run_retention_alerts_to_every_channel_metrics_and_failures_repo
     metrics = (textfiles / "lifeboat_backup.prom").read_text()
     assert 'lifeboat_backup_last_verdict{node="db1",verdict="partial"} 1' in metrics
     assert "lifeboat_backup_last_duration_seconds" in metrics and "last_success" not in metrics  # no success recorded yet
+
+
+def test_push_rewrites_the_textfile_with_each_copy_and_failure(tmp_path):
+    image = make_image(str(tmp_path), node="db1", payload=b"x" * 64, backup_id="run-1")
+    state, textfiles, offsite = tmp_path / "state", tmp_path / "textfile", tmp_path / "offsite"
+    textfiles.mkdir()
+    offsite.mkdir()
+    common = dict(path=image, state_dir=str(state), textfile_dir=str(textfiles))
+    pushed = run_module("image_push", target={"type": "local", "path": str(offsite), "name": "offsite"}, **common)
+    assert pushed.rc == 0 and pushed["verified"], pushed
+    lost = run_module("image_push", target={"type": "local", "path": str(tmp_path / "unmounted"), "name": "nas"}, **common)
+    assert lost.rc != 0
+    metrics = (textfiles / "lifeboat_backup.prom").read_text()
+    assert re.search(r'lifeboat_backup_last_copy_timestamp_seconds\{node="[^"]+",target="offsite"\} \d+', metrics), metrics
+    assert re.search(r'lifeboat_backup_copy_failing\{node="[^"]+",target="nas"\} 1', metrics), metrics
+    assert re.search(r'lifeboat_backup_copy_failing\{node="[^"]+",target="offsite"\} 0', metrics), metrics
