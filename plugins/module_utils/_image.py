@@ -20,8 +20,10 @@ import fcntl
 import hashlib
 import json
 import os
+import queue
 import re
 import struct
+import threading
 import time
 import traceback
 import zipfile
@@ -128,10 +130,15 @@ def compressor(kind, level=None, threads=0):
 
 
 _DECOMPRESS_ERRORS = (zlib.error, zstandard.ZstdError) if HAS_ZSTANDARD else (zlib.error,)
+# Compressed bytes asked of the source at a time. Output is bounded separately: a
+# megabyte of zstd can expand to gigabytes (a sparse file, a table of blank filler).
+_INPUT_SIZE = 64 * 1024
 
 
 class _Decompressor:
-    """Push-style decompressor that refuses trailing garbage and truncated input."""
+    """Push-style decompressor that refuses trailing garbage and truncated input (for
+    callers that hold small objects whole: WAL segments, table-archive payloads). Its
+    output per call is not bounded: a member is read through ``decompressing_reader``."""
 
     def __init__(self, kind):
         self.kind = kind
@@ -161,6 +168,61 @@ class _Decompressor:
             raise ImageError("zstd data is truncated")
 
 
+class _GzipReader:
+    """Pull-style gzip decompression whose output per read is bounded by the size asked."""
+
+    def __init__(self, source):
+        self._source = source
+        self._obj = zlib.decompressobj(31)
+        self._tail = b""
+
+    def read(self, size):
+        while True:
+            data = self._tail or self._source.read(_INPUT_SIZE)
+            if not data:
+                return b""
+            if self._obj.eof:
+                raise ImageError("unexpected data after the end of the gzip stream")
+            out = self._obj.decompress(data, size)
+            self._tail = self._obj.unconsumed_tail
+            if self._obj.unused_data:
+                raise ImageError("unexpected data after the end of the gzip stream")
+            if out:
+                return out
+
+    def finish(self):
+        if not self._obj.eof:
+            raise ImageError("gzip data is truncated")
+
+
+class _Plain:
+    def __init__(self, source):
+        self.read = source.read
+
+    def finish(self):
+        pass
+
+
+class _ZstdReader:
+    """Pull-style zstd decompression (python-zstandard's stream reader: at most the size
+    asked per read). A truncated frame reads as a short stream; MemberReader's size check
+    names it."""
+
+    def __init__(self, source):
+        if not HAS_ZSTANDARD:
+            raise ImageError("this member is zstd-compressed; the Python 'zstandard' library is needed on this host")
+        self.read = zstandard.ZstdDecompressor().stream_reader(source, read_size=_INPUT_SIZE).read
+
+    def finish(self):
+        pass
+
+
+def decompressing_reader(kind, source):
+    """A reader of ``source`` decompressed (``kind``: zstd, gzip, none) with ``read(size)``
+    returning at most ``size`` bytes and b"" at the end; ``finish()`` checks the end."""
+    return {"zstd": _ZstdReader, "gzip": _GzipReader}.get(kind, _Plain)(source)
+
+
 # ---- writing -----------------------------------------------------------------------
 
 
@@ -187,9 +249,57 @@ class _Sink:
         return len(data)
 
 
+class _Worker:
+    """Runs ``process`` on each block, in order, in a thread of its own, so the thread that
+    reads the data (a pipe from pg_dump, the files of a tree) is never held up by hashing,
+    compression, encryption and the write. At most ``depth`` blocks wait (bounded memory);
+    an error in the worker is raised in the caller at its next ``put`` or at ``close``."""
+
+    def __init__(self, process, depth=4):
+        self._process = process
+        self._queue = queue.Queue(depth)
+        self._error = None
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="lifeboat-member", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while True:
+            block = self._queue.get()
+            if block is None:
+                return
+            if self._error is None and not self._stopped:
+                try:
+                    self._process(block)
+                except BaseException as exc:  # raised again in the caller's thread
+                    self._error = exc
+
+    def put(self, block):
+        if self._error is not None:
+            raise self._error
+        self._queue.put(block)
+
+    def close(self):
+        """Wait until every block is processed; raise the worker's error, if any."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self):
+        """Drop what waits and stop the thread (the member is being discarded)."""
+        self._stopped = True
+        self._queue.put(None)
+        self._thread.join()
+
+
 class MemberWriter:
     """A writable stream that becomes one image member. Use as a context manager;
-    an exception inside the ``with`` discards the member (nothing is journaled)."""
+    an exception inside the ``with`` discards the member (nothing is journaled).
+
+    With ``threads`` (zstd worker threads, for large members) the plaintext digest,
+    compression, encryption, stored digests and the write run in a worker thread, and
+    ``write`` only gathers blocks: the caller keeps reading while the cores compress."""
 
     def __init__(self, appender, name, component, media_type, compression, recipients, threads=0, extra=None):
         self._appender = appender
@@ -206,6 +316,8 @@ class MemberWriter:
         self._encryptor = _age.AgeWriter(self._sink, recipients=recipients) if recipients else self._sink
         self._compressor = compressor(compression, threads=threads)
         self._pending = bytearray()
+        self._worker = _Worker(self._process) if threads else None
+        self._journaling = False
         self.record = None
 
     def write(self, data):
@@ -213,13 +325,20 @@ class MemberWriter:
         # compressing cost per call, and a tree of configuration files is mostly small writes.
         size = len(data)
         if size >= BLOCK_SIZE and not self._pending:
-            self._process(data)
+            # The block is handed on: a view of the caller's buffer is copied first.
+            self._submit(data if isinstance(data, bytes) or self._worker is None else bytes(data))
         elif size:
             self._pending += data
             if len(self._pending) >= BLOCK_SIZE:
-                self._process(self._pending)
+                self._submit(self._pending)
                 self._pending = bytearray()
         return size
+
+    def _submit(self, block):
+        if self._worker is not None:
+            self._worker.put(block)
+        else:
+            self._process(block)
 
     def _process(self, data):
         self.plain_sha256.update(data)
@@ -238,8 +357,11 @@ class MemberWriter:
 
     def close(self):
         if self._pending:
-            self._process(self._pending)
+            self._submit(self._pending)
             self._pending = bytearray()
+        if self._worker is not None:
+            worker, self._worker = self._worker, None
+            worker.close()
         tail = self._compressor.flush()
         if tail:
             self._encryptor.write(tail)
@@ -259,17 +381,32 @@ class MemberWriter:
         }
         if self.extra:
             self.record["extra"] = self.extra
+        self._journaling = True  # from here on the journal decides what the member is
         self._appender.end_member(self, self.record)
         return self.record
+
+    def discard(self):
+        """Drop the member: stop the worker first (it may be writing), then cut the file."""
+        if self._worker is not None:
+            worker, self._worker = self._worker, None
+            worker.abort()
+        self._appender.discard_member(self.offset)
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
-            self.close()
+            try:
+                self.close()
+            except BaseException:
+                # e.g. the disk filled up while the last blocks were written: give the space
+                # back (unless the journal was being written: the next writer sorts that out)
+                if not self._journaling:
+                    self.discard()
+                raise
         else:
-            self._appender.discard_member(self.offset)
+            self.discard()
         return False
 
 
@@ -499,7 +636,8 @@ def _zip_error(exc):
 
 class MemberReader:
     """Readable plaintext of one member. Stored and plaintext SHA-256 are checked against
-    the manifest when the end is reached; any mismatch raises ImageError naming the member."""
+    the manifest when the end is reached; any mismatch raises ImageError naming the member.
+    Memory is bounded: each read decrypts and decompresses only what it returns."""
 
     def __init__(self, image, record):
         self.name = record["name"]
@@ -508,68 +646,60 @@ class MemberReader:
         self._stored_sha = hashlib.sha256()
         self._plain_sha = hashlib.sha256()
         self._plain_size = 0
-        self._buffer = b""
-        self._pos = 0
         self._eof = False
-        self._decompressor = _Decompressor(record["compression"])
         source = HashingReader(self._stored, self._stored_sha)
         if record["encryption"] == "age":
             try:
-                self._decrypted = _age.AgeReader(source, identities=image.identities())
+                source = _age.AgeReader(source, identities=image.identities())
             except _age.AgeError as exc:
                 raise _age_error("member %s: " % self.name, exc) from None
             except (zipfile.BadZipFile, OSError) as exc:
                 # A small member is read whole with its header: a CRC error shows up here.
                 raise ImageError("member %s: %s" % (self.name, _zip_error(exc))) from None
-        else:
-            self._decrypted = source
+        self._plain = decompressing_reader(record["compression"], source)
 
-    def _fill(self):
+    def _read_plain(self, size):
         try:
-            chunk = self._decrypted.read(COPY_BUFFER)
+            return self._plain.read(size)
         except _age.AgeError as exc:
             raise ImageError("member %s: %s" % (self.name, exc)) from None
         except (zipfile.BadZipFile, OSError) as exc:
             raise ImageError("member %s: %s" % (self.name, _zip_error(exc))) from None
-        if chunk:
-            try:
-                return self._decompressor.decompress(chunk)
-            except ImageError as exc:
-                raise ImageError("member %s: %s" % (self.name, exc)) from None
-        self._finish()
-        return b""
+        except ImageError as exc:
+            raise ImageError("member %s: %s" % (self.name, exc)) from None
+        except _DECOMPRESS_ERRORS as exc:
+            raise ImageError("member %s: %s data is corrupt: %s" % (self.name, self._record["compression"], exc)) from None
 
     def _finish(self):
         self._eof = True
         try:
-            self._decompressor.finish()
+            self._plain.finish()
         except ImageError as exc:
             raise ImageError("member %s: %s" % (self.name, exc)) from None
         if self._stored_sha.hexdigest() != self._record["stored_sha256"]:
             raise ImageError("member %s: SHA-256 of the stored bytes does not match the manifest" % self.name)
-        if self._plain_size != self._record["plaintext_size"] or self._plain_sha.hexdigest() != self._record["plaintext_sha256"]:
+        expected = self._record["plaintext_size"]
+        if self._plain_size < expected and self._record["compression"] != "none":
+            raise ImageError("member %s: %s data is truncated (%d of %d bytes)" % (self.name, self._record["compression"], self._plain_size, expected))
+        if self._plain_size != expected or self._plain_sha.hexdigest() != self._record["plaintext_sha256"]:
             raise ImageError("member %s: the decrypted content does not match the manifest (size or SHA-256)" % self.name)
 
     def read(self, size=-1):
         if size is None or size < 0:
-            parts = [self._buffer[self._pos :]]
-            self._buffer, self._pos = b"", 0
-            while not self._eof:
-                parts.append(self._account(self._fill()))
-            return b"".join(parts)
-        # Serve from the buffer by offset: small reads (tarfile asks for 10 KiB at a time)
-        # must not copy the rest of a megabyte buffer each time.
-        while len(self._buffer) - self._pos < size and not self._eof:
-            rest = self._buffer[self._pos :]
-            self._buffer, self._pos = rest + self._account(self._fill()), 0
-        out = self._buffer[self._pos : self._pos + size]
-        self._pos += len(out)
-        return out
-
-    def _account(self, data):
-        if data:
-            self._plain_sha.update(data)
-            self._plain_size += len(data)
+            parts = []
+            while True:
+                part = self.read(COPY_BUFFER)
+                if not part:
+                    return b"".join(parts)
+                parts.append(part)
+        if self._eof or size == 0:
+            return b""
+        data = self._read_plain(size)
+        if not data:
+            self._finish()
+            return b""
+        self._plain_sha.update(data)
+        self._plain_size += len(data)
         return data
 
     def readable(self):

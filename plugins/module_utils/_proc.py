@@ -13,6 +13,7 @@ block, and kept (bounded) for the error message.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ import time
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
 
 COPY_BUFFER = 1024 * 1024
+PIPE_SIZE = 1024 * 1024
 STDERR_LIMIT = 64 * 1024
 
 
@@ -72,6 +74,18 @@ def _kill(proc):
         proc.wait()
 
 
+_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, named in the fcntl module from Python 3.10 only
+
+
+def widen_pipe(stream, size=PIPE_SIZE):
+    """Ask for a ``size`` pipe buffer (Linux; the default is 64 KiB) so the tool writing into
+    it keeps going while the reader hashes and hands on a block. Best effort."""
+    try:
+        fcntl.fcntl(stream.fileno(), _F_SETPIPE_SZ, size)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def stream_from(argv, sink, env=None, cwd=None, timeout=None, on_chunk=None):
     """Run ``argv`` and copy its stdout into ``sink.write``. Returns (bytes copied, stderr text).
 
@@ -80,6 +94,7 @@ def stream_from(argv, sink, env=None, cwd=None, timeout=None, on_chunk=None):
     the write error propagates.
     """
     proc = _start(argv, env, subprocess.DEVNULL, subprocess.PIPE, cwd)
+    widen_pipe(proc.stdout)
     collector = _StderrCollector(proc.stderr)
     collector.start()
     deadline = time.time() + timeout if timeout else None

@@ -32,6 +32,8 @@ from ansible_collections.lifeboat.backup.plugins.module_utils._errors import Lif
 BLOCK = 512
 RECORD = BLOCK * 20
 READ_SIZE = 1024 * 1024
+# Files up to this size are read whole and written with their header in one piece.
+SMALL_FILE = 64 * 1024
 
 
 class TreeError(LifeboatError):
@@ -125,7 +127,7 @@ def iter_entries(roots, exclude=(), one_file_system=False, problems=None):
             return
         for child in children:
             path = child.path
-            if _excluded(path, exclude):
+            if exclude and _excluded(path, exclude):
                 continue
             try:
                 st = child.stat(follow_symlinks=False)
@@ -180,23 +182,44 @@ class Totals:
         }
 
 
+# One encoder for every index line: json.dumps(sort_keys=True) builds a new one per call,
+# which costs more than the encoding itself on a tree of small files.
+_encode_record = json.JSONEncoder(sort_keys=True).encode
+_INDEX_BATCH = 256 * 1024
+
+
 class IndexBuffer:
     """The per-file index as JSON lines, kept zlib-compressed in memory while the tar streams.
 
     A plaintext index must not touch the disk (it holds hashes of secret files), and a list
-    of dicts would grow by about a kilobyte per file; this grows by a few dozen bytes.
+    of dicts would grow by about a kilobyte per file; this grows by a few dozen bytes. Lines
+    are compressed in batches: zlib costs per call.
     """
 
     def __init__(self):
         self._compressor = zlib.compressobj(6)
         self._parts = []
+        self._batch = []
+        self._batch_size = 0
         self.count = 0
 
     def add(self, record):
-        self._parts.append(self._compressor.compress(json.dumps(record, sort_keys=True).encode("utf-8") + b"\n"))
+        line = _encode_record(record)
+        self._batch.append(line)
+        self._batch_size += len(line) + 1
         self.count += 1
+        if self._batch_size >= _INDEX_BATCH:
+            self._compress_batch()
+
+    def _compress_batch(self):
+        if self._batch:
+            self._batch.append("")
+            self._parts.append(self._compressor.compress("\n".join(self._batch).encode("utf-8")))
+            self._batch = []
+            self._batch_size = 0
 
     def write_to(self, out):
+        self._compress_batch()
         self._parts.append(self._compressor.flush())
         decompressor = zlib.decompressobj()
         for part in self._parts:
@@ -373,10 +396,42 @@ class TarWriter:
             st = os.fstat(fd)
             entry.st = st  # the metadata of what we actually read
             size = st.st_size
-            self._emit(_header(entry, self.names, size))
-            digest = hashlib.sha256()
-            remaining = size
-            view = memoryview(self._buffer)
+            header = _header(entry, self.names, size)
+            if size <= SMALL_FILE:
+                digest, remaining = self._add_small(fd, header, size)
+            else:
+                self._emit(header)
+                digest, remaining = self._add_large(fd, size)
+            warning = None
+            if remaining > 0:
+                digest = None
+                warning = "%s: file shrank while being read; archived content is incomplete" % entry.path
+            elif os.read(fd, 1):
+                warning = "%s: file grew while being read; archived the first %d bytes" % (entry.path, size)
+        finally:
+            os.close(fd)
+        return index_record(entry, self.names, digest.hexdigest() if digest else None, size), warning
+
+    def _add_small(self, fd, header, size):
+        """Header, content and padding of a small file in one write (most files of a
+        configuration tree are small, and each write costs a call down the member chain).
+        Returns (digest, bytes missing: the file shrank)."""
+        data = os.read(fd, size) if size else b""
+        while len(data) < size:
+            more = os.read(fd, size - len(data))
+            if not more:
+                break
+            data += more
+        remaining = size - len(data)
+        self._emit(header + data + bytes(remaining + (-size % BLOCK)))
+        return hashlib.sha256(data), remaining
+
+    def _add_large(self, fd, size):
+        """Content and padding of a large file, a block at a time; (digest, bytes missing)."""
+        digest = hashlib.sha256()
+        remaining = size
+        view = memoryview(self._buffer)
+        try:
             while remaining > 0:
                 got = os.readv(fd, [view[: min(READ_SIZE, remaining)]])
                 if got == 0:
@@ -385,21 +440,11 @@ class TarWriter:
                 digest.update(chunk)
                 self._emit(chunk)
                 remaining -= got
-            warning = None
-            if remaining > 0:
-                # The file shrank while we read it: pad to the size the header promised.
-                self._emit(bytes(remaining))
-                digest = None
-                warning = "%s: file shrank while being read; archived content is incomplete" % entry.path
-            elif os.read(fd, 1):
-                warning = "%s: file grew while being read; archived the first %d bytes" % (entry.path, size)
-            pad = -size % BLOCK
-            if pad:
-                self._emit(bytes(pad))
-            view.release()
+            # A file that shrank while we read it is padded to the size the header promised.
+            self._emit(bytes(remaining + (-size % BLOCK)))
         finally:
-            os.close(fd)
-        return index_record(entry, self.names, digest.hexdigest() if digest else None, size), warning
+            view.release()
+        return digest, remaining
 
     def close(self):
         self._emit(bytes(BLOCK * 2))
