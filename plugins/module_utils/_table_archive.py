@@ -551,11 +551,11 @@ def archive_table(ctx, table):
             if table.spec.get("expire_after") and recorded:
                 result["would_expire"] = expired_summary(expiry_plan(table, chain.load(recorded))[0])
             return result
+        cut = cut_for(ctx.conn, table)  # first: a cut-off that cannot work touches nothing
+        result["cutoff"] = cut.describe()
         recorded, result["recovered"] = open_chain(ctx, table, chain)
         result["recovered"] += remove_stale_spools(ctx.spool_dir, table.chain)
         keys = payload_keys(ctx, chain)
-        cut = cut_for(ctx.conn, table)
-        result["cutoff"] = cut.describe()
         try:
             recorded = archive_batches(ctx, table, chain, recorded, cut, keys, result)
             recorded, result["expired"] = expire_segments(ctx, table, chain, recorded)

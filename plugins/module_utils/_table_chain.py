@@ -82,9 +82,25 @@ def signing_keys(params, required=True):
         if required:
             raise OptionError("signing_key", "signing_key (or signing_key_file) is required: the Ed25519 key that signs the chain's entries")
         return None, None
-    key = fmt.load_private_key(text, "signing_key")
     previous = _key_text(params, "previous_signing_key")
-    return key, fmt.load_private_key(previous, "previous_signing_key") if previous else None
+    return _private_key(text, "signing_key"), _private_key(previous, "previous_signing_key") if previous else None
+
+
+def _private_key(text, option):
+    try:
+        return fmt.load_private_key(text, option)
+    except fmt.SegmentError as exc:
+        raise OptionError(option, exc.msg) from None
+
+
+def check_encryption(params):
+    """The encryption options can work (before anything is written)."""
+    try:
+        _session.validate_encryption(params["encryption"], params.get("passphrase"), params.get("recipients"))
+    except _session.SessionError as exc:
+        raise OptionError("encryption", exc.msg) from None
+    if not 10 <= params["work_factor"] <= _age.MAX_WORK_FACTOR:
+        raise OptionError("work_factor", "work_factor must be between 10 and %d; 18 is age's default" % _age.MAX_WORK_FACTOR)
 
 
 # ---- locations --------------------------------------------------------------------------------
@@ -432,12 +448,7 @@ def payload_recipients(params, chain, spool_dir=None):
     payloads of ``chain``. A passphrase protects one X25519 identity per chain, kept as
     identity.age beside the entries (one scrypt per chain, not per segment); its recipient
     and SHA-256 are recorded in every segment, and checked against the passphrase."""
-    try:
-        _session.validate_encryption(params["encryption"], params.get("passphrase"), params.get("recipients"))
-    except _session.SessionError as exc:
-        raise OptionError("encryption", exc.msg) from None
-    if not 10 <= params["work_factor"] <= _age.MAX_WORK_FACTOR:
-        raise OptionError("work_factor", "work_factor must be between 10 and %d; 18 is age's default" % _age.MAX_WORK_FACTOR)
+    check_encryption(params)
     if params["encryption"] == "none":
         return [], None, None
     recipients = list(params.get("recipients") or [])

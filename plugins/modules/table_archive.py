@@ -180,6 +180,7 @@ def archive(module):
     module.require("psycopg (or psycopg2)", _postgresql.HAS_PSYCOPG, _postgresql.PSYCOPG_IMPORT_ERROR)
     module.require("cryptography", _table_segment.HAS_CRYPTOGRAPHY, _table_segment.CRYPTOGRAPHY_IMPORT_ERROR)
     _table_db.validate_tables(params["tables"])
+    _table_chain.check_encryption(params)
     component = None
     if params["session"] and not module.check_mode:
         component = module.start_component(module.open_session(params["session"], writes_members=False), params["name"], "archive")

@@ -12,6 +12,7 @@ committed segment. Rows inserted while a run archives are neither lost nor archi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -30,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age
 from ansible_collections.lifeboat.backup.plugins.module_utils import _table_segment as fmt
 from tests.harness.servers import PostgresServer
-from tests.support.modules import run_module, spawn_module
+from tests.support.modules import run_module, run_playbook, spawn_module
 
 ROOT = Path(__file__).resolve().parents[2]
 VERIFIER = ROOT / "plugins" / "module_utils" / "_table_segment.py"
@@ -90,19 +91,11 @@ class Platform:
         spec.update(extra)
         return spec
 
-    def archive(self, check=False, env=None, locations=None, **extra):
-        options = {"tables": [self.table(**extra.pop("table", {}))], "max_batches": 0}
+    def archive(self, check=False, env=None, **extra):
+        options = {"targets": self.locations, "signing_key": self.keys.pem, "recipients": [self.keys.recipient], "max_batches": 0}
+        options["tables"] = [self.table(**extra.pop("table", {}))]
         options.update(extra)
-        return run_module(
-            "table_archive",
-            check=check,
-            env=env,
-            **self.conn(),
-            targets=locations or self.locations,
-            signing_key=options.pop("signing_key", self.keys.pem),
-            recipients=[self.keys.recipient],
-            **options,
-        )
+        return run_module("table_archive", check=check, env=env, **self.conn(), **options)
 
     def checkpoint(self, **extra):
         return run_module("table_checkpoint", **self.conn(), targets=self.locations, signing_key=self.keys.pem, tables=[self.table()], settle=0, **extra)
@@ -700,3 +693,188 @@ def test_expiry_removes_payloads_only_when_asked_and_says_so(platform, keys):
     finished = platform.archive(table={"expire_after": "52w"})
     assert not finished.failed and {e["file"] for e in finished["tables"][0]["expired"]} == {"00000003.sql.zst.age"}, finished
     assert not (platform.chain_dir("offsite") / "00000003.sql.zst.age").exists()
+
+
+# ---- failure paths, keys, secrets -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k,mode=0700", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_location_that_fills_up_stops_the_run_and_deletes_nothing_more(platform, small_tmpfs):
+    """The second location fills up mid-run: the failing batch is rolled back and its entry
+    removed from the first location too; the segments committed before it stay; the message
+    names the location and what to do."""
+    create_tables(platform, 6000, young=10)
+    locations = [platform.locations[0], {"name": "small", "type": "local", "path": str(small_tmpfs)}]
+    full = platform.archive(targets=locations, table={"batch_rows": 1000}, compression="none", recipients=[], encryption="none")
+    assert full.failed, full
+    assert "small" in full["msg"] and ("free space" in full["msg"] or "full" in full["msg"]), full["msg"]
+    head = int(platform.sql("SELECT seq FROM lifeboat.table_archive_chains"))
+    assert head >= 1, "some segments fit before the location filled"
+    assert "committed" in full["msg"] and "Already changed" in full["msg"], full["msg"]
+    entries = sorted(p.name for p in platform.chain_dir().glob("*.json"))
+    assert entries == ["%08d.json" % s for s in range(head + 1)], "no entry of the failed batch is left in the other location"
+    archived = 1000 * head
+    assert platform.count() == 6010 - archived, "the failed batch's rows are all still there"
+
+
+def test_signing_key_rotation(platform, keys, tmp_path):
+    """A chain signed with key A takes key B only through a rotation entry signed by A; a
+    verifier that trusts A trusts the rest."""
+    create_tables(platform, 2000, young=10)
+    assert not platform.archive(max_batches=2).failed
+    new_pem, new_public = _signing_key()
+    refused = platform.archive(signing_key=new_pem)
+    assert refused.failed and refused.get("option") == "signing_key" and "previous_signing_key" in refused["msg"], refused
+    assert platform.count() == 1010
+    rotated = platform.archive(signing_key=new_pem, previous_signing_key=keys.pem)
+    assert not rotated.failed and rotated["public_key"] == new_public and rotated["segments"] == 2, rotated
+    rotation = json.loads((platform.chain_dir() / "00000003.json").read_text())
+    assert rotation["entry"]["kind"] == "rotation" and rotation["entry"]["next_signer"] == new_public and rotation["signature"]["key"] == keys.public
+    assert platform.verify()["valid"], "A is trusted, A handed over to B"
+    stranger = platform.verify(public_keys=[new_public])
+    assert "unknown_signing_key" in kinds(stranger), "B alone does not vouch for the entries A signed"
+
+
+def test_passphrase_protected_chain(platform, tmp_path):
+    """With a passphrase, the chain's own identity is kept as identity.age; a wrong
+    passphrase is refused before anything moves; restore and the stock age open it."""
+    create_tables(platform, 1000, young=10)
+    secret = "correct horse battery staple"
+    first = platform.archive(recipients=[], passphrase=secret, work_factor=10)
+    assert not first.failed and first["segments"] == 2, first
+    identity = platform.chain_dir() / "identity.age"
+    assert identity.exists() and (platform.chain_dir("offsite") / "identity.age").read_bytes() == identity.read_bytes()
+    create_more = (
+        "INSERT INTO raw_data (sessionid, logconnectionid, doctype, input, \"timestamp\", rawdata) SELECT 90, 0, 'PAY', 0, 0, 'late' FROM generate_series(1, 5)"
+    )
+    platform.sql(create_more)
+    wrong = platform.archive(recipients=[], passphrase="not the passphrase")
+    assert wrong.failed and "passphrase does not open" in wrong["msg"], wrong
+    assert platform.count(where="rawdata = 'late'") == 5, "nothing moved"
+    restored = run_module(
+        "table_archive_restore",
+        **platform.conn(),
+        targets=platform.locations,
+        chain=platform.chain,
+        passphrase=secret,
+        target="back.raw_data",
+        children=False,
+        create_target=True,
+    )
+    assert not restored.failed and restored["tables"][0]["rows_restored"] == 1000, restored
+    payload = platform.chain_dir() / "00000001.sql.zst.age"
+    entry = json.loads((platform.chain_dir() / "00000001.json").read_text())["entry"]
+    assert entry["payload"]["identity"]["sha256"] == hashlib.sha256(identity.read_bytes()).hexdigest()
+    assert secret.encode() not in identity.read_bytes() and b"AGE-SECRET-KEY" not in identity.read_bytes()
+    assert b"COPY" not in payload.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "change, option, words",
+    [
+        ({"tables": [{"name": "public.nosuch", "older_than": "1 day"}]}, "tables[0].name", "does not exist"),
+        ({"tables": [{"name": "public.raw_data", "key": ["sessionid"], "older_than": "1 day"}]}, "tables[0].key", "not unique"),
+        ({"tables": [{"name": "public.raw_data", "older_than": "1 day", "before": "5"}]}, "tables[0].older_than", "exactly one cut-off"),
+        (
+            {"tables": [{"name": "public.raw_data", "time_column": "timestamp", "time_unit": "epoch_ms", "older_than": "soon"}]},
+            "tables[0].older_than",
+            "interval",
+        ),
+        ({"tables": [{"name": "public.raw_data", "older_than": "1 day", "expire_after": "forever"}]}, "tables[0].expire_after", "duration"),
+        ({"signing_key": "not a key"}, "signing_key", "openssl genpkey"),
+        ({"targets": []}, "targets", "at least one archive location"),
+        ({"recipients": ["age1notakey"]}, "encryption", "recipients"),
+        ({"tables": [{"name": "public.audited", "older_than": "1 day"}]}, "tables[0].children", "ON DELETE CASCADE"),
+    ],
+)
+def test_bad_options_are_named_before_anything_moves(platform, change, option, words):
+    create_tables(platform, 100, young=0)
+    platform.sql(
+        "CREATE TABLE audited (id int PRIMARY KEY, at timestamptz); CREATE TABLE notes (id int, audited int REFERENCES audited(id) ON DELETE CASCADE);"
+        "INSERT INTO audited VALUES (1, now() - interval '1 year'); INSERT INTO notes VALUES (1, 1)"
+    )
+    options = {"tables": [platform.table()]}
+    options.update(change)
+    if change.get("tables", [{}])[0].get("name") == "public.audited":
+        options["tables"][0]["time_column"] = "at"
+    result = platform.archive(**options)
+    assert result.failed and result.get("option") == option and words in result["msg"], result
+    assert platform.count() == 100 and platform.sql("SELECT count(*) FROM notes") == "1"
+    assert not list(platform.chain_dir().glob("*.json"))
+
+
+def test_no_secret_in_verbose_output(platform, keys, tmp_path):
+    """ansible-playbook -vvv: the signing key, the passphrase and the database password are
+    never shown, whatever the modules return or fail with."""
+    create_tables(platform, 500, young=5)
+    secret = "archive passphrase 12345"
+    playbook = """
+- hosts: localhost
+  gather_facts: false
+  vars:
+    targets: [{name: primary, type: local, path: "{{ location }}"}]
+    table: {name: public.raw_data, key: [recordid], time_column: timestamp, time_unit: epoch_ms, older_than: 30 days}
+  tasks:
+    - name: Archive
+      lifeboat.backup.table_archive:
+        login_host: "{{ pg_host }}"
+        port: "{{ pg_port }}"
+        login_password: "{{ pg_password }}"
+        login_db: "{{ db }}"
+        targets: "{{ targets }}"
+        signing_key: "{{ signing_key }}"
+        passphrase: "{{ passphrase }}"
+        work_factor: 10
+        tables: ["{{ table }}"]
+    - name: Archive with a wrong passphrase (fails)
+      lifeboat.backup.table_archive:
+        login_host: "{{ pg_host }}"
+        port: "{{ pg_port }}"
+        login_password: "{{ pg_password }}"
+        login_db: "{{ db }}"
+        targets: "{{ targets }}"
+        signing_key: "{{ signing_key }}"
+        passphrase: "{{ passphrase }} but wrong"
+        tables: ["{{ table }}"]
+      ignore_errors: true
+    - name: Restore
+      lifeboat.backup.table_archive_restore:
+        login_host: "{{ pg_host }}"
+        port: "{{ pg_port }}"
+        login_password: "{{ pg_password }}"
+        login_db: "{{ db }}"
+        targets: "{{ targets }}"
+        chain: "{{ db }}.public.raw_data"
+        passphrase: "{{ passphrase }}"
+        target: back.raw_data
+        create_target: true
+"""
+    result = run_playbook(
+        playbook,
+        tmp_path,
+        verbosity=3,
+        extra_vars={
+            "pg_host": platform.server.host,
+            "pg_port": platform.server.port,
+            "pg_password": platform.server.password,
+            "db": platform.dbname,
+            "location": str(platform.root / "primary"),
+            "signing_key": keys.pem,
+            "passphrase": secret,
+        },
+    )
+    assert "failed=0" in result.stdout.split("PLAY RECAP")[-1], result.stdout[-3000:]
+    assert "passphrase does not open" in result.stdout
+    body = keys.pem.splitlines()[1]
+    for leaked in (body, secret, platform.server.password):
+        assert leaked not in result.stdout
