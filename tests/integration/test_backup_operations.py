@@ -41,12 +41,12 @@ def node(tmp_path):
     return {"tmp": tmp_path, "dest": dest, "old": old, "profile": profile, "host": host}
 
 
-def backup(node, verbosity=0, **extra):
+def backup(node, verbosity=0, playbook="backup.yml", **extra):
     data = {"all": {"hosts": {"db1": node["host"]}, "vars": {"ansible_connection": "local", "backup_passphrase": PASSPHRASE, "backup_work_factor": 12}}}
     data["all"]["vars"].update(backup_profile=node["profile"], **extra)
     inventory = node["tmp"] / "inventory.yml"
     inventory.write_text(yaml.safe_dump(data))
-    return run_playbook((ROOT / "playbooks" / "backup.yml").read_text(), node["tmp"], inventory=str(inventory), verbosity=verbosity)
+    return run_playbook((ROOT / "playbooks" / playbook).read_text(), node["tmp"], inventory=str(inventory), verbosity=verbosity)
 
 
 def test_partial_run_retention_alerts_to_every_channel_metrics_and_failures_reported(node, pki):
@@ -124,3 +124,17 @@ def test_push_rewrites_the_textfile_with_each_copy_and_failure(tmp_path):
     assert re.search(r'lifeboat_backup_last_copy_timestamp_seconds\{node="[^"]+",target="offsite"\} \d+', metrics), metrics
     assert re.search(r'lifeboat_backup_copy_failing\{node="[^"]+",target="nas"\} 1', metrics), metrics
     assert re.search(r'lifeboat_backup_copy_failing\{node="[^"]+",target="offsite"\} 0', metrics), metrics
+
+
+def test_failed_restore_is_alerted_and_stays_failed(node):
+    empty = node["tmp"] / "empty"
+    empty.mkdir()
+    node["host"]["backup_destination"] = str(empty)
+    with WebhookReceiver() as hook, WebhookReceiver(statuses=[500] * 2) as down:
+        channels = [dict(type="webhook", name="chat", url=hook.url), dict(type="webhook", name="broken hook", url=down.url, retries=2, retry_delay=0.1)]
+        run = backup(node, playbook="restore.yml", lifeboat_alerts=channels)
+        assert run.returncode != 0, run.stdout[-3000:]
+        [event] = [r.json() for r in hook.requests]
+    assert event["kind"] == "restore_failed" and event["node"] == "db1" and event["verdict"] == "failed" and event["reason"], event
+    row = run.stdout[run.stdout.index('"db1   failed') :].split("\n")[0]
+    assert "alerts failed on broken hook (HTTP 500" in row, row
