@@ -1,26 +1,26 @@
-"""PostgreSQL benchmark: postgresql_dump / postgresql_restore vs the native pipeline vs
+"""PostgreSQL benchmark: postgresql_dump / postgresql_restore vs the native pipelines vs
 community.postgresql.postgresql_db, on one database, in one run.
 
-    python benchmarks/postgresql_bench/run.py [--scale 100] [--text-mib 700] [--small]
+    python benchmarks/postgresql_bench/run.py [--scale 100] [--text-mib 700] [--rounds 3] [--small]
 
 A private PostgreSQL 15 (the test harness's) gets one database: ``pgbench -i`` at the
 given scale (pgbench_accounts: 100 000 rows per scale unit) plus a text-heavy table of
-word-salad documents. Then, on that same database:
+word-salad documents. With the method of benchmarks/README.md (alternating rounds, best and
+median, spread, load), on that same database:
 
-1. ``postgresql_dump`` with jobs 1 and jobs 2 (playbook tasks, timed by
-   ansible.posix.profile_tasks; session encrypting to an age recipient);
-2. the native pipelines ``pg_dump -Fc | zstd -3 -T0 | age -r R`` (pg_dump's default gzip,
-   as the issue names it) and ``pg_dump -Fc -Z0 | zstd -3 -T0 | age -r R`` (the same work
-   as the module: one compression, zstd);
-3. ``community.postgresql.postgresql_db state=dump`` (custom format, no encryption).
+1. dumps: ``postgresql_dump`` jobs 1, 2 and 4 (playbook tasks, timed by
+   ansible.posix.profile_tasks; session encrypting to an age recipient); the native
+   ``pg_dump -Fc -Z0 | zstd -3 -T0 | age`` (the same work: one compression, zstd), the
+   parallel one an operator builds by hand (``pg_dump -Fd -Z0 -j2`` then
+   ``tar | zstd | age``), ``pg_dump -Fc | zstd | age`` for reference, and
+   ``community.postgresql.postgresql_db state=dump`` (custom format, not encrypted);
+2. restores into a new database, row count checked: ``postgresql_restore`` jobs 1 and 2
+   against ``age -d | zstd -dc | pg_restore``;
+3. peak RSS of postgresql_dump and postgresql_restore on the database and on one a tenth
+   its size (memory must not grow with the data).
 
-Restores: ``postgresql_restore`` jobs 1 (streamed) and jobs 2 (via scratch), the native
-``age -d | zstd -d | pg_restore``, and ``postgresql_db state=restore``, each into a new
-database checked for its row count. Peak RSS of the dump module on a small and the big
-database and on one a tenth its size (memory must not grow with the data). The machine is
-shared with other work, so the dump paths run in alternating rounds (``--rounds``) and
-each path's best time counts. ``--small`` is what CI runs: correctness only, its numbers
-mean nothing.
+The goals of issue #15 are printed with their verdicts. ``--small`` is what CI runs:
+correctness only, its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import common  # noqa: E402
 from tests.harness.servers import PostgresServer  # noqa: E402
 from tests.support.modules import module_env, run_module, run_playbook  # noqa: E402
 
@@ -220,18 +221,6 @@ def native_dump(server, db, recipient, out, compress):
     return time.time() - start, target
 
 
-def native_directory(server, db, out, jobs):
-    """pg_dump -Fd -Z0 with ``jobs`` workers to a plain directory: what parallel pg_dump alone
-    gains on this machine and data, before any compression or encryption."""
-    target = out / ("native-dir-j%d" % jobs)
-    shutil.rmtree(target, ignore_errors=True)
-    start = time.time()
-    subprocess.run([str(server.bin_dir / "pg_dump"), "-Fd", "-Z0", "-j", str(jobs), "-f", str(target)], env=dict(os.environ, **server.env(db)), check=True)
-    seconds = time.time() - start
-    shutil.rmtree(target, ignore_errors=True)
-    return seconds, None
-
-
 def native_restore(server, dump, identity_file, target):
     server.psql('CREATE DATABASE "%s"' % target)
     script = "age -d -i %s %s | zstd -dc | %s/pg_restore --exit-on-error -d %s" % (identity_file, dump, server.bin_dir, target)
@@ -279,34 +268,136 @@ def peer(server, state, db, path, base):
     return playbook(PEER_PLAYBOOK, base, "community.postgresql.postgresql_db", extra)
 
 
-def module_peak_rss(server, db, recipient, base):
-    """Peak RSS (KiB) of one postgresql_dump process, from GNU time."""
+def native_directory_pipeline(server, db, out, jobs, recipient):
+    """``pg_dump -Fd -Z0 -j N`` to disk, then ``tar | zstd -3 -T0 | age``: the parallel dump
+    an operator builds by hand (it writes the plaintext tables to disk first)."""
+    target = out / ("native-dir-j%d" % jobs)
+    shutil.rmtree(target, ignore_errors=True)
+    image = out / ("native-dir-j%d.tar.zst.age" % jobs)
+    script = '"$1"/pg_dump -Fd -Z0 -j "$2" -f "$3" && tar -C "$3" -cf - . | zstd -3 -T0 -q | age -r "$4" > "$5"'
+    subprocess.run(
+        ["bash", "-o", "pipefail", "-c", script, "native", str(server.bin_dir), str(jobs), str(target), recipient, str(image)],
+        env=dict(os.environ, **server.env(db)),
+        check=True,
+    )
+    shutil.rmtree(target, ignore_errors=True)
+    return {"bytes": image.stat().st_size}
+
+
+def timed_module(name, report, **params):
+    """Run one module under GNU time; its result and peak RSS (MB)."""
+    result = run_module(name, prefix=["/usr/bin/time", "-f", "%M", "-o", str(report)], **params)
+    if result.failed:
+        raise SystemExit("%s failed: %s" % (name, result.get("msg")))
+    return result, common.peak_rss_mb(report)
+
+
+def peak_rss(server, db, recipient, identity_file, base):
+    """Peak RSS (MB) of postgresql_dump and postgresql_restore on database ``db``."""
     work = base / "rss"
     shutil.rmtree(work, ignore_errors=True)
     (work / "dest").mkdir(parents=True)
     started = run_module("backup_session", state="started", destination=str(work / "dest"), state_dir=str(work / "state"), recipients=[recipient])
     session = started["session"]["work_dir"]
-    report = work / "rss.txt"
-    result = run_module(
-        "postgresql_dump",
-        session=session,
-        databases=[db],
-        login_host=server.host,
-        port=server.port,
-        login_password=server.password,
-        prefix=["/usr/bin/time", "-f", "%M", "-o", str(report)],
+    login = {"login_host": server.host, "port": server.port, "login_password": server.password}
+    try:
+        _result, dump_rss = timed_module("postgresql_dump", work / "rss.txt", session=session, databases=[db], **login)
+    finally:
+        sealed = run_module("backup_session", state="sealed", session=session)
+    target = "rss_%s" % db
+    server.psql('DROP DATABASE IF EXISTS "%s"' % target)
+    _result, restore_rss = timed_module(
+        "postgresql_restore",
+        work / "rss.txt",
+        image=sealed["image"],
+        identity_file=str(identity_file),
+        rename={db: target},
+        globals="none",
+        analyze=False,
+        **login,
     )
-    run_module("backup_session", state="aborted", session=session)
-    if result.failed:
-        raise SystemExit("postgresql_dump failed: %s" % result.get("msg"))
-    return int(report.read_text().split()[-1])
+    server.psql('DROP DATABASE IF EXISTS "%s"' % target)
+    return dump_rss, restore_rss
+
+
+class Bench:
+    def __init__(self, server, base, recipient, identity_file):
+        self.server = server
+        self.base = base
+        self.out = base / "out"
+        self.out.mkdir(exist_ok=True)
+        self.recipient = recipient
+        self.identity_file = identity_file
+        self.images = {}
+        self.accounts = count_accounts(server, "bench")
+
+    def dump(self, jobs):
+        def run():
+            seconds, image = module_dump(self.server, "bench", self.recipient, self.base, jobs)
+            self.images[jobs] = image
+            return {"seconds": seconds, "bytes": image.stat().st_size}
+
+        return run
+
+    def native(self, compress):
+        def run():
+            _seconds, target = native_dump(self.server, "bench", self.recipient, self.out, compress)
+            return {"bytes": target.stat().st_size}
+
+        return run
+
+    def peer(self):
+        return {"seconds": peer(self.server, "dump", "bench", self.out / "peer.pgc", self.base), "bytes": (self.out / "peer.pgc").stat().st_size}
+
+    def _fresh(self, target):
+        self.server.psql('DROP DATABASE IF EXISTS "%s"' % target)
+
+    def restore(self, jobs):
+        def run():
+            target = "r_module_j%d" % jobs
+            self._fresh(target)
+            seconds = module_restore(self.server, self.images[jobs], self.identity_file, "bench", target, jobs, self.base)
+            if count_accounts(self.server, target) != self.accounts:
+                raise SystemExit("postgresql_restore jobs=%d restored the wrong row count" % jobs)
+            return {"seconds": seconds}
+
+        return run
+
+    def native_restore(self):
+        self._fresh("r_native")
+        seconds = native_restore(self.server, self.out / "native-Z0.dump.zst.age", self.identity_file, "r_native")
+        if count_accounts(self.server, "r_native") != self.accounts:
+            raise SystemExit("the native restore restored the wrong row count")
+        return {"seconds": seconds}
+
+
+def dump_goals(rounds):
+    j1, j2, z0 = rounds["postgresql_dump jobs=1 (task)"], rounds["postgresql_dump jobs=2 (task)"], rounds["pg_dump -Fc -Z0 | zstd -3 -T0 | age"]
+    fd2 = rounds["pg_dump -Fd -Z0 -j2, tar | zstd | age"]
+    peer_path = rounds["community.postgresql_db dump (task)"]
+    return [
+        common.Goal("postgresql_dump jobs=1 vs pg_dump -Fc -Z0|zstd|age", common.ratio(j1, z0), 0.9, busy=common.busy(j1, z0)),
+        common.Goal("postgresql_dump jobs=2 vs jobs=1", common.ratio(j2, j1), 1.3, busy=common.busy(j1, j2)),
+        common.Goal("postgresql_dump jobs=2 vs pg_dump -Fd -j2 + tar|zstd|age", common.ratio(j2, fd2), 1.0, busy=common.busy(j2, fd2)),
+        common.Goal("postgresql_dump jobs=1 vs community.postgresql_db (task)", common.ratio(j1, peer_path), 1.0, busy=common.busy(j1, peer_path)),
+        common.Goal("postgresql_dump output size vs -Z0 pipeline", j1.last("bytes") / z0.last("bytes"), 1.05, higher=False),
+    ]
+
+
+def restore_goals(rounds):
+    native = rounds["age -d | zstd -dc | pg_restore"]
+    goals = []
+    for jobs in (1, 2):
+        path = rounds["postgresql_restore jobs=%d (task)" % jobs]
+        goals.append(common.Goal("postgresql_restore jobs=%d vs age|zstd|pg_restore" % jobs, common.ratio(path, native), 0.9, busy=common.busy(path, native)))
+    return goals
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--scale", type=int, default=100, help="pgbench scale (100 is about 1.5 GB with indexes)")
     parser.add_argument("--text-mib", type=int, default=700, help="size of the text documents table")
-    parser.add_argument("--rounds", type=int, default=2, help="dump rounds; the best time of each path counts")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (at least 3 for a figure worth quoting)")
     parser.add_argument("--small", action="store_true", help="CI mode: scale 1, 4 MiB of text, one round, correctness only")
     parser.add_argument("--workdir", default=os.environ.get("LIFEBOAT_BENCH_DIR"), help="where outputs go (default: a temp dir)")
     args = parser.parse_args()
@@ -315,8 +406,6 @@ def main():
 
     base = Path(args.workdir or tempfile.mkdtemp(prefix="lifeboat-pg-bench-"))
     base.mkdir(parents=True, exist_ok=True)
-    out = base / "out"
-    out.mkdir(exist_ok=True)
     keygen = subprocess.run(["age-keygen"], capture_output=True, text=True, check=True)
     identity_file = base / "key.txt"
     identity_file.write_text(keygen.stdout)
@@ -326,86 +415,42 @@ def main():
     with PostgresServer(settings={"shared_buffers": "256MB", "max_wal_size": "4GB", "checkpoint_timeout": "30min"}) as server:
         started = time.time()
         size = populate(server, "bench", args.scale, args.text_mib)
-        # A second database a tenth the size: the module's peak RSS must not grow with the data.
+        # A second database a tenth the size: peak RSS must not grow with the data.
         medium = populate(server, "medium", max(1, args.scale // 10), max(1, args.text_mib // 10))
-        accounts = count_accounts(server, "bench")
         print(
-            "database: %.1f MiB (pgbench scale %d, %d MiB of text), made in %.0f s; load average %s"
-            % (size / 2**20, args.scale, args.text_mib, time.time() - started, os.getloadavg()),
+            "postgresql benchmark, %s: database %.1f MiB (pgbench scale %d, %d MiB of text), made in %.0f s; load %s"
+            % (time.strftime("%Y-%m-%d %H:%M"), size / 2**20, args.scale, args.text_mib, time.time() - started, common.load_text()),
             flush=True,
         )
-
-        # The machine is shared: run the dump paths in alternating rounds and keep each one's
-        # best time, so a burst of someone else's load does not land on one path only.
-        best = {}
-        outputs = {}
-        for round_no in range(args.rounds):
-            for label, run in (
-                ("module j1", lambda: module_dump(server, "bench", recipient, base, 1)),
-                ("native", lambda: native_dump(server, "bench", recipient, out, None)),
-                ("module j1 full", lambda: module_dump(server, "bench", recipient, base, 1, "full")),
-                ("module j2", lambda: module_dump(server, "bench", recipient, base, 2)),
-                ("native -Z0", lambda: native_dump(server, "bench", recipient, out, 0)),
-                ("peer", lambda: (peer(server, "dump", "bench", out / "peer.pgc", base), out / "peer.pgc")),
-                ("pg_dump -Fd -j1", lambda: native_directory(server, "bench", out, 1)),
-                ("pg_dump -Fd -j2", lambda: native_directory(server, "bench", out, 2)),
-            ):
-                seconds, produced = run()
-                best[label] = min(seconds, best.get(label, seconds))
-                outputs[label] = produced
-            print("round %d: %s; load average %s" % (round_no + 1, ", ".join("%s %.1f s" % kv for kv in best.items()), os.getloadavg()), flush=True)
-        dumps = {"module j1": (best["module j1"], outputs["module j1"]), "module j2": (best["module j2"], outputs["module j2"])}
-        native_s, native_file = best["native"], outputs["native"]
-        native0_s, native0_file = best["native -Z0"], outputs["native -Z0"]
-        peer_s, peer_file = best["peer"], outputs["peer"]
-        for label in ("module j1", "module j2"):
-            checked = run_module("image_verify", image=str(outputs[label]), level="full", identity_file=str(identity_file))
+        bench = Bench(server, base, recipient, identity_file)
+        dumps = common.Rounds("dump of the %.0f MiB database" % (size / 2**20), args.rounds)
+        dumps.add("postgresql_dump jobs=1 (task)", bench.dump(1))
+        dumps.add("pg_dump -Fc -Z0 | zstd -3 -T0 | age", bench.native(0))
+        dumps.add("postgresql_dump jobs=2 (task)", bench.dump(2))
+        dumps.add("pg_dump -Fd -Z0 -j2, tar | zstd | age", lambda: native_directory_pipeline(server, "bench", bench.out, 2, recipient))
+        dumps.add("postgresql_dump jobs=4 (task)", bench.dump(4))
+        dumps.add("pg_dump -Fc | zstd -3 -T0 | age (gzip twice)", bench.native(None))
+        dumps.add("community.postgresql_db dump (task)", bench.peer)
+        dumps.run().table(size / 1e6)
+        for jobs, image in bench.images.items():
+            checked = run_module("image_verify", image=str(image), level="full", identity_file=str(identity_file))
             if not checked.get("valid"):
-                raise SystemExit("benchmark image does not verify: %s" % checked.get("msg"))
+                raise SystemExit("the jobs=%d image does not verify: %s" % (jobs, checked.get("msg")))
 
-        restores = {}
-        for label, jobs, image in (("module j1 (streamed)", 1, dumps["module j1"][1]), ("module j2 (scratch)", 2, dumps["module j2"][1])):
-            target = "r_module_j%d" % jobs
-            restores[label] = module_restore(server, image, identity_file, "bench", target, jobs, base)
-            assert count_accounts(server, target) == accounts, label
-        restores["native age|zstd|pg_restore"] = native_restore(server, native0_file, identity_file, "r_native")
-        assert count_accounts(server, "r_native") == accounts
-        server.psql('CREATE DATABASE "r_peer"')
-        restores["community.postgresql restore"] = peer(server, "restore", "r_peer", peer_file, base)
-        assert count_accounts(server, "r_peer") == accounts
+        restores = common.Rounds("restore into a new database", args.rounds)
+        restores.add("postgresql_restore jobs=1 (task)", bench.restore(1))
+        restores.add("age -d | zstd -dc | pg_restore", bench.native_restore)
+        restores.add("postgresql_restore jobs=2 (task)", bench.restore(2))
+        restores.run().table(size / 1e6)
 
-        rss_small = module_peak_rss(server, "medium", recipient, base)
-        rss_big = module_peak_rss(server, "bench", recipient, base)
+        rss_small = peak_rss(server, "medium", recipient, identity_file, base)
+        rss_big = peak_rss(server, "bench", recipient, identity_file, base)
 
-    mb = size / 1e6
-    rows = [
-        ("postgresql_dump jobs=1", dumps["module j1"][0], dumps["module j1"][1].stat().st_size),
-        ("postgresql_dump jobs=1 verify=full", best["module j1 full"], outputs["module j1 full"].stat().st_size),
-        ("postgresql_dump jobs=2", dumps["module j2"][0], dumps["module j2"][1].stat().st_size),
-        ("pg_dump -Fc | zstd | age", native_s, native_file.stat().st_size),
-        ("pg_dump -Fc -Z0 | zstd | age", native0_s, native0_file.stat().st_size),
-        ("community.postgresql_db dump (-Fc)", peer_s, peer_file.stat().st_size),
-    ]
-    print("\n%-38s %9s %14s %12s" % ("dump (best of %d)" % args.rounds, "seconds", "DB MB/s", "output MB"))
-    for name, seconds, produced in rows:
-        print("%-38s %9.2f %14.1f %12.1f" % (name, seconds, mb / seconds, produced / 1e6))
-    j1, j2 = dumps["module j1"][0], dumps["module j2"][0]
-    print("\njobs=1 throughput vs pg_dump -Fc | zstd | age:      %.2fx   (target >= 0.9x)" % (native_s / j1))
-    print("jobs=1 throughput vs pg_dump -Fc -Z0 | zstd | age:  %.2fx" % (native0_s / j1))
-    print("jobs=2 vs jobs=1:                                   %.2fx   (target >= 1.5x on 2 cores)" % (j1 / j2))
-    print("jobs=1 vs community.postgresql_db dump:             %.2fx   (target > 1x)" % (peer_s / j1))
-    print(
-        "for reference, plain pg_dump -Fd -Z0 to disk: -j1 %.1f s, -j2 %.1f s (%.2fx from a second worker on this machine and data)"
-        % (best["pg_dump -Fd -j1"], best["pg_dump -Fd -j2"], best["pg_dump -Fd -j1"] / best["pg_dump -Fd -j2"])
-    )
-    print("\n%-38s %9s" % ("restore", "seconds"))
-    for name, seconds in restores.items():
-        print("%-38s %9.2f" % (name, seconds))
-    print(
-        "\npostgresql_dump peak RSS: %.1f MB on a %.0f MiB database, %.1f MB on the %.0f MiB one (target: flat)"
-        % (rss_small / 1024, medium / 2**20, rss_big / 1024, size / 2**20)
-    )
-    print("load average after: %s" % (os.getloadavg(),))
+    goals = dump_goals(dumps) + restore_goals(restores)
+    small_label, big_label = "%.0f MiB" % (medium / 2**20), "%.0f MiB" % (size / 2**20)
+    goals += common.rss_goal("postgresql_dump", [(small_label, rss_small[0]), (big_label, rss_big[0])])
+    goals += common.rss_goal("postgresql_restore", [(small_label, rss_small[1]), (big_label, rss_big[1])])
+    common.summary("postgresql_bench", goals, args.small)
     if not args.workdir:
         shutil.rmtree(base, ignore_errors=True)
 
