@@ -201,6 +201,36 @@ options:
         cluster and purpose keeps the copy small.
     type: bool
     default: false
+  fingerprint:
+    description:
+      - Within a session, what a restore must reproduce, recorded for the restore drill and
+        M(lifeboat.backup.elasticsearch_fingerprint) (C(docs/drills.md)), for every index of the
+        snapshot whose name does not start with a dot.
+      - C(full) - the document count, the aliases and a digest of every document's id and source
+        (read once with a scroll), or above O(fingerprint_max_docs) the ids and source digests of
+        a fixed sample of O(fingerprint_sample) documents. C(counts) - the counts and aliases only.
+        C(none) - nothing.
+      - The counts go into the manifest; digests and sample ids into the encrypted member
+        C(fingerprint.json) of the component.
+      - Taken right after the snapshot; the documents are counted before the snapshot and after
+        the fingerprint, and a difference (the indices were written to, not quiesced) is recorded
+        as a warning, because a restore will then not match the fingerprint exactly.
+    type: str
+    choices: [full, counts, none]
+    default: full
+    version_added: 0.2.0
+  fingerprint_max_docs:
+    description:
+      - Indices with more documents than this are fingerprinted by a sample. 0 reads every index whole.
+    type: int
+    default: 100000
+    version_added: 0.2.0
+  fingerprint_sample:
+    description:
+      - Number of documents in the sample of a large index.
+    type: int
+    default: 1000
+    version_added: 0.2.0
 requirements:
   - cryptography (Python library, on the managed node) with O(include_repository_files) when the session encrypts.
   - zstandard (Python library, on the managed node) with O(include_repository_files) when the session compresses with zstd.
@@ -311,8 +341,8 @@ component:
   type: str
   sample: elasticsearch
 members:
-  description: Image members written (repository files and their index).
-  returned: with include_repository_files, on success
+  description: Image members written (repository files and their index, the fingerprint).
+  returned: in a session with include_repository_files or a fingerprint, on success
   type: list
   elements: str
   sample: [elasticsearch/repository.tar.zst.age, elasticsearch/repository-index.jsonl.zst.age]
@@ -326,6 +356,15 @@ server:
   returned: always
   type: dict
   sample: {engine: opensearch, version: 2.19.6, cluster_name: production}
+fingerprint:
+  description:
+    - In a session with O(fingerprint) other than C(none) - the member written, the level, per index
+      its document count, method (C(full), C(sample), C(counts)) and aliases, whether the indices
+      kept their document count through the backup (C(stable)), and the seconds taken.
+  returned: in a session, on success
+  type: dict
+  version_added: 0.2.0
+  sample: {member: search/fingerprint.json.zst.age, level: full, indices: {stix-v4: {docs: 2000, method: full, aliases: [stix]}}, stable: true, seconds: 0.8}
 """
 
 import contextlib
@@ -335,7 +374,7 @@ import socket
 import time
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _elasticsearch as es
-from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _retention, _session, _tree
+from ansible_collections.lifeboat.backup.plugins.module_utils import _fingerprint, _image, _retention, _session, _tree
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
@@ -630,6 +669,46 @@ def state_pruned(module, client, server, params, result):
     return result
 
 
+def snapshot_targets(params):
+    """The multi-target expression of the snapshot's indices, dot-names left out."""
+    patterns = [es.path_segment(p) for p in params["indices"]] or ["*"]
+    return ",".join(patterns + ["-.*"])
+
+
+def total_docs(client, params):
+    """Documents in the snapshot's indices (open ones), or None when it cannot be told."""
+    try:
+        reply = client.request("GET", "/%s/_count" % snapshot_targets(params), params={"expand_wildcards": "open", "ignore_unavailable": "true"})
+        return int(reply.data["count"])
+    except (es.SearchError, KeyError, TypeError, ValueError):
+        return None
+
+
+def take_fingerprint(client, params, snapshot):
+    """{index: fingerprint} of the snapshot's indices (dot-names left out)."""
+    indices = [i for i in snapshot.get("indices") or [] if not i.startswith(".")]
+    taken = {}
+    for index in indices:
+        taken[index] = _fingerprint.es_index(client, index, params["fingerprint"], params["fingerprint_max_docs"], params["fingerprint_sample"])
+    return taken
+
+
+def write_fingerprint(component, params, taken, stable, seconds):
+    """The fingerprint member, and the manifest's summary of it (counts, no digests)."""
+    data = _fingerprint.document("elasticsearch", {"level": params["fingerprint"], "indices": taken, "stable": stable})
+    with component.appender() as appender:
+        with component.member(appender, _fingerprint.MEMBER, _fingerprint.MEDIA_TYPE) as out:
+            out.write(data)
+        component.add_member_record(out.record)
+    return {
+        "member": out.record["name"],
+        "level": params["fingerprint"],
+        "indices": {name: {"docs": entry["docs"], "method": entry["method"], "aliases": entry["aliases"]} for name, entry in taken.items()},
+        "stable": stable,
+        "seconds": seconds,
+    }
+
+
 def fail_component(component, error, details=None):
     """``error``, recorded with ``details`` in the component first (when there is one)."""
     if component is not None:
@@ -649,6 +728,7 @@ class Capture:
         self.session = session
         self.component = component
         self.result = result
+        self.docs_before = None
 
     def inspect(self):
         """Name, repository record and readable location (when copied); the existing snapshot."""
@@ -744,11 +824,34 @@ class Capture:
             details["repository_files"] = copied
             result["members"] = copied["members"]
             result["repository_files"] = copied
+        if self.params["fingerprint"] != "none":
+            details["fingerprint"] = self.fingerprint(snapshot, details)
+            result["fingerprint"] = details["fingerprint"]
+            result["members"] = result.get("members", []) + [details["fingerprint"]["member"]]
         if retention_error:
             self.component.warn(retention_error)
         self.component.marker("snapshot_uuid", snapshot["uuid"])
         details["duration"] = round(time.time() - started, 3)
         self.component.succeed(details)
+
+    def fingerprint(self, snapshot, details):
+        """Fingerprint the snapshot's indices and write the member; a failure fails the component."""
+        started = time.time()
+        try:
+            with self.session.heartbeat():
+                taken = take_fingerprint(self.client, self.params, snapshot)
+                after = total_docs(self.client, self.params)
+                stable = self.docs_before is not None and after == self.docs_before
+                if not stable:
+                    self.component.warn(
+                        "the snapshot's indices held %s documents before the snapshot and %s after its fingerprint: they were written to "
+                        "meanwhile (quiesce the platform), so a restore will not match the fingerprint exactly" % (self.docs_before, after)
+                    )
+                return write_fingerprint(self.component, self.params, taken, stable, round(time.time() - started, 3))
+        except (OSError, LifeboatError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            message = "snapshot %s succeeded, but its fingerprint failed: %s (fingerprint=none leaves it out)" % (self.name, reason)
+            raise fail_component(self.component, SnapshotFailed(message), details) from None
 
     def run(self):
         existing = self.inspect()
@@ -759,6 +862,7 @@ class Capture:
         if self.module.check_mode:
             return self.plan(body)
         started = time.time()
+        self.docs_before = total_docs(self.client, self.params) if self.session and self.params["fingerprint"] != "none" else None
         snapshot = es.summary(self.take(body), self.repository)
         self.result["snapshot"] = snapshot
         if not self.params["wait"]:
@@ -778,7 +882,7 @@ def snapshot_module(module):
     es.check_libraries(module)
     session = component = None
     if params["session"]:
-        session = module.open_session(params["session"], writes_members=params["include_repository_files"])
+        session = module.open_session(params["session"], writes_members=params["include_repository_files"] or params["fingerprint"] != "none")
         if not module.check_mode:
             # Recorded at once, so that a failure from here on (the server down included) is in the manifest.
             component = module.start_component(session, params["name"], "elasticsearch")
@@ -816,6 +920,9 @@ def main():
                 abort_on_timeout=dict(type="bool", default=True),
                 retention=dict(type="dict", options=retention_options()),
                 include_repository_files=dict(type="bool", default=False),
+                fingerprint=dict(type="str", choices=list(_fingerprint.LEVELS), default="full"),
+                fingerprint_max_docs=dict(type="int", default=100000),
+                fingerprint_sample=dict(type="int", default=1000),
                 **_session.component_spec("elasticsearch", required=False),
             )
         )

@@ -80,6 +80,14 @@ options:
       - For C(method=dump) images, seconds one C(neo4j-admin database load) may run.
     type: int
     default: 3600
+  verify_counts:
+    description:
+      - After the restore, count the nodes and relationships of each restored database (from its
+        store files) and fail, naming the database, when they differ from the counts the image
+        recorded (C(neo4j_archive) with C(fingerprint)). Images without counts are not compared.
+    type: bool
+    default: true
+    version_added: 0.2.0
 seealso:
   - module: lifeboat.backup.neo4j_archive
   - module: lifeboat.backup.image_verify
@@ -168,6 +176,12 @@ owner:
   returned: always
   type: dict
   sample: {uid: 112, gid: 118}
+counts:
+  description: With O(verify_counts) and counts in the image, the node and relationship counts of each restored database.
+  returned: after a restore compared with the image's counts
+  type: dict
+  version_added: 0.2.0
+  sample: {neo4j: {nodes: 120345, relationships: 455001}}
 """
 
 import grp
@@ -177,7 +191,7 @@ import shutil
 import tarfile
 import tempfile
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _neo4j, _proc, _tree
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _fingerprint, _image, _neo4j, _proc, _tree
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
@@ -499,7 +513,21 @@ def restore(module):
         return result
     result["store_ids"] = {d: info["store_id"] for d, info in restored.items()}
     check_store_ids(restored, result["expected_store_ids"])
+    recorded = ((details.get("fingerprint") or {}).get("counts")) or {}
+    if params["verify_counts"] and recorded:
+        compare_counts(layout, {d: c for d, c in recorded.items() if d in restored}, result)
     return result
+
+
+def compare_counts(layout, recorded, result):
+    """Graph counts of the restored databases against the image's; raises naming the differences."""
+    try:
+        result["counts"] = _fingerprint.neo4j_all(layout.data_dir, sorted(recorded))
+    except _fingerprint.FingerprintError as exc:
+        raise _failure(f"restored, but the graph could not be counted: {exc}", ["restored %s" % layout.data_dir], result) from None
+    problems = _fingerprint.neo4j_compare(recorded, result["counts"])
+    if problems:
+        raise _failure(f"the restored graph differs from the backup: {'; '.join(problems)}", ["restored %s" % layout.data_dir], result)
 
 
 def main():
@@ -511,6 +539,7 @@ def main():
             owner=dict(type="str"),
             group=dict(type="str"),
             timeout=dict(type="int", default=3600),
+            verify_counts=dict(type="bool", default=True),
         ),
         specs=[_image.IMAGE_SPEC, _image.DECRYPTION_SPEC, _image.RESTORE_SPEC, _neo4j.LAYOUT_SPEC],
         supports_check_mode=True,

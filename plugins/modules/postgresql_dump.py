@@ -123,8 +123,35 @@ options:
       - Count the rows of every dumped table (in the dump's snapshot) and record them in the
         manifest, for O(lifeboat.backup.postgresql_restore#module:verify_counts). Costs one
         C(count(*)) per table.
+      - Any O(fingerprint) other than C(none) records the row counts too.
     type: bool
     default: false
+  fingerprint:
+    description:
+      - What a restore must reproduce, recorded for the restore drill and
+        M(lifeboat.backup.postgresql_fingerprint) (C(docs/drills.md)).
+      - C(full) - per table with rows in the dump, its row count and a digest of its rows' text
+        (one pass over the table in the dump's snapshot, no sort); the values of the dumped
+        sequences, read before the dump; the number of large objects. C(counts) - row counts only.
+        C(none) - nothing.
+      - The row counts go into the manifest; digests and sequence values into the encrypted
+        member C(fingerprint.json) of the component (a digest of a short table could be
+        guessed).
+      - Costs one more read of every table, in the server, about as long again as the dump
+        itself on a 2-core machine (see C(docs/drills.md) for measured figures); O(fingerprint_max_bytes)
+        bounds it for large tables.
+    type: str
+    choices: [full, counts, none]
+    default: full
+    version_added: 0.2.0
+  fingerprint_max_bytes:
+    description:
+      - Tables larger than this (C(pg_table_size)) get a digest of a fixed sample of their rows
+        (those whose primary key's md5 starts with C(00), about 1 in 256), or only their row
+        count when they have no primary key. 0 digests every table whole.
+    type: int
+    default: 1073741824
+    version_added: 0.2.0
   verify:
     description:
       - How a custom-format archive is read back while it streams into the image. C(toc) feeds it
@@ -283,7 +310,7 @@ import shutil
 import tarfile
 import time
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _proc, _session
+from ansible_collections.lifeboat.backup.plugins.module_utils import _fingerprint, _image, _proc, _session
 from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql as pg
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
@@ -292,6 +319,7 @@ CUSTOM_MEDIA = "application/vnd.postgresql.custom-archive"
 DIRECTORY_MEDIA = "application/vnd.postgresql.directory-archive+tar"
 SQL_MEDIA = "application/sql"
 CLUSTER_TRAILER = b"PostgreSQL database cluster dump complete"
+LARGE_OBJECT_DESCS = ("BLOB", "BLOBS", "BLOB METADATA", "LARGE OBJECT", "LARGE OBJECTS")
 _FINISHED = re.compile(r"^pg_dump: finished item (\d+) TABLE DATA ")
 
 
@@ -370,6 +398,34 @@ class Snapshot:
         except pg.PgError:
             pg.execute(self.conn, "ROLLBACK")  # e.g. not allowed here: pg_dump takes its own
         self.lsn, _recovery = pg.current_lsn(self.conn)
+        # Sequences are not transactional: read before pg_dump reads them, a restored value
+        # can only be the same or higher.
+        self.sequences = _fingerprint.pg_sequences(pg, self.conn) if params["fingerprint"] == "full" else {}
+
+    def fingerprint(self, params, entries):
+        """(manifest summary, member data) of the dumped tables, in the dump's snapshot."""
+        started = time.time()
+        _fingerprint.pg_prepare(pg, self.conn)
+        oids = [e["oid"] for e in entries if e["desc"] == "TABLE DATA"]
+        tables = _fingerprint.pg_database(pg, self.conn, oids, params["fingerprint"], params["fingerprint_max_bytes"])
+        data = {"tables": tables}
+        if params["fingerprint"] == "full":
+            # SEQUENCE SET items carry no OID: the SEQUENCE items name the sequences, and when
+            # some have no value in the dump (a schema-only part) none is fingerprinted.
+            dumped = {e["oid"] for e in entries if e["desc"] == "SEQUENCE"}
+            if len(dumped) != sum(1 for e in entries if e["desc"] == "SEQUENCE SET"):
+                dumped = set()
+            data["sequences"] = {name: value for oid, (name, value) in sorted(self.sequences.items()) if oid in dumped}
+            if any(e["desc"] in LARGE_OBJECT_DESCS for e in entries):
+                data["large_objects"] = _fingerprint.pg_large_objects(pg, self.conn)
+        summary = {
+            "tables": len(tables),
+            "rows": sum(t["rows"] for t in tables.values()),
+            "sampled": sorted(n for n, t in tables.items() if t["method"] == "sample"),
+            "counts_only": sorted(n for n, t in tables.items() if t["method"] == "counts") if params["fingerprint"] == "full" else [],
+            "seconds": round(time.time() - started, 3),
+        }
+        return summary, data
 
     def row_counts(self, oids):
         """[[schema, table, rows]] for the tables with these OIDs, in the dump's snapshot."""
@@ -564,9 +620,13 @@ def dump_one(component, appender, tools, env_for, params, database, audit_includ
             "snapshot": bool(snapshot.id),
             "read_back": "toc+files" if params["jobs"] > 1 else ("toc+data" if params["verify"] == "full" else "toc"),
         }
-        if params["row_counts"]:
-            if not snapshot.id:
-                component.warn("%s: row counts taken outside the dump's snapshot (it could not be exported); they may differ from the dump" % database)
+        if (params["row_counts"] or params["fingerprint"] != "none") and not snapshot.id:
+            component.warn("%s: row counts taken outside the dump's snapshot (it could not be exported); they may differ from the dump" % database)
+        if params["fingerprint"] != "none":
+            details["fingerprint"], details["fingerprint_data"] = snapshot.fingerprint(params, entries)
+            tables = details["fingerprint_data"]["tables"]
+            details["row_counts"] = [[t["schema"], t["table"], t["rows"]] for t in tables.values()]
+        elif params["row_counts"]:
             details["row_counts"] = snapshot.row_counts(table_oids)
     finally:
         snapshot.close()
@@ -690,6 +750,7 @@ class Dump:
         self.halt = halt
         self.members = []
         self.failed = []
+        self.fingerprints = {}
         self.role_passwords = self._role_passwords()
         self.details = self._details()
 
@@ -729,6 +790,8 @@ class Dump:
                     self.dump_globals()
                 if not self.survey.dumpall and not (self.failed and self.halt):
                     self.dump_databases()
+                if self.fingerprints:
+                    self.write_fingerprint()
         except (OSError, LifeboatError) as exc:
             reason = "PostgreSQL dump failed: %s" % (getattr(exc, "strerror", None) or exc)
             if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
@@ -772,6 +835,9 @@ class Dump:
                 if self.halt:
                     break
                 continue
+            fingerprint = info.pop("fingerprint_data", None)
+            if fingerprint is not None:
+                self.fingerprints[database] = fingerprint
             info["size"] = survey.sizes[database]
             info["properties"] = survey.props.get(database)
             self.details["databases"].append(info)
@@ -780,6 +846,15 @@ class Dump:
             for entry in survey.result["databases"]:
                 if entry["name"] == database:
                     entry.update({k: info[k] for k in ("member", "format", "dump_bytes", "stored_bytes", "table_data", "duration")})
+
+    def write_fingerprint(self):
+        """The digests and sequence values of every dumped database, as one encrypted member."""
+        data = _fingerprint.document("postgresql", {"level": self.params["fingerprint"], "databases": self.fingerprints})
+        with self.component.member(self.appender, _fingerprint.MEMBER, _fingerprint.MEDIA_TYPE) as out:
+            out.write(data)
+        self.members.append(out.record["name"])
+        self.component.add_member_record(out.record)
+        self.details["fingerprint"] = {"member": out.record["name"], "level": self.params["fingerprint"], "databases": sorted(self.fingerprints)}
 
     def report(self, started):
         """The module's result; raises LifeboatError when a database (or the globals) failed."""
@@ -833,6 +908,8 @@ def main():
             include_audit=dict(type="bool", default=False),
             jobs=dict(type="int", default=1),
             row_counts=dict(type="bool", default=False),
+            fingerprint=dict(type="str", choices=list(_fingerprint.LEVELS), default="full"),
+            fingerprint_max_bytes=dict(type="int", default=1024 * 1024 * 1024),
             verify=dict(type="str", choices=["toc", "full"], default="toc"),
             lock_wait_timeout=dict(type="int"),
             space_factor=dict(type="float", default=0.1),

@@ -20,7 +20,7 @@ import yaml
 
 from tests.harness.neo4j import NEO4J_ACCOUNT, Neo4jServer
 from tests.harness.process import is_root
-from tests.support.images import flip_byte
+from tests.support.images import flip_byte, rewrite_manifest
 from tests.support.modules import ROOT, run_module, run_playbook
 
 PASSPHRASE = "neo4j graph backup passphrase"
@@ -115,6 +115,11 @@ def test_archive_records_the_store_ids_neo4j_logs(graph_backup):
     assert manifest["consistency"]["neo4j"] == {"store_ids": files["store_ids"]}
     assert manifest["consistency"]["neo4j-dump"] == {"store_ids": files["store_ids"]}
     assert manifest["components"]["neo4j"]["details"]["method"] == "files"
+    # The graph counts taken from the stopped store's files are Cypher's counts.
+    expected = graph_backup["expected"]
+    graph = {"nodes": expected["nodes"], "relationships": expected["relationships"]}
+    assert files["fingerprint"]["counts"]["neo4j"] == dump["fingerprint"]["counts"]["neo4j"] == graph
+    assert manifest["components"]["neo4j"]["details"]["fingerprint"]["counts"]["neo4j"] == graph
 
 
 def test_restore_files_into_a_wiped_data_directory(graph_backup):
@@ -125,11 +130,29 @@ def test_restore_files_into_a_wiped_data_directory(graph_backup):
     assert not result.failed, result
     assert result["changed"] is True and result["replaced"] is False and result["method"] == "files"
     assert result["store_ids"] == result["expected_store_ids"] == graph_backup["files"]["store_ids"]
+    assert result["counts"]["neo4j"] == {"nodes": graph_backup["expected"]["nodes"], "relationships": graph_backup["expected"]["relationships"]}
     if is_root():
         for path in [server.data_dir, *server.data_dir.rglob("*")]:
             assert path.lstat().st_uid == server.account.pw_uid, path
     server.resume()  # Neo4j, running as its own account, opens what was restored
     assert snapshot(server) == graph_backup["expected"]
+
+
+def test_restore_fails_naming_the_graph_when_counts_differ(graph_backup, tmp_path):
+    """The counts recorded at backup time are what the restore compares with: change one."""
+    server = halted(graph_backup["server"])
+    tampered = tmp_path / "tampered.zip"
+
+    def more_nodes(manifest):
+        manifest["components"]["neo4j"]["details"]["fingerprint"]["counts"]["neo4j"]["nodes"] += 1
+
+    rewrite_manifest(graph_backup["image"], tampered, more_nodes)
+    nodes = graph_backup["expected"]["nodes"]
+    result = run_module("neo4j_restore", image=str(tampered), passphrase=PASSPHRASE, home=str(server.home), replace=True)
+    assert result.failed and f"the restored graph differs from the backup: graph neo4j: {nodes} nodes, {nodes + 1} at backup time" in result["msg"]
+    assert result["done"] == [f"restored {server.data_dir}"]
+    unchecked = run_module("neo4j_restore", image=str(tampered), passphrase=PASSPHRASE, home=str(server.home), replace=True, verify_counts=False)
+    assert not unchecked.failed and "counts" not in unchecked
 
 
 def test_refuses_while_neo4j_runs(neo4j_server, graph_backup, tmp_path):

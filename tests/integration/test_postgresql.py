@@ -27,7 +27,7 @@ import pytest
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age
 from tests.harness.process import chown_tree, free_port, service_account
 from tests.harness.servers import PostgresServer
-from tests.support.images import flip_byte, member_of
+from tests.support.images import flip_byte, member_of, rewrite_manifest
 from tests.support.modules import run_module, run_playbook
 
 BIN = Path("/usr/lib/postgresql/15/bin")
@@ -333,18 +333,6 @@ def test_a_clean_restore_authenticates_the_image_before_dropping_anything(pg_dat
         assert "run again with clean=true" in unchecked["msg"]
     finally:
         server.psql(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
-
-
-def rewrite_manifest(image, target, change):
-    """A copy of ``image`` whose manifest.json went through ``change`` (members untouched)."""
-    with zipfile.ZipFile(image) as source, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as copy:
-        for info in source.infolist():
-            data = source.read(info.filename)
-            if info.filename == "manifest.json":
-                manifest = json.loads(data)
-                change(manifest)
-                data = json.dumps(manifest).encode()
-            copy.writestr(info, data)
 
 
 def _bump_count(manifest, table):
