@@ -17,8 +17,8 @@ description:
     same fingerprint of the indices on the cluster, and compares.
   - Fails naming every index that differs - missing, another document count, other aliases,
     changed documents with the same count, sampled documents missing or changed.
-  - Used by the restore drill (C(playbooks/drill.yml)) and by the C(restore) role with
-    C(restore_verify_content). Changes nothing.
+  - Run it after a restore, on the node that reaches the restored server, to prove that what
+    came back is what was backed up (C(docs/drills.md)). Changes nothing.
 author:
   - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:

@@ -19,8 +19,8 @@ description:
   - A table fingerprinted from a sample of its rows (larger than the dump's
     C(fingerprint_max_bytes)) is compared on the same sample; one fingerprinted by count only is
     compared by count.
-  - Used by the restore drill (C(playbooks/drill.yml)) and by the C(restore) role with
-    C(restore_verify_content). Changes nothing.
+  - Run it after a restore, on the node that reaches the restored server, to prove that what
+    came back is what was backed up (C(docs/drills.md)). Changes nothing.
 author:
   - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
