@@ -33,3 +33,10 @@ def test_rows_say_what_failed_and_the_total_counts_verdicts():
 def test_not_a_dict_is_refused():
     with pytest.raises(AnsibleFilterError, match="dict of node -> result"):
         summary_table(["db1"])
+
+
+def test_notes_follow_what_the_row_says_and_leave_the_verdict():
+    noted = dict(RESULTS["db1"], notes=["retention removed 2 image(s)", "", "alerts failed on chat (HTTP 500 Internal Server Error)"])
+    [row] = [line for line in summary_table({"db1": noted}) if line.startswith("db1")]
+    assert row.split()[1] == "partial"
+    assert row.endswith("failed: postgresql: pg_dump exited 1; retention removed 2 image(s); alerts failed on chat (HTTP 500 Internal Server Error)")
