@@ -20,6 +20,8 @@ PACKAGES=(
     # the offline table-archive verifier is tested under the system Python, which has
     # cryptography (as a managed node's) and no Ansible: docs/table-archive.md
     python3-cryptography
+    # break-the-glass secrets: Shamir shares read by the stock ssss-combine, jq in the page
+    ssss jq
     # OpenSearch / Elasticsearch / Neo4j run on the machine's JDK, fetched with Maven
     openjdk-17-jdk-headless maven
     # alert receivers and schedulers the operations tests run on loopback (docs/operations.md):

@@ -343,6 +343,24 @@ class AgeWriter:
         self._pending = bytearray()
 
 
+class _BytesSink:
+    def __init__(self):
+        self.data = bytearray()
+
+    def write(self, chunk):
+        self.data += chunk
+        return len(chunk)
+
+
+def encrypt_bytes(data, recipients=None, passphrase=None, work_factor=DEFAULT_WORK_FACTOR):
+    """A whole age file (bytes) holding ``data``: for small payloads such as keys and shares."""
+    sink = _BytesSink()
+    writer = AgeWriter(sink, recipients=recipients, passphrase=passphrase, work_factor=work_factor)
+    writer.write(data)
+    writer.close()
+    return bytes(sink.data)
+
+
 # ---- reader ------------------------------------------------------------------------
 
 

@@ -370,21 +370,9 @@ def encryption_plan(encryption, passphrase, recipients, work_factor):
         # per image instead of one per member); stock `age -d` unlocks it by hand.
         identity, image_recipient = _age.generate_identity()
         member_recipients.insert(0, image_recipient)
-        sink = _BytesSink()
-        writer = _age.AgeWriter(sink, passphrase=passphrase, work_factor=work_factor)
-        writer.write(("# lifeboat.backup image identity; unlock with the backup passphrase\n%s\n" % identity).encode("ascii"))
-        writer.close()
-        identity_blob = bytes(sink.data)
+        text = "# lifeboat.backup image identity; unlock with the backup passphrase\n%s\n" % identity
+        identity_blob = _age.encrypt_bytes(text.encode("ascii"), passphrase=passphrase, work_factor=work_factor)
     return member_recipients, identity_blob
-
-
-class _BytesSink:
-    def __init__(self):
-        self.data = bytearray()
-
-    def write(self, chunk):
-        self.data += chunk
-        return len(chunk)
 
 
 def _take_lock(state):

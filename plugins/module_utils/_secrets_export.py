@@ -1,0 +1,587 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, lifeboat.backup contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE module_utils of lifeboat.backup: not a public API, may change without notice.
+"""Exporting a break-the-glass secrets bundle: decide, encrypt, write, record.
+
+State of one bundle name lives in ``<state_dir>/<name>/`` (mode 0700): ``state.json`` (the
+last export, keyed digests, the custody's public part), ``digest.key`` (the HMAC key of
+the digests), ``custody/<id>/`` (the officers' encrypted shares, copied beside every
+bundle) and ``audit.jsonl`` (one line per run: exported, unchanged, failed). No value is
+ever written there: digests are HMAC-SHA256 under a key that never leaves the node, so a
+digest in an audit trail or a log cannot be used to guess a weak password.
+
+Custody: a custody key (an age X25519 identity) is made once, split M of N with
+``_shamir`` (ssss-compatible), each share encrypted to its officer's age key (or written
+for hand-over where an officer has none), and then forgotten: the node keeps only its
+public recipient. Every later bundle is encrypted to it, so officers' shares stay valid
+until the custody changes (officers, threshold, or ``rotate``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import time
+
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _elasticsearch, _secrets, _secrets_sources, _shamir
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
+
+MIN_PASSPHRASE = 8
+MAX_OFFICERS = 99
+STAMP = "%Y%m%dT%H%M%SZ"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]{0,63}$")
+
+
+class ExportError(LifeboatError):
+    """The export could not be completed; nothing incomplete is left under a final name."""
+
+
+def utc_iso(ts):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else None
+
+
+def write_file_atomic(path, data, mode=0o600):
+    """Write ``data`` under a temporary name, fsync, rename: ``path`` is whole or absent."""
+    tmp = "%s.partial.%d" % (path, os.getpid())
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---- state ------------------------------------------------------------------------------
+
+
+class State:
+    """The node-side record of one bundle name; see the module docstring."""
+
+    def __init__(self, state_dir, name):
+        self.dir = os.path.join(state_dir, name)
+        self.path = os.path.join(self.dir, "state.json")
+        self.audit_path = os.path.join(self.dir, "audit.jsonl")
+        self.data = {}
+        self._lock = None
+
+    def ensure(self):
+        try:
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise OptionError("state_dir", "cannot create the state directory %s: %s" % (self.dir, exc.strerror)) from None
+        os.chmod(self.dir, 0o700)
+
+    def load(self):
+        try:
+            with open(self.path) as handle:
+                self.data = json.load(handle)
+        except FileNotFoundError:
+            self.data = {}
+        except ValueError:
+            raise ExportError("the state file %s is damaged (not JSON); move it away to start afresh (the next run exports again)" % self.path) from None
+        return self.data
+
+    def save(self):
+        write_file_atomic(self.path, (json.dumps(self.data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+    def audit(self, record):
+        fd = os.open(self.audit_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def lock(self, timeout):
+        """Take the bundle's lock, waiting up to ``timeout`` seconds for another export."""
+        fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.time() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._lock = fd
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.time() >= deadline:
+                    os.close(fd)
+                    raise ExportError("another export of this bundle holds %s/lock; try again when it has finished" % self.dir) from None
+                time.sleep(0.2)
+
+    def unlock(self):
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def digest_key(self):
+        """The HMAC key of this bundle's digests, made on first use (0600, never leaves the node)."""
+        path = os.path.join(self.dir, "digest.key")
+        try:
+            with open(path, "rb") as handle:
+                key = handle.read()
+            if len(key) == 32:
+                return key
+        except FileNotFoundError:
+            pass
+        key = secrets.token_bytes(32)
+        write_file_atomic(path, key)
+        return key
+
+
+def keyed_digest(key, value):
+    return "hmac-sha256:" + hmac.new(key, _secrets.canonical(value), hashlib.sha256).hexdigest()
+
+
+# ---- custody ----------------------------------------------------------------------------
+
+
+def custody_wanted(custody):
+    """The part of the custody options that, when changed, needs a new custody key."""
+    if not custody:
+        return None
+    officers = [{"name": o["name"], "recipient": (o.get("recipient") or "").strip() or None, "share_file": o.get("share_file")} for o in custody["officers"]]
+    return {"threshold": custody["threshold"], "officers": officers}
+
+
+def _write_plain_share(path, line):
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise OptionError("custody.officers.share_file", "the directory of share_file %s does not exist" % path)
+    # The line alone, so that the file can be fed to ssss-combine as it is.
+    write_file_atomic(path, ("%s\n" % line).encode("ascii"))
+
+
+def make_custody(state, name, wanted):
+    """A new custody key split among the officers; returns the custody record (public only)."""
+    identity, recipient = _age.generate_identity()
+    custody_id = secrets.token_hex(4)
+    officers = wanted["officers"]
+    token = _secrets.custody_token(name, custody_id, wanted["threshold"], len(officers))
+    lines = _shamir.split(identity.encode("ascii"), wanted["threshold"], len(officers), token=token)
+    # The split is checked before the key is forgotten: the first M shares give it back.
+    if _shamir.combine(lines[: wanted["threshold"]]) != identity.encode("ascii"):
+        raise ExportError("internal error: the custody shares do not combine into the custody key; nothing was written")
+    parent = os.path.join(state.dir, "custody")
+    os.makedirs(parent, mode=0o700, exist_ok=True)
+    directory = os.path.join(parent, custody_id)
+    os.mkdir(directory, 0o700)
+    shares = []
+    for index, (officer, line) in enumerate(zip(officers, lines), 1):
+        share = {"index": index, "officer": officer["name"], "recipient": officer["recipient"], "file": None, "plain_file": None}
+        if officer["recipient"]:
+            share["file"] = "share-%d-%s.age" % (index, _secrets.safe_part(officer["name"]))
+            blob = _age.encrypt_bytes((line + "\n").encode("ascii"), recipients=[officer["recipient"]])
+            write_file_atomic(os.path.join(directory, share["file"]), blob)
+        else:
+            _write_plain_share(officer["share_file"], line)
+            share["plain_file"] = officer["share_file"]
+        shares.append(share)
+    del identity, lines
+    return {
+        "id": custody_id,
+        "token": token,
+        "recipient": recipient,
+        "threshold": wanted["threshold"],
+        "count": len(officers),
+        "created": utc_iso(time.time()),
+        "wanted": wanted,
+        "shares": shares,
+    }
+
+
+def ensure_custody(state, name, custody_options, check_mode):
+    """(custody record or None, rotated?) for this run."""
+    wanted = custody_wanted(custody_options)
+    current = state.data.get("custody")
+    if wanted is None:
+        return None, False
+    if current and current.get("wanted") == wanted and not custody_options.get("rotate"):
+        return current, False
+    if check_mode:
+        return {"id": "(new)", "threshold": wanted["threshold"], "count": len(wanted["officers"]), "wanted": wanted, "shares": []}, True
+    return make_custody(state, name, wanted), True
+
+
+# ---- the decision -----------------------------------------------------------------------
+
+
+def unlock_config(request, custody, key):
+    """What the bundle is encrypted to; a change of any of it needs a new bundle."""
+    return {
+        "passphrase": keyed_digest(key, request["passphrase"]) if request["passphrase"] else None,
+        "recipients": sorted(request["recipients"]),
+        "custody": custody["id"] if custody else None,
+        "work_factor": request["work_factor"] if request["passphrase"] else None,
+    }
+
+
+def missing_files(destination, last):
+    names = (last or {}).get("files") or []
+    if not names:
+        return []
+    return [n for n in names if not os.path.exists(os.path.join(destination, n))]
+
+
+def decide(state, content, unlock, request, now):
+    """(export?, reason) - the reasons are the ones the module documents."""
+    last = state.data.get("last_export")
+    if request["force"]:
+        return True, "forced"
+    if not last:
+        return True, "first export"
+    if last.get("content_digest") != content:
+        return True, "content changed"
+    if last.get("unlock_digest") != unlock:
+        return True, "encryption changed"
+    missing = missing_files(request["destination"], last)
+    if missing:
+        return True, "the last bundle is missing from the destination (%s)" % ", ".join(missing[:3])
+    if request["max_age"] and now - last.get("time", 0) >= request["max_age"]:
+        return True, "older than max_age"
+    return False, "unchanged"
+
+
+# ---- writing ----------------------------------------------------------------------------
+
+
+def build_document(request, collected, export_id, now):
+    entries = [entry for _summary, source_entries in collected for entry in source_entries]
+    return {
+        "format": _secrets.FORMAT,
+        "schema_version": _secrets.SCHEMA_VERSION,
+        "name": request["name"],
+        "export_id": export_id,
+        "created": utc_iso(now),
+        "node": request["node"],
+        "sources": [summary for summary, _entries in collected],
+        "entries": entries,
+        "entry_count": len(entries),
+        "content_sha256": _secrets.content_sha256(entries),
+    }
+
+
+def encrypt_set(request, doc, custody, stem):
+    """{file name: bytes} of the set but its index, and the export's passphrase identity (or None)."""
+    names = _secrets.set_names(stem)
+    files = {}
+    recipients = list(request["recipients"])
+    identity = None
+    if custody:
+        recipients.insert(0, custody["recipient"])
+    if request["passphrase"]:
+        identity, recipient = _age.generate_identity()
+        recipients.insert(0, recipient)
+        text = "# lifeboat.backup secrets bundle %s: unlock with the master passphrase\n%s\n" % (stem, identity)
+        files[names["key"]] = _age.encrypt_bytes(text.encode("ascii"), passphrase=request["passphrase"], work_factor=request["work_factor"])
+    payload = (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    files[names["bundle"]] = _age.encrypt_bytes(payload, recipients=recipients)
+    return files, identity
+
+
+def _custody_index(request, custody, stem):
+    if not custody:
+        return None, {}
+    shares, copies = [], {}
+    source_dir = os.path.join(request["state_dir"], request["name"], "custody", custody["id"])
+    for share in custody["shares"]:
+        entry = {"index": share["index"], "officer": share["officer"], "recipient": share["recipient"], "file": None}
+        if share["file"]:
+            entry["file"] = _secrets.share_file_name(stem, share["index"], share["officer"])
+            with open(os.path.join(source_dir, share["file"]), "rb") as handle:
+                copies[entry["file"]] = handle.read()
+        shares.append(entry)
+    record = {k: custody[k] for k in ("id", "token", "threshold", "count", "created")}
+    record["shares"] = shares
+    return record, copies
+
+
+def build_index(request, doc, files, custody_record, stem, content):
+    names = _secrets.set_names(stem)
+    bundle = files[names["bundle"]]
+    return {
+        "format": _secrets.INDEX_FORMAT,
+        "schema_version": _secrets.SCHEMA_VERSION,
+        "name": request["name"],
+        "export_id": doc["export_id"],
+        "created": doc["created"],
+        "node": doc["node"],
+        "bundle": {"file": names["bundle"], "size": len(bundle), "sha256": hashlib.sha256(bundle).hexdigest()},
+        "entry_count": doc["entry_count"],
+        "sources": [{"name": s["name"], "type": s["type"], "entries": s["entries"]} for s in doc["sources"]],
+        "content_digest": content,
+        "unlock": {
+            "passphrase": {"file": names["key"]} if names["key"] in files else None,
+            "recipients": sorted(request["recipients"]),
+            "custody": custody_record,
+        },
+        "reader": _secrets.READER_NAME,
+    }
+
+
+def publish(destination, files, index_name, index_bytes):
+    """Write every file of the set, the index last; on any failure remove what was written."""
+    written = []
+    try:
+        for name, data in list(files.items()) + [(index_name, index_bytes)]:
+            path = os.path.join(destination, name)
+            if os.path.lexists(path):
+                raise ExportError("%s already exists in %s: a bundle set is never overwritten" % (name, destination))
+            write_file_atomic(path, data)
+            written.append(path)
+        fsync_dir(destination)
+    except (OSError, ExportError) as exc:
+        for path in written:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if isinstance(exc, ExportError):
+            raise
+        raise ExportError("cannot write the bundle set into %s: %s; nothing of this export was kept" % (destination, exc.strerror or exc)) from None
+    return [os.path.basename(p) for p in written]
+
+
+def verify_written(destination, stem, index, identity, doc):
+    """Read back what landed: size and SHA-256, and with the export's own key the content."""
+    bundle = _secrets.BundleSet(os.path.join(destination, index["bundle"]["file"]))
+    problems = bundle.stored_check()
+    if not problems and identity is not None:
+        try:
+            if bundle.open(_age.parse_identities(identity))["content_sha256"] != doc["content_sha256"]:
+                problems.append("the bundle decrypts to other content")
+        except LifeboatError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ExportError("the bundle set %s written to %s does not read back: %s" % (stem, destination, "; ".join(problems)))
+
+
+# ---- validation -------------------------------------------------------------------------
+
+
+def _duration(option, value):
+    if value in (None, "", "0", 0):
+        return None
+    try:
+        return _elasticsearch.parse_duration(value)
+    except ValueError as exc:
+        raise OptionError(option, "%s: %s" % (option, exc)) from None
+
+
+def _recipient(option, text):
+    try:
+        _age.parse_recipient(text)
+    except _age.AgeError as exc:
+        raise OptionError(option, "%s: %s" % (option, exc)) from None
+    return text.strip()
+
+
+def _validate_custody(custody):
+    if not custody:
+        return
+    officers = custody["officers"]
+    if len(officers) < 2 or len(officers) > MAX_OFFICERS:
+        raise OptionError("custody.officers", "custody needs 2 to %d officers, %d given" % (MAX_OFFICERS, len(officers)))
+    if not 2 <= custody["threshold"] <= len(officers):
+        raise OptionError(
+            "custody.threshold", "custody.threshold must be between 2 and the number of officers (%d), not %d" % (len(officers), custody["threshold"])
+        )
+    names = [o["name"] for o in officers]
+    if len(set(names)) != len(names):
+        raise OptionError("custody.officers", "custody.officers: each officer needs a name of their own")
+    for officer in officers:
+        if officer.get("recipient"):
+            officer["recipient"] = _recipient("custody.officers.recipient", officer["recipient"])
+        elif not officer.get("share_file"):
+            raise OptionError(
+                "custody.officers",
+                "officer %s needs a recipient (their age1... key: the share is encrypted to it and stored with every bundle) "
+                "or a share_file (a path on the node where the plaintext share is written for hand-over)" % officer["name"],
+            )
+
+
+def validate(params, node):
+    """The request: options checked, durations in seconds. Raises OptionError naming the option."""
+    if not _NAME.match(params["name"]):
+        raise OptionError("name", "name %r: use 1 to 64 letters, digits, '_' or '.', starting with a letter or digit" % params["name"])
+    passphrase = params.get("passphrase")
+    if passphrase is not None and len(passphrase) < MIN_PASSPHRASE:
+        raise OptionError("passphrase", "passphrase is too short: it must be at least %d characters (a long phrase is better)" % MIN_PASSPHRASE)
+    recipients = [_recipient("recipients", r) for r in params.get("recipients") or []]
+    _validate_custody(params.get("custody"))
+    if not passphrase and not recipients and not params.get("custody"):
+        raise OptionError("passphrase", "a secrets bundle is always encrypted: give passphrase, recipients or custody (or several)")
+    if not params["sources"]:
+        raise OptionError("sources", "sources is empty: name at least one source of credentials")
+    for source in params["sources"]:
+        kinds = [k for k in _secrets_sources.SOURCE_TYPES if source.get(k) is not None]
+        if len(kinds) != 1:
+            raise OptionError("sources", "source %s needs exactly one of %s" % (source["name"], ", ".join(_secrets_sources.SOURCE_TYPES)))
+    return dict(
+        params,
+        node=params.get("node") or node,
+        passphrase=passphrase,
+        recipients=recipients,
+        max_age=_duration("max_age", params.get("max_age")),
+        stale_after=_duration("stale_after", params.get("stale_after")),
+    )
+
+
+# ---- one run ----------------------------------------------------------------------------
+
+
+def _summary_result(request, state, now):
+    last = state.data.get("last_export") or {}
+    success = state.data.get("last_success")
+    stale = bool(request["stale_after"]) and (not success or now - success > request["stale_after"])
+    return {
+        "name": request["name"],
+        "node": request["node"],
+        "destination": request["destination"],
+        "last_export": {k: last.get(k) for k in ("export_id", "stem", "files", "entry_count")} if last else None,
+        "last_exported": utc_iso(last.get("time")),
+        "last_success": utc_iso(success),
+        "stale": stale,
+    }
+
+
+def _custody_result(custody, rotated):
+    if not custody:
+        return None
+    return {
+        "id": custody["id"],
+        "threshold": custody["threshold"],
+        "officers": [o["name"] for o in custody["wanted"]["officers"]],
+        "rotated": rotated,
+        "plaintext_share_files": [s["plain_file"] for s in custody.get("shares", []) if s.get("plain_file")] if rotated else [],
+    }
+
+
+def _export(request, state, collected, custody, content, now):
+    export_id = "%s-%s" % (time.strftime(STAMP, time.gmtime(now)), secrets.token_hex(2))
+    stem = "%s-%s" % (request["name"], export_id)
+    doc = build_document(request, collected, export_id, now)
+    files, identity = encrypt_set(request, doc, custody, stem)
+    custody_record, copies = _custody_index(request, custody, stem)
+    files.update(copies)
+    index = build_index(request, doc, files, custody_record, stem, content)
+    index_name = _secrets.set_names(stem)["index"]
+    written = publish(request["destination"], files, index_name, (json.dumps(index, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    try:
+        verify_written(request["destination"], stem, index, identity, doc)
+    except ExportError:
+        for name in written:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(request["destination"], name))
+        raise
+    return {"export_id": export_id, "stem": stem, "files": written, "entry_count": doc["entry_count"]}
+
+
+def run(request, check_mode, warn):
+    """Collect, decide, export (or not), record. Returns the module result."""
+    now = time.time()
+    state = State(request["state_dir"], request["name"])
+    if not check_mode:
+        state.ensure()
+        os.makedirs(request["destination"], mode=0o700, exist_ok=True)
+        state.lock(request["lock_timeout"])
+    try:
+        if os.path.isdir(state.dir):
+            state.load()
+        return _run_locked(request, state, check_mode, warn, now)
+    finally:
+        state.unlock()
+
+
+def _run_locked(request, state, check_mode, warn, now):
+    collected = _secrets_sources.collect(request["sources"])
+    key = state.digest_key() if not check_mode or os.path.exists(os.path.join(state.dir, "digest.key")) else secrets.token_bytes(32)
+    entries = [entry for _summary, source_entries in collected for entry in source_entries]
+    content = keyed_digest(key, entries)
+    custody, rotated = ensure_custody(state, request["name"], request.get("custody"), check_mode)
+    if rotated and not check_mode:
+        state.data["custody"] = custody
+        state.save()
+        _warn_plain_shares(custody, warn)
+    unlock = keyed_digest(key, unlock_config(request, custody, key))
+    export, reason = decide(state, content, unlock, request, now)
+    result = dict(changed=export or rotated, exported=export and not check_mode, reason=reason, content_digest=content)
+    result.update(entry_count=len(entries), sources=[summary for summary, _e in collected], custody=_custody_result(custody, rotated))
+    if export and not check_mode:
+        outcome = _export(request, state, collected, custody, content, now)
+        state.data["last_export"] = dict(outcome, time=now, content_digest=content, unlock_digest=unlock)
+        result.update(outcome)
+    if not check_mode:
+        state.data["last_success"] = now
+        state.data.pop("last_failure", None)
+        state.save()
+        state.audit(_audit_record(request, result, now))
+    result.update(_summary_result(request, state, now))
+    return result
+
+
+def _warn_plain_shares(custody, warn):
+    plain = [s["plain_file"] for s in custody["shares"] if s.get("plain_file")]
+    if plain:
+        warn(
+            "custody %s: the shares of officers without an age key were written in plaintext to %s; "
+            "hand each to its officer and delete it from this node" % (custody["id"], ", ".join(plain))
+        )
+
+
+def _audit_record(request, result, now):
+    """What the audit trail keeps of a run: never a value."""
+    record = {
+        "time": utc_iso(now),
+        "event": "exported" if result.get("exported") else "unchanged",
+        "name": request["name"],
+        "node": request["node"],
+        "destination": request["destination"],
+        "reason": result["reason"],
+        "entry_count": result["entry_count"],
+        "sources": [{"name": s["name"], "type": s["type"], "entries": s["entries"]} for s in result["sources"]],
+        "content_digest": result["content_digest"],
+    }
+    for key in ("export_id", "files"):
+        if key in result:
+            record[key] = result[key]
+    if result.get("custody"):
+        record["custody"] = {k: result["custody"][k] for k in ("id", "threshold", "rotated")}
+    return record
+
+
+def record_failure(request, reason):
+    """The failure hook: the audit line and the state say why the run failed."""
+    state = State(request["state_dir"], request["name"])
+    if not os.path.isdir(state.dir):
+        return
+    state.load()
+    now = time.time()
+    state.data["last_failure"] = {"time": now, "reason": reason}
+    state.save()
+    state.audit({"time": utc_iso(now), "event": "failed", "name": request["name"], "node": request["node"], "reason": reason})
+
+
+def failure_result(request):
+    """Extra values of a failed run: when the last good export was, whether the bundle is stale."""
+    state = State(request["state_dir"], request["name"])
+    with contextlib.suppress(LifeboatError, OSError):
+        state.load()
+    return _summary_result(request, state, time.time())
