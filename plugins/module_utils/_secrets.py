@@ -298,12 +298,17 @@ class BundleSet:
                 problems.append("%s named by the index cannot be read: %s" % (name, exc.strerror))
         return problems
 
-    def open(self, identities):
-        """The decrypted, checked document. Raises BundleError naming what is wrong."""
+    def read_checked(self):
+        """The bundle's bytes, refused when they contradict the index (no key needed)."""
         data = _read(self.bundle_path, "bundle")
         problems = self.stored_problems(data) if self.index is not None else []
         if problems:
             raise BundleError("bundle %s is damaged: %s" % (self.bundle_path, problems[0]))
+        return data
+
+    def open(self, identities):
+        """The decrypted, checked document. Raises BundleError naming what is wrong."""
+        data = self.read_checked()
         plain = _open_age(data, "bundle %s" % self.bundle_path, identities=identities)
         try:
             doc = json.loads(plain.decode("utf-8"))
@@ -476,6 +481,7 @@ def reader_main(argv=None, stdin=None, stdout=None):
         bundle = BundleSet(args.bundle)
         if args.check_stored:
             return _report_stored(bundle, out)
+        bundle.read_checked()  # a damaged bundle is refused before any key is asked for
         identities = _collect_identities(args, bundle, _Prompt(args.passphrase_file, stdin or sys.stdin))
         try:
             doc = bundle.open(identities)

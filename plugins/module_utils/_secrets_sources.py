@@ -53,6 +53,8 @@ class SourceError(LifeboatError):
 
 
 def _text(value):
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "base64:" + base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, (datetime.date, datetime.datetime)):
         return value.isoformat()
     if isinstance(value, (dict, list)):

@@ -131,15 +131,16 @@ def _decipher(v0, v1):
 
 
 def _process_slice(data, start, length, block):
+    """Permute the 8 bytes at ``start`` (wrapping at ``length``) as two big-endian words."""
+    if start + 8 <= length:
+        v0, v1 = block(int.from_bytes(data[start : start + 4], "big"), int.from_bytes(data[start + 4 : start + 8], "big"))
+        data[start : start + 8] = v0.to_bytes(4, "big") + v1.to_bytes(4, "big")
+        return
     positions = [(start + k) % length for k in range(8)]
-    word = [0, 0]
-    for half in range(2):
-        for k in range(4):
-            word[half] = (word[half] << 8) | data[positions[4 * half + k]]
-    word = block(word[0], word[1])
-    for half in range(2):
-        for k in range(4):
-            data[positions[4 * half + k]] = (word[half] >> (24 - 8 * k)) & 0xFF
+    words = bytes(data[p] for p in positions)
+    v0, v1 = block(int.from_bytes(words[:4], "big"), int.from_bytes(words[4:], "big"))
+    for position, byte in zip(positions, v0.to_bytes(4, "big") + v1.to_bytes(4, "big")):
+        data[position] = byte
 
 
 def _diffuse(value, degree, encode):

@@ -14,7 +14,7 @@ description:
   - Collects credentials from O(sources) (a PostgreSQL query, JSON/YAML/.env files or whole
     files such as keys and certificates, the JSON output of a command such as a secret
     manager's CLI, Ansible variables) into one JSON document, the I(bundle), encrypted in the
-    age format. It is kept apart from system images: it is for reading a credential on the
+    age format. It is kept apart from system images - it is for reading a credential on the
     worst day, on a machine that has nothing of this collection (C(docs/break-the-glass.md)),
     never for restoring a system.
   - The bundle is encrypted to a master O(passphrase), to O(recipients) (age X25519 public
@@ -26,8 +26,8 @@ description:
     written and the task reports no change. Each bundle set is written under temporary names,
     read back and checked before it counts; a set is never overwritten.
   - Every run is recorded in C(<state_dir>/<name>/audit.jsonl) (when, where, how many entries
-    from which source, a keyed digest, the files): never a value.
-  - Values never leave memory in plaintext: no temporary file, no command line, no log line,
+    from which source, a keyed digest, the files), never a value.
+  - Values never leave memory in plaintext; no temporary file, no command line, no log line,
     no returned value holds one. Run the task with C(no_log) where the sources come from
     variables, and prefer SSH pipelining so that the module's arguments are not written to a
     temporary file on the node either.
@@ -59,7 +59,7 @@ options:
         any other field (kept under C(fields)). Field names are matched loosely - C(password),
         C(value) or C(token) count as C(secret); C(user) or C(login) as C(username).
       - A source that fails, or yields no entry (unless O(sources[].allow_empty)), fails the
-        export and nothing is written - a bundle never silently lacks a source's credentials.
+        export and nothing is written; a bundle never silently lacks a source's credentials.
     type: list
     elements: dict
     required: true
@@ -162,7 +162,7 @@ options:
         description:
           - The JSON printed by a command (a secret manager's CLI), read like a JSON file. It runs
             without a shell; put no secret in O(sources[].command.argv) (any user sees it in
-            C(ps)): pass tokens in O(sources[].command.environment).
+            C(ps)) and pass tokens in O(sources[].command.environment).
         type: dict
         suboptions:
           argv:
@@ -191,7 +191,7 @@ options:
   destination:
     description:
       - Directory where bundle sets are written (created with mode C(0700) if missing). Keep it
-        off the node that holds the sources, or copy the sets elsewhere: a bundle is for the day
+        off the node that holds the sources, or copy the sets elsewhere; a bundle is for the day
         the platform is gone.
     type: path
     required: true

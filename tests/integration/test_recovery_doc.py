@@ -7,14 +7,11 @@ page is the value of IMAGE and WORK in its first block.
 
 from __future__ import annotations
 
-import os
-import pty
 import re
-import select
-import time
 from pathlib import Path
 
 from tests.support.modules import run_module
+from tests.support.terminal import run_in_terminal
 from tests.support.trees import PASSPHRASE, make_config_tree, snapshot
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "recovery-by-hand.md"
@@ -23,32 +20,6 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "recovery-by-hand.md"
 def doc_blocks():
     """The page's ```sh blocks, in order."""
     return re.findall(r"^```sh\n(.*?)^```$", DOC.read_text(), flags=re.S | re.M)
-
-
-def run_in_terminal(script, answer, timeout=120):
-    """Run bash on a pseudo-terminal; answer each passphrase prompt. Returns (status, output)."""
-    pid, fd = pty.fork()
-    if pid == 0:  # pragma: no cover - the child
-        os.execvp("bash", ["bash", "-e", "-o", "pipefail", "-c", script])
-    output = b""
-    answered = 0
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        ready, _w, _x = select.select([fd], [], [], 0.5)
-        if ready:
-            try:
-                data = os.read(fd, 4096)
-            except OSError:
-                break
-            if not data:
-                break
-            output += data
-            if output.lower().count(b"enter passphrase") > answered:
-                os.write(fd, answer.encode() + b"\n")
-                answered += 1
-    _pid, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), output.decode("utf-8", "replace")
 
 
 def test_recovery_page_as_written(tmp_path):

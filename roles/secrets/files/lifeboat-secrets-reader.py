@@ -634,15 +634,16 @@ def _decipher(v0, v1):
 
 
 def _process_slice(data, start, length, block):
+    """Permute the 8 bytes at ``start`` (wrapping at ``length``) as two big-endian words."""
+    if start + 8 <= length:
+        v0, v1 = block(int.from_bytes(data[start : start + 4], "big"), int.from_bytes(data[start + 4 : start + 8], "big"))
+        data[start : start + 8] = v0.to_bytes(4, "big") + v1.to_bytes(4, "big")
+        return
     positions = [(start + k) % length for k in range(8)]
-    word = [0, 0]
-    for half in range(2):
-        for k in range(4):
-            word[half] = (word[half] << 8) | data[positions[4 * half + k]]
-    word = block(word[0], word[1])
-    for half in range(2):
-        for k in range(4):
-            data[positions[4 * half + k]] = (word[half] >> (24 - 8 * k)) & 0xFF
+    words = bytes(data[p] for p in positions)
+    v0, v1 = block(int.from_bytes(words[:4], "big"), int.from_bytes(words[4:], "big"))
+    for position, byte in zip(positions, v0.to_bytes(4, "big") + v1.to_bytes(4, "big")):
+        data[position] = byte
 
 
 def _diffuse(value, degree, encode):
@@ -1019,12 +1020,17 @@ class BundleSet:
                 problems.append("%s named by the index cannot be read: %s" % (name, exc.strerror))
         return problems
 
-    def open(self, identities):
-        """The decrypted, checked document. Raises BundleError naming what is wrong."""
+    def read_checked(self):
+        """The bundle's bytes, refused when they contradict the index (no key needed)."""
         data = _read(self.bundle_path, "bundle")
         problems = self.stored_problems(data) if self.index is not None else []
         if problems:
             raise BundleError("bundle %s is damaged: %s" % (self.bundle_path, problems[0]))
+        return data
+
+    def open(self, identities):
+        """The decrypted, checked document. Raises BundleError naming what is wrong."""
+        data = self.read_checked()
         plain = _open_age(data, "bundle %s" % self.bundle_path, identities=identities)
         try:
             doc = json.loads(plain.decode("utf-8"))
@@ -1197,6 +1203,7 @@ def reader_main(argv=None, stdin=None, stdout=None):
         bundle = BundleSet(args.bundle)
         if args.check_stored:
             return _report_stored(bundle, out)
+        bundle.read_checked()  # a damaged bundle is refused before any key is asked for
         identities = _collect_identities(args, bundle, _Prompt(args.passphrase_file, stdin or sys.stdin))
         try:
             doc = bundle.open(identities)
