@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Build the standalone secrets reader from the collection's own module_utils.
 
 The reader must be one Python file that needs nothing but the standard library and
@@ -34,8 +33,7 @@ SOURCES = ["_errors.py", "_age.py", "_shamir.py", "_secrets.py"]
 TARGET = ROOT / "roles" / "secrets" / "files" / "lifeboat-secrets-reader.py"
 QUALIFIED = re.compile(r"\b(_age|_shamir)\.(?=[A-Za-z_])")
 
-HEADER = '''#!/usr/bin/env python3
-# -*- coding: utf-8 -*-
+HEADER = '''# -*- coding: utf-8 -*-
 # Copyright: (c) 2026, lifeboat.backup contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 #
@@ -141,7 +139,7 @@ def main(argv):
         return 0
     TARGET.parent.mkdir(parents=True, exist_ok=True)
     TARGET.write_text(text)
-    TARGET.chmod(0o755)
+    TARGET.chmod(0o644)
     print("wrote %s" % TARGET.relative_to(ROOT))
     return 0
 

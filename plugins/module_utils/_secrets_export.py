@@ -32,7 +32,7 @@ import re
 import secrets
 import time
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _elasticsearch, _secrets, _secrets_sources, _shamir
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _retention, _secrets, _secrets_sources, _shamir
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 
 MIN_PASSPHRASE = 8
@@ -380,7 +380,7 @@ def _duration(option, value):
     if value in (None, "", "0", 0):
         return None
     try:
-        return _elasticsearch.parse_duration(value)
+        return _retention.parse_duration(value)
     except ValueError as exc:
         raise OptionError(option, "%s: %s" % (option, exc)) from None
 

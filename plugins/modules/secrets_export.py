@@ -42,9 +42,9 @@ attributes:
   diff_mode:
     support: none
   platform:
+    description: Target OS/families that can be operated against.
     platforms: posix
     support: full
-    details: Linux and other POSIX systems.
 options:
   name:
     description:

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, lifeboat.backup contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -63,7 +62,8 @@ class LifeboatError(Exception):
         kwargs = dict(self.result)
         msg = self.msg
         if self.done:
-            msg += " Already changed before the failure: %s." % "; ".join(self.done)
+            msg = msg.rstrip()
+            msg += "%s Already changed before the failure: %s." % ("" if msg.endswith((".", ":", ";")) else ".", "; ".join(self.done))
             kwargs["done"] = list(self.done)
         kwargs["msg"] = msg
         kwargs["changed"] = self.changed
@@ -104,8 +104,29 @@ MAX_WORK_FACTOR = 22  # what age accepts when decrypting
 _B64_COLUMNS = 64
 
 
-class AgeError(Exception):
+class AgeError(LifeboatError):
     """Any failure to read or write an age file; the message says what and why."""
+
+
+# What went wrong when reading, in the age specification's terms (the C2SP test vectors
+# tell them apart): callers catch AgeError; the kinds keep a parsing error from being
+# reported as a wrong key, and a wrong key as an altered header.
+class AgeHeaderError(AgeError):
+    """The header does not follow the age grammar (or is of an unsupported kind)."""
+
+
+class KeyMismatch(AgeError):
+    """The header is well-formed, but the key given (passphrase or identities) does not
+    open the file, or none was given. Nothing is wrong with the file itself: callers must
+    not call it damaged."""
+
+
+class AgeMacError(AgeError):
+    """A file key was unwrapped but the header MAC does not match: the header was altered."""
+
+
+class AgePayloadError(AgeError):
+    """The payload is truncated, altered or followed by garbage."""
 
 
 # ---- bech32 (BIP 173), as used by age for its key encodings -----------------------
@@ -239,13 +260,19 @@ def _b64(data):
     return base64.b64encode(data).rstrip(b"=")
 
 
-def _unb64(data):
+def _unb64(data, length=None):
+    """Strict base64 of the age header: no padding, canonical (the unused bits zero)."""
     if b"=" in data or b"\n" in data or b"\r" in data:
-        raise AgeError("invalid base64 in age header")
+        raise AgeHeaderError("invalid base64 in age header")
     try:
-        return base64.b64decode(data + b"=" * (-len(data) % 4), validate=True)
+        decoded = base64.b64decode(data + b"=" * (-len(data) % 4), validate=True)
     except ValueError:
-        raise AgeError("invalid base64 in age header") from None
+        raise AgeHeaderError("invalid base64 in age header") from None
+    if _b64(decoded) != data:
+        raise AgeHeaderError("non-canonical base64 in age header")
+    if length is not None and len(decoded) != length:
+        raise AgeHeaderError("malformed age header: %d bytes where %d were expected" % (len(decoded), length))
+    return decoded
 
 
 def _wrap_body(body):
@@ -378,48 +405,110 @@ def encrypt_bytes(data, recipients=None, passphrase=None, work_factor=DEFAULT_WO
 # ---- reader ------------------------------------------------------------------------
 
 
+_ARMOR_BEGIN = b"-----BEGIN AGE ENCRYPTED FILE-----"
+# A stanza argument: one or more visible ASCII characters.
+_ARGUMENT = re.compile(rb"[\x21-\x7e]+")
+_WORK_FACTOR = re.compile(rb"[1-9][0-9]{0,1}")
+_WRAPPED_KEY_SIZE = 16 + TAG_SIZE
+
+
 def _read_line(source, limit=4096):
     line = bytearray()
     while not line.endswith(b"\n"):
         ch = source.read(1)
         if not ch:
-            raise AgeError("truncated age header (file cut short?)")
+            raise AgeHeaderError("truncated age header (file cut short?)")
         line += ch
         if len(line) > limit:
-            raise AgeError("malformed age header (line too long)")
+            raise AgeHeaderError("malformed age header (line too long)")
     return bytes(line[:-1])
+
+
+def _check_first_line(source):
+    lines = []
+    try:
+        while len(lines) < 8 and not (lines and lines[-1].strip()):  # armor may follow blank lines
+            lines.append(_read_line(source, limit=len(_ARMOR_BEGIN) + 8))
+    except AgeHeaderError:
+        lines.append(b"?")
+    if lines[-1].strip().startswith(_ARMOR_BEGIN):
+        raise AgeHeaderError("this is an ASCII-armored age file, which is not supported here: convert it with 'age -d' or store binary age files")
+    if lines[0] != VERSION_LINE:
+        raise AgeHeaderError("not an age file, or an unsupported age version (first line %r)" % lines[0][:40])
+    return lines[0]
+
+
+def _parse_stanza(source, line):
+    """One '-> type args...' stanza from its first line on; return (args, body, raw bytes)."""
+    args = line[3:].split(b" ")
+    if not all(_ARGUMENT.fullmatch(arg) for arg in args):
+        raise AgeHeaderError("malformed age header (bad stanza argument in %r)" % line[:40])
+    raw = line + b"\n"
+    body = b""
+    while True:
+        body_line = _read_line(source)
+        raw += body_line + b"\n"
+        if len(body_line) > _B64_COLUMNS:
+            raise AgeHeaderError("malformed age header (stanza line too long)")
+        body += body_line
+        if len(body_line) < _B64_COLUMNS:
+            break
+    return args, _unb64(body), raw
 
 
 def _parse_header(source):
     """Return (stanzas, header_bytes_for_mac, mac). stanzas: list of (args, body)."""
-    try:
-        first = _read_line(source, limit=len(VERSION_LINE) + 1)
-    except AgeError:
-        first = b"?"
-    if first != VERSION_LINE:
-        raise AgeError("not an age file, or an unsupported age version (first line %r)" % first[:40])
-    raw = first + b"\n"
+    raw = _check_first_line(source) + b"\n"
     stanzas = []
     line = _read_line(source)
     while line.startswith(b"-> "):
-        raw += line + b"\n"
-        args = line[3:].split(b" ")
-        body = b""
-        while True:
-            body_line = _read_line(source)
-            raw += body_line + b"\n"
-            if len(body_line) > _B64_COLUMNS:
-                raise AgeError("malformed age header (stanza line too long)")
-            body += body_line
-            if len(body_line) < _B64_COLUMNS:
-                break
-        stanzas.append((args, _unb64(body) if body else b""))
+        args, body, stanza_raw = _parse_stanza(source, line)
+        stanzas.append((args, body))
+        raw += stanza_raw
         line = _read_line(source)
     if not line.startswith(b"--- "):
-        raise AgeError("malformed age header (missing MAC line)")
+        raise AgeHeaderError("malformed age header (missing MAC line)")
     raw += b"---"
-    mac = _unb64(line[4:])
+    mac = _unb64(line[4:], length=32)
     return stanzas, raw, mac
+
+
+def _open_scrypt(stanzas, passphrase, max_work_factor):
+    if len(stanzas) != 1:
+        raise AgeHeaderError("malformed age header: a scrypt stanza must be the only one")
+    args, body = stanzas[0]
+    if len(args) != 3 or not _WORK_FACTOR.fullmatch(args[2]) or len(body) != _WRAPPED_KEY_SIZE:
+        raise AgeHeaderError("malformed scrypt stanza")
+    salt = _unb64(args[1], length=16)
+    work_factor = int(args[2])
+    if work_factor > max_work_factor:
+        raise AgeHeaderError("scrypt work factor %d exceeds the allowed maximum %d" % (work_factor, max_work_factor))
+    if passphrase is None:
+        raise KeyMismatch("this age file is passphrase-encrypted; a passphrase is needed to read it")
+    try:
+        return _open_key(_scrypt_key(_to_bytes(passphrase), salt, work_factor), body)
+    except InvalidTag:
+        raise KeyMismatch("wrong passphrase: it does not decrypt this age file") from None
+
+
+def _open_x25519(args, body, keys):
+    """The file key if one of ``keys`` opens this X25519 stanza, else None; a malformed
+    stanza is a header error even when it is not ours (as in the reference implementation)."""
+    if len(args) != 2 or len(body) != _WRAPPED_KEY_SIZE:
+        raise AgeHeaderError("malformed X25519 stanza")
+    share = _unb64(args[1], length=32)
+    for key in keys:
+        recipient = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        try:
+            shared = key.exchange(X25519PublicKey.from_public_bytes(share))
+        except ValueError:  # all-zero shared secret: a low-order point
+            raise AgeHeaderError("malformed X25519 stanza (low-order share)") from None
+        wrap_key = _hkdf(shared, share + recipient, b"age-encryption.org/v1/X25519")
+        try:
+            return _open_key(wrap_key, body)
+        except InvalidTag:
+            continue
+    return None
 
 
 class AgeReader:
@@ -435,93 +524,77 @@ class AgeReader:
         stanzas, raw, mac = _parse_header(source)
         file_key = self._unwrap(stanzas, identities or [], passphrase, max_work_factor)
         if not hmac.compare_digest(_header_mac(file_key, raw), mac):
-            raise AgeError("age header MAC mismatch: the header was altered or the file key is wrong")
+            raise AgeMacError("age header MAC mismatch: the header was altered or the file key is wrong")
         nonce = source.read(16)
         if len(nonce) != 16:
-            raise AgeError("truncated age file (no payload nonce)")
+            raise AgeHeaderError("truncated age file (no payload nonce)")
         self._aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
         self._counter = 0
         self._buffer = b""
         self._pos = 0
         self._done = False
-        self._lookahead = source.read(CHUNK_SIZE + TAG_SIZE)
+        self._error = None
 
     @staticmethod
     def _unwrap(stanzas, identities, passphrase, max_work_factor):
-        kinds = [args[0] for args, _body in stanzas if args]
-        if b"scrypt" in kinds:
-            if len(stanzas) != 1:
-                raise AgeError("malformed age header: a scrypt stanza must be the only one")
-            if passphrase is None:
-                raise AgeError("this age file is passphrase-encrypted; a passphrase is needed to read it")
-            args, body = stanzas[0]
-            if len(args) != 3 or not args[2].isdigit() or args[2].startswith(b"0"):
-                raise AgeError("malformed scrypt stanza")
-            work_factor = int(args[2])
-            if work_factor > max_work_factor:
-                raise AgeError("scrypt work factor %d exceeds the allowed maximum %d" % (work_factor, max_work_factor))
-            salt = _unb64(args[1])
-            try:
-                return _open_key(_scrypt_key(_to_bytes(passphrase), salt, work_factor), body)
-            except InvalidTag:
-                raise AgeError("wrong passphrase: it does not decrypt this age file") from None
+        if any(args[0] == b"scrypt" for args, _body in stanzas):
+            return _open_scrypt(stanzas, passphrase, max_work_factor)
         keys = list(identities)
-        if not keys:
-            if passphrase is not None:
-                raise AgeError("this age file is encrypted to public-key recipients, not to a passphrase; an identity (AGE-SECRET-KEY-1...) is needed")
-            raise AgeError("this age file is encrypted to public-key recipients; an identity (AGE-SECRET-KEY-1...) is needed")
+        file_key = None
         for args, body in stanzas:
-            if len(args) != 2 or args[0] != b"X25519" or len(body) != 32:
-                continue
-            share = _unb64(args[1])
-            if len(share) != 32:
-                continue
-            for key in keys:
-                recipient = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-                try:
-                    shared = key.exchange(X25519PublicKey.from_public_bytes(share))
-                    wrap_key = _hkdf(shared, share + recipient, b"age-encryption.org/v1/X25519")
-                    return _open_key(wrap_key, body)
-                except (InvalidTag, ValueError):
-                    continue
-        raise AgeError("no identity matches: none of the given identities is a recipient of this age file (wrong key?)")
+            if args[0] == b"X25519":
+                file_key = file_key or _open_x25519(args, body, keys)
+        if file_key is not None:
+            return file_key
+        if not keys and passphrase is not None:
+            raise KeyMismatch("this age file is encrypted to public-key recipients, not to a passphrase; an identity (AGE-SECRET-KEY-1...) is needed")
+        if not keys:
+            raise KeyMismatch("this age file is encrypted to public-key recipients; an identity (AGE-SECRET-KEY-1...) is needed")
+        raise KeyMismatch("no identity matches: none of the given identities is a recipient of this age file (wrong key?)")
 
     def _next_chunk(self):
-        chunk = self._lookahead
-        self._lookahead = self._source.read(CHUNK_SIZE + TAG_SIZE)
-        last = not self._lookahead
+        """Decrypt the next chunk. A chunk is the last one when it opens with the last-chunk
+        nonce; then nothing may follow it. Plaintext is returned only once authenticated."""
+        chunk = self._source.read(CHUNK_SIZE + TAG_SIZE)
         if len(chunk) < TAG_SIZE:
-            raise AgeError("truncated age payload (chunk %d is incomplete)" % self._counter)
-        if not last and len(chunk) != CHUNK_SIZE + TAG_SIZE:
-            raise AgeError("truncated age payload (short read at chunk %d)" % self._counter)
-        try:
-            plain = self._aead.decrypt(_nonce(self._counter, last), chunk, None)
-        except InvalidTag:
-            if not last:
-                raise AgeError("age payload chunk %d failed authentication: the data is corrupt" % self._counter) from None
-            # Maybe the file was cut at a chunk boundary: then this chunk was not meant to be last.
-            try:
-                self._aead.decrypt(_nonce(self._counter, False), chunk, None)
-            except InvalidTag:
-                raise AgeError("age payload chunk %d failed authentication: the data is corrupt" % self._counter) from None
-            raise AgeError("truncated age payload: the last chunk is missing (file cut short)") from None
-        if last and not plain and self._counter > 0:
-            raise AgeError("malformed age payload: empty final chunk")
-        self._counter += 1
-        if last:
+            if self._counter and not chunk:
+                raise AgePayloadError("truncated age payload: the last chunk is missing (file cut short)")
+            raise AgePayloadError("truncated age payload (chunk %d is incomplete)" % self._counter)
+        plain = None
+        if len(chunk) == CHUNK_SIZE + TAG_SIZE:
+            plain = self._open_chunk(chunk, last=False)
+        if plain is None:
+            plain = self._open_chunk(chunk, last=True)
+            if plain is None:
+                raise AgePayloadError("age payload chunk %d failed authentication: the data is corrupt" % self._counter)
+            if not plain and self._counter > 0:
+                raise AgePayloadError("malformed age payload: empty final chunk")
+            if self._source.read(1):
+                # The final chunk is authentic and is released; the garbage is reported next.
+                self._error = AgePayloadError("malformed age payload: data after the final chunk")
             self._done = True
+        self._counter += 1
         return plain
 
+    def _open_chunk(self, chunk, last):
+        try:
+            return self._aead.decrypt(_nonce(self._counter, last), chunk, None)
+        except InvalidTag:
+            return None
+
     def read(self, size=-1):
-        if size is None or size < 0:
-            parts = [self._buffer[self._pos :]]
-            while not self._done:
-                parts.append(self._next_chunk())
-            self._buffer, self._pos = b"", 0
-            return b"".join(parts)
-        while len(self._buffer) - self._pos < size and not self._done:
-            self._buffer, self._pos = self._buffer[self._pos :] + self._next_chunk(), 0
-        out = self._buffer[self._pos : self._pos + size]
+        """Authenticated plaintext. When a chunk fails, a sized read returns what was
+        authenticated before it and the next call raises; ``read()`` raises at once."""
+        want = None if size is None or size < 0 else size
+        try:
+            while not self._done and self._error is None and (want is None or len(self._buffer) - self._pos < want):
+                self._buffer, self._pos = self._buffer[self._pos :] + self._next_chunk(), 0
+        except AgeError as exc:
+            self._error = exc
+        if self._error is not None and (want is None or self._pos == len(self._buffer)):
+            raise self._error
+        end = len(self._buffer) if want is None else self._pos + want
+        out = self._buffer[self._pos : end]
         self._pos += len(out)
         return out
 
