@@ -44,7 +44,7 @@ HEADER = '''# -*- coding: utf-8 -*-
 Needs Python 3.7+ and the ``cryptography`` library (Debian/Ubuntu: python3-cryptography),
 nothing else - no Ansible, no collection. Examples:
 
-    python3 lifeboat-secrets-reader.py /backups/secrets/vault-20261130T101500Z-3fa2.json
+    python3 lifeboat-secrets-reader.py /backups/secrets/vault-20261130T101500.250Z-3fa2.json
         (asks for the master passphrase; prints every entry)
     python3 lifeboat-secrets-reader.py DIR --name db-superuser --secret
         (the newest bundle in DIR; only that secret)

@@ -5,29 +5,7 @@
 
 from __future__ import annotations
 
-
-class ModuleDocFragment:
-    # The retention policy (module_utils/_retention.py POLICY_OPTIONS): the restic forget model
-    # plus the collection's guards, one vocabulary for images, copies, WAL and bundles.
-    DOCUMENTATION = r"""
-options:
-  retention:
-    description:
-      - The retention policy, in the restic C(forget) vocabulary. An item is kept when a C(keep_*)
-        rule or O(retention.keep_within) selects it and it is not older than
-        O(retention.max_age); O(retention.max_age) alone keeps everything younger. Give at least
-        one of the C(keep_*) rules, O(retention.keep_within) or O(retention.max_age).
-      - Whatever the policy, pinned items, items whose verdict cannot be read, and the newest
-        O(retention.min_count) successful items of each node are never removed.
-      - Partial and failed items are counted apart from the successful ones - they fill no
-        C(keep_*) slot - and are removed once a newer successful item of the same node exists,
-        or when older than O(retention.max_age).
-      - Calendar periods are counted in UTC. The rules are explained with worked examples in
-        C(docs/operations.md).
-    type: dict
-    required: true
-    version_added: 0.2.0
-    suboptions:
+_SUBOPTIONS = r"""
       keep_last:
         description:
           - Keep the newest N successful items.
@@ -74,3 +52,52 @@ options:
             the others are left alone.
         type: str
 """
+
+
+class ModuleDocFragment:
+    # The retention policy (module_utils/_retention.py POLICY_OPTIONS): the restic forget model
+    # plus the collection's guards, one vocabulary for images, copies, WAL and bundles.
+    DOCUMENTATION = (
+        r"""options:
+  retention:
+    description:
+      - The retention policy, in the restic C(forget) vocabulary. An item is kept when a C(keep_*)
+        rule or O(retention.keep_within) selects it and it is not older than
+        O(retention.max_age); O(retention.max_age) alone keeps everything younger. Give at least
+        one of the C(keep_*) rules, O(retention.keep_within) or O(retention.max_age).
+      - Whatever the policy, pinned items, items whose verdict cannot be read, and the newest
+        O(retention.min_count) successful items of each node are never removed.
+      - Partial and failed items are counted apart from the successful ones - they fill no
+        C(keep_*) slot - and are removed once a newer successful item of the same node exists,
+        or when older than O(retention.max_age).
+      - Calendar periods are counted in UTC. The rules are explained with worked examples in
+        C(docs/operations.md).
+    type: dict
+    required: true
+    version_added: 0.2.0
+    suboptions:"""
+        + _SUBOPTIONS
+    )
+
+    # Modules where retention is optional (secrets_export): without it, everything is kept.
+    OPTIONAL = (
+        r"""options:
+  retention:
+    description:
+      - The retention policy, in the restic C(forget) vocabulary. An item is kept when a C(keep_*)
+        rule or O(retention.keep_within) selects it and it is not older than
+        O(retention.max_age); O(retention.max_age) alone keeps everything younger. Give at least
+        one of the C(keep_*) rules, O(retention.keep_within) or O(retention.max_age).
+      - Whatever the policy, pinned items, items whose verdict cannot be read, and the newest
+        O(retention.min_count) successful items of each node are never removed.
+      - Partial and failed items are counted apart from the successful ones - they fill no
+        C(keep_*) slot - and are removed once a newer successful item of the same node exists,
+        or when older than O(retention.max_age).
+      - Without it nothing is removed.
+      - Calendar periods are counted in UTC. The rules are explained with worked examples in
+        C(docs/operations.md).
+    type: dict
+    version_added: 0.2.0
+    suboptions:"""
+        + _SUBOPTIONS
+    )

@@ -62,6 +62,8 @@ KINDS = {
     "verification_failed": ("error", "fail", "verification failed"),
     "restore_finished": ("info", "success", "restore finished"),
     "restore_failed": ("error", "fail", "restore failed"),
+    "secrets_export_failed": ("error", "fail", "break-the-glass secrets export failed"),
+    "secrets_bundle_stale": ("error", "fail", "break-the-glass secrets bundle stale"),
 }
 SEVERITIES = {"error": 3, "warning": 4, "info": 6}  # RFC 5424 severity codes
 TYPES = ("email", "syslog", "webhook", "ping")

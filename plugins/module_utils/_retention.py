@@ -80,6 +80,8 @@ POLICY_OPTIONS = dict(
     pattern=dict(type="str"),
 )
 RETENTION_SPEC = dict(retention=dict(type="dict", required=True, options=POLICY_OPTIONS))
+# Where retention may be left out (doc fragment lifeboat.backup._retention.optional).
+OPTIONAL_RETENTION_SPEC = dict(retention=dict(type="dict", options=POLICY_OPTIONS))
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w|y)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000, None: 1}

@@ -26,18 +26,19 @@ import errno
 import fcntl
 import hashlib
 import hmac
+import io
 import json
 import os
 import re
 import secrets
 import time
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _retention, _secrets, _secrets_sources, _shamir
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _retention, _secrets, _secrets_sources, _secrets_store, _shamir
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 
 MIN_PASSPHRASE = 8
 MAX_OFFICERS = 99
-STAMP = "%Y%m%dT%H%M%SZ"
+STAMP = "%Y%m%dT%H%M%S"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]{0,63}$")
 
 
@@ -235,15 +236,9 @@ def unlock_config(request, custody, key):
     }
 
 
-def missing_files(destination, last):
-    names = (last or {}).get("files") or []
-    if not names:
-        return []
-    return [n for n in names if not os.path.exists(os.path.join(destination, n))]
-
-
-def decide(state, content, unlock, request, now):
-    """(export?, reason) - the reasons are the ones the module documents."""
+def decide(state, content, unlock, request, now, missing):
+    """(export?, reason) - the reasons are the ones the module documents. ``missing``:
+    {location: [files of the last set it lacks]}."""
     last = state.data.get("last_export")
     if request["force"]:
         return True, "forced"
@@ -253,9 +248,9 @@ def decide(state, content, unlock, request, now):
         return True, "content changed"
     if last.get("unlock_digest") != unlock:
         return True, "encryption changed"
-    missing = missing_files(request["destination"], last)
-    if missing:
-        return True, "the last bundle is missing from the destination (%s)" % ", ".join(missing[:3])
+    lacking = [location for location, names in missing.items() if names]
+    if lacking:
+        return True, "the last bundle set is missing from %s" % ", ".join(lacking)
     if request["max_age"] and now - last.get("time", 0) >= request["max_age"]:
         return True, "older than max_age"
     return False, "unchanged"
@@ -338,41 +333,6 @@ def build_index(request, doc, files, custody_record, stem, content):
     }
 
 
-def publish(destination, files, index_name, index_bytes):
-    """Write every file of the set, the index last; on any failure remove what was written."""
-    written = []
-    try:
-        for name, data in list(files.items()) + [(index_name, index_bytes)]:
-            path = os.path.join(destination, name)
-            if os.path.lexists(path):
-                raise ExportError("%s already exists in %s: a bundle set is never overwritten" % (name, destination))
-            write_file_atomic(path, data)
-            written.append(path)
-        fsync_dir(destination)
-    except (OSError, ExportError) as exc:
-        for path in written:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        if isinstance(exc, ExportError):
-            raise
-        raise ExportError("cannot write the bundle set into %s: %s; nothing of this export was kept" % (destination, exc.strerror or exc)) from None
-    return [os.path.basename(p) for p in written]
-
-
-def verify_written(destination, stem, index, identity, doc):
-    """Read back what landed: size and SHA-256, and with the export's own key the content."""
-    bundle = _secrets.BundleSet(os.path.join(destination, index["bundle"]["file"]))
-    problems = bundle.stored_check()
-    if not problems and identity is not None:
-        try:
-            if bundle.open(_age.parse_identities(identity))["content_sha256"] != doc["content_sha256"]:
-                problems.append("the bundle decrypts to other content")
-        except LifeboatError as exc:
-            problems.append(str(exc))
-    if problems:
-        raise ExportError("the bundle set %s written to %s does not read back: %s" % (stem, destination, "; ".join(problems)))
-
-
 # ---- validation -------------------------------------------------------------------------
 
 
@@ -430,18 +390,23 @@ def validate(params, node):
         raise OptionError("passphrase", "a secrets bundle is always encrypted: give passphrase, recipients or custody (or several)")
     if not params["sources"]:
         raise OptionError("sources", "sources is empty: name at least one source of credentials")
+    if not params.get("destination") and not params.get("targets"):
+        raise OptionError("destination", "give a destination directory or storage targets (or both) for the bundle sets")
     for source in params["sources"]:
         kinds = [k for k in _secrets_sources.SOURCE_TYPES if source.get(k) is not None]
         if len(kinds) != 1:
             raise OptionError("sources", "source %s needs exactly one of %s" % (source["name"], ", ".join(_secrets_sources.SOURCE_TYPES)))
-    return dict(
+    request = dict(
         params,
         node=params.get("node") or node,
         passphrase=passphrase,
         recipients=recipients,
         max_age=_duration("max_age", params.get("max_age")),
         stale_after=_duration("stale_after", params.get("stale_after")),
+        retention=_retention.parse_policy(params["retention"]) if params.get("retention") else None,
     )
+    _secrets_store.validate_locations(request)
+    return request
 
 
 # ---- one run ----------------------------------------------------------------------------
@@ -474,33 +439,90 @@ def _custody_result(custody, rotated):
     }
 
 
-def _export(request, state, collected, custody, content, now):
-    export_id = "%s-%s" % (time.strftime(STAMP, time.gmtime(now)), secrets.token_hex(2))
+def check_before_publishing(bundle, identity, doc):
+    """The encrypted bundle, read back in memory before it goes anywhere: a well-formed age
+    file and, with the export's own key, the very content that was meant."""
+    try:
+        _age._parse_header(io.BytesIO(bundle))
+        if identity is not None:
+            plain = _age.AgeReader(io.BytesIO(bundle), identities=_age.parse_identities(identity)).read()
+            if json.loads(plain.decode("utf-8")).get("content_sha256") != doc["content_sha256"]:
+                raise ExportError("internal error: the bundle decrypts to other content; nothing was written")
+    except _age.AgeError as exc:
+        raise ExportError("internal error: the bundle just encrypted does not read back (%s); nothing was written" % exc) from None
+
+
+def _build_set(request, collected, custody, content, now):
+    """(export record, [(file name, bytes)] with the index last)."""
+    # Milliseconds in the id: stems sort by time even for two exports in one second.
+    export_id = "%s.%03dZ-%s" % (time.strftime(STAMP, time.gmtime(now)), int(now * 1000) % 1000, secrets.token_hex(2))
     stem = "%s-%s" % (request["name"], export_id)
     doc = build_document(request, collected, export_id, now)
     files, identity = encrypt_set(request, doc, custody, stem)
+    check_before_publishing(files[_secrets.set_names(stem)["bundle"]], identity, doc)
     custody_record, copies = _custody_index(request, custody, stem)
     files.update(copies)
     index = build_index(request, doc, files, custody_record, stem, content)
-    index_name = _secrets.set_names(stem)["index"]
-    written = publish(request["destination"], files, index_name, (json.dumps(index, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-    try:
-        verify_written(request["destination"], stem, index, identity, doc)
-    except ExportError:
-        for name in written:
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(request["destination"], name))
-        raise
-    return {"export_id": export_id, "stem": stem, "files": written, "entry_count": doc["entry_count"]}
+    ordered = sorted(files.items()) + [(_secrets.set_names(stem)["index"], (json.dumps(index, indent=2, sort_keys=True) + "\n").encode("utf-8"))]
+    record = {"export_id": export_id, "stem": stem, "files": [name for name, _data in ordered], "entry_count": doc["entry_count"]}
+    return record, ordered
+
+
+def _export(request, collected, custody, content, now, locations):
+    """Write the set to every location; ``locations`` gets each one's outcome."""
+    record, ordered = _build_set(request, collected, custody, content, now)
+    for option, target in _secrets_store.location_specs(request):
+        outcome = locations.setdefault(option, {"location": option})
+        try:
+            with _secrets_store.opened(option, target, create=True) as backend:
+                outcome["label"] = backend.label
+                _secrets_store.publish(backend, ordered)
+                outcome["written"] = True
+        except LifeboatError as exc:
+            outcome.update(written=False, error=str(exc))
+    return record
+
+
+def _missing_by_location(request, last):
+    """{location: files of the last set it lacks}; StoreError when a location cannot be asked."""
+    missing = {}
+    if not last:
+        return missing
+    for option, target in _secrets_store.location_specs(request):
+        try:
+            with _secrets_store.opened(option, target) as backend:
+                missing[option] = _secrets_store.missing(backend, last["files"])
+        except LifeboatError as exc:
+            raise _secrets_store.StoreError("cannot check the last bundle set on %s: %s" % (option, exc)) from None
+    return missing
+
+
+def _maintain(request, locations, check_mode, now, warn):
+    """Retention and the reader copy on every location that is reachable."""
+    for option, target in _secrets_store.location_specs(request):
+        outcome = locations.setdefault(option, {"location": option})
+        if outcome.get("written") is False:
+            continue
+        try:
+            with _secrets_store.opened(option, target, create=not check_mode) as backend:
+                outcome["label"] = backend.label
+                if request["retention"] is not None:
+                    decisions = _secrets_store.retention_plan(backend, request["name"], request["node"], request["retention"], now)
+                    gone = [{"stem": d.name, "rule": d.rule} for d in decisions if d.action == "remove"]
+                    outcome["removed"] = gone if check_mode else _secrets_store.apply_retention(backend, decisions)
+                if request.get("reader") and not check_mode:
+                    outcome["reader"] = _secrets_store.place_reader(backend, request["reader"])
+        except (LifeboatError, OSError) as exc:
+            outcome["maintenance_error"] = str(exc)
+            warn("secrets bundle %s on %s: retention or the reader copy failed: %s" % (request["name"], option, exc))
 
 
 def run(request, check_mode, warn):
-    """Collect, decide, export (or not), record. Returns the module result."""
+    """Collect, decide, export (or not), keep the locations tidy, record. Returns the result."""
     now = time.time()
     state = State(request["state_dir"], request["name"])
     if not check_mode:
         state.ensure()
-        os.makedirs(request["destination"], mode=0o700, exist_ok=True)
         state.lock(request["lock_timeout"])
     try:
         if os.path.isdir(state.dir):
@@ -510,30 +532,46 @@ def run(request, check_mode, warn):
         state.unlock()
 
 
-def _run_locked(request, state, check_mode, warn, now):
+def _prepare(request, state, check_mode, warn):
+    """Sources read, digests and custody: (collected, content digest, unlock digest, custody, rotated)."""
     collected = _secrets_sources.collect(request["sources"])
     key = state.digest_key() if not check_mode or os.path.exists(os.path.join(state.dir, "digest.key")) else secrets.token_bytes(32)
     entries = [entry for _summary, source_entries in collected for entry in source_entries]
-    content = keyed_digest(key, entries)
     custody, rotated = ensure_custody(state, request["name"], request.get("custody"), check_mode)
     if rotated and not check_mode:
         state.data["custody"] = custody
         state.save()
         _warn_plain_shares(custody, warn)
-    unlock = keyed_digest(key, unlock_config(request, custody, key))
-    export, reason = decide(state, content, unlock, request, now)
-    result = dict(changed=export or rotated, exported=export and not check_mode, reason=reason, content_digest=content)
-    result.update(entry_count=len(entries), sources=[summary for summary, _e in collected], custody=_custody_result(custody, rotated))
+    return collected, keyed_digest(key, entries), keyed_digest(key, unlock_config(request, custody, key)), custody, rotated
+
+
+def _run_locked(request, state, check_mode, warn, now):
+    collected, content, unlock, custody, rotated = _prepare(request, state, check_mode, warn)
+    export, reason = decide(state, content, unlock, request, now, _missing_by_location(request, state.data.get("last_export")))
+    result = dict(changed=export or rotated, exported=False, reason=reason, content_digest=content)
+    result.update(entry_count=sum(len(e) for _s, e in collected), sources=[summary for summary, _e in collected], custody=_custody_result(custody, rotated))
+    locations = {}
     if export and not check_mode:
-        outcome = _export(request, state, collected, custody, content, now)
-        state.data["last_export"] = dict(outcome, time=now, content_digest=content, unlock_digest=unlock)
-        result.update(outcome)
+        record = _export(request, collected, custody, content, now, locations)
+        if any(o.get("written") for o in locations.values()):
+            state.data["last_export"] = dict(record, time=now, content_digest=content, unlock_digest=unlock)
+            result.update(record, exported=True)
+    _maintain(request, locations, check_mode, now, warn)
+    result["locations"] = list(locations.values())
+    failed = [o for o in locations.values() if o.get("written") is False]
     if not check_mode:
-        state.data["last_success"] = now
-        state.data.pop("last_failure", None)
+        if not failed:
+            state.data["last_success"] = now
+            state.data.pop("last_failure", None)
         state.save()
         state.audit(_audit_record(request, result, now))
     result.update(_summary_result(request, state, now))
+    if failed:
+        raise ExportError(
+            "the bundle set could not be written to %s" % "; ".join("%s (%s)" % (o["location"], o["error"]) for o in failed),
+            done=["bundle set %s written to %s" % (result["stem"], o["location"]) for o in locations.values() if o.get("written")],
+            **{k: v for k, v in result.items() if k not in ("changed", "msg")},
+        )
     return result
 
 

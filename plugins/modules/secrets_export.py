@@ -21,10 +21,13 @@ description:
     keys, each able to read it alone) and/or to a custody key split M of N among officers
     (O(custody)) in the format of the Debian C(ssss) tools, so that any M officers recover it
     with C(ssss-combine) and C(age).
+  - Bundle sets go to O(destination) and/or to storage O(targets) of their own, apart from
+    system images, each file put atomically and checked where it landed, the index last; a set
+    is never overwritten, and a location that fails keeps nothing of the export. O(retention)
+    then applies to this node's sets of this bundle on each location.
   - A bundle is written only when the content changed, the encryption changed, the last bundle
-    is missing from O(destination), or it is older than O(max_age); otherwise nothing is
-    written and the task reports no change. Each bundle set is written under temporary names,
-    read back and checked before it counts; a set is never overwritten.
+    set is missing from a location, or it is older than O(max_age); otherwise nothing is
+    written and the task reports no change.
   - Every run is recorded in C(<state_dir>/<name>/audit.jsonl) (when, where, how many entries
     from which source, a keyed digest, the files), never a value.
   - Values never leave memory in plaintext; no temporary file, no command line, no log line,
@@ -35,6 +38,8 @@ author:
   - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
   - lifeboat.backup._attributes
+  - lifeboat.backup._storage.targets
+  - lifeboat.backup._retention.optional
 attributes:
   check_mode:
     support: full
@@ -190,11 +195,17 @@ options:
         type: raw
   destination:
     description:
-      - Directory where bundle sets are written (created with mode C(0700) if missing). Keep it
-        off the node that holds the sources, or copy the sets elsewhere; a bundle is for the day
-        the platform is gone.
+      - Directory on the node where bundle sets are written (created with mode C(0700) if
+        missing), a storage target of type C(local). Give O(destination), O(targets) or both.
+      - A bundle is for the day the platform is gone - keep at least one copy off the node that
+        holds the sources (O(targets)).
     type: path
-    required: true
+  reader:
+    description:
+      - Path on the node of the standalone reader C(lifeboat-secrets-reader.py) (the role ships
+        it from C(roles/secrets/files/)). When given, a copy is kept on every location beside the
+        bundle sets, so that whoever fetches the bundles has the reader too.
+    type: path
   passphrase:
     description:
       - The master passphrase, at least 8 characters (a long phrase is better). A fresh age
@@ -295,7 +306,16 @@ EXAMPLES = r"""
 - name: Export the vault's credentials under a master passphrase and 2-of-3 custody
   lifeboat.backup.secrets_export:
     name: vault
-    destination: /mnt/secrets-bundles
+    destination: /var/backups/lifeboat-secrets
+    targets:
+      - type: sftp
+        name: vault-site-b
+        host: backup.site-b.example.com
+        user: bundles
+        private_key_file: /root/.ssh/bundles_ed25519
+        known_hosts: "backup.site-b.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK..."
+        path: /srv/secrets
+    retention: {keep_last: 10, keep_monthly: 12}
     passphrase: "{{ vault_master_passphrase }}"
     custody:
       threshold: 2
@@ -329,6 +349,20 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+locations:
+  description:
+    - One entry per location (C(destination), C(targets[0]) ...) - its label, whether the set of
+      this run was C(written) (absent when nothing was exported), the C(error) when it was not,
+      the sets C(removed) by retention with the rule (in check mode, those it would remove), and
+      C(reader) C(added) or C(replaced) when the reader copy changed.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - location: destination
+      label: destination /var/backups/lifeboat-secrets
+      written: true
+      removed: [{stem: vault-20261001T101500Z-1a2b, rule: not selected by keep_last 10}]
 exported:
   description: Whether a new bundle set was written.
   returned: always
@@ -345,18 +379,18 @@ export_id:
   description: Identifier of the bundle written by this run.
   returned: when exported
   type: str
-  sample: 20261130T101500Z-3fa2
+  sample: 20261130T101500.250Z-3fa2
 stem:
   description: Common name of the files of the set written by this run.
   returned: when exported
   type: str
-  sample: vault-20261130T101500Z-3fa2
+  sample: vault-20261130T101500.250Z-3fa2
 files:
-  description: Files written into O(destination), the index C(<stem>.json) last.
+  description: Files of the set written to each location, the index C(<stem>.json) last.
   returned: when exported
   type: list
   elements: str
-  sample: [vault-20261130T101500Z-3fa2.key.age, vault-20261130T101500Z-3fa2.secrets.age, vault-20261130T101500Z-3fa2.json]
+  sample: [vault-20261130T101500.250Z-3fa2.key.age, vault-20261130T101500.250Z-3fa2.secrets.age, vault-20261130T101500.250Z-3fa2.json]
 entry_count:
   description: Number of entries collected.
   returned: always
@@ -401,7 +435,7 @@ stale:
 
 import socket
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _postgresql, _secrets_export, _secrets_sources
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _postgresql, _retention, _secrets_export, _secrets_sources, _storage
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
@@ -452,7 +486,8 @@ def main():
         argument_spec=dict(
             name=dict(type="str", required=True),
             sources=dict(type="list", elements="dict", required=True, options=source_spec()),
-            destination=dict(type="path", required=True),
+            destination=dict(type="path"),
+            reader=dict(type="path"),
             passphrase=dict(type="str", no_log=True),
             recipients=dict(type="list", elements="str", default=[]),
             custody=dict(type="dict", options=custody_spec()),
@@ -464,6 +499,7 @@ def main():
             work_factor=dict(type="int", default=18),
             lock_timeout=dict(type="int", default=60),
         ),
+        specs=[_storage.TARGETS_SPEC, _retention.OPTIONAL_RETENTION_SPEC],
         supports_check_mode=True,
     )
     module.run(export)

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _secrets, _secrets_export, _secrets_sources, _shamir
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _secrets, _secrets_export, _secrets_sources, _shamir, _storage
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import OptionError
+from ansible_collections.lifeboat.backup.plugins.module_utils._storage_backend import StorageError
+from ansible_collections.lifeboat.backup.plugins.module_utils._storage_local import LocalBackend
 
 ROOT = Path(__file__).resolve().parents[4]
 READER = ROOT / "roles" / "secrets" / "files" / "lifeboat-secrets-reader.py"
@@ -227,21 +229,21 @@ def test_reader_refusals(exported, tmp_path, capsys):
     base, _sources, recipients, result, _warnings = exported
     stem = base / "out" / result["stem"]
     (tmp_path / "wrong").write_text("not the passphrase\n")
-    assert run_reader(stem.with_suffix(".json"), "--passphrase-file", tmp_path / "wrong")[0] == 1
+    assert run_reader(Path("%s.json" % stem), "--passphrase-file", tmp_path / "wrong")[0] == 1
     assert "wrong passphrase" in capsys.readouterr().err
-    assert run_reader(stem.with_suffix(".json"), "--share", "%s.share-1-alice.age" % stem, "-i", base / "alice.key")[0] == 1
+    assert run_reader(Path("%s.json" % stem), "--share", "%s.share-1-alice.age" % stem, "-i", base / "alice.key")[0] == 1
     assert "too few shares: custody %s needs 2 of its 3 shares, 1 given" % result["custody"]["id"] in capsys.readouterr().err
-    assert run_reader(stem.with_suffix(".json"), "-i", base / "alice.key")[0] == 1
+    assert run_reader(Path("%s.json" % stem), "-i", base / "alice.key")[0] == 1
     assert "an officer's key opens that officer's share, not the bundle" in capsys.readouterr().err
     # A share of another custody: a second bundle name gets its own custody key.
     other = _secrets_export.run(request(base, [{"name": "v", "variables": {"x": "y"}}], recipients, name="other"), False, lambda _m: None)
     other_share = base / "out" / ("%s.share-2-bob.age" % other["stem"])
     keys = ["-i", base / "alice.key", "-i", base / "bob.key"]
-    code, _ = run_reader(stem.with_suffix(".json"), "--share", "%s.share-1-alice.age" % stem, "--share", other_share, *keys)
+    code, _ = run_reader(Path("%s.json" % stem), "--share", "%s.share-1-alice.age" % stem, "--share", other_share, *keys)
     assert code == 1
     err = capsys.readouterr().err
     assert "belongs to custody %s" % other["custody"]["id"] in err and "cannot be combined" in err
-    assert run_reader(stem.with_suffix(".json"), "--passphrase-file", "-", "--name", "nope", stdin=PASSPHRASE)[0] == 3
+    assert run_reader(Path("%s.json" % stem), "--passphrase-file", "-", "--name", "nope", stdin=PASSPHRASE)[0] == 3
 
 
 def test_mistyped_share_is_refused():
@@ -297,7 +299,7 @@ def test_unchanged_sources_export_nothing_then_changes_do(exported):
     assert forced["reason"] == "encryption changed"
     os.unlink(os.path.join(tmp_path, "out", forced["stem"] + ".secrets.age"))
     redo = _secrets_export.run(request(tmp_path, changed_sources, recipients, recipients=[recipients[2]]), False, lambda _m: None)
-    assert redo["reason"].startswith("the last bundle is missing from the destination")
+    assert redo["reason"] == "the last bundle set is missing from destination"
 
 
 def test_custody_rotates_when_officers_change(tmp_path):
@@ -319,7 +321,7 @@ def test_a_failing_source_writes_nothing_and_is_recorded(tmp_path):
     with pytest.raises(_secrets_sources.SourceError, match="source gone: cannot read .*missing.json: No such file"):
         _secrets_export.run(req, False, lambda _m: None)
     _secrets_export.record_failure(req, "source gone: cannot read")
-    assert os.listdir(tmp_path / "out") == []
+    assert not (tmp_path / "out").exists()
     state = json.loads((tmp_path / "state" / "vault" / "state.json").read_text())
     assert state["last_failure"]["reason"].startswith("source gone")
     assert _secrets_export.failure_result(req)["stale"] is True
@@ -328,19 +330,19 @@ def test_a_failing_source_writes_nothing_and_is_recorded(tmp_path):
 def test_a_failed_write_leaves_no_set(tmp_path, monkeypatch):
     _identities, recipients = officer_keys()
     req = request(tmp_path, [{"name": "v", "variables": {"a": "VALUE"}}], recipients)
-    real = _secrets_export.write_file_atomic
-    calls = []
+    real = LocalBackend.put
 
-    def full_disk(path, data, mode=0o600):
-        calls.append(path)
-        if path.endswith(".share-1-alice.age"):
-            raise OSError(28, "No space left on device")
-        return real(path, data, mode)
+    def full_disk(self, name, source, size=None, progress=None):
+        if name.endswith(".share-1-alice.age"):
+            raise StorageError("writing %s on %s failed: No space left on device" % (name, self.label), kind="full")
+        return real(self, name, source, size, progress)
 
-    monkeypatch.setattr(_secrets_export, "write_file_atomic", full_disk)
-    with pytest.raises(_secrets_export.ExportError, match="No space left on device; nothing of this export was kept"):
+    monkeypatch.setattr(LocalBackend, "put", full_disk)
+    with pytest.raises(_secrets_export.ExportError, match="No space left on device; nothing of this export was kept there"):
         _secrets_export.run(req, False, lambda _m: None)
     assert os.listdir(tmp_path / "out") == []
+    state = json.loads((tmp_path / "state" / "vault" / "state.json").read_text())
+    assert "last_export" not in state and "last_success" not in state
 
 
 @pytest.mark.parametrize(
@@ -386,3 +388,65 @@ def test_reader_runs_alone(exported, tmp_path):
     assert (proc.returncode, proc.stdout) == (0, SECRETS[0] + "\n"), proc.stderr
     imports = [line for line in READER.read_text().splitlines() if line.startswith(("import ", "from "))]
     assert not [line for line in imports if "ansible" in line], imports
+
+
+# ---- locations: targets, retention, the reader copy ------------------------------------------
+
+
+def local_target(path, name=None):
+    target = {key: spec.get("default") for key, spec in _storage.TARGET_OPTIONS.items()}
+    target.update(type="local", path=str(path), name=name)
+    return target
+
+
+def sets_in(directory, name="vault"):
+    return sorted(p.name[: -len(".json")] for p in Path(directory).glob("%s-*.json" % name))
+
+
+def test_targets_retention_and_the_reader_copy(tmp_path):
+    _identities, recipients = officer_keys()
+    (tmp_path / "site-b").mkdir()
+    extra = dict(targets=[local_target(tmp_path / "site-b", "site-b")], retention={"keep_last": 2}, reader=str(READER))
+    stems = []
+    for value in ("one", "two", "three"):
+        req = request(tmp_path, [{"name": "v", "variables": {"a": value}}], recipients, **extra)
+        result = _secrets_export.run(req, False, lambda _m: None)
+        assert result["exported"] and [o["written"] for o in result["locations"]] == [True, True]
+        stems.append(result["stem"])
+    assert result["locations"][1]["label"] == "site-b"
+    assert [r["stem"] for r in result["locations"][0]["removed"]] == [stems[0]]
+    assert "keep_last 2" in result["locations"][0]["removed"][0]["rule"]
+    for directory in (tmp_path / "out", tmp_path / "site-b"):
+        assert sets_in(directory) == stems[1:]
+        assert not [p for p in Path(directory).iterdir() if p.name.startswith(stems[0])]
+        assert (directory / _secrets.READER_NAME).read_bytes() == READER.read_bytes()
+    # Another node's sets of the same name on the shared target are never touched.
+    other = request(tmp_path, [{"name": "v", "variables": {"a": "x"}}], recipients, node="db2", state_dir=str(tmp_path / "state2"), **extra)
+    other["destination"] = None
+    other_stem = _secrets_export.run(other, False, lambda _m: None)["stem"]
+    (tmp_path / "site-b" / _secrets.READER_NAME).write_text("# an old reader\n")
+    for value in ("four", "five"):
+        req = request(tmp_path, [{"name": "v", "variables": {"a": value}}], recipients, **extra)
+        result = _secrets_export.run(req, False, lambda _m: None)
+    assert other_stem in sets_in(tmp_path / "site-b") and len(sets_in(tmp_path / "site-b")) == 3
+    assert result["locations"][1].get("reader") is None  # already replaced by the run before
+    assert (tmp_path / "site-b" / _secrets.READER_NAME).read_bytes() == READER.read_bytes()
+    # Check mode names what the policy would remove among the sets there, and removes nothing.
+    tighter = dict(extra, retention={"keep_last": 1})
+    checked = _secrets_export.run(request(tmp_path, [{"name": "v", "variables": {"a": "six"}}], recipients, **tighter), True, lambda _m: None)
+    assert [len(o["removed"]) for o in checked["locations"]] == [1, 1] and len(sets_in(tmp_path / "out")) == 2
+
+
+def test_a_lost_target_fails_the_run_and_the_next_run_exports_again(tmp_path):
+    _identities, recipients = officer_keys()
+    extra = dict(targets=[local_target(tmp_path / "lost", "site-b")])
+    req = request(tmp_path, [{"name": "v", "variables": {"a": "b"}}], recipients, **extra)
+    with pytest.raises(_secrets_export.ExportError, match="could not be written to targets\\[0\\]") as info:
+        _secrets_export.run(req, False, lambda _m: None)
+    assert info.value.changed and "written to destination" in info.value.done[0]
+    assert info.value.result["stale"] is True and info.value.result["exported"] is True
+    assert len(sets_in(tmp_path / "out")) == 1
+    (tmp_path / "lost").mkdir()
+    again = _secrets_export.run(request(tmp_path, [{"name": "v", "variables": {"a": "b"}}], recipients, **extra), False, lambda _m: None)
+    assert again["reason"] == "the last bundle set is missing from targets[0]"
+    assert len(sets_in(tmp_path / "lost")) == 1 and again["stale"] is False
