@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age
+from tests.harness.storage import SshServer, store_account
 from tests.support.leaks import CmdlineSampler, files_containing
 from tests.support.modules import run_module, run_playbook
 from tests.support.terminal import run_in_terminal
+from tests.support.webhook import WebhookReceiver
 
 ROOT = Path(__file__).resolve().parents[2]
 READER = ROOT / "roles" / "secrets" / "files" / "lifeboat-secrets-reader.py"
@@ -140,6 +142,17 @@ class Platform:
 
 
 @pytest.fixture
+def sftp_target(server_pool, tmp_path):
+    """An SFTP storage target of the bundles' own (the harness's sshd), and its directory."""
+    server = server_pool.get(("sshd",), SshServer)
+    root = server.data_dir / ("secrets-" + secrets.token_hex(4))
+    root.mkdir(mode=0o700)
+    account = store_account()
+    os.chown(root, account.pw_uid, account.pw_gid)
+    return server.target("sftp", path=str(root), name="vault-site-b"), root
+
+
+@pytest.fixture
 def platform(pg_database, tmp_path):
     made = Platform(pg_database, tmp_path)
     yield made
@@ -166,10 +179,12 @@ def age_with_identity(identity, bundle):
     return subprocess.run(["bash", "-c", script, "age", str(bundle)], env=dict(os.environ, IDENTITY=identity), capture_output=True, text=True, check=False)
 
 
-def test_export_then_recover_three_ways_and_nothing_leaks(platform, tmp_path):
+def test_export_then_recover_three_ways_and_nothing_leaks(platform, sftp_target, tmp_path):
     started = time.time() - 1
+    target, remote = sftp_target
+    role_vars = platform.role_vars(secrets_storage=[target])
     with CmdlineSampler(platform.needles) as sampler:
-        proc = run_playbook(ROLE_PLAY, tmp_path, extra_vars=platform.role_vars(), verbosity=3)
+        proc = run_playbook(ROLE_PLAY, tmp_path, extra_vars=role_vars, verbosity=3)
     assert proc.returncode == 0, proc.stdout[-5000:]
     assert "ESTABLISH LOCAL CONNECTION" in proc.stdout, "the playbook ran with -vvv"
     assert sampler.samples > 5 and len(sampler.seen_pids) > 5
@@ -191,6 +206,10 @@ def test_export_then_recover_three_ways_and_nothing_leaks(platform, tmp_path):
     audit = [json.loads(line) for line in (tmp_path / "state" / "vault" / "audit.jsonl").read_text().splitlines()]
     assert audit[-1]["event"] == "exported" and audit[-1]["entry_count"] == 8 and audit[-1]["export_id"] == index["export_id"]
     assert (tmp_path / "bundles" / "lifeboat-secrets-reader.py").read_bytes() == READER.read_bytes()
+    # The same set, and the reader, on the bundles' own SFTP target.
+    assert sorted(p.name for p in remote.iterdir()) == sorted(os.listdir(tmp_path / "bundles"))
+    for name in os.listdir(tmp_path / "bundles"):
+        assert (remote / name).read_bytes() == (tmp_path / "bundles" / name).read_bytes()
 
     # (a) the master passphrase and age, on a terminal
     status, output = run_in_terminal('age -d -i "%s.key.age" "%s.secrets.age"' % (stem, stem), platform.passphrase)
@@ -210,10 +229,11 @@ def test_export_then_recover_three_ways_and_nothing_leaks(platform, tmp_path):
         assert opened.returncode == 0, opened.stderr
         assert entries_of(opened.stdout)[0] == expected
 
-    # (c) the standalone reader, alone (python -I), with the passphrase and with shares
+    # (c) the standalone reader, alone (python -I), as it lies on the SFTP target, on the set
+    # there, with the passphrase and with shares
     (tmp_path / "pass").write_text(platform.passphrase + "\n")
     env = {"PATH": os.environ["PATH"]}
-    read = [sys.executable, "-I", str(tmp_path / "bundles" / "lifeboat-secrets-reader.py"), str(index_path)]
+    read = [sys.executable, "-I", str(remote / "lifeboat-secrets-reader.py"), str(remote / index_path.name)]
     out = subprocess.run([*read, "--passphrase-file", str(tmp_path / "pass"), "--json"], capture_output=True, text=True, env=env, check=False)
     assert out.returncode == 0, out.stderr
     assert entries_of(out.stdout)[0] == expected
@@ -226,10 +246,10 @@ def test_export_then_recover_three_ways_and_nothing_leaks(platform, tmp_path):
 
     # An unchanged source exports nothing the second time.
     before = sorted(os.listdir(tmp_path / "bundles"))
-    again = run_playbook(ROLE_PLAY, tmp_path, extra_vars=platform.role_vars())
+    again = run_playbook(ROLE_PLAY, tmp_path, extra_vars=role_vars)
     assert again.returncode == 0, again.stdout[-3000:]
     assert "changed=0" in again.stdout
-    assert sorted(os.listdir(tmp_path / "bundles")) == before
+    assert sorted(os.listdir(tmp_path / "bundles")) == before and sorted(p.name for p in remote.iterdir()) == before
     audit = [json.loads(line) for line in (tmp_path / "state" / "vault" / "audit.jsonl").read_text().splitlines()]
     assert audit[-1]["event"] == "unchanged" and audit[-1]["content_digest"] == audit[-2]["content_digest"]
 
@@ -302,16 +322,25 @@ def test_refusals_with_stock_tools_and_the_reader(platform, tmp_path):
     assert out.returncode == 1 and "SHA-256 does not match the index" in out.stderr
 
 
-def test_source_down_fails_clearly_records_and_writes_nothing(platform, tmp_path):
+def test_source_down_fails_clearly_alerts_records_and_writes_nothing(platform, tmp_path):
     assert not export(platform).failed
     vars_ = platform.role_vars()
     pam = vars_["secrets_sources"][0]["postgresql"]
     pam["port"] = pam["port"] + 1 if pam["port"] < 65000 else pam["port"] - 1  # nothing listens there
     before = sorted(os.listdir(tmp_path / "bundles"))
-    proc = run_playbook(ROLE_PLAY, tmp_path, extra_vars=dict(vars_, secrets_force=True), verbosity=3)
+    time.sleep(1.2)  # the last success is now older than stale_after
+    with WebhookReceiver(secret="hook-secret") as hook:
+        channel = {"type": "webhook", "name": "on-call", "url": hook.url + "/alerts", "secret": "hook-secret", "retry_delay": 0.1}
+        proc = run_playbook(ROLE_PLAY, tmp_path, extra_vars=dict(vars_, secrets_force=True, secrets_stale_after="1s", lifeboat_alerts=[channel]), verbosity=3)
     assert proc.returncode != 0
     assert "secrets export vault failed on localhost: source pam: cannot connect to PostgreSQL" in proc.stdout
     assert not [n for n in platform.needles if n in proc.stdout]
     assert sorted(os.listdir(tmp_path / "bundles")) == before
     audit = [json.loads(line) for line in (tmp_path / "state" / "vault" / "audit.jsonl").read_text().splitlines()]
     assert audit[-1]["event"] == "failed" and "source pam: cannot connect" in audit[-1]["reason"]
+    events = [request.json() for request in hook.requests]
+    assert [e["kind"] for e in events] == ["secrets_export_failed", "secrets_bundle_stale"]
+    assert all(request.signature_ok for request in hook.requests)
+    assert events[0]["node"] == "localhost" and "source pam: cannot connect to PostgreSQL" in events[0]["reason"]
+    assert events[0]["details"]["bundle"] == "vault" and events[1]["details"]["last_exported"]
+    assert not [n for n in platform.needles if any(n in request.body.decode() for request in hook.requests)]
