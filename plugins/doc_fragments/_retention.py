@@ -54,11 +54,8 @@ _SUBOPTIONS = r"""
 """
 
 
-class ModuleDocFragment:
-    # The retention policy (module_utils/_retention.py POLICY_OPTIONS): the restic forget model
-    # plus the collection's guards, one vocabulary for images, copies, WAL and bundles.
-    DOCUMENTATION = (
-        r"""options:
+_DESCRIPTION = r"""
+options:
   retention:
     description:
       - The retention policy, in the restic C(forget) vocabulary. An item is kept when a C(keep_*)
@@ -71,7 +68,15 @@ class ModuleDocFragment:
         C(keep_*) slot - and are removed once a newer successful item of the same node exists,
         or when older than O(retention.max_age).
       - Calendar periods are counted in UTC. The rules are explained with worked examples in
-        C(docs/operations.md).
+        C(docs/operations.md)."""
+
+
+class ModuleDocFragment:
+    # The retention policy (module_utils/_retention.py POLICY_OPTIONS): the restic forget model
+    # plus the collection's guards, one vocabulary for images, copies, WAL and bundles.
+    DOCUMENTATION = (
+        _DESCRIPTION
+        + r"""
     type: dict
     required: true
     version_added: 0.2.0
@@ -79,23 +84,11 @@ class ModuleDocFragment:
         + _SUBOPTIONS
     )
 
-    # Modules where retention is optional (secrets_export): without it, everything is kept.
+    # Modules where retention may be left out (secrets_export, OPTIONAL_RETENTION_SPEC).
     OPTIONAL = (
-        r"""options:
-  retention:
-    description:
-      - The retention policy, in the restic C(forget) vocabulary. An item is kept when a C(keep_*)
-        rule or O(retention.keep_within) selects it and it is not older than
-        O(retention.max_age); O(retention.max_age) alone keeps everything younger. Give at least
-        one of the C(keep_*) rules, O(retention.keep_within) or O(retention.max_age).
-      - Whatever the policy, pinned items, items whose verdict cannot be read, and the newest
-        O(retention.min_count) successful items of each node are never removed.
-      - Partial and failed items are counted apart from the successful ones - they fill no
-        C(keep_*) slot - and are removed once a newer successful item of the same node exists,
-        or when older than O(retention.max_age).
-      - Without it nothing is removed.
-      - Calendar periods are counted in UTC. The rules are explained with worked examples in
-        C(docs/operations.md).
+        _DESCRIPTION
+        + r"""
+      - Without it, nothing is removed.
     type: dict
     version_added: 0.2.0
     suboptions:"""

@@ -377,10 +377,8 @@ def _validate_custody(custody):
             )
 
 
-def validate(params, node):
-    """The request: options checked, durations in seconds. Raises OptionError naming the option."""
-    if not _NAME.match(params["name"]):
-        raise OptionError("name", "name %r: use 1 to 64 letters, digits, '_' or '.', starting with a letter or digit" % params["name"])
+def _validate_encryption(params):
+    """(passphrase, recipients) checked; a bundle is never written unencrypted."""
     passphrase = params.get("passphrase")
     if passphrase is not None and len(passphrase) < MIN_PASSPHRASE:
         raise OptionError("passphrase", "passphrase is too short: it must be at least %d characters (a long phrase is better)" % MIN_PASSPHRASE)
@@ -388,14 +386,26 @@ def validate(params, node):
     _validate_custody(params.get("custody"))
     if not passphrase and not recipients and not params.get("custody"):
         raise OptionError("passphrase", "a secrets bundle is always encrypted: give passphrase, recipients or custody (or several)")
-    if not params["sources"]:
+    return passphrase, recipients
+
+
+def _validate_sources(sources):
+    if not sources:
         raise OptionError("sources", "sources is empty: name at least one source of credentials")
-    if not params.get("destination") and not params.get("targets"):
-        raise OptionError("destination", "give a destination directory or storage targets (or both) for the bundle sets")
-    for source in params["sources"]:
+    for source in sources:
         kinds = [k for k in _secrets_sources.SOURCE_TYPES if source.get(k) is not None]
         if len(kinds) != 1:
             raise OptionError("sources", "source %s needs exactly one of %s" % (source["name"], ", ".join(_secrets_sources.SOURCE_TYPES)))
+
+
+def validate(params, node):
+    """The request: options checked, durations in seconds. Raises OptionError naming the option."""
+    if not _NAME.match(params["name"]):
+        raise OptionError("name", "name %r: use 1 to 64 letters, digits, '_' or '.', starting with a letter or digit" % params["name"])
+    passphrase, recipients = _validate_encryption(params)
+    _validate_sources(params["sources"])
+    if not params.get("destination") and not params.get("targets"):
+        raise OptionError("destination", "give a destination directory or storage targets (or both) for the bundle sets")
     request = dict(
         params,
         node=params.get("node") or node,
@@ -558,21 +568,31 @@ def _run_locked(request, state, check_mode, warn, now):
             result.update(record, exported=True)
     _maintain(request, locations, check_mode, now, warn)
     result["locations"] = list(locations.values())
-    failed = [o for o in locations.values() if o.get("written") is False]
+    failed = [o for o in result["locations"] if o.get("written") is False]
     if not check_mode:
-        if not failed:
-            state.data["last_success"] = now
-            state.data.pop("last_failure", None)
-        state.save()
-        state.audit(_audit_record(request, result, now))
+        _record(request, state, result, now, succeeded=not failed)
     result.update(_summary_result(request, state, now))
     if failed:
-        raise ExportError(
-            "the bundle set could not be written to %s" % "; ".join("%s (%s)" % (o["location"], o["error"]) for o in failed),
-            done=["bundle set %s written to %s" % (result["stem"], o["location"]) for o in locations.values() if o.get("written")],
-            **{k: v for k, v in result.items() if k not in ("changed", "msg")},
-        )
+        raise _partly_written(result, failed)
     return result
+
+
+def _partly_written(result, failed):
+    """The error of a run whose set did not reach every location (with where it did)."""
+    return ExportError(
+        "the bundle set could not be written to %s" % "; ".join("%s (%s)" % (o["location"], o["error"]) for o in failed),
+        done=["bundle set %s written to %s" % (result["stem"], o["location"]) for o in result["locations"] if o.get("written")],
+        **{k: v for k, v in result.items() if k not in ("changed", "msg")},
+    )
+
+
+def _record(request, state, result, now, succeeded):
+    """The state (last success only when every location has the set) and the audit line."""
+    if succeeded:
+        state.data["last_success"] = now
+        state.data.pop("last_failure", None)
+    state.save()
+    state.audit(_audit_record(request, result, now))
 
 
 def _warn_plain_shares(custody, warn):

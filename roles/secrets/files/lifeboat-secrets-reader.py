@@ -1224,6 +1224,26 @@ def _print_entry(entry, out):
             out.write("            %s\n" % line)
 
 
+def _report_check(doc, entries, out):
+    out.write("OK %s\n" % _describe(doc))
+    for entry in entries:
+        out.write("  %s%s\n" % (entry["name"], " (%s)" % entry["source"] if entry.get("source") else ""))
+
+
+def _report_list(entries, out):
+    for entry in entries:
+        out.write("%s\t%s\t%s\t%s\n" % (entry["name"], entry.get("username") or "", entry.get("host") or "", entry.get("source") or ""))
+
+
+def _report_secret(entry, out):
+    value = entry_value(entry)
+    if isinstance(value, bytes):
+        out.flush()
+        getattr(out, "buffer", out).write(value)
+    else:
+        out.write(value + ("" if value.endswith("\n") else "\n"))
+
+
 def _report(args, doc, out):
     entries = doc["entries"]
     if args.name is not None:
@@ -1232,21 +1252,13 @@ def _report(args, doc, out):
             sys.stderr.write("%s: no entry named %r in this bundle (--list shows the names)\n" % (READER_NAME, args.name))
             return 3
     if args.check:
-        out.write("OK %s\n" % _describe(doc))
-        for entry in entries:
-            out.write("  %s%s\n" % (entry["name"], " (%s)" % entry["source"] if entry.get("source") else ""))
+        _report_check(doc, entries, out)
     elif args.list:
-        for entry in entries:
-            out.write("%s\t%s\t%s\t%s\n" % (entry["name"], entry.get("username") or "", entry.get("host") or "", entry.get("source") or ""))
+        _report_list(entries, out)
     elif args.json:
         out.write(json.dumps(doc if args.name is None else entries, indent=2, ensure_ascii=False) + "\n")
     elif args.secret:
-        value = entry_value(entries[0])
-        if isinstance(value, bytes):
-            out.flush()
-            getattr(out, "buffer", out).write(value)
-        else:
-            out.write(value + ("" if value.endswith("\n") else "\n"))
+        _report_secret(entries[0], out)
     else:
         for entry in entries:
             _print_entry(entry, out)
