@@ -28,6 +28,7 @@ import base64
 import getpass
 import hashlib
 import io
+import itertools
 import json
 import os
 import re
@@ -207,11 +208,15 @@ def identities_from_shares(shares, custody=None):
         raise BundleError("the same share was given twice: %d different officers' shares are needed" % threshold)
     if len(parsed) < threshold:
         raise BundleError("too few shares: custody %s needs %d of its %d shares, %d given" % (first[3], threshold, first[5], len(parsed)))
-    try:
-        secret = _shamir.combine([p[1] for p in parsed[:threshold]])
-        return _age.parse_identities(secret.decode("ascii"))
-    except (_shamir.ShamirError, _age.AgeError, UnicodeDecodeError):
-        raise BundleError("the shares do not combine into a key: one of them is mistyped or damaged") from None
+    # With more shares than needed, a damaged one is outvoted: any threshold of them that
+    # combines into an age identity will do.
+    for chosen in itertools.islice(itertools.combinations(parsed, threshold), 200):
+        try:
+            secret = _shamir.combine([p[1] for p in chosen])
+            return _age.parse_identities(secret.decode("ascii"))
+        except (_shamir.ShamirError, _age.AgeError, UnicodeDecodeError):
+            continue
+    raise BundleError("the shares do not combine into a key: one of them is mistyped or damaged")
 
 
 def read_share_file(path, identities):

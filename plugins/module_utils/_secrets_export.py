@@ -302,8 +302,14 @@ def _custody_index(request, custody, stem):
         entry = {"index": share["index"], "officer": share["officer"], "recipient": share["recipient"], "file": None}
         if share["file"]:
             entry["file"] = _secrets.share_file_name(stem, share["index"], share["officer"])
-            with open(os.path.join(source_dir, share["file"]), "rb") as handle:
-                copies[entry["file"]] = handle.read()
+            try:
+                with open(os.path.join(source_dir, share["file"]), "rb") as handle:
+                    copies[entry["file"]] = handle.read()
+            except OSError as exc:
+                raise ExportError(
+                    "the encrypted share of officer %s is gone from %s (%s); make a new custody with custody.rotate: true "
+                    "(the officers then get new shares)" % (share["officer"], source_dir, exc.strerror)
+                ) from None
         shares.append(entry)
     record = {k: custody[k] for k in ("id", "token", "threshold", "count", "created")}
     record["shares"] = shares
@@ -511,7 +517,7 @@ def _maintain(request, locations, check_mode, now, warn):
     """Retention and the reader copy on every location that is reachable."""
     for option, target in _secrets_store.location_specs(request):
         outcome = locations.setdefault(option, {"location": option})
-        if outcome.get("written") is False:
+        if outcome.get("written") is False or (check_mode and option == "destination" and not os.path.isdir(target["path"])):
             continue
         try:
             with _secrets_store.opened(option, target, create=not check_mode) as backend:
@@ -612,6 +618,7 @@ def _audit_record(request, result, now):
         "name": request["name"],
         "node": request["node"],
         "destination": request["destination"],
+        "locations": [{k: o.get(k) for k in ("location", "label", "written", "error")} for o in result.get("locations", [])],
         "reason": result["reason"],
         "entry_count": result["entry_count"],
         "sources": [{"name": s["name"], "type": s["type"], "entries": s["entries"]} for s in result["sources"]],

@@ -258,6 +258,9 @@ def test_mistyped_share_is_refused():
     with pytest.raises(_secrets.BundleError, match="no lifeboat custody token"):
         _secrets.identities_from_shares([("a", lines[0].split("-", 1)[1]), ("b", lines[1])])
     assert _secrets.identities_from_shares([("a", lines[0]), ("c", lines[2])])
+    # One share more than needed outvotes a damaged one.
+    keys = _secrets.identities_from_shares([("a", lines[0]), ("b", damaged), ("c", lines[2])])
+    assert _age.recipient_of(keys[0]) == _age.recipient_of(_age.parse_identities(identity)[0])
 
 
 def test_damaged_bundle_is_refused(exported, tmp_path, capsys):
