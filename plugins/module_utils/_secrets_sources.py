@@ -21,6 +21,7 @@ import grp
 import json
 import os
 import pwd
+import re
 import traceback
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql, _proc
@@ -285,6 +286,19 @@ def run_command(source, spec):
 # ---- PostgreSQL ------------------------------------------------------------------------
 
 
+_QUOTED = re.compile(r'"[^"]*"')
+
+
+def query_error_text(exc):
+    """The server's message, without the values it quotes back for data errors (SQLSTATE
+    class 22: "invalid input syntax for type integer: ..." would show a secret)."""
+    text = " ".join(str(exc).split())
+    state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None) or ""
+    if state.startswith("22") or "invalid input" in text:
+        text = _QUOTED.sub('"(value hidden)"', text.split(" LINE ")[0])
+    return text
+
+
 def _row_entry(source, columns, row, position):
     data = dict(zip(columns, row))
     name = next((data[a] for a in ALIASES["name"] if data.get(a) not in (None, "")), None)
@@ -324,7 +338,7 @@ def query_postgresql(source, spec):
         finally:
             cursor.close()
     except (_postgresql.PgError, _postgresql.DRIVER.Error) as exc:
-        raise SourceError("source %s: the query failed on %s: %s" % (source, _postgresql.where(spec), " ".join(str(exc).split()))) from None
+        raise SourceError("source %s: the query failed on %s: %s" % (source, _postgresql.where(spec), query_error_text(exc))) from None
     finally:
         conn.close()
     _check_columns(source, columns)

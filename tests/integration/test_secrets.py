@@ -344,3 +344,15 @@ def test_source_down_fails_clearly_alerts_records_and_writes_nothing(platform, t
     assert events[0]["node"] == "localhost" and "source pam: cannot connect to PostgreSQL" in events[0]["reason"]
     assert events[0]["details"]["bundle"] == "vault" and events[1]["details"]["last_exported"]
     assert not [n for n in platform.needles if any(n in request.body.decode() for request in hook.requests)]
+
+
+def test_a_query_error_never_quotes_a_value(platform, tmp_path):
+    """PostgreSQL quotes the offending value in data errors; the message must not carry it."""
+    sources = platform.sources()[:1]
+    sources[0]["postgresql"]["query"] = "SELECT title AS name, password::int AS secret FROM credentials"
+    places = dict(destination=str(tmp_path / "b"), state_dir=str(tmp_path / "s"))
+    result = run_module("secrets_export", name="vault", sources=sources, passphrase=platform.passphrase, **places)
+    assert result.failed and "invalid input syntax for type integer" in result["msg"] and "(value hidden)" in result["msg"]
+    assert not [n for n in platform.needles if n in json.dumps(result) + result.stderr]
+    audit = (tmp_path / "s" / "vault" / "audit.jsonl").read_text()
+    assert '"event": "failed"' in audit and not [n for n in platform.needles if n in audit]
