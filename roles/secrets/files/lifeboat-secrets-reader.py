@@ -42,9 +42,12 @@ import traceback
 class LifeboatError(Exception):
     """Base of every error raised by the collection's module_utils."""
 
-    def __init__(self, msg, changed=False, done=None, **result):
+    def __init__(self, msg, changed=None, done=None, **result):
         super().__init__(msg)
         self.msg = str(msg)
+        # Whether the raiser said what changed (changed=True/False, or done); if not, the
+        # values the module gathered before the failure decide (add_result).
+        self._stated = changed is not None or bool(done)
         self.changed = bool(changed or done)
         self.done = list(done or [])
         self.result = result
@@ -56,6 +59,18 @@ class LifeboatError(Exception):
         """The same error, knowing that ``lines`` had already been changed."""
         self.done.extend(lines)
         self.changed = True
+        self._stated = True
+        return self
+
+    def add_result(self, result):
+        """The same error, returning also ``result`` (values gathered before it was raised).
+        The error's own values win over the gathered ones; the gathered ``changed`` counts
+        unless the error said itself what had changed (``changed=`` or ``done``)."""
+        result = dict(result)
+        gathered = bool(result.pop("changed", False))
+        if not self._stated:
+            self.changed = self.changed or gathered
+        self.result = dict(result, **self.result)
         return self
 
     def fail_kwargs(self):
