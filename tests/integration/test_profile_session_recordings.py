@@ -76,12 +76,14 @@ def test_recordings_profile_as_documented(tmp_path):
     with zipfile.ZipFile(destination / kept[0]) as archive:
         manifest = json.loads(archive.read("manifest.json"))
         assert "lifeboat/identity.age" not in archive.namelist()  # public key only: no passphrase identity
-    assert [c["name"] for c in manifest["components"]] == ["recordings"]
+    assert list(manifest["components"]) == ["recordings"]
     restored = tmp_path / "restored"
-    result = run_module("config_restore", image=str(destination / kept[0]), identity_file=str(tmp_path / "auditors.key"), root=str(restored))
+    image = str(destination / kept[0])
+    result = run_module("config_restore", image=image, component="recordings", identity_file=str(tmp_path / "auditors.key"), root=str(restored))
     assert not result.failed, result
     back = restored / str(recordings).lstrip("/") / "2026" / "11"
     assert (back / "session-1.webm").read_bytes() == (recordings / "2026" / "11" / "session-1.webm").read_bytes()
     assert not (back / "session-2.webm.part").exists()
-    refused = run_module("config_restore", image=str(destination / kept[0]), passphrase=PASSPHRASE, root=str(tmp_path / "nope"))
-    assert refused.failed
+    # The passphrase of the system backups opens nothing here: only the auditors' key does.
+    refused = run_module("config_restore", image=image, component="recordings", passphrase=PASSPHRASE, root=str(tmp_path / "nope"))
+    assert refused.failed and "recipients" in refused["msg"] and not (tmp_path / "nope").exists()
