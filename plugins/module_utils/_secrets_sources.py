@@ -271,7 +271,7 @@ def run_command(source, spec):
         _proc.stream_from(argv, out, env=spec.get("environment"), timeout=spec.get("timeout") or 120, cwd=spec.get("chdir"))
     except _proc.CommandError as exc:
         lines = (exc.stderr or "").strip().splitlines()[-3:]
-        detail = ("exited %d" % exc.rc if exc.rc is not None else str(exc).split(":")[0]) + (": %s" % " / ".join(lines) if lines else "")
+        detail = ("exited %d" % exc.rc if exc.rc is not None else str(exc).split(":", maxsplit=1)[0]) + (": %s" % " / ".join(lines) if lines else "")
         raise SourceError("source %s: command %s failed (%s)" % (source, os.path.basename(argv[0]), detail)) from None
     except SourceError as exc:
         raise SourceError("source %s: command %s: %s" % (source, os.path.basename(argv[0]), exc)) from None
@@ -295,7 +295,7 @@ def query_error_text(exc):
     text = " ".join(str(exc).split())
     state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None) or ""
     if state.startswith("22") or "invalid input" in text:
-        text = _QUOTED.sub('"(value hidden)"', text.split(" LINE ")[0])
+        text = _QUOTED.sub('"(value hidden)"', text.split(" LINE ", maxsplit=1)[0])
     return text
 
 

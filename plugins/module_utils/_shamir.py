@@ -104,7 +104,7 @@ class Field:
 
     def power(self, x, exponent):
         result = 1
-        for _ in range(exponent):
+        for _step in range(exponent):
             result = self.mul(result, x)
         return result
 
@@ -114,7 +114,7 @@ class Field:
 
 def _encipher(v0, v1):
     total = 0
-    for _ in range(32):
+    for _round in range(32):
         v0 = (v0 + ((((v1 << 4) ^ (v1 >> 5)) + v1) ^ total)) & _MASK32
         total = (total + _DELTA) & _MASK32
         v1 = (v1 + ((((v0 << 4) ^ (v0 >> 5)) + v0) ^ total)) & _MASK32
@@ -123,7 +123,7 @@ def _encipher(v0, v1):
 
 def _decipher(v0, v1):
     total = (_DELTA * 32) & _MASK32
-    for _ in range(32):
+    for _round in range(32):
         v1 = (v1 - ((((v0 << 4) ^ (v0 >> 5)) + v0) ^ total)) & _MASK32
         total = (total - _DELTA) & _MASK32
         v0 = (v0 - ((((v1 << 4) ^ (v1 >> 5)) + v1) ^ total)) & _MASK32
@@ -193,7 +193,7 @@ def split(secret, threshold, shares, token=None, diffusion=True, randbytes=os.ur
     coefficients = [int.from_bytes(secret, "big")]
     if diffusion and field.degree >= 64:
         coefficients[0] = _diffuse(coefficients[0], field.degree, True)
-    for _ in range(1, threshold):
+    for _coefficient in range(1, threshold):
         coefficients.append(int.from_bytes(randbytes(field.degree // 8), "big"))
     width = len(str(shares))
     lines = []

@@ -27,7 +27,7 @@ def ssss(tool, *args, stdin):
 
 def secret_of(length, rng):
     # ssss-split reads one line and strips the line end: no newline, no leading space.
-    return rng.choice(ALPHABET[:-1]) + "".join(rng.choice(ALPHABET) for _ in range(length - 1))
+    return rng.choice(ALPHABET[:-1]) + "".join(rng.choice(ALPHABET) for _position in range(length - 1))
 
 
 @pytest.mark.parametrize("length", LENGTHS)
@@ -60,7 +60,7 @@ def test_ssss_split_shares_combine_here(length):
 def test_custody_key_shares_with_the_stock_tool_and_its_failures():
     """The custody key as it is shared: ssss-combine gets it back from any 2 of 3, and
     gives something that is not an age key from a share of another split."""
-    identity = "AGE-SECRET-KEY-1" + "".join(random.choice("QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L") for _ in range(58))
+    identity = "AGE-SECRET-KEY-1" + "".join(random.choice("QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L") for _position in range(58))
     first = _shamir.split(identity.encode(), 2, 3, token="vault.0011aabb.2of3")
     other = _shamir.split(identity.encode(), 2, 3, token="vault.ccdd3344.2of3")
     for pair in ([first[0], first[1]], [first[2], first[0]], [first[1], first[2]]):

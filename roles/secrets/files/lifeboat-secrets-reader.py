@@ -385,7 +385,8 @@ class AgeWriter:
             end = ((len(pending) - 1) // CHUNK_SIZE) * CHUNK_SIZE
             out = []
             for start in range(0, end, CHUNK_SIZE):
-                out.append(self._aead.encrypt(_nonce(self._counter, False), view[start : start + CHUNK_SIZE], None))
+                # bytes(): cryptography before 39 (Debian 12's 38) refuses memoryviews.
+                out.append(self._aead.encrypt(_nonce(self._counter, False), bytes(view[start : start + CHUNK_SIZE]), None))
                 self._counter += 1
             view.release()
             del pending[:end]
@@ -696,7 +697,7 @@ class Field:
 
     def power(self, x, exponent):
         result = 1
-        for _ in range(exponent):
+        for _step in range(exponent):
             result = self.mul(result, x)
         return result
 
@@ -706,7 +707,7 @@ class Field:
 
 def _encipher(v0, v1):
     total = 0
-    for _ in range(32):
+    for _round in range(32):
         v0 = (v0 + ((((v1 << 4) ^ (v1 >> 5)) + v1) ^ total)) & _MASK32
         total = (total + _DELTA) & _MASK32
         v1 = (v1 + ((((v0 << 4) ^ (v0 >> 5)) + v0) ^ total)) & _MASK32
@@ -715,7 +716,7 @@ def _encipher(v0, v1):
 
 def _decipher(v0, v1):
     total = (_DELTA * 32) & _MASK32
-    for _ in range(32):
+    for _round in range(32):
         v1 = (v1 - ((((v0 << 4) ^ (v0 >> 5)) + v0) ^ total)) & _MASK32
         total = (total - _DELTA) & _MASK32
         v0 = (v0 - ((((v1 << 4) ^ (v1 >> 5)) + v1) ^ total)) & _MASK32
@@ -785,7 +786,7 @@ def split(secret, threshold, shares, token=None, diffusion=True, randbytes=os.ur
     coefficients = [int.from_bytes(secret, "big")]
     if diffusion and field.degree >= 64:
         coefficients[0] = _diffuse(coefficients[0], field.degree, True)
-    for _ in range(1, threshold):
+    for _coefficient in range(1, threshold):
         coefficients.append(int.from_bytes(randbytes(field.degree // 8), "big"))
     width = len(str(shares))
     lines = []

@@ -102,7 +102,7 @@ def test_empty_and_duplicate_sources(tmp_path):
 
 
 def officer_keys():
-    keys = [_age.generate_identity() for _ in range(3)]
+    keys = [_age.generate_identity() for _officer in range(3)]
     return [k[0] for k in keys], [k[1] for k in keys]
 
 
@@ -239,7 +239,7 @@ def test_reader_refusals(exported, tmp_path, capsys):
     other = _secrets_export.run(request(base, [{"name": "v", "variables": {"x": "y"}}], recipients, name="other"), False, lambda _m: None)
     other_share = base / "out" / ("%s.share-2-bob.age" % other["stem"])
     keys = ["-i", base / "alice.key", "-i", base / "bob.key"]
-    code, _ = run_reader(Path("%s.json" % stem), "--share", "%s.share-1-alice.age" % stem, "--share", other_share, *keys)
+    code, _output = run_reader(Path("%s.json" % stem), "--share", "%s.share-1-alice.age" % stem, "--share", other_share, *keys)
     assert code == 1
     err = capsys.readouterr().err
     assert "belongs to custody %s" % other["custody"]["id"] in err and "cannot be combined" in err
@@ -435,7 +435,7 @@ def test_targets_retention_and_the_reader_copy(tmp_path):
     assert result["locations"][1].get("reader") is None  # already replaced by the run before
     assert (tmp_path / "site-b" / _secrets.READER_NAME).read_bytes() == READER.read_bytes()
     # Check mode names what the policy would remove among the sets there, and removes nothing.
-    tighter = dict(extra, retention={"keep_last": 1})
+    tighter = {**extra, "retention": {"keep_last": 1}}
     checked = _secrets_export.run(request(tmp_path, [{"name": "v", "variables": {"a": "six"}}], recipients, **tighter), True, lambda _m: None)
     assert [len(o["removed"]) for o in checked["locations"]] == [1, 1] and len(sets_in(tmp_path / "out")) == 2
 

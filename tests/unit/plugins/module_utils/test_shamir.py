@@ -17,11 +17,16 @@ from ansible_collections.lifeboat.backup.plugins.module_utils import _shamir
 # ssss-split -t 3 -n 5 -w vault.0123abcd.3of5 (592-bit field, diffusion on)
 IDENTITY = b"AGE-SECRET-KEY-1QYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQS3Z6R7T"
 IDENTITY_SHARES = [
-    "vault.0123abcd.3of5-1-24a3a8be0cbc51c0e7ecd9fcc48222ed6fd17eb33ef2c4d33c248530dc208ae7f5dcee99adec9a73ea40942bc3cc325fdcd3150cc3074a388ee72096908cdbcb51b39dfcb3f4fd5e2dde",
-    "vault.0123abcd.3of5-2-170c9a4ef3d94545394e321faf28bf94264b413b816c708ef5a2d88b188ba467d33aca63715184610ae7d8e741cee2ceb6bfefdb10424b20cadd5c914caf80dea46e60df583a6d5c5a6b",
-    "vault.0123abcd.3of5-3-81de6f3766cf45abc0eebaf0a8eaf5c8e4b003ee2e08d9e27c5c1759f3d5357a3612ec0183ff59484b2423e46deb016ef3df8aa083909e9265e4d149f064bbf74b1be88e15a05803ab59",
-    "vault.0123abcd.3of5-4-dbea673c4c302f2301455c429420c88a81b7250588af687c7b3f59038db71259b111f4bc2e5c248962c707906a14665b509b1a424d33c9e1221ae748886f79259a9b68084744bd33a3cb",
-    "vault.0123abcd.3of5-5-4d389245d9262fcdf8e5d4ad93e282d6434c67d027cbc110f2c196d166e983445439d2dedcf2f9a02304fc93463185fb15fb7f39dee11c538d236a9034a4420c75eee0590ade886c52eb",
+    "vault.0123abcd.3of5-1-24a3a8be0cbc51c0e7ecd9fcc48222ed6fd17eb33ef2c4d33c248530dc208ae"
+    "7f5dcee99adec9a73ea40942bc3cc325fdcd3150cc3074a388ee72096908cdbcb51b39dfcb3f4fd5e2dde",
+    "vault.0123abcd.3of5-2-170c9a4ef3d94545394e321faf28bf94264b413b816c708ef5a2d88b188ba46"
+    "7d33aca63715184610ae7d8e741cee2ceb6bfefdb10424b20cadd5c914caf80dea46e60df583a6d5c5a6b",
+    "vault.0123abcd.3of5-3-81de6f3766cf45abc0eebaf0a8eaf5c8e4b003ee2e08d9e27c5c1759f3d5357"
+    "a3612ec0183ff59484b2423e46deb016ef3df8aa083909e9265e4d149f064bbf74b1be88e15a05803ab59",
+    "vault.0123abcd.3of5-4-dbea673c4c302f2301455c429420c88a81b7250588af687c7b3f59038db7125"
+    "9b111f4bc2e5c248962c707906a14665b509b1a424d33c9e1221ae748886f79259a9b68084744bd33a3cb",
+    "vault.0123abcd.3of5-5-4d389245d9262fcdf8e5d4ad93e282d6434c67d027cbc110f2c196d166e9834"
+    "45439d2dedcf2f9a02304fc93463185fb15fb7f39dee11c538d236a9034a4420c75eee0590ade886c52eb",
 ]
 # ssss-split -t 2 -n 3 (128-bit field)
 HELLO_SHARES = ["1-1b18e22416b4aa2f048b80135040c2e2", "2-4cbd088f287a8d4bf8661127e78b6717", "3-81de51163dc0906853c29e347532043b"]
@@ -48,7 +53,7 @@ def test_too_few_shares_give_something_else():
 @pytest.mark.parametrize("threshold,count", [(2, 2), (3, 5), (5, 12)])
 def test_split_then_combine_any_subset(length, threshold, count):
     rng = random.Random(length * 100 + threshold)
-    secret = bytes(rng.randrange(33, 127) for _ in range(length))
+    secret = bytes(rng.randrange(33, 127) for _position in range(length))
     lines = _shamir.split(secret, threshold, count, token="t.%d" % length)
     assert len(lines) == count
     width = len(str(count))
@@ -63,7 +68,7 @@ def test_split_then_combine_any_subset(length, threshold, count):
 @pytest.mark.parametrize("degree", [64, 72, 136, 592, 1024])
 def test_diffusion_layer_is_a_permutation(degree):
     rng = random.Random(degree)
-    for _ in range(2):
+    for _round in range(2):
         value = rng.getrandbits(degree)
         mixed = _shamir._diffuse(value, degree, True)
         assert mixed.bit_length() <= degree
@@ -75,7 +80,7 @@ def test_diffusion_layer_is_a_permutation(degree):
 def test_field_inverse(degree):
     field = _shamir.Field(degree)
     rng = random.Random(degree)
-    for _ in range(10):
+    for _round in range(10):
         x = rng.getrandbits(degree) or 1
         assert field.mul(x, field.inverse(x)) == 1
 
