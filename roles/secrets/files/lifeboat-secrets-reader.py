@@ -603,16 +603,28 @@ class AgeReader:
         """Authenticated plaintext. When a chunk fails, a sized read returns what was
         authenticated before it and the next call raises; ``read()`` raises at once."""
         want = None if size is None or size < 0 else size
+        parts = [self._take(want)]
+        got = len(parts[0])
         try:
-            while not self._done and self._error is None and (want is None or len(self._buffer) - self._pos < want):
-                self._buffer, self._pos = self._buffer[self._pos :] + self._next_chunk(), 0
+            while not self._done and self._error is None and (want is None or got < want):
+                chunk = self._next_chunk()
+                # Chunks are gathered and joined once: a megabyte read is 16 chunks, and
+                # growing one buffer chunk by chunk would copy it 16 times.
+                self._buffer, self._pos = chunk, 0
+                piece = self._take(None if want is None else want - got)
+                parts.append(piece)
+                got += len(piece)
         except AgeError as exc:
             self._error = exc
-        if self._error is not None and (want is None or self._pos == len(self._buffer)):
+        if self._error is not None and (want is None or not got):
             raise self._error
-        end = len(self._buffer) if want is None else self._pos + want
-        out = self._buffer[self._pos : end]
-        self._pos += len(out)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _take(self, size):
+        """Up to ``size`` bytes (all with None) of the current decrypted chunk."""
+        end = len(self._buffer) if size is None else min(len(self._buffer), self._pos + size)
+        out = self._buffer[self._pos : end] if self._pos or end < len(self._buffer) else self._buffer
+        self._pos = end
         return out
 
     def readinto(self, buf):
