@@ -19,6 +19,9 @@ description:
     on), matched by name.
   - Only components captured successfully are restored; asking for one that is not in the
     image, or that failed at backup time, is an error.
+  - A profile component's C(after_restore) actions (each C(name), C(command), and optionally
+    C(environment), C(chdir), C(timeout) in seconds) are checked here, so that a misspelt
+    action fails before anything is restored.
   - PostgreSQL base backups replace a whole data directory and are restored by hand
     (docs/postgresql.md); they are left out unless named in O(only).
   - The base backup of a profile component of kind C(postgresql_pitr) is restored with the
@@ -90,11 +93,34 @@ def _restorable(name, kind, entry, only):
     return kind not in MANUAL or name in only
 
 
+ACTION_KEYS = ("name", "command", "environment", "chdir", "timeout")
+
+
+def check_after_restore(name, actions):
+    """Raise, naming the component and the fix, unless ``actions`` is a usable after_restore list."""
+    if not isinstance(actions, list):
+        raise AnsibleFilterError("component %s: after_restore must be a list of actions, each with name and command" % name)
+    for number, action in enumerate(actions, 1):
+        where = "component %s: after_restore action #%d" % (name, number)
+        if not isinstance(action, dict) or not isinstance(action.get("name"), str) or not isinstance(action.get("command"), str):
+            raise AnsibleFilterError("%s needs a name and a command (a shell command string)" % where)
+        unknown = sorted(set(action) - set(ACTION_KEYS))
+        if unknown:
+            raise AnsibleFilterError("%s (%s) has unknown keys %s; known: %s" % (where, action["name"], ", ".join(unknown), ", ".join(ACTION_KEYS)))
+        timeout = action.get("timeout", 3600)
+        if isinstance(timeout, bool) or not str(timeout).isdigit() or int(timeout) < 1:
+            raise AnsibleFilterError("%s (%s): timeout must be a number of seconds above 0, not %r" % (where, action["name"], timeout))
+        if not isinstance(action.get("environment", {}), dict):
+            raise AnsibleFilterError("%s (%s): environment must be a dict of variable names to values" % (where, action["name"]))
+
+
 def restore_order(components, profile=None, only=None):
     only = list(only or [])
     by_name = {c.get("name"): c for c in profile or [] if isinstance(c, dict)}
     profile_rank = {name: i for i, name in enumerate(by_name)}
     _check_only(components, only)
+    for name, component in by_name.items():
+        check_after_restore(name, component.get("after_restore", []))
     plan = [
         dict(without_secrets(by_name.get(name, {})), name=name, kind=kind, members=entry.get("members", []), details=entry.get("details", {}))
         for name, entry, kind in ((n, e, _kind(e, by_name.get(n, {}))) for n, e in components.items())

@@ -12,10 +12,11 @@ author:
   - lifeboat.backup maintainers (@lifeboat-backup)
 description:
   - Turns the per-node results gathered by the C(backup) and C(restore) roles into lines of
-    a fixed-width table - node, verdict, size, and the image or what failed.
+    a fixed-width table - node, verdict, size, and the image or what failed; below a node,
+    one line per C(after_restore) action of a restore (component, name, outcome, seconds).
 options:
   _input:
-    description: Node name to result (C(verdict), C(image), C(size), C(failures), C(reason), C(notes)).
+    description: Node name to result (C(verdict), C(image), C(size), C(failures), C(reason), C(notes), C(actions)).
     type: dict
     required: true
   title:
@@ -76,6 +77,13 @@ def _short(text, limit=240):
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _action(action):
+    """One line per after_restore action: component, name, outcome and duration."""
+    outcome = "ok" if action.get("passed") else "FAILED (exit %s)" % action.get("rc", "?")
+    line = "after_restore %s: %s  %s  %.1fs" % (action.get("component"), action.get("name"), outcome, float(action.get("seconds") or 0))
+    return line if action.get("passed") else line + "  " + _short(action.get("output") or "", 160)
+
+
 def summary_table(results, title=""):
     if not isinstance(results, dict):
         raise AnsibleFilterError("summary_table expects a dict of node -> result")
@@ -86,6 +94,7 @@ def summary_table(results, title=""):
     for node in sorted(results):
         result = results[node] or {}
         lines.append(row % (node, result.get("verdict", "?"), _size(result.get("size")), _detail(result)))
+        lines.extend("  " + _action(action) for action in result.get("actions") or [])
     counts = {}
     for result in results.values():
         counts[(result or {}).get("verdict", "?")] = counts.get((result or {}).get("verdict", "?"), 0) + 1

@@ -144,8 +144,21 @@ def test_restore_version_rule(cluster):
     assert playbook(cluster, "backup.yml").returncode == 0
     refused = playbook(cluster, "restore.yml", restore_platform={"name": "demo", "version": "2.0"})
     assert refused.returncode != 0 and "restore refused" in refused.stdout
-    forced = playbook(cluster, "restore.yml", restore_platform={"name": "demo", "version": "2.0"}, restore_force=True)
+    # #17.5: after_restore actions run in order after their component, before the checks; the
+    # first failing one fails the component and stops the rest, and the summary says so.
+    marker = cluster["tmp"] / "after_restore.log"
+    cluster["profile"]["components"][0]["after_restore"] = [{"name": "reindex", "command": f"echo reindexed >> {marker}", "timeout": 60}]
+    checks = [{"name": "reindexed first", "command": f"test -s {marker}"}]
+    forced = playbook(cluster, "restore.yml", restore_platform={"name": "demo", "version": "2.0"}, restore_force=True, restore_checks=checks)
     assert forced.returncode == 0, forced.stdout[-3000:]
+    assert marker.read_text() == "reindexed\n" * 2 and "after_restore config: reindex  ok" in forced.stdout
+    failing = {"name": "upgrade", "command": "echo no index >&2; exit 3"}
+    cluster["profile"]["components"][0]["after_restore"] += [failing, {"name": "never", "command": f"echo never >> {marker}"}]
+    failed = playbook(cluster, "restore.yml")
+    assert failed.returncode != 0 and summary(failed.stdout, "Restore summary") == {"node1": "failed", "node2": "failed"}
+    assert "restored, but after_restore action upgrade failed (exit 3): no index" in failed.stdout
+    assert "after_restore config: upgrade  FAILED (exit 3)" in failed.stdout and "never" not in marker.read_text()
+    del cluster["profile"]["components"][0]["after_restore"]
     check = playbook(cluster, "restore.yml", restore_checks=[{"name": "half-processed items", "command": "echo item-42 still processing"}])
     assert check.returncode != 0 and "post-restore checks failed: half-processed items" in check.stdout
 

@@ -42,3 +42,30 @@ def test_a_plain_base_backup_is_left_out_unless_asked_for_by_name():
 def test_a_component_not_captured_is_refused_by_name():
     with pytest.raises(AnsibleFilterError, match="broken"):
         restore_order(IMAGE, PROFILE, only=["broken"])
+
+
+# #17.5: the after_restore actions of the profile are checked before anything is restored.
+AFTER_IMAGE = {"search": {"kind": "elasticsearch", "status": "success"}, "etc": {"kind": "config", "status": "success"}}
+
+
+def test_after_restore_actions_travel_with_their_component_in_restore_order():
+    actions = [{"name": "reindex", "command": "search reindex", "timeout": "600"}]
+    plan = restore_order(AFTER_IMAGE, profile=[{"name": "search", "kind": "elasticsearch", "after_restore": actions}])
+    assert [c["name"] for c in plan] == ["etc", "search"]
+    assert plan[1]["after_restore"] == actions
+
+
+@pytest.mark.parametrize(
+    "actions, message",
+    [
+        ("search reindex", "after_restore must be a list"),
+        ([{"name": "reindex"}], "action #1 needs a name and a command"),
+        ([{"name": "reindex", "command": "x", "comand": "y"}], "unknown keys comand"),
+        ([{"name": "reindex", "command": "x", "timeout": 0}], "timeout must be a number of seconds"),
+        ([{"name": "reindex", "command": "x", "environment": ["A=1"]}], "environment must be a dict"),
+    ],
+)
+def test_a_bad_action_is_refused_naming_the_component(actions, message):
+    with pytest.raises(AnsibleFilterError, match=message) as error:
+        restore_order(AFTER_IMAGE, profile=[{"name": "search", "kind": "elasticsearch", "after_restore": actions}])
+    assert "component search" in str(error.value)

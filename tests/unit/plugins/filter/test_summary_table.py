@@ -40,3 +40,12 @@ def test_notes_follow_what_the_row_says_and_leave_the_verdict():
     [row] = [line for line in summary_table({"db1": noted}) if line.startswith("db1")]
     assert row.split()[1] == "partial"
     assert row.endswith("failed: postgresql: pg_dump exited 1; retention removed 2 image(s); alerts failed on chat (HTTP 500 Internal Server Error)")
+
+
+def test_after_restore_actions_are_listed_under_their_node():
+    actions = [
+        {"component": "search", "name": "reindex", "passed": True, "rc": 0, "seconds": 12.34},
+        {"component": "search", "name": "upgrade", "passed": False, "rc": 2, "seconds": 0.4, "output": "no such index"},
+    ]
+    lines = summary_table({"n1": {"verdict": "failed", "reason": "x", "actions": actions}})
+    assert lines[2:4] == ["  after_restore search: reindex  ok  12.3s", "  after_restore search: upgrade  FAILED (exit 2)  0.4s  no such index"]
