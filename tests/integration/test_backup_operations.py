@@ -51,18 +51,15 @@ def backup(node, verbosity=0, playbook="backup.yml", **extra):
 
 def test_partial_run_retention_alerts_to_every_channel_metrics_and_failures_reported(node, pki):
     """One partial run: retention keeps the newest success, every channel hears run_partial, a
-    webhook answering 500 and a lost target are noted and alerted, the verdict stays partial."""
+    webhook answering 500 is noted, a lost target is alerted (copy_failed), the verdict stays partial."""
     node["profile"]["components"].append({"name": "broken", "kind": "config", "paths": ["relative/path"]})
     textfiles = node["tmp"] / "textfile"
     textfiles.mkdir()
-    # push.yml sets __backup_copies_verified once this run's copies are verified; the target is gone.
+    # The target is gone: the copy fails (copy_failed), retention leaves the targets alone.
     lost = [{"type": "local", "path": str(node["tmp"] / "unmounted"), "name": "offsite"}]
-    with (
-        SmtpServer(pki, mode="starttls") as smtp,
-        SyslogServer(pki) as syslog,
-        WebhookReceiver(secret=HOOK_SECRET) as hook,
-        WebhookReceiver(statuses=[500, 500, 500, 500]) as down,
-    ):
+    smtp, syslog = SmtpServer(pki, mode="starttls"), SyslogServer(pki)
+    hook, down = WebhookReceiver(secret=HOOK_SECRET), WebhookReceiver(statuses=[500] * 4)
+    with smtp, syslog, hook, down:
         channels = [
             dict(
                 type="email",
@@ -79,18 +76,18 @@ def test_partial_run_retention_alerts_to_every_channel_metrics_and_failures_repo
             dict(type="ping", url=hook.url + "/ping-uuid-in-path"),
             dict(type="webhook", name="broken hook", url=down.url, retries=2, retry_delay=0.1),
         ]
-        extra = dict(backup_retention={"keep_last": 1}, backup_storage=lost, __backup_copies_verified=True)
+        extra = dict(backup_retention={"keep_last": 1}, backup_storage=lost)
         run = backup(node, verbosity=3, backup_textfile_dir=str(textfiles), lifeboat_alerts=channels, **extra)
         assert run.returncode == 0, run.stdout[-4000:]
         mails = {m["X-Lifeboat-Event"]: m for _envelope, m in smtp.messages()}
-        assert set(mails) == {"run_partial", "storage_unreachable"} and "db1: backup partial" in mails["run_partial"]["Subject"]
-        assert "broken" in mails["run_partial"].get_content() and "offsite" in mails["storage_unreachable"].get_content()
+        assert set(mails) == {"run_partial", "copy_failed"} and "db1: backup partial" in mails["run_partial"]["Subject"]
+        assert "broken" in mails["run_partial"].get_content() and "offsite" in mails["copy_failed"].get_content()
         assert any("run_partial" in line and 'node="db1"' in line for line in syslog.wait_for("db1: backup partial"))
         # Channels are served in parallel: the order between them is not fixed.
         posts = sorted((r.path, r.json()["kind"] if r.path == "/hook" else r.body.decode().split(" (")[0]) for r in hook.requests)
         assert posts == [
+            ("/hook", "copy_failed"),
             ("/hook", "run_partial"),
-            ("/hook", "storage_unreachable"),
             ("/ping-uuid-in-path/fail", "db1: backup partial"),
             ("/ping-uuid-in-path/start", "db1: backup started"),
         ], posts
@@ -98,7 +95,7 @@ def test_partial_run_retention_alerts_to_every_channel_metrics_and_failures_repo
     for secret in (smtp.password, HOOK_SECRET, "ping-uuid-in-path"):
         assert secret not in run.stdout
     row = run.stdout[run.stdout.index('"db1   partial') :].split("\n")[0]
-    assert "retention removed 1 image(s)" in row and "retention could not finish on targets[0] (offsite)" in row
+    assert "retention removed 1 image(s)" in row and "storage:offsite: " in row, row
     assert "alerts failed on broken hook (HTTP 500" in row
     # keep_last 1 counts successes only: the newest old success stays, the partial image too.
     images = sorted(p.name for p in node["dest"].glob("*.zip"))
