@@ -59,6 +59,14 @@ options:
         RV(status.staleness) says whether the node is stale, with the age and the limit.
     type: str
     version_added: 0.2.0
+  verify_images:
+    description:
+      - Also check every listed image's members against their checksums (stored SHA-256, no key
+        needed; it reads each image whole). A damaged image is listed with C(verdict=damaged).
+      - Without it, only images that cannot be opened at all are listed as damaged.
+    type: bool
+    default: false
+    version_added: 0.2.0
   targets:
     description:
       - Storage targets to look for this node's copies on (as C(backup_storage)). RV(copies)
@@ -168,7 +176,11 @@ history:
   elements: dict
   sample: [{backup_id: 20261122T194512Z-3fa2c1d0, verdict: success, image: /var/backups/lifeboat/20261122T194512Z-db1.zip}]
 images:
-  description: Images in O(destination), oldest first, with their manifest summary. Unreadable files are listed with an C(error).
+  description:
+    - Images in O(destination), oldest first, with their manifest summary.
+    - A damaged image - one that cannot be opened, or with O(verify_images) one whose members
+      do not match - has C(verdict=damaged), C(damaged=true), the C(error), and the verdict its
+      manifest recorded in C(recorded_verdict) when it could be read. It is never listed as a success.
   returned: when destination is given
   type: list
   elements: dict
@@ -324,18 +336,26 @@ def find_schedule(module, where):
 # ---- images ------------------------------------------------------------------------------
 
 
-def list_images(destination, node):
+def list_images(destination, node, verify=False):
+    """The images in ``destination`` (of ``node``), oldest first. An image that cannot be
+    read - or, with ``verify``, whose members do not match their checksums - is listed as
+    damaged: verdict ``damaged``, ``damaged: true``, the ``error``, and what its manifest
+    said in ``recorded_verdict`` when it could be read."""
     images = []
+    suffix = "-%s.zip" % _image.safe_name(node, "node") if node else None
     for name in sorted(os.listdir(destination)):
         path = os.path.join(destination, name)
         if not name.endswith(".zip") or not os.path.isfile(path):
             continue
-        entry = {"name": name, "path": path, "size": os.path.getsize(path), "mtime": _session.iso(os.path.getmtime(path))}
+        entry = {"name": name, "path": path, "size": os.path.getsize(path), "mtime": _session.iso(os.path.getmtime(path)), "damaged": False}
         try:
             with _image.Image(path) as image:
                 manifest = image.manifest
+                first_error = _image.verify_image(image, "checksum")[1] if verify else None
         except _image.ImageError as exc:
-            entry["error"] = str(exc)
+            if suffix and not name.endswith(suffix):
+                continue  # unreadable, and by its name another node's
+            entry.update(verdict="damaged", damaged=True, error=str(exc))
             images.append(entry)
             continue
         if node and manifest.get("node") != node:
@@ -350,6 +370,10 @@ def list_images(destination, node):
             components={n: c.get("status") for n, c in manifest.get("components", {}).items()},
             encrypted=manifest.get("encryption", {}).get("scheme") == "age",
         )
+        if first_error:
+            entry.update(
+                recorded_verdict=entry["verdict"], verdict="damaged", damaged=True, error="member %s: %s" % (first_error["member"], first_error["error"])
+            )
         images.append(entry)
     return images
 
@@ -394,7 +418,7 @@ def report(module):
     if params["destination"]:
         if not os.path.isdir(params["destination"]):
             raise OptionError("destination", "destination %s does not exist or is not a directory" % params["destination"], **result)
-        result["images"] = list_images(params["destination"], params["node"])
+        result["images"] = list_images(params["destination"], params["node"], params["verify_images"])
     outside_view(params, status, result)
     return result
 
@@ -408,6 +432,7 @@ def main():
             history=dict(type="int", default=10),
             schedule=dict(type="str", default="lifeboat-backup.timer"),
             max_age=dict(type="str"),
+            verify_images=dict(type="bool", default=False),
             **_storage.TARGETS_SPEC,
         ),
         supports_check_mode=True,

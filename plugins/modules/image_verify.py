@@ -83,12 +83,23 @@ members:
   type: list
   elements: dict
   sample: [{name: config/files.tar.zst.age, component: config, ok: true, error: null, level: authenticate}]
+damaged:
+  description:
+    - On a failure - true when the image is damaged (unreadable, a member altered or cut
+      short), false when it was not shown to be (the key given does not open it, no key was
+      given, the file does not exist).
+  returned: failure
+  type: bool
+  sample: true
+  version_added: 0.2.0
 checked:
   description: Number of members checked.
   returned: always
   type: int
   sample: 4
 """
+
+import os
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import OptionError
@@ -117,13 +128,23 @@ def verify(module):
     level = choose_level(params)
     if level != "checksum":
         module.require("cryptography", _age.HAS_CRYPTOGRAPHY, _age.CRYPTOGRAPHY_IMPORT_ERROR)
-    module.keep(dict(valid=False, level=level, members=[], checked=0))
-    with _image.open_image(params["image"], params) as image:
+    # A failure says whether the image is damaged or only the key does not fit (damaged=false).
+    module.keep(dict(valid=False, level=level, members=[], checked=0, damaged=True))
+    try:
+        image = _image.open_image(params["image"], params)
+    except _image.ImageError as exc:
+        if not os.path.exists(params["image"]):
+            raise type(exc)(str(exc), damaged=False) from None  # missing, not damaged
+        raise
+    with image:
         encrypted = image.manifest.get("encryption", {}).get("scheme") == "age"
         if level != "checksum" and encrypted and not _image.has_key(params):
-            raise OptionError("level", "level=%s decrypts members: give passphrase, identity or identity_file (or use level=checksum)" % level)
+            raise OptionError("level", "level=%s decrypts members: give passphrase, identity or identity_file (or use level=checksum)" % level, damaged=False)
         if level != "checksum" and encrypted:
-            image.identities()
+            try:
+                image.identities()
+            except _image.ImageKeyError as exc:
+                raise _image.ImageKeyError(str(exc), damaged=False) from None
         results, first_error = _image.verify_image(image, level, selected_members(image, params["component"]))
     result = dict(changed=False, valid=first_error is None, level=level, members=results, checked=len(results))
     if first_error:
@@ -133,7 +154,8 @@ def verify(module):
         else:
             what = "is damaged: member %s: %s"
         message = ("image %s " + what) % (params["image"], first_error["member"], first_error["error"])
-        raise (_image.ImageError if first_error.get("damaged") is not False else _image.ImageKeyError)(message, first_error=first_error, **result)
+        damaged = first_error.get("damaged") is not False
+        raise (_image.ImageError if damaged else _image.ImageKeyError)(message, first_error=first_error, damaged=damaged, **result)
     return result
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.modules import ROOT, run_playbook
+from tests.support.images import flip_byte
+from tests.support.modules import ROOT, run_module, run_playbook
 from tests.support.trees import PASSPHRASE, make_config_tree, snapshot
 
 
@@ -182,3 +183,44 @@ def test_fail_fast_starts_no_node_when_one_is_not_ready(cluster):
     assert "not started: backup_fail_fast is set and node2 failed preflight" in fast.stdout
     assert "backup_fail_fast is set and node2 failed preflight" in audit_of(cluster, "node1")[-1]["reason"]
     assert len(list(Path(cluster["nodes"]["node1"]["backup_destination"]).glob("*.zip"))) == 1
+
+
+def test_a_damaged_newest_image_is_refused_unless_older_images_are_allowed(cluster):
+    """#18.6: the restore role never falls back to an older image in silence; backup_info
+    lists a damaged image as damaged. node1's newest image has an altered member (found by
+    verification), node2's is cut short (not even a zip: found when listing)."""
+    assert playbook(cluster, "backup.yml").returncode == 0
+    (cluster["src"] / "platform_settings.py").write_text("SECRET_KEY = 'rotated'\n")
+    assert playbook(cluster, "backup.yml").returncode == 0
+    images = {node: sorted(Path(cluster["nodes"][node]["backup_destination"]).glob("*.zip")) for node in ("node1", "node2")}
+    flip_byte(images["node1"][1], "config/files.tar.zst.age")
+    images["node2"][1].write_bytes(images["node2"][1].read_bytes()[:1000])
+    settings = cluster["src"] / "platform_settings.py"
+    settings.write_text("edited after the backups\n")
+
+    listed = run_module("backup_info", destination=cluster["nodes"]["node2"]["backup_destination"], node="node2", history=0)
+    damaged = next(i for i in listed["images"] if i["name"] == images["node2"][1].name)
+    assert damaged["verdict"] == "damaged" and damaged["damaged"] and damaged["error"], damaged
+    listed = run_module("backup_info", destination=cluster["nodes"]["node1"]["backup_destination"], node="node1", history=0, verify_images=True)
+    damaged = next(i for i in listed["images"] if i["name"] == images["node1"][1].name)
+    assert damaged["verdict"] == "damaged" and damaged["recorded_verdict"] == "success" and "member config/" in damaged["error"], damaged
+
+    refused = playbook(cluster, "restore.yml")
+    assert refused.returncode != 0
+    assert summary(refused.stdout, "Restore summary") == {"node1": "failed", "node2": "failed"}
+    for older, newest in images.values():
+        assert f"the newest image {newest.name} is damaged" in refused.stdout, refused.stdout[-4000:]
+        assert f"The next candidate is {older.name}" in refused.stdout, refused.stdout[-4000:]
+    assert "restore_allow_older=true" in refused.stdout
+    assert settings.read_text() == "edited after the backups\n", "node1 restored something"
+
+    # A text boolean, as -e and AWX surveys give it.
+    wrong_key = playbook(cluster, "restore.yml", restore_passphrase="not the passphrase", restore_allow_older="true")
+    assert wrong_key.returncode != 0 and "wrong passphrase" in wrong_key.stdout and " is damaged" not in wrong_key.stdout, wrong_key.stdout[-3000:]
+    assert settings.read_text() == "edited after the backups\n"
+
+    allowed = playbook(cluster, "restore.yml", restore_allow_older="true")
+    assert allowed.returncode == 0, allowed.stdout[-4000:]
+    for older, newest in images.values():
+        assert f"restoring {older.name}; newer and damaged: {newest.name}" in allowed.stdout
+    assert "SECRET_KEY = 'hunter2'" in settings.read_text()  # the older image's content
