@@ -105,14 +105,15 @@ def test_backup_then_restore_across_two_nodes(cluster):
 
 def test_partial_without_halt_whole_run_failed_with_halt(cluster):
     cluster["profile"]["components"].append({"name": "broken", "kind": "config", "paths": ["relative/path"], "group": "app"})
-    partial = playbook(cluster, "backup.yml")
+    # #18.8: role booleans as text, as -e and AWX surveys give them (a string "false" is not true).
+    partial = playbook(cluster, "backup.yml", backup_halt="false", backup_fail_on_partial="no", backup_include_audits="false")
     assert partial.returncode == 0, partial.stdout[-4000:]
     assert summary(partial.stdout, "Backup summary") == {"node1": "success", "node2": "partial"}
     assert "broken: relative/path" in partial.stdout or "not absolute" in partial.stdout
     assert len(list(Path(cluster["nodes"]["node2"]["backup_destination"]).glob("*.zip"))) == 1
 
     # With halt, node2's failure stops node1 too: no backup id with part of the cluster.
-    halted = playbook(cluster, "backup.yml", backup_halt=True)
+    halted = playbook(cluster, "backup.yml", backup_halt="true")
     assert halted.returncode != 0
     assert summary(halted.stdout, "Backup summary") == {"node1": "failed", "node2": "failed"}
     for node in ("node1", "node2"):
@@ -122,7 +123,7 @@ def test_partial_without_halt_whole_run_failed_with_halt(cluster):
     status = json.loads(Path(cluster["nodes"]["node1"]["backup_state_dir"], "status.json").read_text())
     assert "halt: the backup of node2 failed and backup_halt stops every node of the run" in status["last_failure"]["reason"]
 
-    strict = playbook(cluster, "backup.yml", backup_fail_on_partial=True)
+    strict = playbook(cluster, "backup.yml", backup_fail_on_partial="yes")
     assert strict.returncode != 0 and summary(strict.stdout, "Backup summary")["node2"] == "partial"
 
 
@@ -132,7 +133,7 @@ def test_custom_selection_and_halt_on_not_applicable(cluster):
     assert summary(custom.stdout, "Backup summary") == {"node1": "failed", "node2": "success"}
     assert "nothing selected on node1" in custom.stdout
 
-    halted = playbook(cluster, "backup.yml", backup_selection="custom", backup_components=["app", "config"], backup_halt=True)
+    halted = playbook(cluster, "backup.yml", backup_selection="custom", backup_components=["app", "config"], backup_halt="yes")
     assert summary(halted.stdout, "Backup summary") == {"node1": "failed", "node2": "failed"}
     assert "requested components not applicable on node1" in halted.stdout
     assert "not started: backup_halt is set and node1 failed preflight" in halted.stdout
@@ -143,14 +144,14 @@ def test_custom_selection_and_halt_on_not_applicable(cluster):
 
 def test_restore_version_rule(cluster):
     assert playbook(cluster, "backup.yml").returncode == 0
-    refused = playbook(cluster, "restore.yml", restore_platform={"name": "demo", "version": "2.0"})
+    refused = playbook(cluster, "restore.yml", restore_platform={"name": "demo", "version": "2.0"}, restore_force="no", restore_quiesce="false")
     assert refused.returncode != 0 and "restore refused" in refused.stdout
     # #17.5: after_restore actions run in order after their component, before the checks; the
     # first failing one fails the component and stops the rest, and the summary says so.
     marker = cluster["tmp"] / "after_restore.log"
     cluster["profile"]["components"][0]["after_restore"] = [{"name": "reindex", "command": f"echo reindexed >> {marker}", "timeout": 60}]
     checks = [{"name": "reindexed first", "command": f"test -s {marker}"}]
-    forced = playbook(cluster, "restore.yml", restore_platform={"name": "demo", "version": "2.0"}, restore_force=True, restore_checks=checks)
+    forced = playbook(cluster, "restore.yml", restore_platform={"name": "demo", "version": "2.0"}, restore_force="true", restore_checks=checks)
     assert forced.returncode == 0, forced.stdout[-3000:]
     assert marker.read_text() == "reindexed\n" * 2 and "after_restore config: reindex  ok" in forced.stdout
     failing = {"name": "upgrade", "command": "echo no index >&2; exit 3"}
@@ -178,7 +179,7 @@ def test_fail_fast_starts_no_node_when_one_is_not_ready(cluster):
     assert audit[-1]["verdict"] == "failed" and audit[-1]["reason"].startswith("not started: backup_destination "), audit[-1]
     status = json.loads(Path(cluster["nodes"]["node2"]["backup_state_dir"], "status.json").read_text())
     assert status["last_result"] == audit[-1] and status["last_failure"]["reason"] == audit[-1]["reason"]
-    fast = playbook(cluster, "backup.yml", backup_fail_fast=True)
+    fast = playbook(cluster, "backup.yml", backup_fail_fast="true")
     assert summary(fast.stdout, "Backup summary") == {"node1": "failed", "node2": "failed"}
     assert "not started: backup_fail_fast is set and node2 failed preflight" in fast.stdout
     assert "backup_fail_fast is set and node2 failed preflight" in audit_of(cluster, "node1")[-1]["reason"]
