@@ -413,6 +413,64 @@ def test_basebackup_restores_into_a_new_data_directory(pg_database, age_key, tmp
         subprocess.run(["rm", "-rf", str(root)], check=False)
 
 
+def test_logical_members_restore_by_hand_as_the_page_says(postgres_server, fresh_cluster, pg_database, age_key, tmp_path):
+    """#18.16: docs/postgresql.md "By hand, with stock tools", literally: the postgres
+    database's member restores without --create, host, port and user come from the page's
+    variables; a custom-format and a directory-format member restore with --create."""
+    identity, recipient = age_key
+    marker = f"{pg_database.name}_marker"
+    pg_database.psql("CREATE TABLE notes AS SELECT i AS id, 'note ' || i AS body FROM generate_series(1, 500) i")
+    postgres_server.psql(f"CREATE TABLE {marker} AS SELECT 'in the postgres database'::text AS note")
+    images, wanted = {}, ["postgres", pg_database.name]
+    try:
+        for jobs in (1, 2):
+            (tmp_path / f"jobs{jobs}").mkdir()
+            backup = Backup(tmp_path / f"jobs{jobs}", recipient)
+            dumped = run_module("postgresql_dump", session=backup.work_dir, databases=wanted[jobs - 1 :], jobs=jobs, **conn(postgres_server))
+            assert not dumped.failed, dumped
+            images[jobs] = backup.seal()["image"]
+    finally:
+        postgres_server.psql(f"DROP TABLE IF EXISTS {marker}")
+    key = tmp_path / "key.txt"
+    key.write_text(identity + "\n")
+    key.chmod(0o600)
+    blocks = doc_section_blocks("### By hand, with stock tools")
+    assert len(blocks) == 5, "the page's procedure changed shape"
+
+    def run(image, *steps):
+        variables = blocks[0]
+        values = {"IMAGE": image, "KEY": key, "DB": pg_database.name}
+        for name, value in values.items():
+            variables, count = re.subn(r"^%s=\S+" % name, "%s=%s" % (name, value), variables, flags=re.M)
+            assert count == 1, name
+        variables, count = re.subn(r"PGPORT=\d+", f"PGPORT={fresh_cluster.port}", variables)
+        assert count == 1 and f"PGHOST={fresh_cluster.host} " in variables and f"PGUSER={fresh_cluster.user} " in variables, variables
+        env = dict(os.environ, PGPASSWORD=fresh_cluster.password)
+        done = subprocess.run(
+            ["bash", "-e", "-o", "pipefail", "-c", "\n".join([variables, *steps])],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    source = fingerprint(postgres_server, pg_database.name)
+    try:
+        run(images[1], blocks[1], blocks[2], blocks[3])
+        assert fingerprint(fresh_cluster, pg_database.name) == source
+        assert fresh_cluster.psql(f"SELECT note FROM {marker}") == "in the postgres database"
+        fresh_cluster.psql(f'DROP DATABASE "{pg_database.name}" WITH (FORCE)')
+        run(images[2], blocks[4])
+        assert fingerprint(fresh_cluster, pg_database.name) == source
+        assert not (tmp_path / f"{pg_database.name}.dir").exists(), "the plaintext directory is left"
+    finally:
+        fresh_cluster.psql(f'DROP DATABASE IF EXISTS "{pg_database.name}" WITH (FORCE)')
+        fresh_cluster.psql(f"DROP TABLE IF EXISTS {marker}")
+
+
 def doc_section_blocks(heading):
     """The ```sh blocks of one section of docs/postgresql.md, in order."""
     text = DOC.read_text()
