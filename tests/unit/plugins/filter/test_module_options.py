@@ -67,7 +67,8 @@ def component_calls():
                     continue
                 call = ast.parse("f(%s)" % found.group(1).replace("true", "True").replace("false", "False")).body[0].value
                 kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
-                assert ast.literal_eval(call.args[0]) == module[len(PREFIX) :], "%s: module_defaults of %s passes another module's options" % (path.name, module)
+                wrong = "%s: module_defaults of %s passes another module's options" % (path.name, module)
+                assert ast.literal_eval(call.args[0]) == module[len(PREFIX) :], wrong
                 calls.append((path.relative_to(ROLES).as_posix(), task["name"], module[len(PREFIX) :], set(task.get(module) or {}), kwargs))
     return calls
 
@@ -91,7 +92,7 @@ def test_every_module_option_is_reachable_from_a_profile_component(call):
     spec = argument_spec(module)
     prefix = kwargs.get("prefix") or ""
     # A component that sets every option, plainly and (in a restore) with the prefix.
-    component = {option: "plain" for option in spec}
+    component = dict.fromkeys(spec, "plain")
     component.update({prefix + option: "prefixed" for option in spec if prefix})
     component["owner_group"] = "renamed"
     passed = module_options(component, module, **kwargs)
@@ -140,7 +141,8 @@ def test_owner_group_is_the_group_option_and_group_is_where_the_component_is_hos
 
 
 def test_an_alias_is_passed_under_the_option_name_and_the_option_name_wins():
-    assert module_options({"host": "r1", "port": 6380, "username": "u"}, "queue_drain", shared_only=True) == dict(login_host="r1", login_port=6380, login_user="u")
+    old_names = {"host": "r1", "port": 6380, "username": "u"}
+    assert module_options(old_names, "queue_drain", shared_only=True) == dict(login_host="r1", login_port=6380, login_user="u")
     assert module_options({"login_host": "new", "host": "old"}, "queue_drain") == dict(login_host="new")
     assert module_options({"host": "old", "login_host": "new"}, "queue_drain") == dict(login_host="new")
 
