@@ -45,6 +45,11 @@ options:
     type: list
     elements: str
     default: []
+  exclude:
+    description: Plain keys that mean something else for this module (a C(<prefix><option>) key still sets the option).
+    type: list
+    elements: str
+    default: []
   shared_only:
     description:
       - Only the options of the module's shared doc fragments (the connection), as for a
@@ -128,17 +133,17 @@ def module_spec(module):
     return names, frozenset(own)
 
 
-def module_options(component, module, prefix=None, except_own_options_of=None, shared_only=False):
+def module_options(component, module, prefix=None, except_own_options_of=None, shared_only=False, exclude=None):
     if not isinstance(component, dict):
         raise AnsibleFilterError("module_options expects a profile component (a dict), not %s" % type(component).__name__)
     names, own = module_spec(module)
-    theirs = set()
+    theirs = set(exclude or [])
     for other in except_own_options_of or []:
         theirs.update(module_spec(other)[1])
     chosen = {}
     # Aliases first, so that an option's own name wins over a deprecated alias.
     for key, value in sorted(component.items(), key=lambda item: names.get(item[0]) == item[0]):
-        if key in NOT_OPTIONS or key in theirs or (prefix and key.startswith(prefix)):
+        if key in NOT_OPTIONS or key in theirs or (prefix and key.startswith(prefix) and key not in names):
             continue
         option = names.get(RENAMED.get(key, key))
         if option and not (shared_only and option in own):

@@ -156,3 +156,18 @@ def test_an_unknown_module_is_refused(module):
 def test_a_component_must_be_a_dict():
     with pytest.raises(AnsibleFilterError, match="expects a profile component"):
         module_options(["login_host"], "postgresql_dump")
+
+
+def test_a_key_that_starts_with_the_prefix_and_is_an_option_itself_passes():
+    component = {"name": "pitr", "kind": "postgresql_pitr", "target": {"path": "/a"}, "archive_prefix": "wal/", "archive_name": "main", "checkpoint": "fast"}
+    passed = module_options(component, "postgresql_wal_archive", prefix="archive_", except_own_options_of=["postgresql_basebackup"])
+    assert passed == dict(target={"path": "/a"}, archive_prefix="wal/", name="main")
+
+
+def test_excluded_keys_are_not_passed_plainly_but_their_prefixed_form_is():
+    component = {"name": "pitr", "login_user": "backup", "parallel": 8, "port": 5432, "restore_port": 5499}
+    passed = module_options(component, "postgresql_pitr", prefix="restore_", exclude=["login_user", "parallel"])
+    assert passed == dict(port=5499)
+    assert (
+        module_options(dict(component, restore_login_user="postgres"), "postgresql_pitr", prefix="restore_", exclude=["login_user"])["login_user"] == "postgres"
+    )
