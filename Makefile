@@ -81,8 +81,16 @@ sanity: deps
 unit: deps
 	$(BIN)/pytest -c tests/pytest.ini tests/unit $(PYTEST_ARGS)
 
+# Two workers, whole files each (module-scoped servers stay in one worker): most of an
+# integration test is waiting on a server or a child process, so two run in about the
+# time of one on this 2-core machine. INTEGRATION_WORKERS=0 runs them in this process.
+# T= names test files or node ids instead of the whole directory (make integration
+# T=tests/integration/test_pitr.py); K= selects by keyword.
+INTEGRATION_WORKERS ?= 2
 integration: deps servers
-	$(BIN)/pytest -c tests/pytest.ini tests/integration $(if $(K),-k "$(K)") $(PYTEST_ARGS)
+	$(BIN)/pytest -c tests/pytest.ini $(or $(T),tests/integration) $(if $(K),-k "$(K)") \
+	  $(if $(filter-out 0,$(INTEGRATION_WORKERS)),-n $(INTEGRATION_WORKERS) --dist loadfile) \
+	  --durations=25 $(PYTEST_ARGS)
 
 molecule: deps image
 	@scripts/run-molecule.sh
