@@ -51,12 +51,15 @@ def backup(node, verbosity=0, playbook="backup.yml", **extra):
 
 def test_partial_run_retention_alerts_to_every_channel_metrics_and_failures_reported(node, pki):
     """One partial run: retention keeps the newest success, every channel hears run_partial, a
-    webhook answering 500 is noted, a lost target is alerted (copy_failed), the verdict stays partial."""
+    webhook answering 500 is noted, a lost target is alerted (copy_failed), an NFS target whose
+    mount is gone is alerted as mount_lost, the verdict stays partial."""
     node["profile"]["components"].append({"name": "broken", "kind": "config", "paths": ["relative/path"]})
     textfiles = node["tmp"] / "textfile"
     textfiles.mkdir()
     # The target is gone: the copy fails (copy_failed), retention leaves the targets alone.
-    lost = [{"type": "local", "path": str(node["tmp"] / "unmounted"), "name": "offsite"}]
+    # The NFS target's directory is there but is no NFS mount any more (mount_lost).
+    (node["tmp"] / "nas").mkdir()
+    lost = [{"type": "local", "path": str(node["tmp"] / "unmounted"), "name": "offsite"}, {"type": "nfs", "path": str(node["tmp"] / "nas"), "name": "nas"}]
     smtp, syslog = SmtpServer(pki, mode="starttls"), SyslogServer(pki)
     hook, down = WebhookReceiver(secret=HOOK_SECRET), WebhookReceiver(statuses=[500] * 4)
     with smtp, syslog, hook, down:
@@ -80,13 +83,15 @@ def test_partial_run_retention_alerts_to_every_channel_metrics_and_failures_repo
         run = backup(node, verbosity=3, backup_textfile_dir=str(textfiles), lifeboat_alerts=channels, **extra)
         assert run.returncode == 0, run.stdout[-4000:]
         mails = {m["X-Lifeboat-Event"]: m for _envelope, m in smtp.messages()}
-        assert set(mails) == {"run_partial", "copy_failed"} and "db1: backup partial" in mails["run_partial"]["Subject"]
+        assert set(mails) == {"run_partial", "copy_failed", "mount_lost"} and "db1: backup partial" in mails["run_partial"]["Subject"]
         assert "broken" in mails["run_partial"].get_content() and "offsite" in mails["copy_failed"].get_content()
+        assert "nas" in mails["mount_lost"].get_content() and "NFS" in mails["mount_lost"].get_content()
         assert any("run_partial" in line and 'node="db1"' in line for line in syslog.wait_for("db1: backup partial"))
         # Channels are served in parallel: the order between them is not fixed.
         posts = sorted((r.path, r.json()["kind"] if r.path == "/hook" else r.body.decode().split(" (")[0]) for r in hook.requests)
         assert posts == [
             ("/hook", "copy_failed"),
+            ("/hook", "mount_lost"),
             ("/hook", "run_partial"),
             ("/ping-uuid-in-path/fail", "db1: backup partial"),
             ("/ping-uuid-in-path/start", "db1: backup started"),
