@@ -24,6 +24,8 @@ from tests.harness import fetch
 from tests.harness.neo4j import Neo4jServer
 from tests.harness.process import ServerError
 from tests.harness.servers import PostgresServer, RedisServer, SearchServer
+from tests.harness.storage import FtpServer, S3Server, SambaServer, SshServer
+from tests.support.trees import make_config_tree
 
 
 class ServerPool:
@@ -159,3 +161,57 @@ def pg_database(postgres_server, namespace) -> PgDatabase:
     postgres_server.psql(f'CREATE DATABASE "{namespace}"')
     yield PgDatabase(postgres_server, namespace)
     postgres_server.psql(f'DROP DATABASE IF EXISTS "{namespace}" WITH (FORCE)')
+
+
+# ---- storage servers (tests/harness/storage.py) ----
+
+
+@pytest.fixture
+def ssh_server(server_pool) -> SshServer:
+    return server_pool.get(("sshd",), SshServer)
+
+
+@pytest.fixture
+def smb_server(server_pool) -> SambaServer:
+    return server_pool.get(("smbd",), SambaServer)
+
+
+@pytest.fixture
+def ftps_server(server_pool) -> FtpServer:
+    return server_pool.get(("ftps",), FtpServer)
+
+
+@pytest.fixture
+def ftp_server(server_pool) -> FtpServer:
+    return server_pool.get(("ftp",), lambda: FtpServer(tls=False))
+
+
+@pytest.fixture
+def s3_server(server_pool) -> S3Server:
+    return server_pool.get(("seaweedfs",), S3Server)
+
+
+# ---- a two-node cluster of config components for the roles (test_roles and others) ----
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    source = make_config_tree(tmp_path / "src")
+    nodes = {}
+    for name in ("node1", "node2"):
+        (tmp_path / name / "dest").mkdir(parents=True)
+        nodes[name] = {
+            "backup_destination": str(tmp_path / name / "dest"),
+            "backup_state_dir": str(tmp_path / name / "state"),
+            "backup_facts_dir": str(tmp_path / name / "facts"),
+        }
+    profile = {
+        "name": "test",
+        "platform": {"name": "demo", "version": "1.0"},
+        "components": [
+            {"name": "config", "kind": "config", "paths": [str(source)], "exclude": ["*.swp"]},
+            {"name": "app", "kind": "config", "paths": [str(source / "conf.d")], "group": "app"},
+        ],
+        "checks": [],
+    }
+    return {"tmp": tmp_path, "src": source, "nodes": nodes, "profile": profile}

@@ -12,35 +12,11 @@ import os
 import re
 from pathlib import Path
 
-import pytest
 import yaml
 
 from tests.support.images import flip_byte
 from tests.support.modules import ROOT, run_module, run_playbook
-from tests.support.trees import PASSPHRASE, make_config_tree, snapshot
-
-
-@pytest.fixture
-def cluster(tmp_path):
-    source = make_config_tree(tmp_path / "src")
-    nodes = {}
-    for name in ("node1", "node2"):
-        (tmp_path / name / "dest").mkdir(parents=True)
-        nodes[name] = {
-            "backup_destination": str(tmp_path / name / "dest"),
-            "backup_state_dir": str(tmp_path / name / "state"),
-            "backup_facts_dir": str(tmp_path / name / "facts"),
-        }
-    profile = {
-        "name": "test",
-        "platform": {"name": "demo", "version": "1.0"},
-        "components": [
-            {"name": "config", "kind": "config", "paths": [str(source)], "exclude": ["*.swp"]},
-            {"name": "app", "kind": "config", "paths": [str(source / "conf.d")], "group": "app"},
-        ],
-        "checks": [],
-    }
-    return {"tmp": tmp_path, "src": source, "nodes": nodes, "profile": profile}
+from tests.support.trees import PASSPHRASE, snapshot
 
 
 def inventory(cluster, **extra_vars):

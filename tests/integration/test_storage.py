@@ -14,36 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.storage import STORE_PASSWORD, FtpServer, S3Server, SambaServer, SshServer, restart, store_account
+from tests.harness.storage import STORE_PASSWORD, FtpServer, SambaServer, SshServer, restart, store_account
 from tests.support.images import make_image
 from tests.support.modules import run_module
 
 PROTOCOLS = ["local", "sftp", "rsync", "s3", "smb", "ftps", "ftp"]
-
-
-@pytest.fixture
-def ssh_server(server_pool) -> SshServer:
-    return server_pool.get(("sshd",), SshServer)
-
-
-@pytest.fixture
-def smb_server(server_pool) -> SambaServer:
-    return server_pool.get(("smbd",), SambaServer)
-
-
-@pytest.fixture
-def ftps_server(server_pool) -> FtpServer:
-    return server_pool.get(("ftps",), FtpServer)
-
-
-@pytest.fixture
-def ftp_server(server_pool) -> FtpServer:
-    return server_pool.get(("ftp",), lambda: FtpServer(tls=False))
-
-
-@pytest.fixture
-def s3_server(server_pool) -> S3Server:
-    return server_pool.get(("seaweedfs",), S3Server)
 
 
 class Bucket:

@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from tests.harness.storage import STORE_ACCOUNT, STORE_PASSWORD
-from tests.integration.test_storage import _own, ftps_server, smb_server, ssh_server  # noqa: F401 - fixtures
+from tests.integration.test_storage import _own
 from tests.support.images import make_image
 from tests.support.modules import ROOT, run_module
 
@@ -38,21 +38,21 @@ def fetch_by_hand(kind, server, target, name, workdir):
             assert "| sftp -i key -b - lifeboat@backup:" in documented("SFTP")
             batch = "get %s\nget %s.sha256\n" % (name, name)
             argv = ["sftp", "-P", str(server.port), *ssh_opts, "-b", "-", remote]
-            return subprocess.run(argv, input=batch, cwd=workdir, capture_output=True, text=True, timeout=60)
+            return subprocess.run(argv, input=batch, cwd=workdir, capture_output=True, text=True, timeout=60, check=False)
         assert documented("rsync").startswith("rsync -e 'ssh -i key'")
         shell = "ssh -p %d %s" % (server.port, " ".join(ssh_opts))
         argv = ["rsync", "-e", shell, remote + name, remote + name + ".sha256", "."]
-        return subprocess.run(argv, cwd=workdir, capture_output=True, text=True, timeout=60)
+        return subprocess.run(argv, cwd=workdir, capture_output=True, text=True, timeout=60, check=False)
     if kind == "smb":
         assert documented("SMB").startswith("smbclient //fs01/backups -U 'CORP\\svc-backup' -m SMB3 --client-protection=encrypt -c")
         argv = ["smbclient", "//127.0.0.1/%s" % server.share, "-p", str(server.port), "-U", STORE_ACCOUNT, "-m", "SMB3", "--client-protection=encrypt"]
         argv += ["-c", "cd %s; get %s; get %s.sha256" % (target["path"], name, name)]
-        return subprocess.run(argv, env=dict(os.environ, PASSWD=STORE_PASSWORD), cwd=workdir, capture_output=True, text=True, timeout=60)
+        return subprocess.run(argv, env=dict(os.environ, PASSWD=STORE_PASSWORD), cwd=workdir, capture_output=True, text=True, timeout=60, check=False)
     assert documented("FTPS").startswith("curl --ssl-reqd -u backup -O")
     url = "ftp://127.0.0.1:%d/%s/%s" % (server.port, target["path"], name)
     config = 'user = "%s:%s"\n' % (STORE_ACCOUNT, STORE_PASSWORD.replace("\\", "\\\\").replace('"', '\\"'))
     argv = ["curl", "-sS", "--ssl-reqd", "--cacert", str(server.ca_file), "-K", "-", "-O", url, "-O", url + ".sha256"]
-    return subprocess.run(argv, input=config, cwd=workdir, capture_output=True, text=True, timeout=60)
+    return subprocess.run(argv, input=config, cwd=workdir, capture_output=True, text=True, timeout=60, check=False)
 
 
 @pytest.mark.parametrize("kind", ["sftp", "rsync", "smb", "ftps"])

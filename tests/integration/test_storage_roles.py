@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.storage import SshServer, free_port
-from tests.integration.test_roles import cluster, playbook, summary  # noqa: F401 - cluster is a fixture
+from tests.integration.test_roles import playbook, summary
 from tests.integration.test_storage import _own
 from tests.support.trees import snapshot
 
