@@ -30,7 +30,9 @@ options:
         type: str
         required: true
       kind:
-        description: C(config), C(postgresql), C(postgresql_basebackup), C(postgresql_pitr), C(elasticsearch), C(neo4j).
+        description:
+          - C(config), C(postgresql), C(postgresql_basebackup), C(postgresql_pitr), C(elasticsearch), C(neo4j),
+            or C(archive) (table archiving, docs/table-archive.md).
         type: str
         required: true
       group:
@@ -99,7 +101,7 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-KINDS = ("config", "postgresql", "postgresql_basebackup", "postgresql_pitr", "elasticsearch", "neo4j")
+KINDS = ("config", "postgresql", "postgresql_basebackup", "postgresql_pitr", "elasticsearch", "neo4j", "archive")
 
 
 def _applies(component, host, groups, play_hosts, skip):
@@ -116,13 +118,32 @@ def _applies(component, host, groups, play_hosts, skip):
     return True, None
 
 
-# Profile keys that hold credentials. The plan is kept in facts, which -v prints, so it
-# carries none of them; the roles take them from the profile when they call a module.
-SECRET_KEYS = ("login_password", "password", "api_key", "bearer_token")
+# Profile keys that hold credentials, at any depth (an archive component's storage targets
+# carry passwords and keys). The plan is kept in facts, which -v prints, so it carries none
+# of them; the roles take them from the profile when they call a module.
+SECRET_KEYS = (
+    "login_password",
+    "password",
+    "api_key",
+    "bearer_token",
+    "passphrase",
+    "signing_key",
+    "previous_signing_key",
+    "private_key",
+    "private_key_passphrase",
+    "secret_key",
+    "session_token",
+    "identity",
+    "secret",
+)
 
 
 def without_secrets(component):
-    return {key: value for key, value in component.items() if key not in SECRET_KEYS}
+    if isinstance(component, dict):
+        return {key: without_secrets(value) for key, value in component.items() if key not in SECRET_KEYS}
+    if isinstance(component, list):
+        return [without_secrets(value) for value in component]
+    return component
 
 
 def _check_component(index, component, names):

@@ -24,6 +24,9 @@ description:
     action fails before anything is restored.
   - PostgreSQL base backups replace a whole data directory and are restored by hand
     (docs/postgresql.md); they are left out unless named in O(only).
+  - An C(archive) component (table archiving) holds the heads of the archive's chains, not
+    rows - archived rows come back with M(lifeboat.backup.table_archive_restore), by hand
+    (docs/table-archive.md). It is left out unless named in O(only), where the role says so.
   - The base backup of a profile component of kind C(postgresql_pitr) is restored with the
     WAL archive to a point in time (M(lifeboat.backup.postgresql_pitr), docs/pitr.md); its
     entry has kind C(postgresql_pitr).
@@ -61,8 +64,8 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.lifeboat.backup.plugins.filter.component_plan import without_secrets
 
-ORDER = {"config": 0, "postgresql": 1, "postgresql_basebackup": 1, "postgresql_pitr": 1, "elasticsearch": 2, "neo4j": 3}
-MANUAL = ("postgresql_basebackup",)
+ORDER = {"config": 0, "postgresql": 1, "postgresql_basebackup": 1, "postgresql_pitr": 1, "archive": 1, "elasticsearch": 2, "neo4j": 3}
+MANUAL = ("postgresql_basebackup", "archive")
 
 
 def _kind(entry, profile_entry):

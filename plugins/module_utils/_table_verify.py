@@ -66,8 +66,11 @@ class _Removing:
 
 def check_chain(location, chain_name, trusted, level, opener, spool_dir):
     store = chains.LocationStore(location, chain_name, spool_dir)
-    report = fmt.ChainCheck(store, chain_name, trusted, level, opener).run()
-    report["_entries"] = {s["seq"]: s["hash"] for s in report["segments"]}
+    check = fmt.ChainCheck(store, chain_name, trusted, level, opener)
+    report = check.run()
+    # Every entry, not only segments: an image records the chain's head, which is a
+    # checkpoint (or expiry, rotation) entry when one was added after the last segment.
+    report["_entries"] = {seq: item["hash"] for seq, item in check.entries.items()}
     return report
 
 

@@ -75,3 +75,23 @@ def test_the_plan_carries_no_credentials():
     plan = component_plan(components, "gw1", GROUPS, HOSTS)
     assert [sorted(set(c) & {"login_password", "password", "api_key", "bearer_token"}) for c in plan] == [[], []]
     assert components[0]["login_password"] == "pg-secret", "the profile itself is left alone"
+
+
+def test_an_archive_component_is_a_kind_and_its_keys_and_targets_stay_out_of_the_plan():
+    archive = {
+        "name": "log-archive",
+        "kind": "archive",
+        "login_password": "pg-secret",
+        "signing_key": "-----BEGIN PRIVATE KEY-----",
+        "passphrase": "chain-secret",
+        "targets": [{"name": "vault", "type": "sftp", "private_key": "ssh-secret", "password": "p"}, {"name": "s3", "type": "s3", "secret_key": "s"}],
+        "tables": [{"name": "public.audit", "key": ["id"]}],
+    }
+    (entry,) = component_plan([archive], "gw1", GROUPS, HOSTS)
+    assert entry["selected"] and entry["kind"] == "archive"
+    text = repr(entry)
+    for secret in ("pg-secret", "BEGIN PRIVATE", "chain-secret", "ssh-secret", "'p'", "'s'"):
+        assert secret not in text
+    assert entry["targets"] == [{"name": "vault", "type": "sftp"}, {"name": "s3", "type": "s3"}]
+    assert entry["tables"] == archive["tables"]
+    assert archive["targets"][0]["private_key"] == "ssh-secret", "the profile itself is left alone"

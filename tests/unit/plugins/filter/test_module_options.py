@@ -79,11 +79,11 @@ CALLS = component_calls()
 def test_every_component_module_call_of_the_roles_is_found():
     files = {c[0] for c in CALLS}
     modules = {c[2] for c in CALLS}
-    for kind in ("config", "postgresql", "postgresql_basebackup", "elasticsearch", "neo4j"):
+    for kind in ("config", "postgresql", "postgresql_basebackup", "elasticsearch", "neo4j", "archive"):
         assert "backup/tasks/component_%s.yml" % kind in files
     for kind in ("config", "postgresql", "elasticsearch", "neo4j"):
         assert "restore/tasks/restore_%s.yml" % kind in files
-    assert {"postgresql_info", "elasticsearch_snapshot_info", "queue_drain", "elasticsearch_repository"} <= modules
+    assert {"postgresql_info", "elasticsearch_snapshot_info", "queue_drain", "elasticsearch_repository", "table_archive", "table_checkpoint"} <= modules
 
 
 @pytest.mark.parametrize("call", CALLS, ids=["%s:%s" % (c[0], c[2]) for c in CALLS])

@@ -69,3 +69,11 @@ def test_a_bad_action_is_refused_naming_the_component(actions, message):
     with pytest.raises(AnsibleFilterError, match=message) as error:
         restore_order(AFTER_IMAGE, profile=[{"name": "search", "kind": "elasticsearch", "after_restore": actions}])
     assert "component search" in str(error.value)
+
+
+def test_an_archive_component_is_never_restored_unless_named_and_then_refused_by_the_role():
+    image = dict(IMAGE, audit={"kind": "archive", "status": "success", "details": {"chains": []}})
+    profile = PROFILE + [{"name": "audit", "kind": "archive", "signing_key": "k"}]
+    assert "audit" not in [c["name"] for c in restore_order(image, profile)]
+    (only,) = restore_order(image, profile, only=["audit"])
+    assert only["kind"] == "archive" and "signing_key" not in only  # restore_archive.yml says it is restored by hand
