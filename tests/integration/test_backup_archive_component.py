@@ -114,3 +114,18 @@ def test_archive_component_and_when_changed_in_the_backup_role(tmp_path, pg_data
     (chain,) = verified["chains"]
     assert chain["rows"] == AUDIT_ROWS and chain["signatures_valid"] and chain["chain_valid"]
     assert {head["image"] for head in verified["image_heads"]} == {Path(image).name for image in images}
+
+    # 4: the archive fails (another signing key for its chain) and the unchanged config is
+    # not taken: nothing was captured, so the node fails, with the archive's reason and the
+    # when_changed note in the summary.
+    other = Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    profile["components"][1]["signing_key"] = other.decode()
+    fourth, stats = _backup(tmp_path, node_vars)
+    assert fourth.returncode != 0, fourth.stdout[-5000:]
+    four = _node(stats)
+    assert four["verdict"] == "failed" and four["failures"] == {"log-archive": four["failures"]["log-archive"]}, four
+    assert "signing_key" in four["failures"]["log-archive"] and "log-archive" in four["reason"], four
+    assert "app-config: unchanged since %s, not taken" % three["backup_id"] in four["notes"]
+    table = fourth.stdout[fourth.stdout.index("Backup summary") :]
+    assert "log-archive: chain" in table and "app-config: unchanged since" in table
+    assert other.decode() not in fourth.stdout and pem not in fourth.stdout
