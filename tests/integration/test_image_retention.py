@@ -12,14 +12,16 @@ from tests.support.images import make_image
 from tests.support.modules import run_module
 
 DAY = 86400
-NOW = time.time()
 
 
 def nightly(directory, node, nights, verdicts=None, run_ids=None):
     """One image a day for ``nights`` days, oldest first; the newest is 1 day less 10 minutes old."""
+    # Ages are counted from now, not from when the module was imported: under xdist a file
+    # may run half an hour after collection, and its "1 day less 10 minutes" must hold.
+    now = time.time()
     paths = []
     for n in range(nights):
-        when = int(NOW - (nights - n) * DAY + 600)
+        when = int(now - (nights - n) * DAY + 600)
         backup_id = (run_ids or {}).get(n) or "%s-run%02d" % (time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when)), n)
         verdict = (verdicts or {}).get(n, "success")
         paths.append(make_image(str(directory), node=node, payload=b"x" * 64, backup_id=backup_id, when=when, verdict=verdict))
