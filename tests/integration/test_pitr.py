@@ -398,7 +398,7 @@ def test_restore_to_latest_loses_nothing_and_shows_no_key(site, primary, history
     identity = site.key_file.read_text().strip()
     data_dir = site.root / "restored" / "latest"
     sockets = site.root / "restored" / "latest.run"
-    sockets.mkdir()
+    sockets.mkdir(parents=True)
     chown_tree(sockets, site.account.pw_uid, site.account.pw_gid)
     port = free_port()
     site.restored.append(data_dir)
@@ -422,7 +422,10 @@ def test_restore_to_latest_loses_nothing_and_shows_no_key(site, primary, history
     assert done.returncode == 0, done.stdout[-3000:]
     secret = identity.split("1", 1)[1]
     assert secret not in done.stdout
-    assert len(seen) > 100 and not [c for c in seen if secret.encode() in c]
+    # The sampler must have seen the restore itself (the recovering server runs with -D data_dir),
+    # not merely a busy machine: a count of distinct command lines depends on the machine's load.
+    assert any(str(data_dir).encode() in c for c in seen), "the sampler never saw the recovering server"
+    assert not [c for c in seen if secret.encode() in c]
     start = subprocess.run(
         [
             "runuser",
