@@ -480,24 +480,14 @@ class Client:
         return self._server
 
 
-def check_libraries(module, jmespath_needed=False):
-    """Fail with missing_required_lib before anything touches requests (or jmespath)."""
-    from ansible.module_utils.basic import missing_required_lib
+def check_libraries(jmespath_needed=False):
+    """Raise MissingLibraryError before anything touches requests (or jmespath)."""
+    from ansible_collections.lifeboat.backup.plugins.module_utils._module import missing_library
 
     if not HAS_REQUESTS:
-        module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
+        raise missing_library("requests", REQUESTS_IMPORT_ERROR)
     if jmespath_needed and not HAS_JMESPATH:
-        module.fail_json(msg=missing_required_lib("jmespath"), exception=JMESPATH_IMPORT_ERROR)
-
-
-def connect(module):
-    """Client and ServerInfo for the module's connection options, or fail_json."""
-    check_libraries(module)
-    try:
-        client = Client.from_params(module.params)
-        return client, client.server()
-    except SearchError as exc:
-        module.fail_json(msg=str(exc))
+        raise missing_library("jmespath", JMESPATH_IMPORT_ERROR)
 
 
 def path_segment(name):

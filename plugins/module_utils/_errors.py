@@ -80,3 +80,13 @@ class OptionError(LifeboatError):
         super().__init__(msg, **kwargs)
         self.option = option
         self.result.setdefault("option", option)
+
+
+class MissingLibraryError(LifeboatError):
+    """A Python library the module needs cannot be imported on the managed node. ``msg`` is
+    Ansible's ``missing_required_lib`` text (the raiser builds it: no Ansible import here);
+    the import's traceback is returned as ``exception``, as ``fail_json`` expects it."""
+
+    def __init__(self, library, msg, import_error=None):
+        super().__init__(msg, exception=import_error)
+        self.library = library

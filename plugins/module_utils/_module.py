@@ -27,7 +27,13 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, MissingLibraryError
+
+
+def missing_library(library, import_error=None):
+    """The MissingLibraryError for ``library`` (Ansible's missing_required_lib message), for
+    module_utils that check a library before the module touches it."""
+    return MissingLibraryError(library, missing_required_lib(library), import_error)
 
 
 def merge_specs(argument_spec, specs=()):
@@ -57,7 +63,7 @@ class LifeboatModule(AnsibleModule):
         """Fail with missing_required_lib unless ``available``; call it on the paths that
         need the library, before anything touches it."""
         if not available:
-            self.fail_json(msg=missing_required_lib(library), exception=import_error)
+            self.fail(missing_library(library, import_error))
 
     def open_session(self, work_dir, writes_members=True):
         """The backup session a component module works in (SessionError when there is none).

@@ -85,12 +85,12 @@ def connection_argument_spec():
 CONNECTION_MUTUALLY_EXCLUSIVE = [("login_host", "login_unix_socket")]
 
 
-def require_driver(module):
-    """Fail with missing_required_lib unless psycopg (3) or psycopg2 can be imported."""
+def require_driver():
+    """Raise MissingLibraryError unless psycopg (3) or psycopg2 can be imported."""
     if not HAS_PSYCOPG:
-        from ansible.module_utils.basic import missing_required_lib
+        from ansible_collections.lifeboat.backup.plugins.module_utils._module import missing_library
 
-        module.fail_json(msg=missing_required_lib("psycopg (or psycopg2)"), exception=PSYCOPG_IMPORT_ERROR)
+        raise missing_library("psycopg (or psycopg2)", PSYCOPG_IMPORT_ERROR)
 
 
 def where(params):

@@ -1004,22 +1004,5 @@ def abort(work_dir=None, state_dir=None, reason=None):
     return record
 
 
-def open_for_module(module, work_dir, writes_members=True):
-    """The session a component module works in, or fail_json saying why. With
-    ``writes_members``, also the libraries its members need (cryptography, zstandard)."""
-    from ansible.module_utils.basic import missing_required_lib
-
-    try:
-        session = Session(work_dir)
-    except SessionError as exc:
-        module.fail_json(msg=str(exc))
-    if writes_members:
-        if session.recipients and not _age.HAS_CRYPTOGRAPHY:
-            module.fail_json(msg=missing_required_lib("cryptography"), exception=_age.CRYPTOGRAPHY_IMPORT_ERROR)
-        if session.compression == "zstd" and not _image.HAS_ZSTANDARD:
-            module.fail_json(msg=missing_required_lib("zstandard"), exception=_image.ZSTANDARD_IMPORT_ERROR)
-    return session
-
-
 def format_exception():
     return "".join(traceback.format_exception(*sys.exc_info()))

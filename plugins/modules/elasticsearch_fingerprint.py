@@ -147,7 +147,7 @@ def select(params, recorded):
 def compare(module):
     params = module.params
     module.require("cryptography", _age.HAS_CRYPTOGRAPHY, _age.CRYPTOGRAPHY_IMPORT_ERROR)
-    es.check_libraries(module)
+    es.check_libraries()
     with _image.open_image(params["image"], params) as image:
         document = recorded_fingerprint(params, image)
     recorded = document.get("indices") or {}

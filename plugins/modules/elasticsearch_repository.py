@@ -272,7 +272,7 @@ def verify(client, server, params, existing, changed, result):
 
 def repository(module):
     params = module.params
-    es.check_libraries(module)
+    es.check_libraries()
     client = es.Client.from_params(params)
     server = client.server()
     name = params["name"]

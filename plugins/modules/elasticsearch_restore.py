@@ -809,7 +809,7 @@ class Restore:
 def restore(module):
     params = module.params
     validate(params)
-    es.check_libraries(module)
+    es.check_libraries()
     client = es.Client.from_params(params)
     server = client.server()
     result = module.keep(dict(changed=False, server=server.as_dict()))

@@ -879,7 +879,7 @@ class Capture:
 def snapshot_module(module):
     params = module.params
     validate(params)
-    es.check_libraries(module)
+    es.check_libraries()
     session = component = None
     if params["session"]:
         session = module.open_session(params["session"], writes_members=params["include_repository_files"] or params["fingerprint"] != "none")

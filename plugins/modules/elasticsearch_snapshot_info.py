@@ -177,7 +177,7 @@ def describe(module):
             "only_collection_snapshots",
             "only_collection_snapshots needs verbose=true: the collection's marker is in the snapshot metadata, which verbose=false omits",
         )
-    es.check_libraries(module, jmespath_needed=bool(params["query"]))
+    es.check_libraries(jmespath_needed=bool(params["query"]))
     client = es.Client.from_params(params)
     result = module.keep(dict(changed=False, server=client.server().as_dict(), repositories=[], snapshots=[]))
     try:

@@ -699,12 +699,12 @@ def main():
     )
     if module.params["state"] == "pruned":
         module.run(prune)
-    pg.require_driver(module)
     module.run(configure)
 
 
 def configure(module):
     params = module.params
+    pg.require_driver()
     validate(params)
     conn = pg.connect(params)
     try:

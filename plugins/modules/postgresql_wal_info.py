@@ -213,13 +213,13 @@ def main():
         mutually_exclusive=pg.CONNECTION_MUTUALLY_EXCLUSIVE,
         supports_check_mode=True,
     )
-    if module.params["query_server"]:
-        pg.require_driver(module)
     module.run(report)
 
 
 def report(module):
     params = module.params
+    if params["query_server"]:
+        pg.require_driver()
     identities = keys_for_verify(params)
     with _storage.open_target(params["target"]) as backend:
         archive = _walarchive.Archive(backend, params["archive_prefix"])

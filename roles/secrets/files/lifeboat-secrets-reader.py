@@ -96,6 +96,16 @@ class OptionError(LifeboatError):
         self.result.setdefault("option", option)
 
 
+class MissingLibraryError(LifeboatError):
+    """A Python library the module needs cannot be imported on the managed node. ``msg`` is
+    Ansible's ``missing_required_lib`` text (the raiser builds it: no Ansible import here);
+    the import's traceback is returned as ``exception``, as ``fail_json`` expects it."""
+
+    def __init__(self, library, msg, import_error=None):
+        super().__init__(msg, exception=import_error)
+        self.library = library
+
+
 # ---- from plugins/module_utils/_age.py ---------------------------------------------------------------
 
 CRYPTOGRAPHY_IMPORT_ERROR = None

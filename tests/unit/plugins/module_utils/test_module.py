@@ -10,7 +10,7 @@ from ansible.module_utils import basic
 from ansible.module_utils.common.text.converters import to_bytes
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _session
-from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, MissingLibraryError, OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule, merge_specs
 
 
@@ -116,3 +116,34 @@ def test_component_spec_names_the_default():
     spec = _session.component_spec("neo4j")
     assert spec == dict(session=dict(type="path", required=True), name=dict(type="str", default="neo4j"))
     assert "required" not in _session.component_spec("elasticsearch", required=False)["session"]
+
+
+def test_a_missing_library_raised_in_module_utils_is_reported_once(module, capsys, monkeypatch):
+    # module_utils raise MissingLibraryError (es.check_libraries, pg.require_driver); the base
+    # reports it as missing_required_lib did, with the import traceback
+    # (fail_json's exception=), after the hooks.
+    from ansible_collections.lifeboat.backup.plugins.module_utils import _elasticsearch, _postgresql
+
+    monkeypatch.setattr(_postgresql, "HAS_PSYCOPG", False)
+    monkeypatch.setattr(_postgresql, "PSYCOPG_IMPORT_ERROR", "Traceback: no psycopg")
+    component = FakeComponent()
+
+    def execute(m):
+        m.start_component(FakeSession(component), "pg", "postgresql")
+        _postgresql.require_driver()
+
+    code, result = outcome(module, execute, capsys)
+    assert code == 1 and result["msg"].startswith("Failed to import the required Python library (psycopg (or psycopg2)) on ")
+    assert result["changed"] is False
+    assert component.reasons == [result["msg"]]
+
+    monkeypatch.setattr(_elasticsearch, "HAS_JMESPATH", False)
+    _elasticsearch.check_libraries()  # jmespath only when asked for
+    with pytest.raises(MissingLibraryError, match=r"required Python library \(jmespath\)") as raised:
+        _elasticsearch.check_libraries(jmespath_needed=True)
+    assert raised.value.library == "jmespath" and raised.value.fail_kwargs()["exception"] is _elasticsearch.JMESPATH_IMPORT_ERROR
+
+
+def test_require_fails_with_missing_required_lib(module, capsys):
+    code, result = outcome(module, lambda m: m.require("zstandard", False, "Traceback: no zstandard"), capsys)
+    assert code == 1 and "required Python library (zstandard)" in result["msg"]
