@@ -53,7 +53,7 @@ class Entry:
         self.implicit = implicit
         mode = st.st_mode
         if stat.S_ISREG(mode):
-            self.kind = "file"
+            self.kind = "file"  # "hardlink" once a TarWriter finds it is a further name of a file already written
         elif stat.S_ISDIR(mode):
             self.kind = "directory"
         elif stat.S_ISLNK(mode):
@@ -61,6 +61,36 @@ class Entry:
         else:
             self.kind = "special"
         self.link = os.readlink(path) if self.kind == "symlink" else None
+
+
+class HardLinks:
+    """Remembers, by (device, inode), the first name under which a multiply-linked file was
+    written, so that its further names are written as links to it (tar's LNKTYPE)."""
+
+    def __init__(self):
+        self._first = {}
+
+    def first(self, entry):
+        """The (path, index record) of the first name of ``entry``'s file, or None."""
+        st = entry.st
+        if entry.kind != "file" or st.st_nlink < 2:
+            return None
+        return self._first.get((st.st_dev, st.st_ino))
+
+    def remember(self, entry, record):
+        st = entry.st
+        if st.st_nlink > 1:
+            self._first.setdefault((st.st_dev, st.st_ino), (entry, record))
+
+    def mark(self, entry):
+        """Turn ``entry`` into a link to the first name of its file when there is one; True if so.
+        Used where nothing is read (check mode)."""
+        seen = self.first(entry)
+        if seen is None:
+            self.remember(entry, None)
+            return False
+        entry.kind, entry.link = "hardlink", seen[0].arcname
+        return True
 
 
 def _excluded(path, patterns):
@@ -162,6 +192,7 @@ class Totals:
         self.file_count = 0
         self.directory_count = 0
         self.symlink_count = 0
+        self.hardlink_count = 0
         self.total_bytes = 0
 
     def add(self, entry):
@@ -172,12 +203,15 @@ class Totals:
             self.directory_count += 1
         elif entry.kind == "symlink":
             self.symlink_count += 1
+        elif entry.kind == "hardlink":
+            self.hardlink_count += 1
 
     def as_dict(self):
         return {
             "file_count": self.file_count,
             "directory_count": self.directory_count,
             "symlink_count": self.symlink_count,
+            "hardlink_count": self.hardlink_count,
             "total_bytes": self.total_bytes,
         }
 
@@ -276,7 +310,7 @@ class _Names:
 
 
 _USTAR = struct.Struct("100s8s8s8s12s12s8s1s100s6s2s32s32s183x")
-_TYPEFLAG = {"file": b"0", "directory": b"5", "symlink": b"2"}
+_TYPEFLAG = {"file": b"0", "directory": b"5", "symlink": b"2", "hardlink": b"1"}
 
 
 def _ustar_header(entry, names, size):
@@ -288,7 +322,7 @@ def _ustar_header(entry, names, size):
     """
     st = entry.st
     name = entry.arcname + ("/" if entry.kind == "directory" else "")
-    link = entry.link if entry.kind == "symlink" else ""
+    link = entry.link if entry.kind in ("symlink", "hardlink") else ""
     user, group = names.user(st.st_uid), names.group(st.st_gid)
     try:
         name_b = name.encode("ascii")
@@ -340,6 +374,9 @@ def _tarinfo(entry, names, size):
     elif entry.kind == "symlink":
         info.type = tarfile.SYMTYPE
         info.linkname = entry.link
+    elif entry.kind == "hardlink":
+        info.type = tarfile.LNKTYPE
+        info.linkname = entry.link
     else:
         info.type = tarfile.REGTYPE
         info.size = size
@@ -358,23 +395,31 @@ def index_record(entry, names, sha256=None, size=0):
         "group": names.group(st.st_gid),
         "mtime": st.st_mtime,
     }
-    if entry.kind == "file":
+    if entry.kind in ("file", "hardlink"):
         record["size"] = size
         record["sha256"] = sha256
     if entry.kind == "symlink":
         record["target"] = entry.link
+    if entry.kind == "hardlink":
+        record["target"] = "/" + entry.link
     if entry.implicit:
         record["implicit"] = True
     return record
 
 
 class TarWriter:
-    """Streams entries as a POSIX (pax) tar into ``out`` (anything with ``write``)."""
+    """Streams entries as a POSIX (pax) tar into ``out`` (anything with ``write``).
 
-    def __init__(self, out):
+    With ``hardlinks``, a further name of a multiply-linked file already written becomes a
+    hard-link entry to its first name (as GNU tar writes them): the content is stored once
+    and a restore links the names again.
+    """
+
+    def __init__(self, out, hardlinks=False):
         self.out = out
         self.offset = 0
         self.names = _Names()
+        self.links = HardLinks() if hardlinks else None
         self._buffer = bytearray(READ_SIZE)
         # O_NOATIME: a backup should not touch access times; only the owner or root may ask.
         self._flags = os.O_RDONLY | os.O_NOFOLLOW | (getattr(os, "O_NOATIME", 0) if os.geteuid() == 0 else 0)
@@ -391,6 +436,21 @@ class TarWriter:
         if entry.kind != "file":
             self._emit(_header(entry, self.names, 0))
             return index_record(entry, self.names), None
+        if self.links is not None:
+            first = self.links.first(entry)
+            if first is not None:
+                return self._add_link(entry, *first), None
+        record, warning = self._add_file(entry)
+        if self.links is not None:
+            self.links.remember(entry, record)
+        return record, warning
+
+    def _add_link(self, entry, first, first_record):
+        entry.kind, entry.link = "hardlink", first.arcname
+        self._emit(_header(entry, self.names, 0))
+        return index_record(entry, self.names, first_record["sha256"], first_record["size"])
+
+    def _add_file(self, entry):
         fd = os.open(entry.path, self._flags)
         try:
             st = os.fstat(fd)
@@ -558,6 +618,9 @@ class Extractor:
             elif info.isreg():
                 self._sweep(parts[:-1], parent)
                 self._write_file(info, source, name, parent)
+            elif info.islnk():
+                self._sweep(parts[:-1], parent)
+                self._link(info, name, parent)
             else:
                 raise TreeError("unsupported entry type in archive: %s" % info.name)
         finally:
@@ -584,6 +647,34 @@ class Extractor:
             raise
         finally:
             os.close(fd)
+        try:
+            _replace(tmp, name, parent)
+        except BaseException:
+            _unlink_quiet(tmp, parent)
+            raise
+
+    def _link(self, info, name, parent):
+        """Make ``name`` another name of the file the entry links to (written earlier in the
+        stream, or already in place), replacing what is there; never through a symlink."""
+        source = _split(info.linkname)
+        if not source:
+            raise TreeError("hard link %s has no target" % info.name)
+        source_parent = self._open_dir(source[:-1], create=False)
+        try:
+            st = os.stat(source[-1], dir_fd=source_parent, follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode):
+                raise TreeError("hard link %s: its target %s is not a regular file" % (info.name, info.linkname))
+            try:
+                have = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                if (have.st_dev, have.st_ino) == (st.st_dev, st.st_ino):
+                    return  # already this file (a rename onto the same file would do nothing)
+            except FileNotFoundError:
+                pass
+            tmp = _temp_name(name)
+            _unlink_quiet(tmp, parent)
+            os.link(source[-1], tmp, src_dir_fd=source_parent, dst_dir_fd=parent, follow_symlinks=False)
+        finally:
+            os.close(source_parent)
         try:
             _replace(tmp, name, parent)
         except BaseException:

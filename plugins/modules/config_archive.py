@@ -14,7 +14,8 @@ description:
   - Streams files, directories and glob matches as one POSIX tar through compression and
     encryption into a member of the session's image. Nothing is staged on disk.
   - Preserves mode, owner, group and modification time; symlinks are stored as links (never
-    followed); empty directories are kept; the parent directories of each listed path are
+    followed); a file with several names (hard links) is stored once, its further names as
+    hard links to the first name captured, so a restore links them again; empty directories are kept; the parent directories of each listed path are
     recorded too, so a restore recreates them with their modes.
   - Writes a second member, the file index, with the SHA-256, size and metadata of every file.
     The index is encrypted like the data, because hashes of short secrets must not be
@@ -125,6 +126,14 @@ symlink_count:
   returned: always
   type: int
   sample: 2
+hardlink_count:
+  description:
+    - Further names of files captured under another name first, stored as hard links to that
+      name (not counted in RV(file_count) or RV(total_bytes)).
+  returned: always
+  type: int
+  sample: 0
+  version_added: 0.2.0
 total_bytes:
   description: Sum of the sizes of the files captured.
   returned: always
@@ -181,8 +190,10 @@ from ansible_collections.lifeboat.backup.plugins.module_utils._module import Lif
 def plan(roots, params, problems):
     """Check mode: walk without reading file contents."""
     totals = _tree.Totals()
+    links = _tree.HardLinks()
     files = []
     for entry in _tree.iter_entries(roots, params["exclude"], params["one_file_system"], problems):
+        links.mark(entry)
         totals.add(entry)
         if entry.kind == "file" and len(files) <= params["list_limit"]:
             files.append({"path": entry.path, "size": entry.st.st_size})
@@ -194,7 +205,7 @@ def archive(component, entries, halt, totals, unreadable, warnings):
     index = _tree.IndexBuffer()
     with component.appender() as appender:
         with component.member(appender, "files.tar", "application/x-tar", threads=-1) as data:
-            tar = _tree.TarWriter(data)
+            tar = _tree.TarWriter(data, hardlinks=True)
             for entry in entries:
                 try:
                     record, warning = tar.add(entry)

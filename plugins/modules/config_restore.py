@@ -22,6 +22,9 @@ description:
     A failure after the first write lists what was written in C(written) and C(done).
   - Never writes through a symlink - neither one already on disk nor one restored from the
     archive - so an archive entry cannot reach outside O(root).
+  - Names of one file (hard links, captured as such since version 0.2.0) are restored as names
+    of one file again. Selecting one of them with O(paths) restores the first name captured
+    too, because the content travels with it.
 author:
   - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
@@ -192,6 +195,8 @@ def describe(record):
         parts += ["size=%s" % record.get("size"), "sha256=%s" % (record.get("sha256") or "?")[:16]]
     if record["type"] == "symlink":
         parts.append("-> %s" % record.get("target"))
+    if record["type"] == "hardlink":
+        parts.append("same file as %s" % record.get("target"))
     parts.append("%s:%s" % (record.get("user") or record.get("uid"), record.get("group") or record.get("gid")))
     return " ".join(str(p) for p in parts)
 
@@ -299,25 +304,54 @@ def ancestors_of(paths):
     return ancestors
 
 
+def link_action(path, want, plan, root):
+    """'create', 'update' or None for a hard link: it is in place when it is the same file as
+    its first name and that name is not rewritten."""
+    try:
+        have = os.lstat(target_of(root, path))
+    except FileNotFoundError:
+        return "create"
+    if want["target"] in plan:
+        return "update"  # the first name gets a new file: link to that one
+    try:
+        first = os.lstat(target_of(root, want["target"]))
+    except FileNotFoundError:
+        return "update"
+    return None if (have.st_dev, have.st_ino) == (first.st_dev, first.st_ino) else "update"
+
+
 def make_plan(params, index, root, with_owner):
     """({path: (record, action)} of what differs, number of selected entries already identical,
     number selected)."""
-    selected = selector(params["paths"])
-    chosen = [p for p in index if selected(p)]
+    wanted = selector(params["paths"])
+    chosen = [p for p in index if wanted(p)]
     if params["paths"] and not chosen:
         raise OptionError("paths", "paths: nothing in component %s matches %s" % (params["component"], ", ".join(params["paths"])))
+    # A hard link's content travels with the first name of its file: that name comes along.
+    firsts = {index[p]["target"] for p in chosen if index[p]["type"] == "hardlink" and index[p].get("target") in index}
+    chosen += sorted(firsts.difference(chosen))
     ancestors = ancestors_of(chosen)
     plan = {}
+    links = []
     unchanged = 0
     for path, record in index.items():
-        explicit = selected(path)
+        explicit = wanted(path) or path in firsts
         if not explicit and path not in ancestors:
             continue
         want = dict(record, implicit=record.get("implicit") or not explicit)
+        if record["type"] == "hardlink":
+            links.append((path, want))
+            continue
         action = compare(want, current_state(target_of(root, path), want, with_owner), with_owner)
         if action:
             plan[path] = (want, action)
         elif explicit:
+            unchanged += 1
+    for path, want in links:
+        action = link_action(path, want, plan, root)
+        if action:
+            plan[path] = (want, action)
+        else:
             unchanged += 1
     return plan, unchanged, len(chosen)
 

@@ -112,6 +112,55 @@ def test_restore_in_place_selected_paths_with_check_and_diff(place):
     assert int(settings.stat().st_mtime) == 1_600_000_000
 
 
+def test_hard_links_come_back_linked(place):
+    """#18.15: names of one file are restored as names of one file, whole or selected."""
+    src = place["src"]
+    (src / "links").mkdir()
+    shared = src / "links" / "shared.conf"
+    shared.write_text("one file, three names\n")
+    os.link(shared, src / "links" / "alias.conf")
+    os.link(shared, src / "conf.d" / "alias.conf")
+    names = ["conf.d/alias.conf", "links/alias.conf", "links/shared.conf"]
+
+    work = start(place)
+    planned = run_module("config_archive", session=work, paths=[str(src)], exclude=["*.swp"], check=True)
+    archived = run_module("config_archive", session=work, paths=[str(src)], exclude=["*.swp"])
+    assert planned["hardlink_count"] == archived["hardlink_count"] == 2, (planned, archived)
+    assert planned["file_count"] == archived["file_count"] and planned["total_bytes"] == archived["total_bytes"]
+    image = seal(work)["image"]
+
+    def inodes(root):
+        return {os.stat(root / str(src).lstrip("/") / n).st_ino for n in names}
+
+    root = place["tmp"] / "restore"
+    restored = run_module("config_restore", image=image, passphrase=PASSPHRASE, root=str(root))
+    assert not restored.failed, restored
+    assert len(inodes(root)) == 1 and os.stat(root / str(shared).lstrip("/")).st_nlink == 3
+    assert (root / str(src).lstrip("/") / "conf.d" / "alias.conf").read_text() == "one file, three names\n"
+    expected = {k: v for k, v in snapshot(src).items() if not k.endswith(".swp")}
+    assert snapshot(root / str(src).lstrip("/"), relative_to=root / str(src).lstrip("/")) == expected
+    again = run_module("config_restore", image=image, passphrase=PASSPHRASE, root=str(root))
+    assert not again.failed and not again["changed"], again
+
+    # A name made a separate file again on disk is linked back; the others are left as they are.
+    broken = root / str(src).lstrip("/") / "links" / "alias.conf"
+    broken.unlink()
+    broken.write_text("one file, three names\n")
+    relinked = run_module("config_restore", image=image, passphrase=PASSPHRASE, root=str(root))
+    assert relinked["updated"] == [str(src / "links" / "alias.conf")], relinked
+    assert len(inodes(root)) == 1
+
+    # Selecting one name restores the file's first name with it: the content travels there.
+    fresh = place["tmp"] / "fresh"
+    only = run_module("config_restore", image=image, passphrase=PASSPHRASE, root=str(fresh), paths=[str(src / "links" / "alias.conf")])
+    assert not only.failed, only
+    # (conf.d/alias.conf is the first name: the walk goes in name order)
+    assert only["created"] == [str(src / "conf.d" / "alias.conf"), str(src / "links" / "alias.conf")], only
+    both = [fresh / str(src).lstrip("/") / n for n in ["conf.d/alias.conf", "links/alias.conf"]]
+    assert os.stat(both[0]).st_ino == os.stat(both[1]).st_ino and both[1].read_text() == "one file, three names\n"
+    assert not (fresh / str(src).lstrip("/") / "links" / "shared.conf").exists()
+
+
 def test_recipients_only_node_cannot_read_its_own_image(place):
     identity, recipient = _age.generate_identity()
     sealed = backup(place, passphrase=None, recipients=[recipient])

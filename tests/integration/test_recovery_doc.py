@@ -7,6 +7,7 @@ page is the value of IMAGE and WORK in its first block.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -25,6 +26,7 @@ def doc_blocks():
 def test_recovery_page_as_written(tmp_path):
     (tmp_path / "dest").mkdir()
     source = make_config_tree(tmp_path / "src")
+    os.link(source / "platform_settings.py", source / "conf.d" / "settings-link.py")  # #18.15: stock tar links it again
     started = run_module(
         "backup_session", state="started", destination=str(tmp_path / "dest"), state_dir=str(tmp_path / "state"), passphrase=PASSPHRASE, facts_dir=""
     )
@@ -47,6 +49,7 @@ def test_recovery_page_as_written(tmp_path):
     assert output.count("OK ") >= 10
     restored = work / "restored" / str(source).lstrip("/")
     assert snapshot(restored, relative_to=restored) == snapshot(source, relative_to=source)
+    assert os.stat(restored / "conf.d" / "settings-link.py").st_ino == os.stat(restored / "platform_settings.py").st_ino
 
     status, output = run_in_terminal("\n".join([blocks[0], cleanup]), PASSPHRASE)
     assert status == 0, output

@@ -196,3 +196,83 @@ def test_temporaries_of_a_killed_extractor_are_swept(tmp_path):
     assert not stale.exists() and live.exists()
     assert extractor.removed_partial == ["etc/" + stale.name]
     assert (tmp_path / "etc" / "app.conf").read_bytes() == b"abc"
+
+
+def _hard_linked_tree(root):
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    (root / "a" / "one.conf").write_text("shared\n")
+    os.link(root / "a" / "one.conf", root / "b" / "two.conf")
+    os.link(root / "a" / "one.conf", root / "b" / "three.conf")
+    (root / "a" / "alone.conf").write_text("alone\n")
+    return root
+
+
+def _write_tar(roots, hardlinks):
+    out = io.BytesIO()
+    writer = _tree.TarWriter(out, hardlinks=hardlinks)
+    records = [writer.add(entry)[0] for entry in _tree.iter_entries(roots)]
+    writer.close()
+    out.seek(0)
+    return out, {r["path"]: r for r in records}
+
+
+def test_hard_links_are_written_once_and_extracted_as_links(tmp_path):
+    """#18.15: further names of a file are hard-link entries to the first; extraction links them again."""
+    src = _hard_linked_tree(tmp_path / "src")
+    roots, _missing, _problems = _tree.expand([str(src)])
+    out, records = _write_tar(roots, hardlinks=True)
+    one, two, three = str(src / "a" / "one.conf"), str(src / "b" / "two.conf"), str(src / "b" / "three.conf")
+    assert records[two]["type"] == records[three]["type"] == "hardlink"
+    assert records[two]["target"] == records[three]["target"] == one
+    assert records[two]["sha256"] == records[one]["sha256"] and records[two]["size"] == 7
+    with tarfile.open(fileobj=out, mode="r|") as tar:
+        members = {"/" + m.name: m for m in tar}
+    assert members[two].islnk() and members[two].linkname == one.lstrip("/") and members[two].size == 0
+    assert members[one].isreg() and members[str(src / "a" / "alone.conf")].isreg()
+
+    out.seek(0)
+    dest = tmp_path / "dest"
+    extractor = _tree.Extractor(str(dest))
+    with tarfile.open(fileobj=out, mode="r|") as tar:
+        for info in tar:
+            extractor.extract(info, tar.extractfile(info) if info.isreg() else None)
+    extractor.close()
+    inodes = {os.stat(str(dest) + p).st_ino for p in (one, two, three)}
+    assert len(inodes) == 1 and os.stat(str(dest) + one).st_nlink == 3
+    assert (dest / one.lstrip("/")).read_text() == "shared\n"
+    assert os.stat(str(dest) + str(src / "a" / "alone.conf")).st_ino not in inodes
+    assert not [n for n in os.listdir(str(dest) + str(src / "b")) if ".lifeboat-" in n]
+
+    # Extracting again over the links changes nothing and leaves no temporary behind.
+    out.seek(0)
+    extractor = _tree.Extractor(str(dest))
+    with tarfile.open(fileobj=out, mode="r|") as tar:
+        for info in tar:
+            if info.islnk():
+                extractor.extract(info, None)
+    extractor.close()
+    assert os.stat(str(dest) + two).st_ino in inodes
+    assert sorted(os.listdir(str(dest) + str(src / "b"))) == ["three.conf", "two.conf"]
+
+
+def test_without_hardlinks_each_name_is_a_file_and_a_link_never_leaves_root(tmp_path):
+    src = _hard_linked_tree(tmp_path / "src")
+    roots, _missing, _problems = _tree.expand([str(src)])
+    _out, records = _write_tar(roots, hardlinks=False)
+    assert {r["type"] for r in records.values()} == {"directory", "file"}
+
+    # A hard-link entry whose target is a symlink on disk (towards a file outside root) is refused.
+    outside = tmp_path / "outside.conf"
+    outside.write_text("not yours\n")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    os.symlink(str(outside), dest / "escape")
+    info = tarfile.TarInfo("stolen")
+    info.type = tarfile.LNKTYPE
+    info.linkname = "escape"
+    extractor = _tree.Extractor(str(dest))
+    with pytest.raises(_tree.TreeError, match="not a regular file"):
+        extractor.extract(info, None)
+    extractor.close()
+    assert not (dest / "stolen").exists() and os.stat(outside).st_nlink == 1
