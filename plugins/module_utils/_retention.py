@@ -354,20 +354,26 @@ def _rule_label(rule, policy, moment):
     return "%s %d (%s)" % (rule, policy.keep[rule], time.strftime(stamp, time.gmtime(moment)))
 
 
-def _keep_groups_together(decisions):
-    kept_by_group = {}
+def _keep_groups_together(decisions, kept_runs):
+    """Keep every item of a group (a cluster run) that one item of it keeps, here or in
+    ``kept_runs`` (group -> why it is kept elsewhere)."""
+    why_kept = {}
     for entry in decisions:
-        if entry.group and entry.keep and entry.group not in kept_by_group:
-            kept_by_group[entry.group] = entry
+        if entry.group and entry.keep and entry.group not in why_kept:
+            why_kept[entry.group] = "%s is kept (%s)" % (entry.name, entry.rule)
+    for group, why in kept_runs.items():
+        why_kept.setdefault(group, why)
     for entry in decisions:
-        if entry.action == "remove" and entry.group in kept_by_group:
-            other = kept_by_group[entry.group]
-            entry.decide("keep", "kept with its cluster run %s: %s is kept (%s)" % (entry.group, other.name, other.rule))
+        if entry.action == "remove" and entry.group in why_kept:
+            entry.decide("keep", "kept with its cluster run %s: %s" % (entry.group, why_kept[entry.group]))
 
 
-def plan(items, policy, now, together=False):
+def plan(items, policy, now, together=False, kept_runs=None):
     """Decide every item. Returns a list of Decision, newest first (of two items
     with the same time, the greater name counts as the newer).
+
+    With ``together``, an item that the policy removes is kept while another item of its
+    group is kept, here or in ``kept_runs`` (group -> why, from other locations' plans).
 
     ``policy`` is a Policy (or the option's dict, checked here); ``now`` epoch seconds.
     Items whose name does not match the policy's pattern are returned with action
@@ -393,7 +399,7 @@ def plan(items, policy, now, together=False):
     for entries in series.values():
         _decide_series(entries, policy, now)
     if together:
-        _keep_groups_together(decisions)
+        _keep_groups_together(decisions, kept_runs or {})
     return decisions
 
 

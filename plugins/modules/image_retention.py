@@ -60,6 +60,16 @@ options:
         while another image of the same backup id in the location is kept.
     type: bool
     default: false
+  kept_runs:
+    description:
+      - Cluster runs kept elsewhere - backup id, and why (which image keeps it). With
+        O(together), an image of such a run is kept whatever the policy says of it, its rule
+        naming the image that keeps it. The backup role passes here the RV(kept_runs) of every
+        node's plan (C(backup_retention_together)), so that a run's images on the nodes' own
+        destinations are kept or removed together.
+    type: dict
+    default: {}
+    version_added: 0.2.0
   state_dir:
     description:
       - The node's state directory; removals are recorded in its audit trail when it exists.
@@ -110,6 +120,13 @@ locations:
   returned: always
   type: list
   elements: dict
+kept_runs:
+  description:
+    - The cluster runs (backup ids) that some kept image of these locations belongs to, each
+      with the image that keeps it and its rule - what O(kept_runs) of another node's run takes.
+  returned: always
+  type: dict
+  sample: {"20261122T020000Z-3fa2c1d0": "20261122T020000Z-db1.zip in destination is kept (keep_daily 7 (2026-11-22))"}
 policy:
   description: The policy as applied, in its own words.
   returned: always
@@ -175,7 +192,7 @@ def plan_location(backend, params, policy, now):
     images = _storage.list_images(backend, node=params["node"])
     names = {entry["name"] for entry in backend.list()}
     items = image_items(images, {n for n in names if n.endswith(PINNED_SUFFIX)}, set(params["pinned"]))
-    return _retention.plan(items, policy, now, together=params["together"])
+    return _retention.plan(items, policy, now, together=params["together"], kept_runs=params["kept_runs"])
 
 
 def remove(backend, doomed, report):
@@ -208,6 +225,17 @@ def work_on(option, target, params, policy, now, check_mode):
     return report, diff, [dict(line, location=report["location"]) for line in gone]
 
 
+def kept_runs(reports):
+    """backup id -> the first kept image of that run, over every location."""
+    kept = {}
+    for report in reports:
+        for line in report["decisions"]:
+            if line.get("backup_id") and line["action"] == "keep":
+                where = report.get("name") or report["option"]
+                kept.setdefault(line["backup_id"], "%s in %s is kept (%s)" % (line["name"], where, line["rule"]))
+    return kept
+
+
 def audit(params, policy, removed):
     if not removed or not os.path.isdir(params["state_dir"]):
         return
@@ -235,7 +263,7 @@ def apply(module):
             diffs.append(diff)
     if not module.check_mode:
         audit(params, policy, removed)
-    result = dict(changed=bool(removed), removed=removed, locations=reports, policy=policy.describe())
+    result = dict(changed=bool(removed), removed=removed, locations=reports, kept_runs=kept_runs(reports), policy=policy.describe())
     if module._diff:
         result["diff"] = diffs
     failed = [r for r in reports if r.get("error")]
@@ -256,6 +284,7 @@ def main():
             node=dict(type="str"),
             pinned=dict(type="list", elements="str", default=[]),
             together=dict(type="bool", default=False),
+            kept_runs=dict(type="dict", default={}),
             state_dir=dict(type="path", default="/var/lib/lifeboat"),
         ),
         specs=[_retention.RETENTION_SPEC, _storage.TARGETS_SPEC],

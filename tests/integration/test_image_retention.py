@@ -9,7 +9,7 @@ import json
 import time
 
 from tests.support.images import make_image
-from tests.support.modules import run_module
+from tests.support.modules import run_module, run_playbook
 
 DAY = 86400
 
@@ -135,3 +135,40 @@ def test_bad_policy_names_the_option(tmp_path):
     assert result.failed and "give at least one of keep_last" in result["msg"]
     result = run_module("image_retention", retention={"keep_last": 2})
     assert result.failed and "give destination" in result["msg"]
+
+
+ROLE_RETENTION = """
+- hosts: all
+  gather_facts: false
+  tasks:
+    - ansible.builtin.include_role:
+        name: lifeboat.backup.backup
+        tasks_from: retention.yml
+      vars:
+        backup_result: {verified: true}
+"""
+
+
+def test_the_backup_role_keeps_a_cluster_run_together_across_the_nodes_destinations(tmp_path):
+    """Two nodes, each with its own destination: app1's image of run 1 is pinned, so with
+    backup_retention_together db1 keeps its image of run 1 too; run 0 goes on both nodes."""
+    runs = {n: "20261101T020000Z-cluster%02d" % n for n in range(3)}
+    hosts, images = {}, {}
+    for node in ("db1", "app1"):
+        (tmp_path / node).mkdir()
+        (tmp_path / (node + "-state")).mkdir()
+        images[node] = [p.rsplit("/", 1)[1] for p in nightly(tmp_path / node, node, 3, run_ids=runs)]
+        hosts[node] = {"ansible_connection": "local", "backup_node": node, "backup_destination": str(tmp_path / node)}
+        hosts[node]["backup_state_dir"] = str(tmp_path / (node + "-state"))
+    (tmp_path / "app1" / (images["app1"][1] + ".pinned")).write_text("held\n")
+    inventory = tmp_path / "hosts.json"
+    inventory.write_text(json.dumps({"all": {"hosts": hosts}}))
+
+    # Apart (the default), keep_last 1 would leave db1 its newest image only.
+    together = {"backup_retention": {"keep_last": 1}, "backup_retention_together": "true"}
+    done = run_playbook(ROLE_RETENTION, tmp_path, extra_vars=together, inventory=str(inventory))
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert names(tmp_path / "db1") == sorted(images["db1"][1:])
+    assert [n for n in names(tmp_path / "app1") if n.endswith(".zip")] == sorted(images["app1"][1:])
+    audit = [json.loads(line) for line in (tmp_path / "db1-state" / "audit.jsonl").read_text().splitlines()]
+    assert [entry["backup_id"] for entry in audit[-1]["removed"]] == [runs[0]]

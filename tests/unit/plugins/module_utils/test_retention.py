@@ -182,6 +182,15 @@ def test_cluster_runs_kept_together_when_asked():
     ]
 
 
+def test_a_run_kept_in_another_location_is_kept_here():
+    # db's own destination: keep_last 1 would remove run1, but app's plan (another node) keeps it.
+    items = [item("db-run2", 1 * HOUR, series="db", group="run2"), item("db-run1", 2 * HOUR, series="db", group="run1")]
+    assert decided(run(items, keep_last=1, together=True), "remove") == ["db-run1"]
+    decisions = r.plan(items, r.parse_policy({"keep_last": 1}), NOW, together=True, kept_runs={"run1": "app-run1 in destination is kept (pinned)"})
+    assert decided(decisions, "remove") == []
+    assert [d.rule for d in decisions if d.name == "db-run1"] == ["kept with its cluster run run1: app-run1 in destination is kept (pinned)"]
+
+
 def test_pattern_leaves_other_items_alone():
     items = [item("nightly-1", DAY), item("nightly-2", 2 * DAY), item("manual-1", 3 * DAY)]
     decisions = run(items, keep_last=1, pattern="nightly-*")
