@@ -1,0 +1,125 @@
+"""Restore drills (#17): playbooks/drill.yml restores a node's newest image into a sandbox
+on the node (configuration under a temporary root, PostgreSQL into a new cluster of its
+own), compares with the fingerprints, times and reports; production is never touched.
+A damaged image is refused by the restore role's image choice, which the drill reuses
+(test_roles.py::test_a_damaged_newest_image_is_refused_unless_older_images_are_allowed):
+not run again here, to keep the suite's time."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support.modules import ROOT, run_playbook
+from tests.support.trees import PASSPHRASE, snapshot
+
+
+def inventory(tmp, node, profile, **extra):
+    data = {
+        "all": {
+            "hosts": {"node1": node},
+            "vars": dict({"ansible_connection": "local", "backup_passphrase": PASSPHRASE, "backup_work_factor": 12, "backup_profile": profile}, **extra),
+        }
+    }
+    path = tmp / "inventory.yml"
+    path.write_text(yaml.safe_dump(data))
+    path.chmod(0o600)
+    return str(path)
+
+
+def playbook(tmp, name, node, profile, **extra):
+    text = (ROOT / "playbooks" / name).read_text()
+    return run_playbook(text, tmp, inventory=inventory(tmp, node, profile, **extra), env={"ANSIBLE_SHOW_CUSTOM_STATS": "true"})
+
+
+def report_paths(output):
+    html = re.search(r'"report: (\S+\.html)"', output).group(1)
+    data = json.loads(Path(re.search(r'"JSON: (\S+\.json)"', output).group(1)).read_text())
+    return Path(html), data
+
+
+@pytest.fixture
+def sandboxes():
+    """Where the drills make their sandboxes: the sandbox's PostgreSQL runs as its own account,
+    so under a directory that account can enter (not pytest's private tmp_path)."""
+    path = Path(tempfile.mkdtemp(prefix="lifeboat-drill-test-", dir="/var/tmp"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_drill_of_a_fresh_backup_is_green_and_a_changed_row_or_file_fails_it(pg_database, sandboxes, tmp_path):
+    db = pg_database
+    db.psql(
+        "CREATE TABLE entity (id serial PRIMARY KEY, title text); INSERT INTO entity (title) SELECT 'entity ' || g FROM generate_series(1, 500) g;"
+        "CREATE TABLE audit (v text); INSERT INTO audit SELECT 'a' || g FROM generate_series(1, 50) g;"
+    )
+    etc = tmp_path / "etc"
+    (etc / "conf.d").mkdir(parents=True)
+    (etc / "app.conf").write_text("listen = 8080\n")
+    (etc / "conf.d" / "10-db.conf").write_text("database = %s\n" % db.name)
+    server = db.server
+    profile = {
+        "name": "test",
+        "platform": {"name": "demo", "version": "1.0"},
+        "components": [
+            {"name": "config", "kind": "config", "paths": [str(etc)]},
+            {
+                "name": "postgresql",
+                "kind": "postgresql",
+                "login_host": server.host,
+                "port": server.port,
+                "login_password": server.password,
+                "databases": [db.name],
+                "globals": False,
+            },
+        ],
+    }
+    (tmp_path / "dest").mkdir()
+    node = {"backup_destination": str(tmp_path / "dest"), "backup_state_dir": str(tmp_path / "state"), "backup_facts_dir": ""}
+    reports = tmp_path / "reports"
+    backup = playbook(tmp_path, "backup.yml", node, profile)
+    assert backup.returncode == 0, backup.stdout[-4000:]
+    production = (snapshot(etc), db.psql("SELECT md5(string_agg(id || title, ',' ORDER BY id)) FROM entity"))
+
+    drill = playbook(tmp_path, "drill.yml", node, profile, drill_report_dir=str(reports), drill_dir=str(sandboxes))
+    assert drill.returncode == 0, drill.stdout[-5000:]
+    html, data = report_paths(drill.stdout)
+    assert data["verdict"] == "passed"
+    entries = {e["name"]: e for e in data["nodes"]["node1"]["components"]}
+    assert {n: e["result"] for n, e in entries.items()} == {"config": "passed", "postgresql": "passed"}
+    assert entries["postgresql"]["details"]["rows"] == 550 and entries["config"]["details"]["files"] >= 3
+    assert all(e["seconds"] > 0 and e["compare_seconds"] >= 0 for e in entries.values()), entries
+    versions = data["nodes"]["node1"]["versions"]
+    assert versions["same_platform"] and versions["servers"][0]["recorded"].startswith(server.version)
+    assert "(PostgreSQL) %s." % server.version in versions["servers"][0]["sandbox"]
+    page = html.read_text()
+    assert page.count('td class="bar"') == 2 and "passed" in page
+    assert re.search(r"node1\s+postgresql\s+postgresql\s+passed\s+\S+s\s+\S+s\s+%s: 2 tables, 550 rows equal" % db.name, drill.stdout)
+    assert "lifeboat_drill" in drill.stdout[drill.stdout.index("CUSTOM STATS") :]
+    assert not list(sandboxes.glob("lifeboat-drill-*")), "the sandbox is removed"
+
+    # The sandbox is damaged by after_restore actions (which the drill points at it): one row
+    # changed, one file changed. The drill fails naming both; production is untouched.
+    profile["components"][0]["after_restore"] = [{"name": "edit", "command": 'echo "listen = 9090" > "$LIFEBOAT_DRILL_ROOT%s/app.conf"' % etc}]
+    change = "psql -X -q -d %s -c \"UPDATE entity SET title = 'changed' WHERE id = 7\"" % db.name
+    profile["components"][1]["after_restore"] = [{"name": "change a row", "command": change}]
+    changed = playbook(tmp_path, "drill.yml", node, profile, drill_report_dir=str(reports), drill_dir=str(sandboxes))
+    assert changed.returncode != 0, changed.stdout[-5000:]
+    _html, data = report_paths(changed.stdout)
+    entries = {e["name"]: e for e in data["nodes"]["node1"]["components"]}
+    assert data["verdict"] == "failed" and {n: e["result"] for n, e in entries.items()} == {"config": "failed", "postgresql": "failed"}
+    assert entries["config"]["differences"] == ["%s/app.conf: content or type differs" % etc]
+    assert entries["postgresql"]["differences"] == ["%s: table public.entity: row contents differ from the backup (same row count 500)" % db.name]
+    assert [a["name"] for e in entries.values() for a in e["actions"]] == ["edit", "change a row"]
+    assert "drill of node1 failed" in changed.stdout and "public.entity" in changed.stdout
+    assert (snapshot(etc), db.psql("SELECT md5(string_agg(id || title, ',' ORDER BY id)) FROM entity")) == production
+    assert not list(sandboxes.glob("lifeboat-drill-*"))
+
+    assert not list(sandboxes.iterdir())
