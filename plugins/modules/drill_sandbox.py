@@ -20,7 +20,7 @@ description:
     C(<path>/<name>/run) (no TCP port is opened, so it cannot clash with or be mistaken for a
     production server). The superuser C(postgres) connects without a password over that
     socket, which only the server's account and root can reach; no password is created or
-    stored. The server runs with C(fsync=off): its data is thrown away.
+    stored. The server runs with C(fsync=off) - its data is thrown away.
   - With O(state=present), only makes the sandbox directory (with its marker), for what is
     restored into plain directories.
   - With O(state=absent), stops every server started under O(path) and removes O(path). A
