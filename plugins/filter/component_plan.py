@@ -101,7 +101,7 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-KINDS = ("config", "postgresql", "postgresql_basebackup", "postgresql_pitr", "elasticsearch", "neo4j", "archive")
+from ansible_collections.lifeboat.backup.plugins.plugin_utils._profile_schema import KINDS
 
 
 def _applies(component, host, groups, play_hosts, skip):

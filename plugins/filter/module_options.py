@@ -73,16 +73,11 @@ _value:
   type: dict
 """
 
-import ast
 import functools
-import importlib
-import os
 
-import yaml
 from ansible.errors import AnsibleFilterError
 
-COLLECTION = "lifeboat.backup"
-MODULES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "modules")
+from ansible_collections.lifeboat.backup.plugins.plugin_utils._module_docs import documented_options
 
 # What a profile component or a plan entry says about the component itself (component_plan,
 # restore_order): never a module option, whatever a module calls its own options.
@@ -91,46 +86,16 @@ NOT_OPTIONS = ("kind", "group", "once", "audit", "applies", "selected", "reason"
 RENAMED = {"owner_group": "group"}
 
 
-def _doc_strings(path):
-    """DOCUMENTATION and the fragment list of a module file, read without importing it."""
-    with open(path, encoding="utf-8") as handle:
-        tree = ast.parse(handle.read(), path)
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "DOCUMENTATION":
-            return yaml.safe_load(node.value.value) or {}
-    raise AnsibleFilterError("module %s has no DOCUMENTATION" % path)
-
-
-def _fragment_options(name):
-    """The options of doc fragment ``name`` (``lifeboat.backup._postgresql`` or
-    ``lifeboat.backup._decryption.image``); fragments of other collections add none."""
-    if not name.startswith(COLLECTION + "."):
-        return {}
-    parts = name[len(COLLECTION) + 1 :].split(".")
-    fragment = importlib.import_module("ansible_collections.lifeboat.backup.plugins.doc_fragments." + parts[0])
-    text = getattr(fragment.ModuleDocFragment, parts[1].upper() if len(parts) > 1 else "DOCUMENTATION")
-    return (yaml.safe_load(text) or {}).get("options") or {}
-
-
 @functools.cache
 def module_spec(module):
     """({name or alias: option name}, own option names) of a module of this collection; its
     own options are those it documents itself, the others come from shared doc fragments."""
-    short = module[len(COLLECTION) + 1 :] if module.startswith(COLLECTION + ".") else module
-    path = os.path.join(MODULES_DIR, short + ".py")
-    if "." in short or os.sep in short or not os.path.isfile(path):
-        raise AnsibleFilterError("module_options: %s is not a module of %s" % (module, COLLECTION))
-    doc = _doc_strings(path)
-    options = {}
-    for fragment in doc.get("extends_documentation_fragment") or []:
-        options.update(_fragment_options(fragment))
-    own = doc.get("options") or {}
-    options.update(own)
+    options, own = documented_options(module)
     names = {}
     for name, spec in options.items():
         for alias in [name] + list((spec or {}).get("aliases") or []):
             names[alias] = name
-    return names, frozenset(own)
+    return names, own
 
 
 def module_options(component, module, prefix=None, except_own_options_of=None, shared_only=False, exclude=None):

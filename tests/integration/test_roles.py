@@ -117,6 +117,14 @@ def test_custom_selection_and_halt_on_not_applicable(cluster):
     typo = playbook(cluster, "plan.yml", backup_selection="custom", backup_components=["cnofig"])
     assert typo.returncode != 0 and "cnofig, which the profile does not define" in typo.stdout
 
+    # #18.10: a profile key the kind does not have is refused before anything runs, naming the
+    # component, the key and the nearest valid name.
+    cluster["profile"]["components"][1]["path"] = cluster["profile"]["components"][1].pop("paths")
+    wrong_key = playbook(cluster, "plan.yml")
+    assert wrong_key.returncode != 0
+    assert "component app (config): unknown key 'path' - did you mean 'paths'?" in wrong_key.stdout
+    assert "Probe the storage targets" not in wrong_key.stdout and "Work out which components" not in wrong_key.stdout
+
 
 def test_restore_version_rule(cluster):
     assert playbook(cluster, "backup.yml").returncode == 0
