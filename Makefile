@@ -2,7 +2,7 @@
 #   make demo          backup -> disaster -> restore of an embedded sandbox platform
 #   make test          everything CI runs: lint, unit, integration, molecule
 #   make test-matrix   sanity, unit and integration on the other supported cores and Pythons
-#   make lint | unit | integration | molecule | bench | deps | clean
+#   make lint | unit | integration | faults | molecule | bench | deps | clean
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 ROOT := $(CURDIR)
@@ -93,6 +93,15 @@ integration: deps servers
 	$(BIN)/pytest -c tests/pytest.ini $(or $(T),tests/integration) $(if $(K),-k "$(K)") \
 	  $(if $(filter-out 0,$(INTEGRATION_WORKERS)),-n $(INTEGRATION_WORKERS) --dist loadfile) \
 	  --durations=25 $(PYTEST_ARGS)
+
+# The fault matrix (docs/development.md, "Fault matrix"): only the tests marked
+# @pytest.mark.fault, then the summary of .build/fault-matrix.json; exits as pytest did.
+.PHONY: faults
+faults: deps servers
+	@status=0; $(BIN)/pytest -c tests/pytest.ini $(or $(T),tests/integration) -m fault $(if $(K),-k "$(K)") \
+	  $(if $(filter-out 0,$(INTEGRATION_WORKERS)),-n $(INTEGRATION_WORKERS) --dist loadfile) \
+	  --durations=10 $(PYTEST_ARGS) || status=$$?; \
+	  $(BIN)/python scripts/fault-summary.py; exit $$status
 
 molecule: deps image
 	@scripts/run-molecule.sh

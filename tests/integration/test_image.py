@@ -161,14 +161,18 @@ def test_hard_links_come_back_linked(place):
     assert not (fresh / str(src).lstrip("/") / "links" / "shared.conf").exists()
 
 
-def test_recipients_only_node_cannot_read_its_own_image(place):
+@pytest.mark.fault("wrong key", "an image for recipients opened with a passphrase, then with another identity", item="18.5")
+def test_recipients_only_node_cannot_read_its_own_image(place, fault):
     identity, recipient = _age.generate_identity()
     sealed = backup(place, passphrase=None, recipients=[recipient])
     info = run_module("image_info", image=sealed["image"])
     assert info["encrypted"] and not info["passphrase_protected"]
     no_key = run_module("config_restore", image=sealed["image"], passphrase=PASSPHRASE, root=str(place["tmp"] / "r1"))
     assert no_key.failed and "identity" in no_key["msg"]
-    other = run_module("image_verify", image=sealed["image"], identity=_age.generate_identity()[0])
+    other_identity = _age.generate_identity()[0]
+    other = run_module("image_verify", image=sealed["image"], identity=other_identity)
+    fault.observe(false_success=not (no_key.failed and other.failed))
+    fault.scan([PASSPHRASE, identity, other_identity], no_key, other)
     assert other.failed and "no identity matches" in other["msg"]
     # #18.5: a key that does not fit is not damage: nothing invites the operator to give up the image.
     assert "damaged" not in other["msg"] and "cannot be read with the key given" in other["msg"], other["msg"]
@@ -186,10 +190,13 @@ def test_passphrase_and_recipient_both_open_the_image(place):
     assert run_module("image_verify", image=image, level="full", identity=identity)["valid"]
 
 
-def test_wrong_passphrase_is_named_and_changes_nothing(place):
+@pytest.mark.fault("wrong key", "config_restore given a wrong passphrase", item="18.2")
+def test_wrong_passphrase_is_named_and_changes_nothing(place, fault):
     image = backup(place)["image"]
     before = sha(image)
     result = run_module("config_restore", image=image, passphrase="not the passphrase", root=str(place["tmp"] / "r"))
+    fault.observe(false_success=not result.failed, data_lost=sha(image) != before)
+    fault.scan([PASSPHRASE, "not the passphrase"], result)
     assert result.failed and "wrong passphrase" in result["msg"]
     assert not (place["tmp"] / "r").exists() and sha(image) == before
 
@@ -198,7 +205,8 @@ def _files_under(root):
     return sorted(str(p) for p in Path(root).rglob("*") if not p.is_dir()) if Path(root).exists() else []
 
 
-def test_restore_authenticates_before_writing_and_names_what_it_wrote(place):
+@pytest.mark.fault("corrupt member", "config_restore of an image whose manifest checksum or data member is wrong", item="18.2")
+def test_restore_authenticates_before_writing_and_names_what_it_wrote(place, fault):
     """#18.2: a manifest whose checksum does not match, or a damaged member, writes nothing;
     with authenticate=false the failure comes after writes and lists them."""
     image = backup(place)["image"]
@@ -216,6 +224,8 @@ def test_restore_authenticates_before_writing_and_names_what_it_wrote(place):
     for bad in (tampered, damaged):
         root = place["tmp"] / ("r-" + bad.stem)
         result = run_module("config_restore", image=str(bad), passphrase=PASSPHRASE, root=str(root))
+        fault.observe(false_success=not result.failed, data_lost=_files_under(root) != [])
+        fault.scan([PASSPHRASE], result)
         assert result.failed and data in result["msg"] and "Nothing was written" in result["msg"], result
         assert not result["changed"] and _files_under(root) == [], "files written before the image was authenticated"
 
@@ -228,8 +238,9 @@ def test_restore_authenticates_before_writing_and_names_what_it_wrote(place):
     assert "Already changed before the failure: wrote" in unchecked["msg"] and "run again" in unchecked["msg"]
 
 
+@pytest.mark.fault("corrupt member", "one flipped byte in a member, found by image_verify")
 @pytest.mark.parametrize("member_kind", ["identity", "data", "index", "manifest"])
-def test_flipped_byte_is_found_and_named(place, member_kind):
+def test_flipped_byte_is_found_and_named(place, member_kind, fault):
     image = backup(place)["image"]
     with zipfile.ZipFile(image) as archive:
         infos = {i.filename: i for i in archive.infolist()}
@@ -250,11 +261,14 @@ def test_flipped_byte_is_found_and_named(place, member_kind):
         handle.seek(position)
         handle.write(bytes([byte[0] ^ 0x40]))
     result = run_module("image_verify", image=image)
+    fault.observe(false_success=not result.failed)
     assert result.failed
     assert name in result["msg"], result["msg"]
     if member_kind != "manifest":
         assert result["first_error"]["member"] == name
         authenticated = run_module("image_verify", image=image, passphrase=PASSPHRASE)
+        fault.observe(false_success=not authenticated.failed)
+        fault.scan([PASSPHRASE], authenticated)
         assert authenticated.failed and name in authenticated["msg"]
 
 
@@ -277,12 +291,14 @@ def _without_dac_override():
     return ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search", "--"]
 
 
-def test_unreadable_file_is_listed_and_fatal_with_halt(place):
+@pytest.mark.fault("unreadable source", "a configuration file the module may not read")
+def test_unreadable_file_is_listed_and_fatal_with_halt(place, fault):
     secret = place["src"] / "unreadable.conf"
     secret.write_text("x")
     os.chmod(secret, 0)
     work = start(place)
     result = run_module("config_archive", session=work, paths=[str(place["src"])], prefix=_without_dac_override())
+    fault.observe(false_success=str(secret) not in json.dumps(result.get("unreadable")))  # skipped in silence
     assert not result.failed, result
     assert [u["path"] for u in result["unreadable"]] == [str(secret)]
     assert "Permission denied" in result["unreadable"][0]["error"]
@@ -290,6 +306,7 @@ def test_unreadable_file_is_listed_and_fatal_with_halt(place):
 
     work = start(place, halt=True)
     halted = run_module("config_archive", session=work, paths=[str(place["src"])], prefix=_without_dac_override())
+    fault.observe(false_success=not halted.failed)
     assert halted.failed and str(secret) in halted["msg"]
     assert seal(work)["verdict"] == "failed"
 
@@ -319,13 +336,15 @@ def test_short_passphrase_and_implicit_plaintext_are_refused(place):
     assert run_module("image_verify", image=sealed["image"], level="full")["valid"]
 
 
-def test_second_session_fails_naming_the_holder_and_stale_lock_is_taken_over(place):
+@pytest.mark.fault("controller killed", "a second run while one holds the lock; then the keeper killed (stale lock)")
+def test_second_session_fails_naming_the_holder_and_stale_lock_is_taken_over(place, fault):
     previous = backup(place)["image"]
     previous_sha = sha(previous)
     work = start(place, backup_id="run-one")
     second = run_module(
         "backup_session", state="started", destination=place["dest"], state_dir=place["state"], passphrase=PASSPHRASE, work_factor=12, facts_dir=""
     )
+    fault.observe(false_success=not second.failed)
     assert second.failed and "run-one" in second["msg"] and "in progress" in second["msg"]
 
     keeper = json.loads(Path(place["state"], "lock").read_text())["keeper_pid"]
@@ -338,12 +357,14 @@ def test_second_session_fails_naming_the_holder_and_stale_lock_is_taken_over(pla
     assert any("stale" in note for note in taken["notes"])
     assert not os.path.exists(work)
     audit = [json.loads(line) for line in Path(place["state"], "audit.jsonl").read_text().splitlines()]
+    fault.observe(false_success=audit[-1].get("verdict") != "failed", data_lost=sha(previous) != previous_sha)
     assert audit[-1]["backup_id"] == "run-one" and audit[-1]["verdict"] == "failed" and "abandoned" in audit[-1]["reason"]
     assert sha(previous) == previous_sha
     run_module("backup_session", state="aborted", session=taken["session"]["work_dir"], reason="test done")
 
 
-def test_removing_the_lock_file_does_not_end_a_live_session(place):
+@pytest.mark.fault("stale lock", "the lock file (then the status file) removed under a live session", item="18.4")
+def test_removing_the_lock_file_does_not_end_a_live_session(place, fault):
     """#18.4: staleness is decided from the keeper process itself, never from the file."""
     work = start(place, backup_id="live-one")
     archived = run_module("config_archive", session=work, paths=[str(place["src"])])
@@ -352,6 +373,7 @@ def test_removing_the_lock_file_does_not_end_a_live_session(place):
 
     Path(place["state"], "lock").unlink()  # an operator "clears the stale lock"
     second = run_module("backup_session", **second_args)
+    fault.observe(false_success=not second.failed, data_lost=not os.path.isdir(work))
     assert second.failed and "live-one" in second["msg"] and "still runs" in second["msg"], second
     assert os.path.isdir(work) and Path(work, "image.partial").stat().st_size > 0, "the live session's work area was removed"
     info = run_module("backup_info", state_dir=place["state"])
@@ -361,6 +383,8 @@ def test_removing_the_lock_file_does_not_end_a_live_session(place):
 
     Path(place["state"], "status.json").unlink()  # and the status file too
     third = run_module("backup_session", **second_args)
+    fault.observe(false_success=not third.failed, data_lost=not os.path.isdir(work))
+    fault.scan([PASSPHRASE], second, checked, third)
     assert third.failed and "live-one" in third["msg"] and os.path.isdir(work), third
 
     sealed = seal(work)
@@ -370,7 +394,8 @@ def test_removing_the_lock_file_does_not_end_a_live_session(place):
     run_module("backup_session", state="aborted", session=after["session"]["work_dir"], reason="test done")
 
 
-def test_killed_mid_write_publishes_nothing_and_next_run_cleans_up(place):
+@pytest.mark.fault("killed process", "config_archive killed mid-write; then the session keeper killed")
+def test_killed_mid_write_publishes_nothing_and_next_run_cleans_up(place, fault):
     big = place["tmp"] / "big"
     big.mkdir()
     for n in range(40):
@@ -396,12 +421,16 @@ def test_killed_mid_write_publishes_nothing_and_next_run_cleans_up(place):
         time.sleep(0.05)
     proc.kill()
     proc.wait()
-    assert sorted(os.listdir(place["dest"])) == sorted([".lifeboat-work", os.path.basename(previous)])
+    published = sorted(os.listdir(place["dest"])) != sorted([".lifeboat-work", os.path.basename(previous)])
+    fault.observe(false_success=published, data_lost=sha(previous) != previous_sha)
+    assert not published, os.listdir(place["dest"])
 
     # The same session goes on: the torn member is cut off, another component succeeds.
     other = run_module("config_archive", session=work, name="config-small", paths=[str(place["src"])])
     assert not other.failed, other
     sealed = seal(work)
+    fault.observe(false_success=sealed.get("verdict") == "success")
+    fault.scan([PASSPHRASE], sealed, other)
     assert sealed["verdict"] == "partial", sealed
     assert "interrupted" in sealed["failures"]["config"]
     assert run_module("image_verify", image=sealed["image"], level="full", passphrase=PASSPHRASE)["valid"]
@@ -413,6 +442,7 @@ def test_killed_mid_write_publishes_nothing_and_next_run_cleans_up(place):
     os.kill(keeper, signal.SIGKILL)
     time.sleep(1.1)  # a start within the same second would reuse the work area's name
     nxt = start(place)
+    fault.observe(data_lost=sha(previous) != previous_sha)
     assert nxt != work and not os.path.exists(work)
     assert sha(previous) == previous_sha
     run_module("backup_session", state="aborted", session=nxt)
@@ -431,7 +461,8 @@ def _open_under(pid, root):
     return found
 
 
-def test_a_killed_restore_leaves_no_partial_file_and_removes_old_ones(place):
+@pytest.mark.fault("killed process", "config_restore killed while writing a file; a partial file from an earlier version", item="18.7")
+def test_a_killed_restore_leaves_no_partial_file_and_removes_old_ones(place, fault):
     """#18.7: files are written unnamed until complete; partial temporaries left by a killed
     restore (an earlier version's) are removed from the directories a later restore writes to."""
     import sys  # noqa: PLC0415
@@ -468,6 +499,9 @@ def test_a_killed_restore_leaves_no_partial_file_and_removes_old_ones(place):
     leftover.write_bytes(b"\0" * 2 * 1024 * 1024)
     leftover.chmod(0o600)
     result = run_module("config_restore", image=image, passphrase=PASSPHRASE, root=str(root))
+    restored = target_dir / "blob.bin"
+    fault.observe(data_lost=not restored.exists() or sha(restored) != sha(big / "blob.bin"))
+    fault.scan([PASSPHRASE], result)
     assert not result.failed, result
     assert not leftover.exists() and result["removed_partial"] == [str(leftover)], result.get("removed_partial")
     assert "removed 1 partial file(s)" in json.dumps(result.get("warnings"))
@@ -483,7 +517,8 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_disk_full_is_clear_and_publishes_nothing(place, small_disk):
+@pytest.mark.fault("disk full", "the destination fills up while config_archive writes", item="18.5")
+def test_disk_full_is_clear_and_publishes_nothing(place, small_disk, fault):
     noise = place["tmp"] / "noise"
     noise.mkdir()
     (noise / "random.bin").write_bytes(os.urandom(10 * 1024 * 1024))
@@ -495,6 +530,8 @@ def test_disk_full_is_clear_and_publishes_nothing(place, small_disk):
     full = run_module("config_archive", session=work, paths=[str(noise)])
     assert full.failed and "No space left on device" in full["msg"], (full, full.stderr)
     sealed = seal(work, errors={"config": full["msg"]})  # what the backup role passes
+    fault.observe(false_success=not full.failed or not sealed.failed or sealed.get("image") is not None, data_lost=sha(good["image"]) != good_sha)
+    fault.scan([PASSPHRASE], full, sealed)
     assert sealed.failed and sealed["image"] is None
     # #18.5: the module's own reason, not "interrupted" (its record could not be written: disk full).
     assert sealed["failures"]["config"] == full["msg"], sealed["failures"]
@@ -505,7 +542,8 @@ def test_disk_full_is_clear_and_publishes_nothing(place, small_disk):
     assert "config" in status["last_failure"]["reason"]
 
 
-def test_a_full_state_directory_at_seal_is_named_and_the_next_run_records_the_image(place, small_disk):
+@pytest.mark.fault("disk full", "the state directory fills up at seal", item="18.5")
+def test_a_full_state_directory_at_seal_is_named_and_the_next_run_records_the_image(place, small_disk, fault):
     """#18.5: the image is published, a warning names the state directory; status is not left
     "in progress" for the next run to call the published image abandoned."""
     state = small_disk / "state"
@@ -520,6 +558,7 @@ def test_a_full_state_directory_at_seal_is_named_and_the_next_run_records_the_im
         except OSError:
             pass
     sealed = seal(work)
+    fault.observe(false_success=sealed.get("recorded") is not False)  # claiming the status was recorded
     assert not sealed.failed and sealed["verdict"] == "success" and os.path.exists(sealed["image"]), sealed
     assert sealed["recorded"] is False
     warning = json.dumps(sealed.get("warnings"))
@@ -528,7 +567,10 @@ def test_a_full_state_directory_at_seal_is_named_and_the_next_run_records_the_im
     after = run_module(
         "backup_session", state="started", destination=place["dest"], state_dir=str(state), passphrase=PASSPHRASE, work_factor=12, facts_dir="", node="node1"
     )
+    fault.observe(data_lost=not os.path.exists(sealed["image"]))
+    fault.scan([PASSPHRASE], sealed, after)
     assert not after.failed, after
+    assert os.path.exists(sealed["image"]), "the next run removed the published image"
     assert any("had published %s without recording it" % sealed["image"] in note for note in after["notes"]), after["notes"]
     audit = [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
     assert audit[-1]["backup_id"] == "full-state" and audit[-1]["verdict"] == "success" and audit[-1]["image"] == sealed["image"]
