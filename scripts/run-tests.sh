@@ -74,4 +74,7 @@ for stage in "${STAGES[@]}"; do
     summary="${summary:-see .build/logs/${stage}.log}"
     printf '%-14s %-8s %8s  %s\n' "${stage}" "${result}" "${secs}" "${summary}"
 done
+# The fault matrix written by this run's fault tests (docs/development.md, "Fault matrix"):
+# one older than the first stage's log is an earlier run's, and is said to be.
+"${ROOT}/.venv/bin/python" scripts/fault-summary.py --since "$(stat -c %Y "${LOGS}/${STAGES[0]}.log")" || log "no fault matrix summary"
 exit ${overall}

@@ -296,7 +296,8 @@ def test_restore_streamed_renamed_refusing_a_non_empty_target(pg_database, age_k
         server.psql(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
 
 
-def test_a_clean_restore_authenticates_the_image_before_dropping_anything(pg_database, age_key, tmp_path):
+@pytest.mark.fault("corrupt member", "postgresql_restore clean=true of a damaged dump member, then with a key that does not fit", item="18.2")
+def test_a_clean_restore_authenticates_the_image_before_dropping_anything(pg_database, age_key, tmp_path, fault):
     """#18.2: a damaged member or a key that does not fit is found before DROP DATABASE; a
     failure after it (authenticate=false) names the database dropped and how to go on."""
     server, source = pg_database.server, pg_database.name
@@ -316,12 +317,15 @@ def test_a_clean_restore_authenticates_the_image_before_dropping_anything(pg_dat
         damaged = flip_byte(image, member, tmp_path / "damaged.zip", where=0.9)
 
         refused = run_module("postgresql_restore", image=str(damaged), identity=identity, **common)
+        fault.observe(false_success=not refused.failed, data_lost=server.psql("SELECT count(*) FROM orders", dbname=target) != "20000")
         assert refused.failed and member in refused["msg"] and "damaged" in refused["msg"] and "Nothing was changed" in refused["msg"], refused
         assert not refused["changed"] and "done" not in refused
         assert server.psql("SELECT count(*) FROM orders", dbname=target) == "20000", "the target was touched before the image was authenticated"
 
         other_identity, _recipient = _age.generate_identity()
         wrong_key = run_module("postgresql_restore", image=image, identity=other_identity, **common)
+        fault.observe(false_success=not wrong_key.failed, data_lost=server.psql("SELECT count(*) FROM orders", dbname=target) != "20000")
+        fault.scan([identity, other_identity, server.password], refused, wrong_key)
         assert wrong_key.failed and "no identity matches" in wrong_key["msg"] and "damaged" not in wrong_key["msg"], wrong_key
         assert server.psql("SELECT count(*) FROM orders", dbname=target) == "20000"
 
@@ -482,7 +486,8 @@ def doc_section_blocks(heading):
 # ---- failure paths ------------------------------------------------------------------------------------
 
 
-def test_server_down_fails_clearly_and_publishes_nothing(age_key, tmp_path):
+@pytest.mark.fault("server down", "PostgreSQL not listening, postgresql_info and postgresql_dump")
+def test_server_down_fails_clearly_and_publishes_nothing(age_key, tmp_path, fault):
     _identity, recipient = age_key
     backup = Backup(tmp_path, recipient, components=["postgresql"])
     down = {"login_host": "127.0.0.1", "port": free_port(), "login_password": "irrelevant-pw", "connect_timeout": 3}
@@ -491,12 +496,15 @@ def test_server_down_fails_clearly_and_publishes_nothing(age_key, tmp_path):
     dumped = run_module("postgresql_dump", session=backup.work_dir, **down)
     assert dumped.failed and "Connection refused" in dumped["msg"]
     sealed = backup.seal()
+    fault.observe(false_success=not (info.failed and dumped.failed and sealed.failed) or backup.images() != [])
+    fault.scan([down["login_password"]], info, dumped, sealed)
     assert sealed.failed and sealed["verdict"] == "failed" and sealed["image"] is None
     assert "cannot connect" in sealed["failures"]["postgresql"]
     assert backup.images() == []
 
 
-def test_wrong_password_is_reported_and_no_password_is_logged(postgres_server, age_key, tmp_path):
+@pytest.mark.fault("wrong key", "postgresql_dump with a wrong password, in a playbook at -vvv")
+def test_wrong_password_is_reported_and_no_password_is_logged(postgres_server, age_key, tmp_path, fault):
     _identity, recipient = age_key
     wrong = "Wr0ng-pw-" + os.urandom(6).hex()
     playbook = """
@@ -550,6 +558,9 @@ def test_wrong_password_is_reported_and_no_password_is_logged(postgres_server, a
             "recipient": recipient,
         },
     )
+    # The playbook's own assert task fails (failed=1) if the dump did not fail.
+    fault.observe(false_success="failed=0" not in result.stdout.split("PLAY RECAP")[-1] or "All assertions passed" not in result.stdout)
+    fault.scan([wrong, postgres_server.password], result.stdout)
     assert "failed=0" in result.stdout.split("PLAY RECAP")[-1], result.stdout[-3000:]
     assert "password authentication failed" in result.stdout
     assert wrong not in result.stdout
@@ -557,7 +568,8 @@ def test_wrong_password_is_reported_and_no_password_is_logged(postgres_server, a
     assert "All assertions passed" in result.stdout
 
 
-def test_pg_dump_killed_mid_stream_fails_the_component(pg_database, age_key, tmp_path):
+@pytest.mark.fault("killed process", "pg_dump killed (SIGKILL) once it has written")
+def test_pg_dump_killed_mid_stream_fails_the_component(pg_database, age_key, tmp_path, fault):
     server, name = pg_database.server, pg_database.name
     _identity, recipient = age_key
     pg_database.psql("CREATE TABLE bulk AS SELECT i, md5(random()::text) || md5(random()::text) AS v FROM generate_series(1, 400000) i")
@@ -588,8 +600,10 @@ def test_pg_dump_killed_mid_stream_fails_the_component(pg_database, age_key, tmp
     dumped = run_module("postgresql_dump", session=backup.work_dir, databases=[name], globals=False, **conn(server))
     watcher.join()
     assert killed, "pg_dump finished before it could be killed mid-stream"
-    assert dumped.failed and "pg_dump was killed by signal 9" in dumped["msg"], dumped
     sealed = backup.seal()
+    fault.observe(false_success=not dumped.failed or sealed.get("verdict") != "failed" or backup.images() != [])
+    fault.scan([server.password], dumped, sealed)
+    assert dumped.failed and "pg_dump was killed by signal 9" in dumped["msg"], dumped
     assert sealed["verdict"] == "failed" and sealed["image"] is None
     assert "killed by signal 9" in sealed["failures"]["postgresql"]
     assert backup.images() == []
@@ -639,7 +653,8 @@ def test_client_tools_older_than_the_server_are_refused(postgres_server, age_key
         ("PGDMP-this-is-no-archive", "pg_restore could not read the archive back"),
     ],
 )
-def test_a_dump_that_does_not_read_back_is_a_failure(postgres_server, age_key, tmp_path, output, reason):
+@pytest.mark.fault("bad output", "pg_dump exits 0 with empty or garbage output (a fake pg_dump)")
+def test_a_dump_that_does_not_read_back_is_a_failure(postgres_server, age_key, tmp_path, output, reason, fault):
     """pg_dump exits 0 but its output is empty or garbage (a fake pg_dump beside the real
     pg_restore; the server is real): the component fails, nothing is published."""
     _identity, recipient = age_key
@@ -652,8 +667,9 @@ def test_a_dump_that_does_not_read_back_is_a_failure(postgres_server, age_key, t
     fake.chmod(0o755)
     backup = Backup(tmp_path, recipient)
     dumped = run_module("postgresql_dump", session=backup.work_dir, databases=["postgres"], globals=False, client_bin_dir=str(tools), **conn(postgres_server))
-    assert dumped.failed and reason in dumped["msg"], dumped
     sealed = backup.seal()
+    fault.observe(false_success=not dumped.failed or sealed.get("verdict") != "failed" or backup.images() != [])
+    assert dumped.failed and reason in dumped["msg"], dumped
     assert sealed["verdict"] == "failed" and backup.images() == []
 
 
@@ -668,12 +684,14 @@ def small_tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_insufficient_space_is_refused_up_front_and_caught_mid_dump(pg_database, small_tmpfs, age_key, tmp_path):
+@pytest.mark.fault("disk full", "a 2 MiB destination: refused up front, then (guard off) full mid-dump")
+def test_insufficient_space_is_refused_up_front_and_caught_mid_dump(pg_database, small_tmpfs, age_key, tmp_path, fault):
     server, name = pg_database.server, pg_database.name
     _identity, recipient = age_key
     pg_database.psql("CREATE TABLE filler AS SELECT i, md5(random()::text) || md5(random()::text) AS v FROM generate_series(1, 200000) i")
     backup = Backup(small_tmpfs, recipient)
     refused = run_module("postgresql_dump", session=backup.work_dir, databases=[name], **conn(server))
+    fault.observe(false_success=not refused.failed)
     assert refused.failed and "not enough free space for the PostgreSQL dump" in refused["msg"], refused
     assert "MiB free on" in refused["msg"] and "needed" in refused["msg"] and name in refused["msg"]
     assert refused["needed_bytes"] > refused["free_bytes"]
@@ -682,8 +700,10 @@ def test_insufficient_space_is_refused_up_front_and_caught_mid_dump(pg_database,
     # With the guard off the disk fills up during the dump: a failed component, nothing published.
     backup = Backup(small_tmpfs, recipient)
     full = run_module("postgresql_dump", session=backup.work_dir, databases=[name], space_factor=0, **conn(server))
-    assert full.failed and "No space left on device" in full["msg"], full
     sealed = backup.seal()
+    fault.observe(false_success=not full.failed or sealed.get("verdict") != "failed" or backup.images() != [])
+    fault.scan([server.password], refused, full, sealed)
+    assert full.failed and "No space left on device" in full["msg"], full
     assert sealed["verdict"] == "failed" and sealed["image"] is None
     assert backup.images() == []
 
@@ -722,7 +742,8 @@ def _sleep_until_cancelled(connection):
         connection.execute("SELECT pg_sleep(60)")
 
 
-def test_a_table_locked_by_another_session_fails_after_lock_wait_timeout(pg_database, age_key, tmp_path):
+@pytest.mark.fault("timeout", "a table held ACCESS EXCLUSIVE by another session; pg_dump lock_wait_timeout=2")
+def test_a_table_locked_by_another_session_fails_after_lock_wait_timeout(pg_database, age_key, tmp_path, fault):
     """A migration holding ACCESS EXCLUSIVE: pg_dump gives up after lock_wait_timeout, and the
     message says it was a lock (pg_dump itself only reports a "statement timeout")."""
     server, name = pg_database.server, pg_database.name
@@ -735,9 +756,12 @@ def test_a_table_locked_by_another_session_fails_after_lock_wait_timeout(pg_data
         dumped = run_module("postgresql_dump", session=backup.work_dir, databases=[name], globals=False, lock_wait_timeout=2, **conn(server))
         waited = time.monotonic() - started
         migration.rollback()
+    fault.observe(false_success=not dumped.failed)
+    fault.scan([server.password], dumped)
     assert dumped.failed, dumped
     assert "canceling statement due to statement timeout" in dumped["msg"], dumped["msg"]
     assert "pg_dump waited lock_wait_timeout=2 s for a table lock" in dumped["msg"], dumped["msg"]
     assert 2 <= waited < 30
     sealed = backup.seal()
+    fault.observe(false_success=sealed.get("verdict") != "failed" or backup.images() != [])
     assert sealed["verdict"] == "failed" and backup.images() == []
