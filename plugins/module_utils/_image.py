@@ -29,7 +29,7 @@ import traceback
 import zipfile
 import zlib
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _age
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _progress
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._version import COLLECTION
 
@@ -319,11 +319,14 @@ class MemberWriter:
         self._worker = _Worker(self._process) if threads else None
         self._journaling = False
         self.record = None
+        self._progress = _progress.reporter()
+        self._progress.phase("writing", item=name)
 
     def write(self, data):
         # Small writes (tar headers, small files) are gathered into blocks: hashing and
         # compressing cost per call, and a tree of configuration files is mostly small writes.
         size = len(data)
+        self._progress.advance(size)
         if size >= BLOCK_SIZE and not self._pending:
             # The block is handed on: a view of the caller's buffer is copied first.
             self._submit(data if isinstance(data, bytes) or self._worker is None else bytes(data))
@@ -657,6 +660,8 @@ class MemberReader:
                 # A small member is read whole with its header: a CRC error shows up here.
                 raise ImageError("member %s: %s" % (self.name, _zip_error(exc))) from None
         self._plain = decompressing_reader(record["compression"], source)
+        self._progress = _progress.reporter()
+        self._progress.phase("reading", item=self.name, total=record.get("plaintext_size"))
 
     def _read_plain(self, size):
         try:
@@ -700,6 +705,7 @@ class MemberReader:
             return b""
         self._plain_sha.update(data)
         self._plain_size += len(data)
+        self._progress.advance(len(data))
         return data
 
     def readable(self):
@@ -943,8 +949,12 @@ def _stored_sha256(image, record, digests):
                 _age._parse_header(source)
             except _age.AgeError as exc:
                 raise ImageError(str(exc)) from None
-        while source.read(COPY_BUFFER):
-            pass
+        reporter = _progress.reporter()
+        while True:
+            data = source.read(COPY_BUFFER)
+            if not data:
+                break
+            reporter.advance(len(data))
     return sha.hexdigest()
 
 
@@ -965,8 +975,12 @@ def _verify_decrypt(image, record):
         source = HashingReader(stored, sha)
         try:
             reader = _age.AgeReader(source, identities=image.identities())
-            while reader.read(COPY_BUFFER):
-                pass
+            reporter = _progress.reporter()
+            while True:
+                data = reader.read(COPY_BUFFER)
+                if not data:
+                    break
+                reporter.advance(len(data))
         except _age.AgeError as exc:
             raise _age_error("", exc) from None
     if sha.hexdigest() != record["stored_sha256"]:
@@ -1001,6 +1015,8 @@ def verify_image(image, level, names=None, digests=None):
             if record["name"] not in image.zip.NameToInfo:
                 raise ImageError("listed in the manifest but missing from the zip")
             member_level = level if record["encryption"] == "age" or level != "authenticate" else "checksum"
+            if member_level != "full":
+                _progress.reporter().phase("verifying", item=record["name"], total=record.get("stored_size"))
             if member_level == "checksum":
                 _verify_stored(image, record, digests)
             elif member_level == "authenticate":

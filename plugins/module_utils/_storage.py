@@ -32,7 +32,7 @@ import queue
 import threading
 import zipfile
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _session
+from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _progress, _session
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._storage_backend import (
     KINDS,
@@ -386,6 +386,9 @@ def push_image(backend, path, name=None, progress=None):
     existing = backend.stat(name)
     if existing is not None:
         return _already_there(backend, path, name, existing)
+    if progress is None:
+        progress = _progress.reporter().item_done
+        _progress.reporter().phase("uploading", item=name, total=os.path.getsize(path))
     record = backend.put(name, path, progress=progress)
     _put_sidecar(backend, name, record["sha256"])
     record.update(changed=True, sidecar=sidecar_name(name))
@@ -443,6 +446,9 @@ def fetch_image(backend, name, destination, expected_sha256=None, progress=None)
         raise StorageError("%s already exists on this node; remove it or fetch into another destination" % final, kind="exists")
     expected = expected_sha256 or read_sidecar(backend, name)
     partial = os.path.join(destination, ".%s.partial" % posixpath.basename(name))
+    if progress is None:
+        progress = _progress.reporter().item_done
+        _progress.reporter().phase("downloading", item=name)
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     digests = _image.StreamDigests()
     try:

@@ -27,6 +27,7 @@ author:
 extends_documentation_fragment:
   - lifeboat.backup._attributes
   - lifeboat.backup._session
+  - lifeboat.backup._progress
 attributes:
   check_mode:
     support: full
@@ -185,6 +186,7 @@ import time
 from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _session, _tree
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
+from ansible_collections.lifeboat.backup.plugins.module_utils._progress import PROGRESS_SPEC
 
 
 def plan(roots, params, problems):
@@ -300,7 +302,7 @@ def main():
             halt=dict(type="bool"),
             list_limit=dict(type="int", default=1000),
         ),
-        specs=[_session.component_spec("config")],
+        specs=[_session.component_spec("config"), PROGRESS_SPEC],
         supports_check_mode=True,
     )
     module.run(run)

@@ -32,6 +32,7 @@ extends_documentation_fragment:
   - lifeboat.backup._decryption
   - lifeboat.backup._decryption.image
   - lifeboat.backup._restore
+  - lifeboat.backup._progress
 attributes:
   check_mode:
     support: full
@@ -154,6 +155,7 @@ import tarfile
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _tree
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
+from ansible_collections.lifeboat.backup.plugins.module_utils._progress import PROGRESS_SPEC
 
 
 def selector(paths):
@@ -441,7 +443,7 @@ def main():
             paths=dict(type="list", elements="str", default=[]),
             owner=dict(type="bool"),
         ),
-        specs=[_image.IMAGE_SPEC, _image.DECRYPTION_SPEC, _image.RESTORE_SPEC],
+        specs=[_image.IMAGE_SPEC, _image.DECRYPTION_SPEC, _image.RESTORE_SPEC, PROGRESS_SPEC],
         supports_check_mode=True,
     )
     module.run(restore_config)

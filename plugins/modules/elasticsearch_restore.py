@@ -35,6 +35,7 @@ extends_documentation_fragment:
   - lifeboat.backup._elasticsearch
   - lifeboat.backup._decryption
   - lifeboat.backup._restore
+  - lifeboat.backup._progress
 attributes:
   check_mode:
     support: full
@@ -248,7 +249,7 @@ import tarfile
 import time
 import zipfile
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _tree
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _progress, _tree
 from ansible_collections.lifeboat.backup.plugins.module_utils import _elasticsearch as es
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
@@ -616,11 +617,24 @@ def unassigned_reasons(client, targets, limit=10):
     return reasons[:limit]
 
 
+def report_recovery(reporter, state):
+    """Primary shards active of total and bytes recovered, for the progress on the controller."""
+    reporter.shards(
+        sum(s["primaries_active"] for s in state.values()),
+        sum(s["primaries_total"] or 0 for s in state.values()),
+        sum(s["bytes_recovered"] for s in state.values()),
+        sum(s["bytes_total"] for s in state.values()) or None,
+    )
+
+
 def wait_for_recovery(client, targets, repository, snapshot, timeout, result):
     shards = primary_counts(client, targets)
     poller = es.Poller(timeout)
+    reporter = _progress.reporter()
+    reporter.phase("recovery", item=snapshot)
     while True:
         state = recovery_state(client, targets, shards, repository, snapshot)
+        report_recovery(reporter, state)
         if recovered(state):
             result["timed_out"] = False
             return state
@@ -828,7 +842,7 @@ def restore(module):
 
 def main():
     module = LifeboatModule(
-        specs=[_image.DECRYPTION_SPEC, _image.RESTORE_SPEC],
+        specs=[_image.DECRYPTION_SPEC, _image.RESTORE_SPEC, _progress.PROGRESS_SPEC],
         **es.module_kwargs(
             dict(
                 repository=dict(type="str", required=True),

@@ -31,6 +31,7 @@ extends_documentation_fragment:
   - lifeboat.backup._attributes
   - lifeboat.backup._elasticsearch
   - lifeboat.backup._session
+  - lifeboat.backup._progress
 attributes:
   check_mode:
     support: full
@@ -235,8 +236,9 @@ requirements:
   - cryptography (Python library, on the managed node) with O(include_repository_files) when the session encrypts.
   - zstandard (Python library, on the managed node) with O(include_repository_files) when the session compresses with zstd.
 notes:
-  - Progress cannot be shown while a module runs; it is returned in RV(progress) and recorded in
-    the component's details.
+  - While the snapshot runs, the controller prints its progress (shards done of total, bytes,
+    time left) every O(progress_interval) seconds; the history is also returned in
+    RV(progress) and recorded in the component's details.
   - Concurrent snapshot or delete operations on the same repository while
     O(include_repository_files) copies it are not supported.
 seealso:
@@ -374,7 +376,7 @@ import socket
 import time
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _elasticsearch as es
-from ansible_collections.lifeboat.backup.plugins.module_utils import _fingerprint, _image, _retention, _session, _tree
+from ansible_collections.lifeboat.backup.plugins.module_utils import _fingerprint, _image, _progress, _retention, _session, _tree
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
@@ -435,11 +437,15 @@ def wait_for(client, repository, name, poller, samples):
     progress); once it no longer says running, ``GET _snapshot`` gives the real final state
     (``_status`` reports a PARTIAL snapshot as SUCCESS)."""
     status = None
+    reporter = _progress.reporter()
+    reporter.phase("snapshot", item=name)
     while True:
         current = es.snapshot_status(client, repository, name)
         if current:
             status = current
             samples.append(es.progress(current, poller.elapsed))
+            sample = samples[-1]
+            reporter.shards(sample["shards_done"], sample["shards_total"], sample["bytes_done"], sample["bytes_total"])
         if current and current.get("state") not in RUNNING:
             raw = es.get_snapshot(client, repository, name)
             if raw is not None and raw.get("state") in es.FINISHED_STATES:
@@ -925,7 +931,8 @@ def main():
                 fingerprint_sample=dict(type="int", default=1000),
                 **_session.component_spec("elasticsearch", required=False),
             )
-        )
+        ),
+        specs=[_progress.PROGRESS_SPEC],
     )
     module.run(snapshot_module)
 

@@ -26,6 +26,7 @@ author:
 extends_documentation_fragment:
   - lifeboat.backup._attributes
   - lifeboat.backup._storage
+  - lifeboat.backup._progress
 attributes:
   check_mode:
     support: full
@@ -125,6 +126,7 @@ import posixpath
 from ansible_collections.lifeboat.backup.plugins.module_utils import _storage
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
+from ansible_collections.lifeboat.backup.plugins.module_utils._progress import PROGRESS_SPEC
 
 
 def choose(backend, params):
@@ -189,7 +191,7 @@ def main():
             node=dict(type="str"),
             backup_id=dict(type="str"),
         ),
-        specs=[_storage.TARGET_SPEC],
+        specs=[_storage.TARGET_SPEC, PROGRESS_SPEC],
         supports_check_mode=True,
     )
     module.run(fetch)

@@ -28,6 +28,7 @@ extends_documentation_fragment:
   - lifeboat.backup._attributes
   - lifeboat.backup._storage
   - lifeboat.backup._textfile
+  - lifeboat.backup._progress
 attributes:
   check_mode:
     support: full
@@ -148,6 +149,7 @@ import os
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _status, _storage
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
+from ansible_collections.lifeboat.backup.plugins.module_utils._progress import PROGRESS_SPEC
 
 
 def read_image(path):
@@ -218,7 +220,7 @@ def main():
             name=dict(type="str"),
             state_dir=dict(type="str", default="/var/lib/lifeboat"),
         ),
-        specs=[_storage.TARGET_SPEC, _status.TEXTFILE_SPEC],
+        specs=[_storage.TARGET_SPEC, _status.TEXTFILE_SPEC, PROGRESS_SPEC],
         supports_check_mode=True,
     )
     module.run(push)

@@ -26,6 +26,7 @@ extends_documentation_fragment:
   - lifeboat.backup._attributes
   - lifeboat.backup._attributes.info_module
   - lifeboat.backup._decryption
+  - lifeboat.backup._progress
 options:
   image:
     description:
@@ -104,6 +105,7 @@ import os
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
+from ansible_collections.lifeboat.backup.plugins.module_utils._progress import PROGRESS_SPEC
 
 
 def choose_level(params):
@@ -166,7 +168,7 @@ def main():
             level=dict(type="str", choices=["auto", "checksum", "authenticate", "full"], default="auto"),
             component=dict(type="str"),
         ),
-        specs=[_image.DECRYPTION_SPEC],
+        specs=[_image.DECRYPTION_SPEC, PROGRESS_SPEC],
         supports_check_mode=True,
     )
     module.run(verify)

@@ -30,6 +30,7 @@ extends_documentation_fragment:
   - lifeboat.backup._attributes
   - lifeboat.backup._session
   - lifeboat.backup._neo4j
+  - lifeboat.backup._progress
 attributes:
   check_mode:
     support: full
@@ -203,6 +204,7 @@ import time
 from ansible_collections.lifeboat.backup.plugins.module_utils import _fingerprint, _image, _neo4j, _proc, _session, _tree
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
+from ansible_collections.lifeboat.backup.plugins.module_utils._progress import PROGRESS_SPEC
 
 
 def relative_entries(data_dir, exclude, problems):
@@ -412,7 +414,7 @@ def main():
             timeout=dict(type="int", default=3600),
             fingerprint=dict(type="bool", default=True),
         ),
-        specs=[_neo4j.LAYOUT_SPEC, _session.component_spec("neo4j")],
+        specs=[_neo4j.LAYOUT_SPEC, _session.component_spec("neo4j"), PROGRESS_SPEC],
         supports_check_mode=True,
     )
     module.run(run)

@@ -38,6 +38,7 @@ extends_documentation_fragment:
   - lifeboat.backup._decryption.image
   - lifeboat.backup._neo4j
   - lifeboat.backup._restore
+  - lifeboat.backup._progress
 attributes:
   check_mode:
     support: full
@@ -194,6 +195,7 @@ import tempfile
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _fingerprint, _image, _neo4j, _proc, _tree
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
+from ansible_collections.lifeboat.backup.plugins.module_utils._progress import PROGRESS_SPEC
 
 STAGING_PREFIX = ".lifeboat-restore-"
 PREVIOUS_PREFIX = ".lifeboat-previous-"
@@ -541,7 +543,7 @@ def main():
             timeout=dict(type="int", default=3600),
             verify_counts=dict(type="bool", default=True),
         ),
-        specs=[_image.IMAGE_SPEC, _image.DECRYPTION_SPEC, _image.RESTORE_SPEC, _neo4j.LAYOUT_SPEC],
+        specs=[_image.IMAGE_SPEC, _image.DECRYPTION_SPEC, _image.RESTORE_SPEC, _neo4j.LAYOUT_SPEC, PROGRESS_SPEC],
         supports_check_mode=True,
     )
     module.run(restore)

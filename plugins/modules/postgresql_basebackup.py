@@ -32,6 +32,7 @@ extends_documentation_fragment:
   - lifeboat.backup._attributes
   - lifeboat.backup._session
   - lifeboat.backup._postgresql
+  - lifeboat.backup._progress
 attributes:
   check_mode:
     support: full
@@ -176,6 +177,7 @@ from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _pr
 from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql as pg
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
+from ansible_collections.lifeboat.backup.plugins.module_utils._progress import PROGRESS_SPEC
 
 TAR_MEDIA = "application/x-tar"
 REQUIRED_FILES = ("PG_VERSION", "global/pg_control", "backup_label", "backup_manifest")
@@ -427,7 +429,7 @@ def main():
             manifest_checksums=dict(type="str", choices=["NONE", "CRC32C", "SHA224", "SHA256", "SHA384", "SHA512"], default="CRC32C"),
             space_factor=dict(type="float", default=0.1),
         ),
-        specs=[pg.CONNECTION_SPEC, _session.component_spec("basebackup")],
+        specs=[pg.CONNECTION_SPEC, _session.component_spec("basebackup"), PROGRESS_SPEC],
         mutually_exclusive=pg.CONNECTION_MUTUALLY_EXCLUSIVE,
         supports_check_mode=True,
     )

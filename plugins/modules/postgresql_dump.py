@@ -40,6 +40,7 @@ extends_documentation_fragment:
   - lifeboat.backup._attributes
   - lifeboat.backup._session
   - lifeboat.backup._postgresql
+  - lifeboat.backup._progress
 attributes:
   check_mode:
     support: full
@@ -314,6 +315,7 @@ from ansible_collections.lifeboat.backup.plugins.module_utils import _fingerprin
 from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql as pg
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
+from ansible_collections.lifeboat.backup.plugins.module_utils._progress import PROGRESS_SPEC
 
 CUSTOM_MEDIA = "application/vnd.postgresql.custom-archive"
 DIRECTORY_MEDIA = "application/vnd.postgresql.directory-archive+tar"
@@ -915,7 +917,7 @@ def main():
             space_factor=dict(type="float", default=0.1),
             halt=dict(type="bool"),
         ),
-        specs=[pg.CONNECTION_SPEC, _session.component_spec("postgresql")],
+        specs=[pg.CONNECTION_SPEC, _session.component_spec("postgresql"), PROGRESS_SPEC],
         mutually_exclusive=pg.CONNECTION_MUTUALLY_EXCLUSIVE,
         supports_check_mode=True,
     )

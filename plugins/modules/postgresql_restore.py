@@ -39,6 +39,7 @@ extends_documentation_fragment:
   - lifeboat.backup._decryption.image
   - lifeboat.backup._postgresql
   - lifeboat.backup._restore
+  - lifeboat.backup._progress
 attributes:
   check_mode:
     support: full
@@ -212,6 +213,7 @@ from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _imag
 from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql as pg
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
+from ansible_collections.lifeboat.backup.plugins.module_utils._progress import PROGRESS_SPEC
 
 SYSTEM_DATABASES = ("postgres", "template1")
 SCRATCH_PREFIX = ".lifeboat-restore-"
@@ -825,7 +827,7 @@ def main():
             verify_counts=dict(type="bool", default=False),
             analyze=dict(type="bool", default=True),
         ),
-        specs=[pg.CONNECTION_SPEC, _image.IMAGE_SPEC, _image.DECRYPTION_SPEC, _image.RESTORE_SPEC],
+        specs=[pg.CONNECTION_SPEC, _image.IMAGE_SPEC, _image.DECRYPTION_SPEC, _image.RESTORE_SPEC, PROGRESS_SPEC],
         mutually_exclusive=pg.CONNECTION_MUTUALLY_EXCLUSIVE,
         supports_check_mode=True,
     )
