@@ -928,6 +928,16 @@ def _zip64_size(extra):
     return None
 
 
+def _read_through(source):
+    """Read ``source`` to its end, counting the bytes in the progress."""
+    reporter = _progress.reporter()
+    while True:
+        data = source.read(COPY_BUFFER)
+        if not data:
+            return
+        reporter.advance(len(data))
+
+
 def _stored_sha256(image, record, digests):
     """The SHA-256 of a member's stored bytes: from ``digests`` (computed while the image
     was streamed) when they describe the very bytes the zip locates, else read again."""
@@ -949,12 +959,7 @@ def _stored_sha256(image, record, digests):
                 _age._parse_header(source)
             except _age.AgeError as exc:
                 raise ImageError(str(exc)) from None
-        reporter = _progress.reporter()
-        while True:
-            data = source.read(COPY_BUFFER)
-            if not data:
-                break
-            reporter.advance(len(data))
+        _read_through(source)
     return sha.hexdigest()
 
 
@@ -975,12 +980,7 @@ def _verify_decrypt(image, record):
         source = HashingReader(stored, sha)
         try:
             reader = _age.AgeReader(source, identities=image.identities())
-            reporter = _progress.reporter()
-            while True:
-                data = reader.read(COPY_BUFFER)
-                if not data:
-                    break
-                reporter.advance(len(data))
+            _read_through(reader)
         except _age.AgeError as exc:
             raise _age_error("", exc) from None
     if sha.hexdigest() != record["stored_sha256"]:
