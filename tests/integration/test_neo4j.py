@@ -155,7 +155,8 @@ def test_restore_fails_naming_the_graph_when_counts_differ(graph_backup, tmp_pat
     assert not unchecked.failed and "counts" not in unchecked
 
 
-def test_refuses_while_neo4j_runs(neo4j_server, graph_backup, tmp_path):
+@pytest.mark.fault("server running", "neo4j_archive and neo4j_restore while Neo4j runs (store locks held)")
+def test_refuses_while_neo4j_runs(neo4j_server, graph_backup, tmp_path, fault):
     server = neo4j_server
     before = sorted(p.name for p in server.data_dir.iterdir())
     (tmp_path / "dest").mkdir()
@@ -174,12 +175,18 @@ def test_refuses_while_neo4j_runs(neo4j_server, graph_backup, tmp_path):
     assert not list((tmp_path / "dest").glob("*.zip"))
 
     restore = run_module("neo4j_restore", image=graph_backup["image"], passphrase=PASSPHRASE, home=str(server.home), replace=True)
+    fault.observe(
+        false_success=not (archive.failed and lock_only.failed and sealed.failed and restore.failed),
+        data_lost=sorted(p.name for p in server.data_dir.iterdir()) != before,
+    )
+    fault.scan([PASSPHRASE], archive, sealed, restore)
     assert restore.failed and "Neo4j is running, refusing to restore" in restore["msg"]
     assert sorted(p.name for p in server.data_dir.iterdir()) == before
     assert snapshot(server) == graph_backup["expected"]
 
 
-def test_restore_dump_replaces_existing_databases_only_when_asked(graph_backup, tmp_path):
+@pytest.mark.fault("corrupt member", "neo4j_restore (dump) replace=true of an image whose system dump is damaged", item="18.2")
+def test_restore_dump_replaces_existing_databases_only_when_asked(graph_backup, tmp_path, fault):
     server = graph_backup["server"]
     if server.running:
         server.query("MATCH (n:Indicator) WHERE n.id > 100 DETACH DELETE n")  # diverge from the image
@@ -199,6 +206,8 @@ def test_restore_dump_replaces_existing_databases_only_when_asked(graph_backup, 
     damaged_args = dict(args)
     damaged_args["image"] = str(damaged)
     refused = run_module("neo4j_restore", replace=True, **damaged_args)
+    fault.observe(false_success=not refused.failed, data_lost=store.stat().st_mtime_ns != before)
+    fault.scan([PASSPHRASE], refused)
     assert refused.failed and "neo4j-dump/system.dump.zst.age" in refused["msg"] and "Nothing was changed" in refused["msg"], refused
     assert store.stat().st_mtime_ns == before, "a database was overwritten before the image was authenticated"
     unchecked = run_module("neo4j_restore", replace=True, authenticate=False, **damaged_args)
@@ -245,11 +254,14 @@ def test_files_restore_refuses_a_data_directory_that_is_not_empty(graph_backup, 
     assert sorted(os.listdir(elsewhere / "databases")) == sorted(os.listdir(server.data_dir / "databases"))
 
 
-def test_wrong_passphrase_leaves_the_data_directory_alone(graph_backup, tmp_path):
+@pytest.mark.fault("wrong key", "neo4j_restore given a wrong passphrase", item="18.2")
+def test_wrong_passphrase_leaves_the_data_directory_alone(graph_backup, tmp_path, fault):
     server = halted(graph_backup["server"])
     target = tmp_path / "data"
     args = {"data_dir": str(target), "home": str(server.home), "bolt_address": ""}
     result = run_module("neo4j_restore", image=graph_backup["image"], passphrase="not the passphrase", **args)
+    fault.observe(false_success=not result.failed, data_lost=target.exists())
+    fault.scan([PASSPHRASE, "not the passphrase"], result)
     assert result.failed and "passphrase" in result["msg"]
     assert not target.exists()
 

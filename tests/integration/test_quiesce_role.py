@@ -168,9 +168,12 @@ def test_stops_in_order_drains_between_and_resumes_in_reverse(platform, tmp_path
     assert platform.redis.password not in proc.stdout  # -vvv: argument validation, queue_drain, facts
 
 
-def test_resumes_even_when_a_step_between_fails(platform, tmp_path):
+@pytest.mark.fault("failed step", "the backup step between quiesce and resume fails")
+def test_resumes_even_when_a_step_between_fails(platform, tmp_path, fault):
     platform.start("worker", "api")
     proc, record = run_quiesce(platform, tmp_path, fail_between=True)
+    fault.observe(false_success=proc.returncode == 0, services_left_down=not (platform.running("api") and platform.running("worker")))
+    fault.scan([platform.redis.password], proc.stdout)
     assert proc.returncode != 0 and "the backup step failed" in proc.stdout
     assert platform.events()[2:] == ["stop api", "stop worker", "start worker", "start api"]
     assert platform.running("api") and platform.running("worker")
@@ -198,7 +201,8 @@ def test_a_service_found_stopped_stays_stopped(platform, tmp_path):
     assert not platform.running("worker")
 
 
-def test_leftover_process_fails_the_stop_unless_force_kill(platform, tmp_path):
+@pytest.mark.fault("leftover process", "a service leaves a child that ignores SIGTERM")
+def test_leftover_process_fails_the_stop_unless_force_kill(platform, tmp_path, fault):
     # The api leaves a helper process behind that ignores SIGTERM.
     command = platform.commands["api"]
     platform.commands["api"] = command + " --child"
@@ -209,6 +213,7 @@ def test_leftover_process_fails_the_stop_unless_force_kill(platform, tmp_path):
     services = [platform.service("api", processes=[re.escape(marker)], stop_timeout=2), platform.service("worker")]
     try:
         proc, record = run_quiesce(platform, tmp_path, quiesce_queues=[], quiesce_services=services)
+        fault.observe(false_success=proc.returncode == 0, services_left_down=not (platform.running("api") and platform.running("worker")))
         assert proc.returncode != 0
         assert "api is stopped but left processes running" in proc.stdout and marker in proc.stdout
         # The stop failed at the api: the worker was never stopped; the api came back.
@@ -219,6 +224,8 @@ def test_leftover_process_fails_the_stop_unless_force_kill(platform, tmp_path):
 
         proc, record = run_quiesce(platform, tmp_path, quiesce_queues=[], quiesce_force_kill=True, quiesce_kill_timeout=1, quiesce_services=services)
         assert proc.returncode == 0, proc.stdout[-4000:]
+        fault.observe(services_left_down=not (platform.running("api") and platform.running("worker")))
+        fault.scan([platform.redis.password], proc.stdout)
         assert record["killed"] == pids and not pids_of(marker)
         assert platform.running("api") and platform.running("worker")
     finally:
@@ -239,7 +246,8 @@ def pids_of(marker: str) -> list[int]:
     return found
 
 
-def test_services_left_down_by_a_dead_controller_are_reported_and_brought_back(platform, tmp_path):
+@pytest.mark.fault("controller killed", "the controller dies while the services are stopped (no resume)", item="18.3")
+def test_services_left_down_by_a_dead_controller_are_reported_and_brought_back(platform, tmp_path, fault):
     """#18.3: the node records what a run stopped; backup_info reports what no resume started
     again, and the next run's resume starts it even though its survey finds it stopped."""
     platform.start("worker", "api")
@@ -262,6 +270,7 @@ def test_services_left_down_by_a_dead_controller_are_reported_and_brought_back(p
 
     info = run_module("backup_info", state_dir=str(state))
     left_down = [(r["service"], r["stopped_by"]) for r in info["status"]["services_left_down"]]
+    fault.observe(false_success=not left_down)  # services down and nothing said
     assert left_down == [("api", "backup run-that-died"), ("worker", "backup run-that-died")]
     assert "api (stopped by backup run-that-died" in json.dumps(info.get("warnings")), info.get("warnings")
 
@@ -269,11 +278,14 @@ def test_services_left_down_by_a_dead_controller_are_reported_and_brought_back(p
     assert proc.returncode == 0, "\n".join(line for line in proc.stdout.splitlines() if "fatal" in line or "FAILED" in line or "msg" in line)
     assert "api, worker were stopped by an earlier run (backup run-that-died)" in proc.stdout
     assert [r["name"] for r in record["left_down"]] == ["api", "worker"]
+    fault.observe(services_left_down=not (platform.running("api") and platform.running("worker")))
+    fault.scan([platform.redis.password], died.stdout, proc.stdout, info)
     assert platform.running("api") and platform.running("worker")
     assert run_module("backup_info", state_dir=str(state))["status"]["services_left_down"] == []
 
 
-def test_resume_reports_every_service_that_does_not_come_back(platform, tmp_path):
+@pytest.mark.fault("service does not start", "resume of a service whose start command fails")
+def test_resume_reports_every_service_that_does_not_come_back(platform, tmp_path, fault):
     broken = {"name": "broken", "start_command": "exit 3", "stop_command": "true", "status_command": "false", "start_timeout": 2}
     playbook = """
 - hosts: localhost
@@ -289,6 +301,7 @@ def test_resume_reports_every_service_that_does_not_come_back(platform, tmp_path
         tmp_path,
         extra_vars={"quiesce_services": [platform.service("api"), broken], "quiesce_resume_all": True, "quiesce_poll_interval": 1},
     )
+    fault.observe(false_success=proc.returncode == 0, services_left_down=not platform.running("api"))
     assert proc.returncode != 0
     assert "1 service(s) did not come back: broken" in proc.stdout
     assert platform.events() == ["start api"] and platform.running("api")

@@ -12,6 +12,7 @@ import os
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.support.images import flip_byte
@@ -79,17 +80,21 @@ def test_backup_then_restore_across_two_nodes(cluster):
     assert verify.returncode == 0 and "members verified at level full" in verify.stdout
 
 
-def test_partial_without_halt_whole_run_failed_with_halt(cluster):
+@pytest.mark.fault("failed step", "a component that fails on one node of two, without and with backup_halt")
+def test_partial_without_halt_whole_run_failed_with_halt(cluster, fault):
     cluster["profile"]["components"].append({"name": "broken", "kind": "config", "paths": ["relative/path"], "group": "app"})
     # #18.8: role booleans as text, as -e and AWX surveys give them (a string "false" is not true).
     partial = playbook(cluster, "backup.yml", backup_halt="false", backup_fail_on_partial="no", backup_include_audits="false")
     assert partial.returncode == 0, partial.stdout[-4000:]
+    fault.observe(false_success=summary(partial.stdout, "Backup summary").get("node2") != "partial")
     assert summary(partial.stdout, "Backup summary") == {"node1": "success", "node2": "partial"}
     assert "broken: relative/path" in partial.stdout or "not absolute" in partial.stdout
     assert len(list(Path(cluster["nodes"]["node2"]["backup_destination"]).glob("*.zip"))) == 1
 
     # With halt, node2's failure stops node1 too: no backup id with part of the cluster.
     halted = playbook(cluster, "backup.yml", backup_halt="true")
+    fault.observe(false_success=halted.returncode == 0 or summary(halted.stdout, "Backup summary") != {"node1": "failed", "node2": "failed"})
+    fault.scan([PASSPHRASE], partial.stdout, halted.stdout)
     assert halted.returncode != 0
     assert summary(halted.stdout, "Backup summary") == {"node1": "failed", "node2": "failed"}
     for node in ("node1", "node2"):
@@ -153,24 +158,29 @@ def audit_of(cluster, node):
     return [json.loads(line) for line in Path(cluster["nodes"][node]["backup_state_dir"], "audit.jsonl").read_text().splitlines()]
 
 
-def test_fail_fast_starts_no_node_when_one_is_not_ready(cluster):
+@pytest.mark.fault("preflight failure", "node2's destination missing, without and with backup_fail_fast", item="18.5")
+def test_fail_fast_starts_no_node_when_one_is_not_ready(cluster, fault):
     cluster["nodes"]["node2"]["backup_destination"] = str(cluster["tmp"] / "missing")
     default = playbook(cluster, "backup.yml")
     assert summary(default.stdout, "Backup summary") == {"node1": "success", "node2": "failed"}
     assert "must be an existing directory" in default.stdout
     # #18.5: a run that failed before its session started is still in the node's audit and status.
     audit = audit_of(cluster, "node2")
+    fault.observe(false_success=summary(default.stdout, "Backup summary").get("node2") != "failed" or audit[-1].get("verdict") != "failed")
     assert audit[-1]["verdict"] == "failed" and audit[-1]["reason"].startswith("not started: backup_destination "), audit[-1]
     status = json.loads(Path(cluster["nodes"]["node2"]["backup_state_dir"], "status.json").read_text())
     assert status["last_result"] == audit[-1] and status["last_failure"]["reason"] == audit[-1]["reason"]
     fast = playbook(cluster, "backup.yml", backup_fail_fast="true")
+    fault.observe(false_success=summary(fast.stdout, "Backup summary") != {"node1": "failed", "node2": "failed"})
+    fault.scan([PASSPHRASE], default.stdout, fast.stdout)
     assert summary(fast.stdout, "Backup summary") == {"node1": "failed", "node2": "failed"}
     assert "not started: backup_fail_fast is set and node2 failed preflight" in fast.stdout
     assert "backup_fail_fast is set and node2 failed preflight" in audit_of(cluster, "node1")[-1]["reason"]
     assert len(list(Path(cluster["nodes"]["node1"]["backup_destination"]).glob("*.zip"))) == 1
 
 
-def test_a_damaged_newest_image_is_refused_unless_older_images_are_allowed(cluster):
+@pytest.mark.fault("damaged newest image", "the newest image of each node damaged (a member altered; cut short); restore", item="18.6")
+def test_a_damaged_newest_image_is_refused_unless_older_images_are_allowed(cluster, fault):
     """#18.6: the restore role never falls back to an older image in silence; backup_info
     lists a damaged image as damaged. node1's newest image has an altered member (found by
     verification), node2's is cut short (not even a zip: found when listing)."""
@@ -185,12 +195,15 @@ def test_a_damaged_newest_image_is_refused_unless_older_images_are_allowed(clust
 
     listed = run_module("backup_info", destination=cluster["nodes"]["node2"]["backup_destination"], node="node2", history=0)
     damaged = next(i for i in listed["images"] if i["name"] == images["node2"][1].name)
+    fault.observe(false_success=damaged.get("verdict") != "damaged")
     assert damaged["verdict"] == "damaged" and damaged["damaged"] and damaged["error"], damaged
     listed = run_module("backup_info", destination=cluster["nodes"]["node1"]["backup_destination"], node="node1", history=0, verify_images=True)
     damaged = next(i for i in listed["images"] if i["name"] == images["node1"][1].name)
+    fault.observe(false_success=damaged.get("verdict") != "damaged")
     assert damaged["verdict"] == "damaged" and damaged["recorded_verdict"] == "success" and "member config/" in damaged["error"], damaged
 
     refused = playbook(cluster, "restore.yml")
+    fault.observe(false_success=refused.returncode == 0, data_lost=settings.read_text() != "edited after the backups\n")
     assert refused.returncode != 0
     assert summary(refused.stdout, "Restore summary") == {"node1": "failed", "node2": "failed"}
     for older, newest in images.values():
@@ -201,6 +214,8 @@ def test_a_damaged_newest_image_is_refused_unless_older_images_are_allowed(clust
 
     # A text boolean, as -e and AWX surveys give it.
     wrong_key = playbook(cluster, "restore.yml", restore_passphrase="not the passphrase", restore_allow_older="true")
+    fault.observe(false_success=wrong_key.returncode == 0, data_lost=settings.read_text() != "edited after the backups\n")
+    fault.scan([PASSPHRASE, "not the passphrase"], refused.stdout, wrong_key.stdout)
     assert wrong_key.returncode != 0 and "wrong passphrase" in wrong_key.stdout and " is damaged" not in wrong_key.stdout, wrong_key.stdout[-3000:]
     assert settings.read_text() == "edited after the backups\n"
 
