@@ -504,10 +504,7 @@ def record_not_started(state_dir, node, backup_id, reason, facts_dir=None):
 def start(params):
     """Create the work area and take the node lock. ``params``: the module's options."""
     destination = params["destination"]
-    if not os.path.isdir(destination):
-        raise SessionError("destination %s does not exist or is not a directory; create it (mode 0700) or fix the path" % destination)
-    if not os.access(destination, os.W_OK | os.X_OK):
-        raise SessionError("destination %s is not writable by uid %d" % (destination, os.getuid()))
+    _check_destination(destination)
     state = NodeState(params["state_dir"], params.get("facts_dir"))
     state.ensure()
     recipients, identity_blob = encryption_plan(params["encryption"], params.get("passphrase"), params.get("recipients"), params["work_factor"])
@@ -517,66 +514,98 @@ def start(params):
     try:
         stale = _clean_stale(state, notes)
         _remove_orphan_work_areas(destination, params["node"], params["state_dir"], notes)
-        now = time.time()
-        name = _image.image_name(params["node"], now, params.get("prefix") or "")
-        while os.path.exists(os.path.join(destination, name)):
-            time.sleep(1.0)  # same node, same second: names never collide
-            now = time.time()
-            name = _image.image_name(params["node"], now, params.get("prefix") or "")
-        work_dir = os.path.join(destination, WORK_ROOT, name[: -len(".zip")])
-        os.makedirs(os.path.join(work_dir, "components"), mode=0o700)
-        os.makedirs(os.path.join(work_dir, "scratch"), mode=0o700)
-        os.chmod(os.path.join(destination, WORK_ROOT), 0o700)
-        backup_id = params.get("backup_id") or "%s-%s" % (time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)), uuid.uuid4().hex[:8])
-        session = {
-            "backup_id": backup_id,
-            "node": params["node"],
-            "image": name,
-            "destination": destination,
-            "work_dir": work_dir,
-            "state_dir": params["state_dir"],
-            "facts_dir": params.get("facts_dir"),
-            "started": iso(now),
-            "compression": compression,
-            "encryption": {
-                "scheme": params["encryption"],
-                "recipients": recipients,
-                "passphrase": bool(params.get("passphrase")),
-                "identity_member": _image.IDENTITY_MEMBER if identity_blob else None,
-            },
-            "halt": params["halt"],
-            "selection": params.get("selection") or "standard",
-            "components": params.get("components") or [],
-            "platform": params.get("platform") or {},
-            "lease": params["lease"],
-            "controller": params.get("controller") or {},
-        }
+        now, name = _free_image_name(destination, params)
+        work_dir = _make_work_area(destination, name)
+        session = _session_data(params, now, name, work_dir, compression, recipients, identity_blob)
         write_json_atomic(os.path.join(work_dir, "session.json"), session)
         with open(os.path.join(work_dir, "heartbeat"), "w"):
             pass
         if identity_blob:
             with _image.ImageAppender(work_dir) as appender:
                 appender.add_bytes(_image.IDENTITY_MEMBER, "lifeboat", "application/age", identity_blob)
-        keeper = spawn_keeper(lock_fd, work_dir, params["lease"])
-        holder = dict(keeper_identity(keeper), backup_id=backup_id, image=name, started=session["started"], work_dir=work_dir, node=params["node"])
-        os.ftruncate(lock_fd, 0)
-        os.pwrite(lock_fd, json.dumps(holder).encode(), 0)
-        session.update(keeper_identity(keeper))
-        write_json_atomic(os.path.join(work_dir, "session.json"), session)
-        try:
-            state.update_status(state="in_progress", current=dict(holder, work_dir=work_dir))
-        except OSError as exc:
-            stop_keeper(keeper, identity=session)
-            shutil.rmtree(work_dir, ignore_errors=True)
-            raise SessionError(
-                "cannot record the session in the state directory %s: %s%s; nothing was started"
-                % (state.dir, exc.strerror or exc, " (the file system is full: free space there)" if exc.errno == errno.ENOSPC else "")
-            ) from None
+        _hand_to_keeper(lock_fd, state, session)
     except BaseException:
         os.close(lock_fd)
         raise
     os.close(lock_fd)  # the keeper holds its own copy of the locked descriptor
     return session, notes, stale
+
+
+def _check_destination(destination):
+    if not os.path.isdir(destination):
+        raise SessionError("destination %s does not exist or is not a directory; create it (mode 0700) or fix the path" % destination)
+    if not os.access(destination, os.W_OK | os.X_OK):
+        raise SessionError("destination %s is not writable by uid %d" % (destination, os.getuid()))
+
+
+def _free_image_name(destination, params):
+    """The time and the name of the new image: one no image in ``destination`` has."""
+    now = time.time()
+    name = _image.image_name(params["node"], now, params.get("prefix") or "")
+    while os.path.exists(os.path.join(destination, name)):
+        time.sleep(1.0)  # same node, same second: names never collide
+        now = time.time()
+        name = _image.image_name(params["node"], now, params.get("prefix") or "")
+    return now, name
+
+
+def _make_work_area(destination, name):
+    work_dir = os.path.join(destination, WORK_ROOT, name[: -len(".zip")])
+    os.makedirs(os.path.join(work_dir, "components"), mode=0o700)
+    os.makedirs(os.path.join(work_dir, "scratch"), mode=0o700)
+    os.chmod(os.path.join(destination, WORK_ROOT), 0o700)
+    return work_dir
+
+
+def _session_data(params, now, name, work_dir, compression, recipients, identity_blob):
+    """session.json of a new session (the keeper's identity is added once it runs)."""
+    return {
+        "backup_id": params.get("backup_id") or "%s-%s" % (time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)), uuid.uuid4().hex[:8]),
+        "node": params["node"],
+        "image": name,
+        "destination": params["destination"],
+        "work_dir": work_dir,
+        "state_dir": params["state_dir"],
+        "facts_dir": params.get("facts_dir"),
+        "started": iso(now),
+        "compression": compression,
+        "encryption": {
+            "scheme": params["encryption"],
+            "recipients": recipients,
+            "passphrase": bool(params.get("passphrase")),
+            "identity_member": _image.IDENTITY_MEMBER if identity_blob else None,
+        },
+        "halt": params["halt"],
+        "selection": params.get("selection") or "standard",
+        "components": params.get("components") or [],
+        "platform": params.get("platform") or {},
+        "lease": params["lease"],
+        "controller": params.get("controller") or {},
+    }
+
+
+def _hand_to_keeper(lock_fd, state, session):
+    """Start the keeper that holds the node lock between module runs, name it in the lock
+    file, session.json and the status file. Nothing is left behind when the status file
+    cannot be written."""
+    work_dir = session["work_dir"]
+    keeper = spawn_keeper(lock_fd, work_dir, session["lease"])
+    holder = dict(
+        keeper_identity(keeper), backup_id=session["backup_id"], image=session["image"], started=session["started"], work_dir=work_dir, node=session["node"]
+    )
+    os.ftruncate(lock_fd, 0)
+    os.pwrite(lock_fd, json.dumps(holder).encode(), 0)
+    session.update(keeper_identity(keeper))
+    write_json_atomic(os.path.join(work_dir, "session.json"), session)
+    try:
+        state.update_status(state="in_progress", current=dict(holder, work_dir=work_dir))
+    except OSError as exc:
+        stop_keeper(keeper, identity=session)
+        shutil.rmtree(work_dir, ignore_errors=True)
+        raise SessionError(
+            "cannot record the session in the state directory %s: %s%s; nothing was started"
+            % (state.dir, exc.strerror or exc, " (the file system is full: free space there)" if exc.errno == errno.ENOSPC else "")
+        ) from None
 
 
 def _remove_orphan_work_areas(destination, node, state_dir, notes):
@@ -878,23 +907,43 @@ def seal(work_dir, errors=None, consistency=None):
     session = load_session_data(work_dir)
     state = NodeState(session["state_dir"], session.get("facts_dir"))
     components = _component_records(work_dir)
+    _settle_components(session, components, errors or {})
+    verdict = verdict_of(components, session["halt"])
+    sealed_at = utc_now()
+    record = _seal_record(session, components, sealed_at, verdict)
+    failures = record["failures"]
+    if verdict == "failed":
+        record["reason"] = _failed_reason(components, session["halt"], failures)
+        _finish_session(session, state, record, {"last_failure": {"time": sealed_at, "backup_id": session["backup_id"], "reason": record["reason"]}})
+        return record, None
+    try:
+        final, manifest = _publish_image(session, work_dir, components, sealed_at, verdict, consistency)
+    except OSError as exc:
+        reason = "could not write the image in %s: %s" % (session["destination"], exc.strerror or exc)
+        if exc.errno == errno.ENOSPC:
+            reason += " (the destination is full: free space or choose another destination)"
+        record["verdict"] = "failed"
+        record["reason"] = reason
+        _finish_session(session, state, record, {"last_failure": {"time": sealed_at, "backup_id": session["backup_id"], "reason": reason}})
+        return record, None
+    record["image"] = final
+    record["size"] = os.path.getsize(final)
+    _finish_session(session, state, record, _published_changes(session, record, sealed_at, verdict))
+    return record, manifest
+
+
+def _settle_components(session, components, errors):
+    """Give every component a final status before the verdict: one still "running" failed
+    (with the caller's reason when it has one), a failure without a reason gets the
+    caller's, and a requested component that recorded nothing failed."""
     # The caller's reason (the module's own message, as the role saw it) beats a guess: a
     # module that could not write its record (disk full) leaves it "running".
-    told = {_image.safe_name(name): reason for name, reason in (errors or {}).items() if reason}
+    told = {_image.safe_name(name): reason for name, reason in errors.items() if reason}
     for comp in components.values():
         if comp["status"] == "running":
-            alive = pid_alive(comp.get("pid")) and comp.get("pid") != os.getpid()
             comp["status"] = "failed"
-            comp["error"] = (
-                comp.get("error")
-                or told.get(comp["name"])
-                or (
-                    "still running in pid %s when the session was sealed" % comp.get("pid")
-                    if alive
-                    else "interrupted: the module ended before recording a result"
-                )
-            )
-    for name, reason in (errors or {}).items():
+            comp["error"] = comp.get("error") or told.get(comp["name"]) or _unfinished_reason(comp)
+    for name, reason in errors.items():
         # Reasons from the caller fill in for components that recorded nothing themselves;
         # a component that recorded success keeps it.
         key = _image.safe_name(name)
@@ -907,10 +956,18 @@ def seal(work_dir, errors=None, consistency=None):
         key = _image.safe_name(requested)
         if key not in components:
             components[key] = {"name": key, "kind": requested, "status": "failed", "error": "no result recorded: the component did not run", "members": []}
-    verdict = verdict_of(components, session["halt"])
-    sealed_at = utc_now()
-    failures = {n: c.get("error") for n, c in components.items() if c["status"] == "failed"}
-    record = {
+
+
+def _unfinished_reason(comp):
+    """Why a component still "running" at the seal failed, when nobody said."""
+    if pid_alive(comp.get("pid")) and comp.get("pid") != os.getpid():
+        return "still running in pid %s when the session was sealed" % comp.get("pid")
+    return "interrupted: the module ended before recording a result"
+
+
+def _seal_record(session, components, sealed_at, verdict):
+    """The audit record of a seal, before the image (or the failure's reason) is known."""
+    return {
         "backup_id": session["backup_id"],
         "node": session["node"],
         "started": session["started"],
@@ -919,50 +976,49 @@ def seal(work_dir, errors=None, consistency=None):
         "image": None,
         "size": None,
         "components": {n: c["status"] for n, c in components.items()},
-        "failures": failures,
+        "failures": {n: c.get("error") for n, c in components.items() if c["status"] == "failed"},
         "reason": None,
     }
-    if verdict == "failed":
-        if not components:
-            record["reason"] = "nothing was captured: no component ran in this session"
-        elif session["halt"] and failures:
-            record["reason"] = "halt: %s" % "; ".join("%s: %s" % kv for kv in sorted(failures.items()))
-        else:
-            record["reason"] = "every component failed: %s" % "; ".join("%s: %s" % kv for kv in sorted(failures.items()))
-        _finish_session(session, state, record, {"last_failure": {"time": sealed_at, "backup_id": session["backup_id"], "reason": record["reason"]}})
-        return record, None
+
+
+def _failed_reason(components, halt, failures):
+    """The reason of a failed verdict, naming each failed component's own."""
+    if not components:
+        return "nothing was captured: no component ran in this session"
+    listed = "; ".join("%s: %s" % kv for kv in sorted(failures.items()))
+    if halt and failures:
+        return "halt: %s" % listed
+    return "every component failed: %s" % listed
+
+
+def _publish_image(session, work_dir, components, sealed_at, verdict, consistency):
+    """Write the manifest, finish the image and rename it into the destination. Returns the
+    image's path and the manifest; raises OSError (disk full, ...)."""
     final = os.path.join(session["destination"], session["image"])
-    try:
-        with _image.ImageAppender(work_dir) as appender:
-            manifest = build_manifest(session, components, appender.entries, sealed_at, verdict, consistency)
-            # Members referenced by failed components are dropped from the manifest's member list
-            # only if never journaled; journaled members of failed components stay, flagged by status.
-            appender.add_bytes(_image.MANIFEST_NAME, "lifeboat", "application/json", json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
-            appender.finish()
-        os.rename(os.path.join(work_dir, "image.partial"), final)
-        _fsync_dir(session["destination"])
-    except OSError as exc:
-        reason = "could not write the image in %s: %s" % (session["destination"], exc.strerror or exc)
-        if exc.errno == errno.ENOSPC:
-            reason += " (the destination is full: free space or choose another destination)"
-        record["verdict"] = "failed"
-        record["reason"] = reason
-        _finish_session(session, state, record, {"last_failure": {"time": sealed_at, "backup_id": session["backup_id"], "reason": reason}})
-        return record, None
-    record["image"] = final
-    record["size"] = os.path.getsize(final)
-    changes = {}
+    with _image.ImageAppender(work_dir) as appender:
+        manifest = build_manifest(session, components, appender.entries, sealed_at, verdict, consistency)
+        # Members referenced by failed components are dropped from the manifest's member list
+        # only if never journaled; journaled members of failed components stay, flagged by status.
+        appender.add_bytes(_image.MANIFEST_NAME, "lifeboat", "application/json", json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
+        appender.finish()
+    os.rename(os.path.join(work_dir, "image.partial"), final)
+    _fsync_dir(session["destination"])
+    return final, manifest
+
+
+def _published_changes(session, record, sealed_at, verdict):
+    """Status changes for a published image: last_success, or last_partial and last_failure."""
     if verdict == "success":
-        changes["last_success"] = {"time": sealed_at, "backup_id": session["backup_id"], "image": final, "size": record["size"]}
-    else:
-        changes["last_partial"] = {"time": sealed_at, "backup_id": session["backup_id"], "image": final, "failures": failures}
-        changes["last_failure"] = {
+        return {"last_success": {"time": sealed_at, "backup_id": session["backup_id"], "image": record["image"], "size": record["size"]}}
+    failures = record["failures"]
+    return {
+        "last_partial": {"time": sealed_at, "backup_id": session["backup_id"], "image": record["image"], "failures": failures},
+        "last_failure": {
             "time": sealed_at,
             "backup_id": session["backup_id"],
             "reason": "partial: %s" % "; ".join("%s: %s" % kv for kv in sorted(failures.items())),
-        }
-    _finish_session(session, state, record, changes)
-    return record, manifest
+        },
+    }
 
 
 def _fsync_dir(path):
