@@ -55,6 +55,14 @@ def ftp_error(exc, what, label):
         return StorageError("%s: FTP login refused: check target.user and target.password" % label, kind="auth")
     if code in ("552", "452") or "space" in text.lower() and code.startswith(("4", "5")):
         return StorageError("%s: %s failed: the server is out of space (%s): free space or choose another target" % (label, what, text), kind="full")
+    if code == "451" and "writing" in text.lower():
+        # vsftpd's answer to any failed write(2) on its side; out of space is by far the
+        # commonest cause, but FTP cannot tell it from a failing disk: say both.
+        return StorageError(
+            "%s: %s failed: the server could not write the file (%s), most likely out of space (or its disk failed): "
+            "free space or choose another target" % (label, what, text),
+            kind="full",
+        )
     if code in ("550", "553") and any(word in text.lower() for word in ("permission", "denied", "privilege", "not allowed")):
         return StorageError("%s: %s failed: permission denied (%s): give the login write access" % (label, what, text), kind="permission")
     if code == "550":
@@ -277,12 +285,15 @@ class _Transfer:
     def __init__(self, backend, conn, path, verb):
         self.backend, self.conn, self.path, self.verb = backend, conn, path, verb
         self.eof = False
+        self.failed = False
 
     def write(self, data):
         try:
             self.conn.sendall(data)
         except Exception as exc:  # noqa: BLE001
             # The server says why on the control connection (451/452/552: out of space).
+            # That reply ends the transfer: close() must not wait for another one.
+            self.failed = True
             reason = self.backend._pending_reply()
             raise ftp_error(reason or exc, "%s %s" % (self.verb, self.path), self.backend.label) from None
         return len(data)
@@ -298,6 +309,9 @@ class _Transfer:
         return chunk
 
     def close(self):
+        if self.failed:
+            self.conn.close()
+            return
         ftp = self.backend._live()
         try:
             if isinstance(self.conn, ssl.SSLSocket) and (self.verb == "writing" or self.eof):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.storage import STORE_PASSWORD, FtpServer, SambaServer, SshServer, restart, store_account
+from tests.harness.storage import STORE_PASSWORD, FtpServer, SambaServer, SshServer, VsftpdServer, restart, store_account
 from tests.support.images import make_image
 from tests.support.modules import run_module
 
@@ -371,3 +371,23 @@ def test_nfs_refuses_a_path_that_is_not_an_nfs_mount_and_records_it(image, tmp_p
     assert managed.failed and managed["storage_error"] in ("unsupported", "unreachable"), managed["msg"]
     assert "127.0.0.1:/srv/backups" in managed["msg"]
     assert not list(Path(tempfile_dir()).glob("lifeboat-nfs-*"))  # the private mount point is gone
+
+
+@pytest.mark.parametrize("tls", [True, False], ids=["ftps", "ftp"])
+def test_ftp_target_full_mid_upload_on_vsftpd(tls, tmp_path):
+    """vsftpd (Debian's FTP server) answers a failed write with 451/452: the push reports the
+    target full, leaves no final name, and the other protocol paths (login, TLS, listing by
+    NLST and SIZE, no MLSD) work against it."""
+    big = make_image(str(tmp_path), node="big", payload=6 * 1024 * 1024)
+    small = make_image(str(tmp_path), node="small", payload=64 * 1024)
+    with VsftpdServer(tls=tls) as ftp:
+        ftp.fill(2 * 1024 * 1024)
+        first = run_module("image_push", path=small, target=ftp.target(), state_dir="")
+        assert not first.failed, first
+        result = run_module("image_push", path=big, target=ftp.target(), state_dir="")
+        assert result.failed and result["storage_error"] == "full", result["msg"]
+        assert STORE_PASSWORD not in result.stdout + result.stderr
+        # No final name, no partial left behind: only the first image and its checksum sidecar.
+        assert sorted(p.name for p in ftp.data_dir.iterdir()) == [Path(small).name, Path(small).name + ".sha256"]
+        listed = run_module("storage_info", target=ftp.target())
+        assert not listed.failed and [i["name"] for i in listed["images"]] == [Path(small).name], listed
