@@ -1,4 +1,5 @@
-"""The progress record a long module writes, and the line the controller prints from it."""
+"""The progress record a long module writes (and where archives, dumps, restores,
+verification, transfers and snapshots feed it), and the line the controller prints."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import os
 import pytest
 from ansible.errors import AnsibleError
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _progress
+from ansible_collections.lifeboat.backup.plugins.module_utils import _elasticsearch as es
+from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _progress, _storage
+from ansible_collections.lifeboat.backup.plugins.modules import elasticsearch_snapshot
 from ansible_collections.lifeboat.backup.plugins.plugin_utils._progress import duration_text, interval_of, parse_record, progress_line, rate_of, size_text
+from tests.support.images import make_image
 
 
 class Clock:
@@ -110,3 +114,74 @@ def test_interval_values():
         interval_of(-1, "progress_interval")
     with pytest.raises(AnsibleError, match="lifeboat_progress_interval must be a whole number of seconds"):
         interval_of("soon", "lifeboat_progress_interval")
+
+
+@pytest.fixture
+def recorded(monkeypatch, tmp_path):
+    """The module process's reporter, writing to a file of the test; returns a reader of it."""
+    path = tmp_path / "progress.json"
+    reporter = _progress.Reporter(str(path))
+    monkeypatch.setattr(_progress, "_REPORTER", reporter)
+
+    def read():
+        reporter.write(force=True)
+        return json.loads(path.read_text())
+
+    return read
+
+
+def test_archives_and_dumps_count_the_bytes_of_each_member_written(recorded, tmp_path):
+    make_image(str(tmp_path), payload=3 * 1024 * 1024)
+    record = recorded()
+    assert record["bytes"] >= 3 * 1024 * 1024  # the data member, then the manifest
+    assert record["phase"] == "writing" and record["item"] == "manifest.json"
+
+
+def test_restores_and_verification_count_what_they_read_of_the_total(recorded, tmp_path):
+    image = _image.Image(make_image(str(tmp_path), payload=2 * 1024 * 1024 + 3))
+    with image.open_member("data/blob.bin") as member:
+        member.read(1024 * 1024)
+        record = recorded()
+        assert (record["phase"], record["item"], record["item_bytes"], record["item_total"]) == ("reading", "data/blob.bin", 1024 * 1024, 2 * 1024 * 1024 + 3)
+    before = record["bytes"]
+    results, error = _image.verify_image(image, "checksum")
+    record = recorded()
+    assert error is None and record["phase"] == "verifying" and record["bytes"] > before
+
+
+def test_transfers_count_the_upload_of_the_image(recorded, tmp_path):
+    (tmp_path / "node").mkdir()
+    image = make_image(str(tmp_path / "node"), payload=1024 * 1024)
+    (tmp_path / "target").mkdir()
+    backend = _storage.open_target({"type": "local", "path": str(tmp_path / "target")})
+    try:
+        _storage.push_image(backend, image)
+    finally:
+        backend.close()
+    record = recorded()
+    assert record["phase"] == "uploading" and record["item"] == os.path.basename(image)
+    assert record["item_bytes"] == record["item_total"] == os.path.getsize(image)
+
+
+class _Reply:
+    def __init__(self, data):
+        self.status = 200
+        self.data = data
+
+
+class _SnapshotCluster:
+    """A cluster whose snapshot is a quarter done (shards and bytes) when asked."""
+
+    def request(self, method, path, params=None, ok=()):
+        if path.endswith("/_status"):
+            stats = {"processed": {"size_in_bytes": 300}, "total": {"size_in_bytes": 1200}}
+            return _Reply({"snapshots": [{"state": "STARTED", "shards_stats": {"done": 3, "failed": 0, "total": 12}, "stats": stats}]})
+        return _Reply({"snapshots": [{"snapshot": "nightly", "state": "SUCCESS"}]})
+
+
+def test_snapshots_report_shards_and_bytes_of_the_total(recorded):
+    samples = []
+    elasticsearch_snapshot.wait_for(_SnapshotCluster(), "repo", "nightly", es.Poller(0), samples)
+    record = recorded()
+    assert (record["phase"], record["item"], record["shards_done"], record["shards_total"]) == ("snapshot", "nightly", 3, 12)
+    assert (record["bytes"], record["item_total"]) == (300, 1200) and samples[0]["shards_done"] == 3
