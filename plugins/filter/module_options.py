@@ -105,19 +105,31 @@ def module_options(component, module, prefix=None, except_own_options_of=None, s
     theirs = set(exclude or [])
     for other in except_own_options_of or []:
         theirs.update(module_spec(other)[1])
+    skip = own if shared_only else frozenset()
+    chosen = _plain_options(component, names, theirs, prefix)
+    # Then the prefixed keys (archive_<option>): they win over the unprefixed ones.
+    chosen.update(_prefixed_options(component, names, prefix))
+    return {option: value for option, value in chosen.items() if option not in skip}
+
+
+def _plain_options(component, names, theirs, prefix):
+    """The component's keys that name an option of the module (or an alias, or an old name)."""
     chosen = {}
     # Aliases first, so that an option's own name wins over a deprecated alias.
     for key, value in sorted(component.items(), key=lambda item: names.get(item[0]) == item[0]):
         if key in NOT_OPTIONS or key in theirs or (prefix and key.startswith(prefix) and key not in names):
             continue
         option = names.get(RENAMED.get(key, key))
-        if option and not (shared_only and option in own):
-            chosen[option] = value
-    for key, value in component.items():
-        option = names.get(key[len(prefix) :]) if prefix and key.startswith(prefix) else None
-        if option and not (shared_only and option in own):
+        if option:
             chosen[option] = value
     return chosen
+
+
+def _prefixed_options(component, names, prefix):
+    """``<prefix><option>`` keys of the component, by option."""
+    if not prefix:
+        return {}
+    return {names[key[len(prefix) :]]: value for key, value in component.items() if key.startswith(prefix) and key[len(prefix) :] in names}
 
 
 class FilterModule:

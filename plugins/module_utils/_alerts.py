@@ -240,6 +240,9 @@ def text_body(event):
 # ---- channels ------------------------------------------------------------------------------
 
 
+_REQUIRED = {"email": ("host", "sender", "to"), "syslog": ("host",), "webhook": ("url",), "ping": ("url",)}
+
+
 def check_channel(channel, where="alerts"):
     """A channel with its defaults filled in; raises ChannelError naming ``where[i].key``."""
     channel = dict(channel or {})
@@ -249,10 +252,24 @@ def check_channel(channel, where="alerts"):
     for key, spec in CHANNEL_OPTIONS.items():
         if channel.get(key) is None and "default" in spec:
             channel[key] = spec["default"]
-    required = {"email": ("host", "sender", "to"), "syslog": ("host",), "webhook": ("url",), "ping": ("url",)}[kind]
-    for key in required:
+    for key in _REQUIRED[kind]:
         if not channel.get(key):
             raise ChannelError("%s.%s is required for a %s channel" % (where, key, kind))
+    _check_kind(channel, kind, where)
+    if channel.get("port") is None and kind in ("email", "syslog"):
+        channel["port"] = _DEFAULT_PORTS[(kind, channel["security"] if kind == "email" else channel["protocol"])]
+    if channel.get("retries") is None:
+        channel["retries"] = _DEFAULT_RETRIES[kind]
+    if channel["retries"] < 1 or channel["timeout"] <= 0:
+        raise ChannelError("%s: retries must be at least 1 and timeout above 0" % where)
+    if not channel.get("events"):
+        channel["events"] = list(PING_DEFAULT) if kind == "ping" else [PROBLEMS]
+    return channel
+
+
+def _check_kind(channel, kind, where):
+    """What only one kind of channel must satisfy: an HTTP(S) URL, SMTP credentials in pairs
+    and never in clear text."""
     if kind in ("webhook", "ping"):
         scheme = urllib.parse.urlsplit(channel["url"]).scheme
         if scheme not in ("http", "https"):
@@ -261,16 +278,6 @@ def check_channel(channel, where="alerts"):
         raise ChannelError("%s: username and password go together (SMTP authentication needs both)" % where)
     if kind == "email" and channel.get("username") and channel["security"] == "none":
         raise ChannelError("%s: security=none would send the SMTP password in clear text; use starttls or tls" % where)
-    if channel.get("port") is None and kind in ("email", "syslog"):
-        channel["port"] = _DEFAULT_PORTS[(kind, channel["security"] if kind == "email" else channel["protocol"])]
-    if channel.get("retries") is None:
-        channel["retries"] = _DEFAULT_RETRIES[kind]
-    if channel["retries"] < 1 or channel["timeout"] <= 0:
-        raise ChannelError("%s: retries must be at least 1 and timeout above 0" % where)
-    events = channel.get("events")
-    if not events:
-        channel["events"] = list(PING_DEFAULT) if kind == "ping" else [PROBLEMS]
-    return channel
 
 
 def check_channels(channels, option="alerts"):

@@ -999,40 +999,48 @@ def verify_image(image, level, names=None, digests=None):
     plaintext SHA-256). ``digests``: StreamDigests.digests of this file, computed while
     it was written, which spare the checksum level a second read. Returns (results,
     first_error); results is one dict per member."""
-    results = []
-    first_error = None
-    listed = {m["name"] for m in image.manifest.get("members", [])}
-    for name in image.zip.namelist():
-        if name != MANIFEST_NAME and name not in listed:
-            error = "member %s is in the zip but not in the manifest" % name
-            results.append({"name": name, "ok": False, "error": error, "level": "checksum", "damaged": True})
-            first_error = first_error or {"member": name, "error": error, "damaged": True}
+    results = _unlisted_members(image)
     for record in image.manifest.get("members", []):
         if names and record["name"] not in names:
             continue
-        outcome = {"name": record["name"], "component": record.get("component"), "ok": True, "error": None, "level": level}
-        try:
-            if record["name"] not in image.zip.NameToInfo:
-                raise ImageError("listed in the manifest but missing from the zip")
-            member_level = level if record["encryption"] == "age" or level != "authenticate" else "checksum"
-            if member_level != "full":
-                _progress.reporter().phase("verifying", item=record["name"], total=record.get("stored_size"))
-            if member_level == "checksum":
-                _verify_stored(image, record, digests)
-            elif member_level == "authenticate":
-                _verify_decrypt(image, record)
-            else:
-                _verify_full(image, record)
-        except (ImageError, zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
-            text = _zip_error(exc)
-            prefix = "member %s: " % record["name"]
-            text = text[len(prefix) :] if text.startswith(prefix) else text
-            # A key that does not fit says nothing about the member: not damage.
-            outcome.update(ok=False, error=text, damaged=not isinstance(exc, ImageKeyError))
-            if first_error is None:
-                first_error = {"member": record["name"], "error": text, "damaged": outcome["damaged"]}
-        results.append(outcome)
+        results.append(_verify_member(image, record, level, digests))
+    first = next((r for r in results if not r["ok"]), None)
+    first_error = None if first is None else {"member": first["name"], "error": first["error"], "damaged": first["damaged"]}
     return results, first_error
+
+
+def _unlisted_members(image):
+    """A failed result for each member of the zip that the manifest does not list."""
+    listed = {m["name"] for m in image.manifest.get("members", [])}
+    return [
+        {"name": name, "ok": False, "error": "member %s is in the zip but not in the manifest" % name, "level": "checksum", "damaged": True}
+        for name in image.zip.namelist()
+        if name != MANIFEST_NAME and name not in listed
+    ]
+
+
+def _verify_member(image, record, level, digests):
+    """The result of checking one member listed in the manifest at ``level``."""
+    outcome = {"name": record["name"], "component": record.get("component"), "ok": True, "error": None, "level": level}
+    try:
+        if record["name"] not in image.zip.NameToInfo:
+            raise ImageError("listed in the manifest but missing from the zip")
+        member_level = level if record["encryption"] == "age" or level != "authenticate" else "checksum"
+        if member_level != "full":
+            _progress.reporter().phase("verifying", item=record["name"], total=record.get("stored_size"))
+        if member_level == "checksum":
+            _verify_stored(image, record, digests)
+        elif member_level == "authenticate":
+            _verify_decrypt(image, record)
+        else:
+            _verify_full(image, record)
+    except (ImageError, zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
+        text = _zip_error(exc)
+        prefix = "member %s: " % record["name"]
+        text = text[len(prefix) :] if text.startswith(prefix) else text
+        # A key that does not fit says nothing about the member: not damage.
+        outcome.update(ok=False, error=text, damaged=not isinstance(exc, ImageKeyError))
+    return outcome
 
 
 def authenticate(image, names):

@@ -144,46 +144,61 @@ def _label(value):
 def metrics(node, status, copies=None, now=None):
     """The Prometheus text exposition of a node's backup state."""
     now = time.time() if now is None else now
-    last = status.get("last_success") or {}
-    result = status.get("last_result") or {}
+    base = {"node": node}
+    written = ("lifeboat_backup_textfile_written_timestamp_seconds", "When this file was written.", [(base, int(now))])
     lines = []
-
-    def gauge(name, help_text, samples):
+    for name, help_text, samples in _last_backup_gauges(base, status) + _copy_gauges(base, copies) + [written]:
         lines.append("# HELP %s %s" % (name, help_text))
         lines.append("# TYPE %s gauge" % name)
         for labels, value in samples:
             text = ",".join('%s="%s"' % (k, _label(v)) for k, v in sorted(labels.items()))
             lines.append("%s{%s} %s" % (name, text, value))
+    return "\n".join(lines) + "\n"
 
-    base = {"node": node}
+
+def _last_backup_gauges(base, status):
+    """(name, help, samples) of the last success and the last attempt."""
+    last = status.get("last_success") or {}
+    result = status.get("last_result") or {}
+    gauges = []
     if last.get("time"):
-        gauge("lifeboat_backup_last_success_timestamp_seconds", "End of the last successful backup (Unix time).", [(base, _epoch(last["time"]))])
+        gauges.append(("lifeboat_backup_last_success_timestamp_seconds", "End of the last successful backup (Unix time).", [(base, _epoch(last["time"]))]))
         if last.get("size") is not None:
-            gauge("lifeboat_backup_last_success_size_bytes", "Size of the last successful image.", [(base, int(last["size"]))])
+            gauges.append(("lifeboat_backup_last_success_size_bytes", "Size of the last successful image.", [(base, int(last["size"]))]))
     if result.get("started") and result.get("ended"):
         duration = _epoch(result["ended"]) - _epoch(result["started"])
-        gauge("lifeboat_backup_last_duration_seconds", "Duration of the last backup attempt.", [(base, duration)])
+        gauges.append(("lifeboat_backup_last_duration_seconds", "Duration of the last backup attempt.", [(base, duration)]))
     if result.get("verdict"):
-        gauge(
-            "lifeboat_backup_last_verdict",
-            "Verdict of the last attempt: 1 for the verdict it had, 0 for the others.",
-            [(dict(base, verdict=v), int(result["verdict"] == v)) for v in ("success", "partial", "failed")],
+        gauges.append(
+            (
+                "lifeboat_backup_last_verdict",
+                "Verdict of the last attempt: 1 for the verdict it had, 0 for the others.",
+                [(dict(base, verdict=v), int(result["verdict"] == v)) for v in ("success", "partial", "failed")],
+            )
         )
-    if copies:
-        samples = []
-        for target, record in sorted(copies.items()):
-            good = (record or {}).get("last_success") or {}
-            if good.get("time"):
-                samples.append((dict(base, target=target), _epoch(good["time"])))
-        if samples:
-            gauge("lifeboat_backup_last_copy_timestamp_seconds", "Time of the last verified copy to each storage target.", samples)
-        gauge(
+    return gauges
+
+
+def _copy_gauges(base, copies):
+    """(name, help, samples) of the copies to each storage target."""
+    if not copies:
+        return []
+    gauges = []
+    samples = []
+    for target, record in sorted(copies.items()):
+        good = (record or {}).get("last_success") or {}
+        if good.get("time"):
+            samples.append((dict(base, target=target), _epoch(good["time"])))
+    if samples:
+        gauges.append(("lifeboat_backup_last_copy_timestamp_seconds", "Time of the last verified copy to each storage target.", samples))
+    gauges.append(
+        (
             "lifeboat_backup_copy_failing",
             "1 when the last copy to a storage target failed after its last verified one.",
             [(dict(base, target=t), int(bool((r or {}).get("last_error")))) for t, r in sorted(copies.items())],
         )
-    gauge("lifeboat_backup_textfile_written_timestamp_seconds", "When this file was written.", [(base, int(now))])
-    return "\n".join(lines) + "\n"
+    )
+    return gauges
 
 
 def write_textfile(directory, node, status, copies=None):
