@@ -100,6 +100,11 @@ def node_problems(result, fail_on_partial=False):
     if _error(result):
         return ["cannot be asked: %s" % _short(_error(result), 200)]
     status = result.get("status") or {}
+    return _backup_problems(status, fail_on_partial) + _node_problems(result, status)
+
+
+def _backup_problems(status, fail_on_partial):
+    """A stale backup, a failed (or, if asked, partial) last run."""
     problems = []
     staleness = status.get("staleness") or {}
     if staleness.get("stale"):
@@ -107,6 +112,12 @@ def node_problems(result, fail_on_partial=False):
     last = status.get("last_result") or {}
     if last.get("verdict") == "failed" or (fail_on_partial and last.get("verdict") == "partial"):
         problems.append("last run %s: %s" % (last.get("verdict"), _short(last.get("reason") or last.get("failures") or "", 200)))
+    return problems
+
+
+def _node_problems(result, status):
+    """Unreachable storage targets, services an earlier run left down."""
+    problems = []
     for copy in result.get("copies") or []:
         if not copy.get("reachable"):
             problems.append("target %s unreachable: %s" % (copy.get("name"), _short(copy.get("error") or "", 200)))

@@ -412,14 +412,7 @@ class Snapshot:
         tables = _fingerprint.pg_database(pg, self.conn, oids, params["fingerprint"], params["fingerprint_max_bytes"])
         data = {"tables": tables}
         if params["fingerprint"] == "full":
-            # SEQUENCE SET items carry no OID: the SEQUENCE items name the sequences, and when
-            # some have no value in the dump (a schema-only part) none is fingerprinted.
-            dumped = {e["oid"] for e in entries if e["desc"] == "SEQUENCE"}
-            if len(dumped) != sum(1 for e in entries if e["desc"] == "SEQUENCE SET"):
-                dumped = set()
-            data["sequences"] = {name: value for oid, (name, value) in sorted(self.sequences.items()) if oid in dumped}
-            if any(e["desc"] in LARGE_OBJECT_DESCS for e in entries):
-                data["large_objects"] = _fingerprint.pg_large_objects(pg, self.conn)
+            data.update(self.full_fingerprint(entries))
         summary = {
             "tables": len(tables),
             "rows": sum(t["rows"] for t in tables.values()),
@@ -428,6 +421,18 @@ class Snapshot:
             "seconds": round(time.time() - started, 3),
         }
         return summary, data
+
+    def full_fingerprint(self, entries):
+        """The sequences and the large objects of the dump, for fingerprint=full."""
+        # SEQUENCE SET items carry no OID: the SEQUENCE items name the sequences, and when
+        # some have no value in the dump (a schema-only part) none is fingerprinted.
+        dumped = {e["oid"] for e in entries if e["desc"] == "SEQUENCE"}
+        if len(dumped) != sum(1 for e in entries if e["desc"] == "SEQUENCE SET"):
+            dumped = set()
+        data = {"sequences": {name: value for oid, (name, value) in sorted(self.sequences.items()) if oid in dumped}}
+        if any(e["desc"] in LARGE_OBJECT_DESCS for e in entries):
+            data["large_objects"] = _fingerprint.pg_large_objects(pg, self.conn)
+        return data
 
     def row_counts(self, oids):
         """[[schema, table, rows]] for the tables with these OIDs, in the dump's snapshot."""
