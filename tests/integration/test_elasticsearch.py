@@ -257,7 +257,8 @@ def test_repository_outside_path_repo_says_what_to_add_where(elasticsearch_serve
     assert es.request("GET", f"/_snapshot/{repository}", check=False).status_code == 404
 
 
-def test_unreachable_server_is_a_failed_component(tmp_path):
+@pytest.mark.fault("server down", "nothing listens at the search server's port: snapshot, repository, info, restore")
+def test_unreachable_server_is_a_failed_component(tmp_path, fault):
     url = f"http://127.0.0.1:{closed_port()}"
     work_dir = start_session(tmp_path)
     result = run_module("elasticsearch_snapshot", hosts=[url], repository="backup", session=work_dir, retries=1, retry_delay=0.1)
@@ -268,6 +269,7 @@ def test_unreachable_server_is_a_failed_component(tmp_path):
     )
     assert result["msg"] == message
     sealed = seal(work_dir, verdict="failed")
+    fault.observe(false_success=result.rc == 0 or not sealed.get("failures"))
     assert sealed["failures"] == {"elasticsearch": message}
     others = {
         "elasticsearch_repository": {"name": "r", "location": "/x"},
@@ -276,11 +278,13 @@ def test_unreachable_server_is_a_failed_component(tmp_path):
     }
     for module, args in others.items():
         other = run_module(module, hosts=[url], retries=0, **args)
+        fault.observe(false_success=other.rc == 0)
         assert other.rc != 0 and other["msg"].startswith(f"cannot reach the search server at {url}: connection refused"), other
 
 
 @pytest.mark.parametrize("elasticsearch_server", ["8.19.21"], indirect=True)
-def test_snapshot_of_a_red_index_is_a_failed_component(elasticsearch_server, namespace, tmp_path):
+@pytest.mark.fault("partial snapshot", "a red index (primary unallocated) in the snapshot, with and without partial=true")
+def test_snapshot_of_a_red_index_is_a_failed_component(elasticsearch_server, namespace, tmp_path, fault):
     es = elasticsearch_server
     make_indices(es, namespace, {"data": 30})
     data, red = f"{namespace}-data", f"{namespace}-red"
@@ -310,6 +314,7 @@ def test_snapshot_of_a_red_index_is_a_failed_component(elasticsearch_server, nam
     assert partial["shard_failures"] == [{"index": red, "shard_id": 0, "reason": "primary shard is not allocated", "status": "INTERNAL_SERVER_ERROR"}]
 
     sealed = seal(work_dir, verdict="partial")
+    fault.observe(false_success=refused.rc == 0 or partial.rc == 0 or sealed.get("components", {}).get("search-partial") != "failed")
     assert sealed["components"] == {"search-good": "success", "search-red": "failed", "search-partial": "failed"}
     components = manifest_of(sealed["image"])["components"]
     assert components["search-partial"]["error"] == partial["msg"]
@@ -319,7 +324,8 @@ def test_snapshot_of_a_red_index_is_a_failed_component(elasticsearch_server, nam
 
 
 @pytest.mark.parametrize("elasticsearch_server", ["8.19.21"], indirect=True)
-def test_snapshot_timeout_is_a_failed_component_with_the_last_state(elasticsearch_server, namespace, tmp_path):
+@pytest.mark.fault("timeout", "a snapshot, then a restore, throttled to 20 kB/s with wait_timeout=3")
+def test_snapshot_timeout_is_a_failed_component_with_the_last_state(elasticsearch_server, namespace, tmp_path, fault):
     es = elasticsearch_server
     index = f"{namespace}-slow"
     es.request("PUT", f"/{index}", json={"settings": {"number_of_shards": 2, "number_of_replicas": 0}})
@@ -332,6 +338,7 @@ def test_snapshot_timeout_is_a_failed_component_with_the_last_state(elasticsearc
 
     started = time.monotonic()
     result = run_module("elasticsearch_snapshot", repository=repository, snapshot="slow", indices=[index], wait_timeout=3, session=work_dir, **conn(es))
+    fault.observe(false_success=result.rc == 0)
     assert result.rc != 0
     assert time.monotonic() - started < 60
     assert result["timed_out"] and result["aborted"]
@@ -356,6 +363,7 @@ def test_snapshot_timeout_is_a_failed_component_with_the_last_state(elasticsearc
     restore = run_module(
         "elasticsearch_restore", repository=throttled, snapshot="quick", rename_pattern="(.+)", rename_replacement="$1-copy", wait_timeout=3, **conn(es)
     )
+    fault.observe(false_success=restore.rc == 0)
     assert restore.rc != 0 and restore["timed_out"]
     assert restore["msg"].startswith("restore of snapshot quick did not finish within 3 s: ")
     assert re.search(r"[01] of 2 primary shards active, \d+ of \d+ bytes recovered", restore["msg"]), restore["msg"]
@@ -365,7 +373,8 @@ def test_snapshot_timeout_is_a_failed_component_with_the_last_state(elasticsearc
 # ---- credentials and TLS, through a real reverse proxy --------------------------------------
 
 
-def test_wrong_credentials_fail_clearly_without_showing_secrets(opensearch_server, namespace, tmp_path):
+@pytest.mark.fault("wrong key", "wrong password, API key and token for the search server (a real proxy), at -vvv")
+def test_wrong_credentials_fail_clearly_without_showing_secrets(opensearch_server, namespace, tmp_path, fault):
     es = opensearch_server
     secret = {
         "good_password": secrets.token_urlsafe(18),
@@ -428,6 +437,10 @@ def test_wrong_credentials_fail_clearly_without_showing_secrets(opensearch_serve
         anonymous = run_module("elasticsearch_snapshot_info", hosts=[proxy.url], retries=0)
         assert anonymous["msg"] == f"the search server at {proxy.url} requires authentication (HTTP 401): give username and password, api_key or bearer_token"
     output = ran.stdout
+    basic = base64.b64encode(("backup:" + secret["good_password"]).encode()).decode()
+    # The playbook's assert task fails (and so the run) if a wrong credential did not fail.
+    fault.observe(false_success=ran.returncode != 0 or anonymous.rc == 0)
+    fault.scan([*secret.values(), *(base64.b64encode(v.encode()).decode() for v in secret.values()), basic], output, anonymous)
     assert ran.returncode == 0, output[-6000:]
     assert "authentication failed at" in output
     assert proxy.refused >= 3 and proxy.forwarded >= 3
@@ -435,7 +448,6 @@ def test_wrong_credentials_fail_clearly_without_showing_secrets(opensearch_serve
     for name, value in secret.items():
         assert value not in output, name
         assert base64.b64encode(value.encode()).decode() not in output, name
-    basic = base64.b64encode(("backup:" + secret["good_password"]).encode()).decode()
     assert basic not in output
 
 
@@ -457,7 +469,8 @@ def test_tls_with_a_ca_bundle_and_a_client_certificate(opensearch_server, tmp_pa
         assert no_client_cert["msg"].startswith(f"TLS handshake with {proxy.url} failed") or "cannot reach" in no_client_cert["msg"], no_client_cert["msg"]
 
 
-def test_a_corrupt_image_restores_nothing(opensearch_server, namespace, tmp_path):
+@pytest.mark.fault("corrupt member", "a byte of the image's repository member flipped, elasticsearch_restore from the image", item="18.2")
+def test_a_corrupt_image_restores_nothing(opensearch_server, namespace, tmp_path, fault):
     es = opensearch_server
     indices, _alias = make_indices(es, namespace, {"alpha": 300}, shards=1)
     repository = f"{namespace}-repo"
@@ -489,6 +502,9 @@ def test_a_corrupt_image_restores_nothing(opensearch_server, namespace, tmp_path
         rename_replacement="$1-copy",
         **conn(es),
     )
+    restored = es.request("GET", f"/{namespace}-alpha-copy", check=False).status_code != 404
+    fault.observe(false_success=result.rc == 0 or restored, data_lost=doc_counts(es, list(indices)) != indices)
+    fault.scan([PASSPHRASE], result)
     assert result.rc != 0, result.stderr[-3000:]
     # Where the flipped byte is found first depends on the read size: the zip CRC-32 or age's authentication.
     assert result["msg"].startswith(f"unpacking the repository into {location} failed: "), result.stderr[-3000:]
@@ -499,9 +515,11 @@ def test_a_corrupt_image_restores_nothing(opensearch_server, namespace, tmp_path
     assert not location.exists()
     assert es.request("GET", f"/_snapshot/{namespace}-from-image", check=False).status_code == 404
     assert es.request("GET", f"/{namespace}-alpha-copy", check=False).status_code == 404
+    assert doc_counts(es, list(indices)) == indices
 
 
-def test_a_repository_unpacked_earlier_is_checked_before_an_index_is_replaced(opensearch_server, namespace, tmp_path):
+@pytest.mark.fault("corrupt member", "a file of an earlier run's unpacked repository altered, then restore with replace", item="18.2")
+def test_a_repository_unpacked_earlier_is_checked_before_an_index_is_replaced(opensearch_server, namespace, tmp_path, fault):
     """#18.2: with image, nothing in the cluster changes before every repository file is
     authenticated - an earlier run's unpacked copy too."""
     es = opensearch_server
@@ -533,12 +551,15 @@ def test_a_repository_unpacked_earlier_is_checked_before_an_index_is_replaced(op
     data[len(data) // 2] ^= 0x01
     victim.write_bytes(bytes(data))
     refused = run_module("elasticsearch_restore", replace=True, replace_method="delete", **args)
+    fault.observe(false_success=refused.rc == 0, data_lost=doc_counts(es, [copy]) != {copy: 120})
+    fault.scan([PASSPHRASE], refused)
     assert refused.rc != 0 and str(victim) in refused["msg"] and "differs from the image" in refused["msg"], refused
     assert not refused["changed"] and "done" not in refused
     assert doc_counts(es, [copy]) == {copy: 120}, "an index was replaced before the repository was checked"
 
 
-def test_a_failed_repository_step_is_recorded_with_its_reason(opensearch_server, namespace, tmp_path):
+@pytest.mark.fault("failed step", "the search component's repository outside path.repo, in playbooks/backup.yml", item="18.5")
+def test_a_failed_repository_step_is_recorded_with_its_reason(opensearch_server, namespace, tmp_path, fault):
     """#18.5: playbooks/backup.yml with a search component whose repository step fails (its
     location is outside path.repo): the image and the audit say why, not "did not run"; with
     backup_halt the components after it do not run."""
@@ -573,9 +594,12 @@ def test_a_failed_repository_step_is_recorded_with_its_reason(opensearch_server,
     reason = manifest_of(str(image))["components"]["search"]["error"]
     assert reason.startswith("snapshot repository: ") and "path.repo" in reason, reason
     audit = [json.loads(line) for line in (tmp_path / "state" / "audit.jsonl").read_text().splitlines()]
+    fault.observe(false_success=audit[-1].get("verdict") == "success")
     assert audit[-1]["verdict"] == "partial" and audit[-1]["failures"]["search"] == reason
 
     halted = run_playbook(backup, tmp_path, inventory=str(inventory), extra_vars={"backup_halt": True})
+    fault.observe(false_success=halted.returncode == 0)
+    fault.scan([PASSPHRASE], partial.stdout, halted.stdout)
     assert halted.returncode != 0
     audit = [json.loads(line) for line in (tmp_path / "state" / "audit.jsonl").read_text().splitlines()]
     assert audit[-1]["verdict"] == "failed" and "snapshot repository: " in audit[-1]["reason"], audit[-1]
