@@ -142,13 +142,15 @@ def test_failed_restore_is_alerted_and_stays_failed(node):
     assert "alerts failed on broken hook (HTTP 500" in row, row
 
 
-def test_damaged_image_fails_verify_yml_and_is_alerted(node):
+@pytest.mark.fault("corrupt member", "a byte inside the newest image's member flipped, playbooks/verify.yml with an alert channel")
+def test_damaged_image_fails_verify_yml_and_is_alerted(node, fault):
     newest = node["dest"] / node["old"][1]
     data = bytearray(newest.read_bytes())
     data[len(data) // 3] ^= 0xFF  # inside the member
     newest.write_bytes(bytes(data))
     with WebhookReceiver() as hook:
         run = backup(node, playbook="verify.yml", backup_passphrase="", lifeboat_alerts=[dict(type="webhook", url=hook.url)])
+        fault.observe(false_success=run.returncode == 0 or not hook.requests)
         assert run.returncode != 0, run.stdout[-3000:]
         [event] = [r.json() for r in hook.requests]
     assert event["kind"] == "verification_failed" and event["image"] == str(newest) and event["reason"], event

@@ -53,13 +53,16 @@ def test_reports_lengths_without_changing_anything(redis_server, namespace):
     assert client.llen(queues[0]) == 3  # read-only
 
 
-def test_wait_times_out_and_says_which_queue_holds_how_many(redis_server, namespace):
+@pytest.mark.fault("timeout", "queue_drain waits on a queue nobody consumes, timeout=2")
+def test_wait_times_out_and_says_which_queue_holds_how_many(redis_server, namespace, fault):
     client = redis_server.client()
     busy, idle = f"{namespace}:integrations", f"{namespace}:utilities"
     client.rpush(busy, *[f"task-{i}" for i in range(5)])
     started = time.monotonic()
     result = run_module("queue_drain", queues=[busy, idle], wait=True, interval=0.2, timeout=2, **connection(redis_server))
     elapsed = time.monotonic() - started
+    fault.observe(false_success=not result.failed, data_lost=client.llen(busy) != 5)
+    fault.scan([redis_server.password], result)
     assert result.failed
     assert f"{busy} has 5 items" in result["msg"] and idle not in result["msg"]
     assert result["timed_out"] is True and result["pending"] == {busy: 5} and result["lengths"] == {busy: 5, idle: 0}
@@ -146,10 +149,15 @@ def test_refuses_a_key_that_is_not_a_queue(redis_server, namespace):
     assert client.get(f"{namespace}:config") == b"x"
 
 
-def test_connection_failures_are_clear(redis_server, namespace):
+@pytest.mark.fault("wrong key", "Redis with a wrong password, then at a port where nothing listens")
+def test_connection_failures_are_clear(redis_server, namespace, fault):
     wrong = run_module("queue_drain", queues=[namespace], **connection(redis_server, login_password="not-the-password"))
+    fault.observe(false_success=not wrong.failed)
+    fault.scan(["not-the-password", redis_server.password], wrong)
     assert wrong.failed and "refused the credentials" in wrong["msg"] and "not-the-password" not in wrong.stdout
     down = run_module("queue_drain", queues=[namespace], connect_timeout=3, **connection(redis_server, login_port=free_port()))
+    fault.observe(false_success=not down.failed)
+    fault.scan([redis_server.password], down)
     assert down.failed and "cannot connect to Redis" in down["msg"]
 
 
@@ -280,7 +288,8 @@ def test_old_option_names_still_work_with_a_deprecation(redis_server, namespace)
         assert "Alias '%s' is deprecated" % alias in text and "0.3.0" in text and "lifeboat.backup" in text
 
 
-def test_server_going_down_while_waiting_fails_clearly(namespace):
+@pytest.mark.fault("server down", "Redis stopped while queue_drain waits")
+def test_server_going_down_while_waiting_fails_clearly(namespace, fault):
     with RedisServer(password="down-test-password") as server:
         client = server.client()
         client.rpush(f"{namespace}:q", "1")
@@ -298,6 +307,8 @@ def test_server_going_down_while_waiting_fails_clearly(namespace):
         server.stop()
         thread.join(60)
     result = outcome["result"]
+    fault.observe(false_success=not result.failed)
+    fault.scan(["down-test-password"], result)
     assert result.failed and "Redis at 127.0.0.1:" in result["msg"] and "Redis is running" in result["msg"], result["msg"]
     assert result["initial_lengths"] == {f"{namespace}:q": 1} and result["timed_out"] is False
     assert time.monotonic() - started < 30

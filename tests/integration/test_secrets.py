@@ -322,7 +322,8 @@ def test_refusals_with_stock_tools_and_the_reader(platform, tmp_path):
     assert out.returncode == 1 and "SHA-256 does not match the index" in out.stderr
 
 
-def test_source_down_fails_clearly_alerts_records_and_writes_nothing(platform, tmp_path):
+@pytest.mark.fault("server down", "the secrets source (PostgreSQL) not listening, the secrets role at -vvv with an alert channel")
+def test_source_down_fails_clearly_alerts_records_and_writes_nothing(platform, tmp_path, fault):
     assert not export(platform).failed
     vars_ = platform.role_vars()
     pam = vars_["secrets_sources"][0]["postgresql"]
@@ -332,6 +333,8 @@ def test_source_down_fails_clearly_alerts_records_and_writes_nothing(platform, t
     with WebhookReceiver(secret="hook-secret") as hook:
         channel = {"type": "webhook", "name": "on-call", "url": hook.url + "/alerts", "secret": "hook-secret", "retry_delay": 0.1}
         proc = run_playbook(ROLE_PLAY, tmp_path, extra_vars=dict(vars_, secrets_force=True, secrets_stale_after="1s", lifeboat_alerts=[channel]), verbosity=3)
+    fault.observe(false_success=proc.returncode == 0, data_lost=sorted(os.listdir(tmp_path / "bundles")) != before)
+    fault.scan(platform.needles, proc.stdout, *(request.body.decode() for request in hook.requests))
     assert proc.returncode != 0
     assert "secrets export vault failed on localhost: source pam: cannot connect to PostgreSQL" in proc.stdout
     assert not [n for n in platform.needles if n in proc.stdout]

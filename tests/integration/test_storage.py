@@ -123,17 +123,20 @@ def test_push_info_fetch_round_trip(target, image, tmp_path):
     assert '"copies"' in status and pushed["sha256"] in status
 
 
-def test_a_name_already_present_is_never_overwritten(target, image):
+@pytest.mark.fault("name collision", "image_push to a name the target already holds (every protocol)")
+def test_a_name_already_present_is_never_overwritten(target, image, fault):
     spec, root = target
     name = os.path.basename(image)
     (root / name).write_bytes(b"an older, different file")
     result = run_module("image_push", path=image, target=spec, state_dir="")
+    fault.observe(false_success=not result.failed, data_lost=(root / name).read_bytes() != b"an older, different file")
     assert result.failed and result["storage_error"] == "exists"
     assert "never overwritten" in result["msg"]
     assert (root / name).read_bytes() == b"an older, different file"
 
 
-def test_a_damaged_copy_is_refused_by_fetch(target, image, tmp_path):
+@pytest.mark.fault("corrupt member", "a byte of the stored copy flipped, image_fetch (every protocol)")
+def test_a_damaged_copy_is_refused_by_fetch(target, image, tmp_path, fault):
     spec, root = target
     assert not run_module("image_push", path=image, target=spec, state_dir="").failed
     copy = root / os.path.basename(image)
@@ -143,6 +146,8 @@ def test_a_damaged_copy_is_refused_by_fetch(target, image, tmp_path):
     rebuilt = tmp_path / "rebuilt"
     rebuilt.mkdir()
     result = run_module("image_fetch", destination=str(rebuilt), name=os.path.basename(image), target=spec)
+    fault.observe(false_success=not result.failed or list(rebuilt.iterdir()) != [])
+    fault.scan([STORE_PASSWORD], result)
     assert result.failed and result["storage_error"] == "integrity"
     assert "damaged" in result["msg"]
     assert list(rebuilt.iterdir()) == []
@@ -167,7 +172,8 @@ def test_sftp_with_a_password_full_of_shell_metacharacters(ssh_server, image, tm
     assert STORE_PASSWORD not in result.stdout + result.stderr
 
 
-def test_sftp_wrong_password_wrong_key_and_changed_host_key(ssh_server, image, tmp_path):
+@pytest.mark.fault("wrong key", "SFTP with a wrong password, a wrong key, a changed and an unknown host key")
+def test_sftp_wrong_password_wrong_key_and_changed_host_key(ssh_server, image, tmp_path, fault):
     root = _own(ssh_server.data_dir / ("w-" + uuid.uuid4().hex[:8]))
     wrong = run_module("image_push", path=image, target=ssh_server.target(path=str(root), private_key=None, password="not " + STORE_PASSWORD), state_dir="")
     assert wrong.failed and wrong["storage_error"] == "auth" and "authentication failed" in wrong["msg"]
@@ -184,6 +190,8 @@ def test_sftp_wrong_password_wrong_key_and_changed_host_key(ssh_server, image, t
     unknown = run_module(
         "image_push", path=image, target=ssh_server.target(path=str(root), known_hosts="[otherhost]:22 " + forged.split(" ", 1)[1]), state_dir=""
     )
+    fault.observe(false_success=not (wrong.failed and wrong_key.failed and mismatch.failed and unknown.failed) or list(root.iterdir()) != [])
+    fault.scan(["not " + STORE_PASSWORD, STORE_PASSWORD, other.read_text()], wrong, wrong_key, mismatch, unknown)
     assert unknown.failed and unknown["storage_error"] == "hostkey" and "accept_new" in unknown["msg"]
     assert list(root.iterdir()) == []
     tofu_file = tmp_path / "known_hosts"
@@ -194,7 +202,8 @@ def test_sftp_wrong_password_wrong_key_and_changed_host_key(ssh_server, image, t
     assert tofu_file.read_text().split()[2] == ssh_server.known_hosts.split()[2]
 
 
-def test_server_killed_mid_upload_then_resumed(image, tmp_path):
+@pytest.mark.fault("killed process", "the SFTP server killed mid-upload, then the push resumed")
+def test_server_killed_mid_upload_then_resumed(image, tmp_path, fault):
     big = make_image(str(tmp_path), node="big", payload=24 * 1024 * 1024)
     with SshServer() as ssh:
         root = _own(ssh.data_dir / "k")
@@ -213,6 +222,8 @@ def test_server_killed_mid_upload_then_resumed(image, tmp_path):
         state = tmp_path / "state"
         result = run_module("image_push", path=big, target=spec, state_dir=str(state))
         killer.join()
+        fault.observe(false_success=not result.failed or (root / name).exists(), data_lost=not _storage_image_ok(big))
+        fault.scan([STORE_PASSWORD], result)
         assert result.failed and result["storage_error"] == "unreachable", result["msg"]
         assert "gave up after 2 attempts" in result["msg"]
         assert not (root / name).exists()
@@ -224,6 +235,7 @@ def test_server_killed_mid_upload_then_resumed(image, tmp_path):
         resumed = run_module("image_push", path=big, target=dict(spec, bwlimit=None), state_dir=str(state))
         assert not resumed.failed, resumed
         assert resumed["resumed_from"] > 0
+        fault.observe(data_lost=(root / name).read_bytes() != Path(big).read_bytes())
         assert (root / name).read_bytes() == Path(big).read_bytes()
 
 
@@ -234,28 +246,36 @@ def _storage_image_ok(path):
         return _image.verify_image(image, "checksum")[1] is None
 
 
-def test_target_full_mid_upload(image, tmp_path):
+@pytest.mark.fault("disk full", "the SFTP target fills up mid-upload")
+def test_target_full_mid_upload(image, tmp_path, fault):
     big = make_image(str(tmp_path), node="big", payload=6 * 1024 * 1024)
     with SshServer() as ssh:
         ssh.fill(2 * 1024 * 1024)
         result = run_module("image_push", path=big, target=ssh.target(path=str(ssh.data_dir)), state_dir="")
+        fault.observe(false_success=not result.failed or list(ssh.data_dir.iterdir()) != [])
+        fault.scan([STORE_PASSWORD], result)
         assert result.failed and result["storage_error"] == "full", result
         assert "full" in result["msg"]
         assert list(ssh.data_dir.iterdir()) == []  # no final name, and the partial gave its space back
         assert Path(big).stat().st_size > 6 * 1024 * 1024
 
 
-def test_unreachable_server(ssh_server):
+@pytest.mark.fault("server down", "nothing listens at the storage target's port")
+def test_unreachable_server(ssh_server, fault):
     spec = ssh_server.target(port=1, retries=1)
     started = time.monotonic()
     result = run_module("storage_info", target=spec)
+    fault.observe(false_success=not result.failed or result.get("reachable") is not False)
     assert result.failed and result.get("storage_error") == "unreachable" and result["reachable"] is False, result["msg"]
     assert "gave up after 2 attempts" in result["msg"]
     assert time.monotonic() - started < 30
 
 
-def test_s3_wrong_secret_and_missing_bucket(s3_server, image):
+@pytest.mark.fault("wrong key", "S3 with a wrong secret key")
+def test_s3_wrong_secret_and_missing_bucket(s3_server, image, fault):
     wrong = run_module("image_push", path=image, target=s3_server.target("w", secret_key="not-the-secret"), state_dir="")
+    fault.observe(false_success=not wrong.failed)
+    fault.scan([s3_server.secret_key, "not-the-secret"], wrong)
     # AWS says SignatureDoesNotMatch, SeaweedFS AccessDenied: either way the message names the key.
     assert wrong.failed and wrong["storage_error"] in ("auth", "permission") and "secret_key" in wrong["msg"]
     assert s3_server.secret_key not in wrong.stdout + wrong.stderr
@@ -278,11 +298,14 @@ def test_smb_wrong_password_missing_share_and_permission(smb_server, image):
     assert denied.failed and denied["storage_error"] == "permission", denied["msg"]
 
 
-def test_smb_target_full_mid_upload(tmp_path):
+@pytest.mark.fault("disk full", "the SMB share fills up mid-upload")
+def test_smb_target_full_mid_upload(tmp_path, fault):
     big = make_image(str(tmp_path), node="big", payload=6 * 1024 * 1024)
     with SambaServer() as smb:
         smb.fill(2 * 1024 * 1024)
         result = run_module("image_push", path=big, target=smb.target(), state_dir="")
+        fault.observe(false_success=not result.failed or list(smb.data_dir.iterdir()) != [])
+        fault.scan([STORE_PASSWORD], result)
         assert result.failed and result["storage_error"] == "full", result["msg"]
         assert list(smb.data_dir.iterdir()) == []
 
@@ -373,8 +396,9 @@ def test_nfs_refuses_a_path_that_is_not_an_nfs_mount_and_records_it(image, tmp_p
     assert not list(Path(tempfile_dir()).glob("lifeboat-nfs-*"))  # the private mount point is gone
 
 
+@pytest.mark.fault("disk full", "the vsftpd target (FTP and FTPS) fills up mid-upload")
 @pytest.mark.parametrize("tls", [True, False], ids=["ftps", "ftp"])
-def test_ftp_target_full_mid_upload_on_vsftpd(tls, tmp_path):
+def test_ftp_target_full_mid_upload_on_vsftpd(tls, tmp_path, fault):
     """vsftpd (Debian's FTP server) answers a failed write with 451/452: the push reports the
     target full, leaves no final name, and the other protocol paths (login, TLS, listing by
     NLST and SIZE, no MLSD) work against it."""
@@ -385,6 +409,9 @@ def test_ftp_target_full_mid_upload_on_vsftpd(tls, tmp_path):
         first = run_module("image_push", path=small, target=ftp.target(), state_dir="")
         assert not first.failed, first
         result = run_module("image_push", path=big, target=ftp.target(), state_dir="")
+        left = sorted(p.name for p in ftp.data_dir.iterdir())
+        fault.observe(false_success=not result.failed or Path(big).name in left, data_lost=Path(small).name not in left)
+        fault.scan([STORE_PASSWORD], result)
         assert result.failed and result["storage_error"] == "full", result["msg"]
         assert STORE_PASSWORD not in result.stdout + result.stderr
         # No final name, no partial left behind: only the first image and its checksum sidecar.

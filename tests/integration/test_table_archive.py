@@ -433,7 +433,8 @@ def crash_setup(platform):
     assert not first.failed and first["segments"] == 2, first
 
 
-def test_killed_after_writing_before_commit(platform, tmp_path):
+@pytest.mark.fault("killed process", "table_archive killed (SIGKILL) after writing a segment, before COMMIT")
+def test_killed_after_writing_before_commit(platform, tmp_path, fault):
     """kill -9 once segment 3 is written, synced and read back everywhere, before COMMIT:
     its rows are still in the table; the next run removes the uncommitted segment and
     archives them again."""
@@ -446,16 +447,19 @@ def test_killed_after_writing_before_commit(platform, tmp_path):
         assert (platform.chain_dir(location) / "00000003.json").exists()
     assert platform.count(where="recordid BETWEEN 1001 AND 1500") == 500, "rows of the uncommitted segment must still be there"
     interrupted = platform.verify()
+    fault.observe(false_success=kinds(interrupted) == [], data_lost=platform.count(where="recordid BETWEEN 1001 AND 1500") != 500)
     assert kinds(interrupted) == ["uncommitted_entry"], interrupted["report"]
     again = platform.archive()
     assert not again.failed, again
     undone = [r for r in again["tables"][0]["recovered"] if r["action"] == "undone"]
     assert {(r["location"], r["file"]) for r in undone} >= {("primary", "00000003.json"), ("offsite", "00000003.json"), ("primary", "00000003.sql.zst.age")}
+    fault.observe(data_lost=again.failed or again["rows"] != 2000 or platform.count() != 100)
     assert again["rows"] == 2000 and platform.count() == 100
     assert_every_row_once(platform, 3100)
 
 
-def test_killed_during_the_delete(platform, tmp_path):
+@pytest.mark.fault("killed process", "table_archive killed (SIGKILL) while COPY (DELETE ...) streams a segment")
+def test_killed_during_the_delete(platform, tmp_path, fault):
     """kill -9 while COPY (DELETE ...) streams segment 3: the server rolls the delete back."""
     crash_setup(platform)
     flag = tmp_path / "held"
@@ -464,6 +468,7 @@ def test_killed_during_the_delete(platform, tmp_path):
     assert any(n.startswith("lifeboat-spool-") for n in os.listdir(platform.root)), "the segment is being spooled"
     running.kill()
     time.sleep(0.5)  # the server notices the closed connection and rolls back
+    fault.observe(data_lost=platform.count(where="recordid BETWEEN 1001 AND 1500") != 500)
     assert platform.count(where="recordid BETWEEN 1001 AND 1500") == 500
     assert not (platform.chain_dir() / "00000003.json").exists()
     again = platform.archive(spool_dir=str(platform.root))
@@ -473,8 +478,9 @@ def test_killed_during_the_delete(platform, tmp_path):
     assert_every_row_once(platform, 3100)
 
 
+@pytest.mark.fault("server down", "PostgreSQL stops (fast shutdown) while table_archive has a batch in flight")
 @pytest.mark.parametrize("point", ["mid_copy", "before_commit"])
-def test_server_stopped_mid_run(keys, tmp_path, point):
+def test_server_stopped_mid_run(keys, tmp_path, point, fault):
     """The database server stops (fast shutdown) while a batch is in flight: the run fails
     saying so; once the server is back, the next run finishes, every row exactly once."""
     with PostgresServer() as server:
@@ -487,10 +493,13 @@ def test_server_stopped_mid_run(keys, tmp_path, point):
         server.halt("fast")
         flag.unlink()
         failed = running.result()
+        fault.observe(false_success=not failed.failed)
+        fault.scan([server.password], failed)
         assert failed.failed and ("terminat" in failed["msg"] or "connection" in failed["msg"]), (failed, failed.stderr[-3000:])
         assert "2 segments" not in failed["msg"]
         server.resume()
         again = platform.archive()
+        fault.observe(data_lost=again.failed or again["rows"] != 2000)
         assert not again.failed and again["rows"] == 2000, again
         assert_every_row_once(platform, 3100)
 
@@ -709,7 +718,8 @@ def small_tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_a_location_that_fills_up_stops_the_run_and_deletes_nothing_more(platform, small_tmpfs):
+@pytest.mark.fault("disk full", "the second archive location fills up mid-run")
+def test_a_location_that_fills_up_stops_the_run_and_deletes_nothing_more(platform, small_tmpfs, fault):
     """The second location fills up mid-run: the failing batch is rolled back and its entry
     removed from the first location too; the segments committed before it stay; the message
     names the location and what to do."""
@@ -724,6 +734,7 @@ def test_a_location_that_fills_up_stops_the_run_and_deletes_nothing_more(platfor
     entries = sorted(p.name for p in platform.chain_dir().glob("*.json"))
     assert entries == ["%08d.json" % s for s in range(head + 1)], "no entry of the failed batch is left in the other location"
     archived = 1000 * head
+    fault.observe(false_success=not full.failed, data_lost=platform.count() != 6010 - archived)
     assert platform.count() == 6010 - archived, "the failed batch's rows are all still there"
 
 
