@@ -22,6 +22,8 @@ description:
     readable from an image without the key.
   - A missing path or an unreadable file is a warning listed in the result; with O(halt) (or
     a session started with halt) it fails the component.
+  - A listed path that is a symlink to a directory is captured as the link alone, with a
+    warning naming the directory to list instead.
 author:
   - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
@@ -181,6 +183,8 @@ warnings_detail:
   sample: []
 """
 
+import os
+import stat
 import time
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _session, _tree
@@ -254,6 +258,17 @@ def capture(session, component, roots, params, halt, unreadable):
     return data, index, totals, warnings
 
 
+def linked_directories(roots):
+    """A warning for each listed path that is a symlink to a directory: it is captured as the
+    link alone (links are never followed), which is rarely what the operator meant."""
+    return [
+        "%s is a symlink to the directory %s: only the link is captured, not the files it points to; list %s to capture them"
+        % (path, os.path.realpath(path), os.path.realpath(path))
+        for path, st in roots
+        if stat.S_ISLNK(st.st_mode) and os.path.isdir(path)
+    ]
+
+
 def record(component, params, data, index, totals, missing, unreadable, warnings):
     """Warnings and details in the component record; the component succeeds."""
     for path in missing:
@@ -273,12 +288,17 @@ def run(module):
     roots, missing, unreadable = _tree.expand(params["paths"], params["exclude"])
     result = module.keep(dict(changed=False, component=_image.safe_name(params["name"]), missing=missing, unreadable=unreadable))
     if module.check_mode:
-        return check(roots, params, result, unreadable)
+        checked = check(roots, params, result, unreadable)
+        for text in linked_directories(roots):
+            module.warn(text)
+            checked["warnings_detail"].append(text)
+        return checked
     component = module.start_component(session, params["name"], "config")
     if halt and (missing or unreadable):
         raise _tree.TreeError("missing or unreadable paths with halt set: %s" % ", ".join(missing + [p["path"] for p in unreadable]))
     started = time.time()
     data, index, totals, warnings = capture(session, component, roots, params, halt, unreadable)
+    warnings = linked_directories(roots) + warnings
     record(component, params, data, index, totals, missing, unreadable, warnings)
     for text in component.record["warnings"]:
         module.warn(text)

@@ -274,9 +274,14 @@ def test_flipped_byte_is_found_and_named(place, member_kind, fault):
 
 def test_missing_path_warns_or_fails_with_halt(place):
     work = start(place)
-    result = run_module("config_archive", session=work, paths=[str(place["src"]), "/nonexistent/lifeboat.conf"])
+    # #18.11: a listed path that is a symlink to a directory is captured as the link alone: said.
+    linked = place["src"].parent / "linked-conf"
+    linked.symlink_to(place["src"])
+    result = run_module("config_archive", session=work, paths=[str(place["src"]), "/nonexistent/lifeboat.conf", str(linked)])
     assert not result.failed and result["missing"] == ["/nonexistent/lifeboat.conf"]
     assert any("/nonexistent/lifeboat.conf" in str(w) for w in result.get("warnings", []))
+    said = "%s is a symlink to the directory %s: only the link is captured" % (linked, place["src"].resolve())
+    assert said in json.dumps(result["warnings"]) and any(said in w for w in result["warnings_detail"]), result["warnings"]
     assert seal(work)["verdict"] == "success"
 
     work = start(place, halt=True)

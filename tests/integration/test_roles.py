@@ -7,6 +7,7 @@ the component tests and the Molecule cluster scenario.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -52,10 +53,22 @@ def custom_stats(output):
 
 
 def test_backup_then_restore_across_two_nodes(cluster):
-    plan = playbook(cluster, "plan.yml")
+    # #18.11: the plan also says the destination (node2's is missing here), the quiesce steps,
+    # and warns of a listed path that is a symlink to a directory; the backup runs unchanged.
+    link = cluster["tmp"] / "conf-link"
+    link.symlink_to(cluster["src"] / "conf.d")
+    planned = copy.deepcopy(cluster)
+    planned["profile"]["components"][0]["paths"].append(str(link))
+    planned["nodes"]["node2"]["backup_destination"] = str(cluster["tmp"] / "missing" / "dest")
+    plan = playbook(planned, "plan.yml")
     assert plan.returncode == 0, plan.stdout[-3000:]
     assert "skip: app: not hosted here (host is not in group app)" in plan.stdout
     assert not os.listdir(cluster["nodes"]["node1"]["backup_destination"])
+    assert re.search(r"destination: %s: exists, writable, [0-9.]+ [kMGT]?B free" % re.escape(cluster["nodes"]["node1"]["backup_destination"]), plan.stdout)
+    assert "destination: %s: DOES NOT EXIST - the backup would fail; create it (mkdir -m 0700" % planned["nodes"]["node2"]["backup_destination"] in plan.stdout
+    assert "or set backup_create_destination: true" in plan.stdout
+    assert "quiesce: nothing to stop or drain on this node" in plan.stdout
+    assert "WARNING: %s is a symlink to the directory %s: only the link is captured" % (link, (cluster["src"] / "conf.d").resolve()) in plan.stdout
 
     backup = playbook(cluster, "backup.yml")
     assert backup.returncode == 0, backup.stdout[-4000:]
@@ -109,10 +122,14 @@ def test_partial_without_halt_whole_run_failed_with_halt(cluster, fault):
 
 
 def test_custom_selection_and_halt_on_not_applicable(cluster):
-    custom = playbook(cluster, "backup.yml", backup_selection="custom", backup_components=["app"])
+    # #18.11: backup_create_destination creates node2's missing destination, mode 0700.
+    created = Path(cluster["nodes"]["node2"]["backup_destination"]) / "new"
+    cluster["nodes"]["node2"]["backup_destination"] = str(created)
+    custom = playbook(cluster, "backup.yml", backup_selection="custom", backup_components=["app"], backup_create_destination="true")
     assert custom.returncode != 0, "node1 has nothing selected: it fails and says why"
     assert summary(custom.stdout, "Backup summary") == {"node1": "failed", "node2": "success"}
     assert "nothing selected on node1" in custom.stdout
+    assert created.is_dir() and created.stat().st_mode & 0o777 == 0o700 and len(list(created.glob("*.zip"))) == 1
 
     halted = playbook(cluster, "backup.yml", backup_selection="custom", backup_components=["app", "config"], backup_halt="yes")
     assert summary(halted.stdout, "Backup summary") == {"node1": "failed", "node2": "failed"}
