@@ -14,15 +14,23 @@ description:
   - Turns the per-node results gathered by the C(backup) and C(restore) roles into lines of
     a fixed-width table - node, verdict, size, and the image or what failed; below a node,
     one line per C(after_restore) action of a restore (component, name, outcome, seconds).
+  - A restore's row names the components restored (C(restored) of the result).
 options:
   _input:
-    description: Node name to result (C(verdict), C(image), C(size), C(failures), C(reason), C(notes), C(actions)).
+    description: Node name to result (C(verdict), C(image), C(size), C(failures), C(reason), C(notes), C(actions), C(restored)).
     type: dict
     required: true
   title:
     description: First line of the table.
     type: str
     default: ""
+  check_mode:
+    description:
+      - The run was in check mode (C(ansible_check_mode)) - the table says under the title that
+        nothing was done, whatever the verdicts say.
+    type: bool
+    default: false
+    version_added: 0.2.0
 """
 
 EXAMPLES = r"""
@@ -53,6 +61,8 @@ def _what(result):
     failures = result.get("failures") or {}
     if verdict in ("success", "partial") and result.get("image"):
         detail = os.path.basename(result["image"])
+        if result.get("restored"):
+            detail += "; restored: " + ", ".join(result["restored"])
         if failures:
             detail += "; failed: " + "; ".join("%s: %s" % (k, _short(v)) for k, v in sorted(failures.items()))
         return detail
@@ -84,10 +94,12 @@ def _action(action):
     return line if action.get("passed") else line + "  " + _short(action.get("output") or "", 160)
 
 
-def summary_table(results, title=""):
+def summary_table(results, title="", check_mode=False):
     if not isinstance(results, dict):
         raise AnsibleFilterError("summary_table expects a dict of node -> result")
     lines = [title] if title else []
+    if check_mode:
+        lines.append("CHECK MODE: nothing was done - no service stopped, no image written, nothing restored; the verdicts say what a real run would try")
     width = max([len("node")] + [len(str(node)) for node in results])
     row = "%-" + str(width) + "s  %-11s %9s  %s"
     lines.append(row % ("node", "verdict", "size", "image / what failed"))

@@ -23,6 +23,7 @@ the module exits.
 from __future__ import annotations
 
 import copy
+import socket
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -52,6 +53,12 @@ class LifeboatModule(AnsibleModule):
         super().__init__(argument_spec=merge_specs(argument_spec, specs), **kwargs)
         self.on_failure = []
         self._kept = None
+
+    def warn(self, warning):
+        """Ansible prints a module's warnings without the host: each names the node it is about."""
+        host = socket.gethostname()
+        text = str(warning)
+        super().warn(text if text.startswith("on %s: " % host) else "on %s: %s" % (host, text))
 
     def keep(self, result):
         """Return ``result`` (a dict the module goes on filling) with any failure too, so a

@@ -394,3 +394,32 @@ def reference_markdown():
     lines += ["", "### `quiesce.services[]`", ""] + _table(_quiesce_service_keys())
     lines += ["", "## `checks[]`", "", "A check has a `name` and either `command` or `sql`.", ""] + _table(_plain(CHECK_KEYS))
     return "\n".join(lines) + "\n"
+
+
+# Module options a role sets from one of its own variables (a profile key may still override).
+ROLE_VARIABLES = {("postgresql_restore", "clean"): "restore_clean"}
+_ADVICE = re.compile(r"\b([a-z][a-z0-9_]*)=(true|false|yes|no)\b")
+
+
+def role_advice(message, kind, phase="backup", component=None):
+    """A module's message in the words of the role that ran it: ``set clean=true`` becomes
+    ``set restore_clean: true``, ``partial=true`` in a restore ``restore_partial: true on
+    component search`` - the profile key or role variable that reaches the option, never one
+    the role would drop."""
+    restore = phase == "restore"
+    uses = [u for u in USES.get(kind, ()) if bool(u.prefix == "restore_") == restore and not u.shared_only]
+    where = " on component %s" % component if component else " on the component"
+
+    def words(match):
+        option, value = match.group(1), match.group(2)
+        for use in uses:
+            if (use.module, option) in ROLE_VARIABLES:
+                return "%s: %s" % (ROLE_VARIABLES[(use.module, option)], value)
+            keys = [key for key, (target, _spec) in sorted(_use_keys(use).items()) if target == option]
+            if keys:
+                # The restore_<option> form where there is one: a plain key may be the backup's.
+                key = next((k for k in keys if use.prefix and k.startswith(use.prefix)), keys[0])
+                return "%s: %s%s" % (key, value, where)
+        return match.group(0)
+
+    return _ADVICE.sub(words, str(message))

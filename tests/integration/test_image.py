@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import zipfile
@@ -280,6 +281,8 @@ def test_missing_path_warns_or_fails_with_halt(place):
     result = run_module("config_archive", session=work, paths=[str(place["src"]), "/nonexistent/lifeboat.conf", str(linked)])
     assert not result.failed and result["missing"] == ["/nonexistent/lifeboat.conf"]
     assert any("/nonexistent/lifeboat.conf" in str(w) for w in result.get("warnings", []))
+    # #18.12: Ansible prints a module's warnings without the host; they name it.
+    assert "on %s: /nonexistent/lifeboat.conf: no such file" % socket.gethostname() in json.dumps(result["warnings"])
     said = "%s is a symlink to the directory %s: only the link is captured" % (linked, place["src"].resolve())
     assert said in json.dumps(result["warnings"]) and any(said in w for w in result["warnings_detail"]), result["warnings"]
     assert seal(work)["verdict"] == "success"

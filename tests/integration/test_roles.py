@@ -87,6 +87,12 @@ def test_backup_then_restore_across_two_nodes(cluster):
     restore = playbook(cluster, "restore.yml", restore_checks=[{"name": "settings back", "command": "test -f %s" % (cluster["src"] / "platform_settings.py")}])
     assert restore.returncode == 0, restore.stdout[-4000:]
     assert summary(restore.stdout, "Restore summary") == {"node1": "success", "node2": "success"}
+    # #18.12: the summary names the backup and what was restored; no template warning for the
+    # checks this restore does not have (SQL).
+    said = restore.stdout[restore.stdout.index("Restore summary") :]
+    assert "restore of backup %s" % ids.pop() in said
+    assert re.search(r'"node1 +success .*; restored: config"', said) and re.search(r'"node2 +success .*; restored: (config, app|app, config)"', said), said
+    assert "is undefined" not in restore.stdout, restore.stdout[-4000:]
     assert {k: v for k, v in snapshot(cluster["src"]).items() if not k.endswith(".swp")} == {k: v for k, v in before.items() if not k.endswith(".swp")}
 
     verify = playbook(cluster, "verify.yml")
@@ -102,6 +108,8 @@ def test_partial_without_halt_whole_run_failed_with_halt(cluster, fault):
     fault.observe(false_success=summary(partial.stdout, "Backup summary").get("node2") != "partial")
     assert summary(partial.stdout, "Backup summary") == {"node1": "success", "node2": "partial"}
     assert "broken: relative/path" in partial.stdout or "not absolute" in partial.stdout
+    # #18.12: the partial-run notice reads as text, not as a Python dict.
+    assert "partial backup of node2: broken: " in partial.stdout and "{'broken'" not in partial.stdout
     assert len(list(Path(cluster["nodes"]["node2"]["backup_destination"]).glob("*.zip"))) == 1
 
     # With halt, node2's failure stops node1 too: no backup id with part of the cluster.

@@ -172,3 +172,22 @@ def test_the_reference_page_is_up_to_date():
     assert page.read_text() == reference_markdown(), "regenerate it: PYTHONPATH=.build/collections .venv/bin/python scripts/profile-reference.py"
     for kind in KINDS:
         assert "## Components of kind `%s`" % kind in page.read_text()
+
+
+def test_module_advice_is_given_in_the_roles_words():
+    """#18.12: role errors name role variables and profile keys that reach the option."""
+    from ansible_collections.lifeboat.backup.plugins.filter.role_advice import FilterModule as Advice
+
+    advice = Advice().filters()["role_advice"]
+    refused = "target database app is not empty (3 tables); restore into an empty or new database (rename), or set clean=true to drop and recreate it"
+    assert advice(refused, "postgresql", phase="restore", component="db").endswith("or set restore_clean: true to drop and recreate it")
+    # A plain partial is the snapshot's: the restore's own is restore_partial.
+    partial = "snapshot s1 is PARTIAL; set partial=true to restore what it holds"
+    assert advice(partial, "elasticsearch", phase="restore", component="search") == (
+        "snapshot s1 is PARTIAL; set restore_partial: true on component search to restore what it holds"
+    )
+    assert "partial: true on component search" in advice("allow a PARTIAL snapshot with partial=true", "elasticsearch", component="search")
+    assert advice("nothing to say, key=value and x=true", "config", phase="restore") == "nothing to say, key=value and x=true"
+    for kind, message in (("postgresql", refused), ("elasticsearch", partial)):
+        key = advice(message, kind, phase="restore").split("set ")[-1].split(":")[0]
+        assert key in component_keys(kind) or key == "restore_clean", "advice names a key the role would drop: %s" % key

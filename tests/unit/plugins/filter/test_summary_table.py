@@ -49,3 +49,14 @@ def test_after_restore_actions_are_listed_under_their_node():
     ]
     lines = summary_table({"n1": {"verdict": "failed", "reason": "x", "actions": actions}})
     assert lines[2:4] == ["  after_restore search: reindex  ok  12.3s", "  after_restore search: upgrade  FAILED (exit 2)  0.4s  no such index"]
+
+
+def test_a_restore_row_names_the_components_restored():
+    lines = summary_table({"n1": {"verdict": "success", "image": "/b/20261122T194513Z-n1.zip", "size": 10, "restored": ["config", "postgresql"]}})
+    assert lines[1].endswith("20261122T194513Z-n1.zip; restored: config, postgresql")
+
+
+def test_check_mode_says_nothing_was_done():
+    lines = summary_table(RESULTS, title="backup 42", check_mode=True)
+    assert lines[0] == "backup 42" and lines[1].startswith("CHECK MODE: nothing was done")
+    assert not [line for line in summary_table(RESULTS, title="backup 42") if "CHECK MODE" in line]
