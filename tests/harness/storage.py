@@ -261,6 +261,8 @@ class S3Server(StorageServer):
             "-master.volumeSizeLimitMB=64", "-volume.max=0", "-s3", f"-s3.port={ports[0]}", f"-s3.port.grpc={ports[7]}", f"-s3.config={conf}",
             f"-master.port={ports[1]}", f"-master.port.grpc={ports[2]}", f"-volume.port={ports[3]}", f"-volume.port.grpc={ports[4]}",
             f"-filer.port={ports[5]}", f"-filer.port.grpc={ports[6]}", "-iam=false", "-webdav=false",
+            # Off: on their fixed default ports (9101, 8181) a second server (another run, another worker) fails to start.
+            "-s3.port.lance=0", "-s3.port.iceberg=0",
         ]  # fmt: skip
         process = self._launch(cmd, _base_env(HOME=str(self.root)), "weed.log")
         wait_until(self._make_bucket, timeout=self.start_timeout, process=process, what=f"{self.name} on port {self.port}")
