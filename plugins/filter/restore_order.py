@@ -55,7 +55,11 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: Entries with C(name), C(kind), C(members) and the profile's options, in restore order.
+  description:
+    - Entries with C(name), C(kind), C(stage), C(members) and the profile's options, in restore order.
+    - C(stage) is the entry's place in the documented order (0 configuration files, 1 PostgreSQL,
+      2 Elasticsearch/OpenSearch, 3 Neo4j). The restore role runs one stage at a time on every
+      node at once, so a later stage never starts on one node before an earlier stage ended on all.
   type: list
   elements: dict
 """
@@ -125,7 +129,9 @@ def restore_order(components, profile=None, only=None):
     for name, component in by_name.items():
         check_after_restore(name, component.get("after_restore", []))
     plan = [
-        dict(without_secrets(by_name.get(name, {})), name=name, kind=kind, members=entry.get("members", []), details=entry.get("details", {}))
+        dict(
+            without_secrets(by_name.get(name, {})), name=name, kind=kind, stage=ORDER[kind], members=entry.get("members", []), details=entry.get("details", {})
+        )
         for name, entry, kind in ((n, e, _kind(e, by_name.get(n, {}))) for n, e in components.items())
         if _restorable(name, kind, entry, only)
     ]

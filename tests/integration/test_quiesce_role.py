@@ -344,3 +344,16 @@ def test_backup_role_quiesces_around_the_capture_and_records_the_cut(platform, t
     assert consistency["queue_lengths"] == {platform.queue: 0}
     assert consistency["quiesced_at"] <= consistency["resumed_at"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", consistency["quiesced_at"])
+
+    # #18.14: a Redis that does not answer is found in the preflight of a backup and of a
+    # restore, while every service still runs.
+    events = platform.events()
+    node["quiesce_redis"] = {"login_host": platform.redis.host, "login_port": free_port(), "connect_timeout": 2}
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"node1": node}}}))
+    for name in ("backup.yml", "restore.yml"):
+        proc = run_playbook((ROOT / "playbooks" / name).read_text(), tmp_path, inventory=str(inventory))
+        assert proc.returncode != 0, name
+        assert f"node1: the Redis server of the work queues ({platform.queue}) does not answer" in proc.stdout, proc.stdout[-4000:]
+        assert "Nothing was stopped" in proc.stdout
+        assert platform.events() == events and platform.running("api") and platform.running("worker"), name
+    assert len(list((tmp_path / "dest").glob("*.zip"))) == 1

@@ -11,12 +11,15 @@ import copy
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age
 from tests.support.images import flip_byte
+from tests.support.leaks import CmdlineSampler, files_containing
 from tests.support.modules import ROOT, run_module, run_playbook
 from tests.support.trees import PASSPHRASE, snapshot
 
@@ -94,6 +97,10 @@ def test_backup_then_restore_across_two_nodes(cluster):
     assert re.search(r'"node1 +success .*; restored: config"', said) and re.search(r'"node2 +success .*; restored: (config, app|app, config)"', said), said
     assert "is undefined" not in restore.stdout, restore.stdout[-4000:]
     assert {k: v for k, v in snapshot(cluster["src"]).items() if not k.endswith(".swp")} == {k: v for k, v in before.items() if not k.endswith(".swp")}
+    # #18.14: the nodes restore together: one task for the first configuration component of
+    # both nodes (not one node after the other), then node2's second one.
+    runs = re.findall(r"TASK \[lifeboat\.backup\.restore : Configuration files: (\w+)\][^\n]*\n(.*?)\n\n", restore.stdout, flags=re.S)
+    assert [(name, sorted(re.findall(r"\[(node\d)\]", hosts))) for name, hosts in runs] == [("config", ["node1", "node2"]), ("app", ["node2"])], runs
 
     verify = playbook(cluster, "verify.yml")
     assert verify.returncode == 0 and "members verified at level full" in verify.stdout
@@ -249,3 +256,55 @@ def test_a_damaged_newest_image_is_refused_unless_older_images_are_allowed(clust
     for older, newest in images.values():
         assert f"restoring {older.name}; newer and damaged: {newest.name}" in allowed.stdout
     assert "SECRET_KEY = 'hunter2'" in settings.read_text()  # the older image's content
+
+
+def test_restore_and_verify_with_the_identity_only_on_the_controller(cluster):
+    """#18.9: images written to a public key restore and verify with the age identity held on
+    the controller (lifeboat_identity, as an AWX credential injects it): never in -vvv output,
+    never on a command line, no file on the node holds it afterwards."""
+    identity, recipient = _age.generate_identity()
+    secret = identity.rsplit("-", maxsplit=1)[-1]
+    backup = playbook(cluster, "backup.yml", backup_passphrase="", backup_recipients=[recipient])
+    assert backup.returncode == 0, backup.stdout[-4000:]
+    settings = cluster["src"] / "platform_settings.py"
+    before = settings.read_text()
+    settings.write_text("changed after the backup\n")
+
+    started = time.time()
+    # The inventory (on the controller) holds the identity, as AWX's injected extra vars file does.
+    inventory_path = inventory(cluster, backup_passphrase="", backup_recipients=[recipient], lifeboat_identity="# the test's key\n%s\n" % identity)
+    with CmdlineSampler([secret], interval=0.05) as sampler:
+        runs = {
+            name: run_playbook((ROOT / "playbooks" / name).read_text(), cluster["tmp"], inventory=inventory_path, verbosity=3)
+            for name in ("restore.yml", "verify.yml")
+        }
+    restore, verify = runs["restore.yml"], runs["verify.yml"]
+    assert restore.returncode == 0, restore.stdout[-4000:]
+    assert summary(restore.stdout, "Restore summary") == {"node1": "success", "node2": "success"}
+    assert settings.read_text() == before
+    assert verify.returncode == 0 and "members verified at level full" in verify.stdout, verify.stdout[-3000:]
+    for run in runs.values():
+        assert secret not in run.stdout and "AGE-SECRET-KEY" not in run.stdout
+    assert sampler.samples > 0 and sampler.hits == []
+    node_dirs = [cluster["tmp"], Path.home() / ".ansible" / "tmp"]
+    assert files_containing(node_dirs, [secret], since=started, exclude=[inventory_path]) == []
+
+    # Without the identity nothing is restored and the run says which key is missing.
+    settings.write_text("changed again\n")
+    keyless = playbook(cluster, "restore.yml", backup_passphrase="", backup_recipients=[recipient])
+    assert keyless.returncode != 0 and "identity" in keyless.stdout, keyless.stdout[-3000:]
+    assert settings.read_text() == "changed again\n"
+
+
+def test_serial_is_refused_at_the_start(cluster):
+    """#18.14: one backup id per run and fail_fast need every node in one batch, the restore's
+    stages too: a play with serial is refused before anything happens, naming serial."""
+    for name in ("backup.yml", "restore.yml"):
+        text = (ROOT / "playbooks" / name).read_text().replace("  gather_facts: false\n", "  gather_facts: false\n  serial: 1\n", 1)
+        assert "serial: 1" in text
+        proc = run_playbook(text, cluster["tmp"], inventory=inventory(cluster))
+        assert proc.returncode != 0
+        assert "this play has serial (this batch holds 1 of 2 nodes)" in proc.stdout and "Remove serial from the play" in proc.stdout, proc.stdout[-3000:]
+        assert "fatal: [node1]" in proc.stdout and "[node2]" not in proc.stdout  # the play stopped with the first batch
+        assert not list(Path(cluster["nodes"]["node1"]["backup_destination"]).glob("*.zip")), name
+        assert not Path(cluster["nodes"]["node1"]["backup_state_dir"], "audit.jsonl").exists()
