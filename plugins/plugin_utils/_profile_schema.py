@@ -37,7 +37,7 @@ ROLES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path
 Use = namedtuple("Use", "module prefix except_own_options_of exclude shared_only role_sets only_with")
 Use.__new__.__defaults__ = (None, (), (), False, (), None)
 
-_RESTORE_SETS = ("image", "component", "passphrase", "identity_file", "authenticate")
+_RESTORE_SETS = ("image", "component", "passphrase", "identity", "identity_file", "authenticate")
 _PG_REACH = Use("postgresql_info", shared_only=True)
 
 USES = {
@@ -63,7 +63,7 @@ USES = {
             prefix="restore_",
             except_own_options_of=("postgresql_basebackup",),
             exclude=("login_user", "parallel"),
-            role_sets=("image", "component", "passphrase", "identity_file")
+            role_sets=("image", "component", "passphrase", "identity", "identity_file")
             + tuple("recovery_target_" + t for t in ("time", "lsn", "name", "xid", "inclusive", "timeline", "action")),
         ),
     ),
@@ -75,7 +75,7 @@ USES = {
             "elasticsearch_restore",
             prefix="restore_",
             except_own_options_of=("elasticsearch_snapshot",),
-            role_sets=("repository", "snapshot", "image", "component", "repository_location", "passphrase", "identity_file"),
+            role_sets=("repository", "snapshot", "image", "component", "repository_location", "passphrase", "identity", "identity_file"),
         ),
     ),
     "neo4j": (
