@@ -63,6 +63,9 @@ def test_backup_then_restore_across_two_nodes(cluster):
     planned = copy.deepcopy(cluster)
     planned["profile"]["components"][0]["paths"].append(str(link))
     planned["nodes"]["node2"]["backup_destination"] = str(cluster["tmp"] / "missing" / "dest")
+    # The plan only: no server is reached, no service stopped.
+    planned["profile"]["components"].append({"name": "db", "kind": "postgresql", "group": "app", "databases": ["app"], "audit_tables": ["audit_*"]})
+    planned["profile"]["quiesce"] = {"services": [{"name": "api", "drain_after": True}, {"name": "worker"}], "queues": ["jobs"], "purge": ["cache"]}
     plan = playbook(planned, "plan.yml")
     assert plan.returncode == 0, plan.stdout[-3000:]
     assert "skip: app: not hosted here (host is not in group app)" in plan.stdout
@@ -70,7 +73,9 @@ def test_backup_then_restore_across_two_nodes(cluster):
     assert re.search(r"destination: %s: exists, writable, [0-9.]+ [kMGT]?B free" % re.escape(cluster["nodes"]["node1"]["backup_destination"]), plan.stdout)
     assert "destination: %s: DOES NOT EXIST - the backup would fail; create it (mkdir -m 0700" % planned["nodes"]["node2"]["backup_destination"] in plan.stdout
     assert "or set backup_create_destination: true" in plan.stdout
-    assert "quiesce: nothing to stop or drain on this node" in plan.stdout
+    steps = "quiesce: stop api, then drain the queues jobs (purge cache), then stop worker; capture; then start worker, api again (whatever happens)"
+    assert plan.stdout.count(steps) == 2, plan.stdout[-3000:]
+    assert plan.stdout.count("audit rows left out: db: audit_* (their definitions are kept") == 1, "node2 only (group app)"
     assert "WARNING: %s is a symlink to the directory %s: only the link is captured" % (link, (cluster["src"] / "conf.d").resolve()) in plan.stdout
 
     backup = playbook(cluster, "backup.yml")
