@@ -36,10 +36,15 @@ def test_demo_backs_up_breaks_restores_and_checks_the_sandbox():
     assert "search/repository.tar.zst.age" in out, "the image carries the snapshot's files"
     assert "post-restore checks passed: no half-processed packages" in out
     assert not _running_children("lifeboat-demo-"), "the demo left servers running"
+    html = Path(re.search(r"drill report: (\S+\.html)", out).group(1))
+    assert html.is_file() and "passed" in html.read_text(), "the demo ends with a green drill of its image"
+    drilled = [line.split() for line in out.splitlines() if re.match(r"\s+sandbox\s+(config|postgresql|search)\s", line)]
+    assert {d[1]: d[3] for d in drilled} == {"config": "passed", "postgresql": "passed", "search": "not"}, out[-3000:]
+    assert not _running_children("lifeboat-drill-"), "the drill left its sandbox's servers running"
 
     logs = Path(re.search(r"playbook logs: (\S+)", out).group(1))
     texts = {log.name: log.read_text() for log in sorted(logs.glob("*.log"))}
-    assert set(texts) == {"plan.log", "backup.log", "verify.log", "restore.log"}
+    assert set(texts) == {"plan.log", "backup.log", "verify.log", "restore.log", "drill.log"}
     assert all("inventory source with" in text for text in texts.values()), "the playbooks ran with -vvv"
     assert "ESTABLISH LOCAL CONNECTION" in texts["backup.log"] and "ESTABLISH LOCAL CONNECTION" in texts["restore.log"]
     for name, text in texts.items():
