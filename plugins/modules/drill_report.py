@@ -120,6 +120,10 @@ def _detail(entry):
         return "%d files equal" % details["files"]
     if "rows" in details:
         return "%s: %d tables, %d rows equal" % (", ".join(details.get("databases") or []), details.get("tables") or 0, details.get("rows") or 0)
+    if "graphs" in details:
+        graphs = details["graphs"] or {}
+        counted = ", ".join("%s: %d nodes, %d relationships" % (g, c.get("nodes", 0), c.get("relationships", 0)) for g, c in sorted(graphs.items()))
+        return "store ids equal; " + (counted + " equal" if counted else "no counts recorded in the image")
     return ""
 
 

@@ -292,6 +292,18 @@ def test_backup_and_restore_playbooks_with_a_neo4j_component(graph_backup, tmp_p
         manifest = json.loads(archive.read("manifest.json"))
     assert manifest["consistency"]["graph"] == {"store_ids": graph_backup["files"]["store_ids"]}
 
+    # A drill of that image (#17): the store files restored into a sandbox, store ids and counts compared.
+    sandboxes = tmp_path / "sandboxes"
+    sandboxes.mkdir()
+    drill_vars = {"drill_dir": str(sandboxes), "drill_report_dir": str(tmp_path / "reports")}
+    drill = run_playbook((ROOT / "playbooks" / "drill.yml").read_text(), tmp_path, inventory=str(inventory), extra_vars=drill_vars)
+    assert drill.returncode == 0, drill.stdout[-4000:]
+    (report,) = (tmp_path / "reports").glob("*.json")
+    (entry,) = json.loads(report.read_text())["nodes"]["node1"]["components"]
+    graph = {"nodes": graph_backup["expected"]["nodes"], "relationships": graph_backup["expected"]["relationships"]}
+    assert entry["result"] == "passed" and entry["details"]["graphs"]["neo4j"] == graph, entry
+    assert entry["details"]["store_ids"] == graph_backup["files"]["store_ids"] and not list(sandboxes.iterdir())
+
     server.wipe_data()
     restore = run_playbook((ROOT / "playbooks" / "restore.yml").read_text(), tmp_path, inventory=str(inventory))
     assert restore.returncode == 0, restore.stdout[-4000:]
