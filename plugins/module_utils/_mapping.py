@@ -1,0 +1,219 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, lifeboat.backup contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE module_utils of lifeboat.backup: not a public API, may change without notice.
+"""Migration mappings (docs/migration.md): the environment-specific values of an image (host
+names, addresses, host:port pairs, the node, database and index names), each with where it
+occurs, and their replacement in restored configuration files.
+
+A value is found in the manifest (node, databases, indices) and in the text of the
+configuration members (host names of three labels or more, IPv4 addresses, hosts of URLs,
+and occurrences of the manifest's names). Loopback addresses and ``localhost`` are not
+environment-specific and are left out."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tarfile
+import tempfile
+
+from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
+
+HOST_RE = re.compile(r"(?<![\w.@/-])((?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.){2,}[a-z]{2,63})(?![\w-]|\.\w)", re.I)
+IPV4_RE = re.compile(r"(?<![\w.])((?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3})(?![\w]|\.\d)")
+URL_RE = re.compile(r"\b[a-z][a-z0-9+.-]*://(?:[^@/\s'\"]*@)?([a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)(?::(\d{1,5}))?", re.I)
+NOT_SPECIFIC = ("localhost", "0.0.0.0", "::1")  # nosec - names, not a bind
+FILE_SUFFIXES = (".py", ".conf", ".yml", ".yaml", ".json", ".xml", ".ini", ".cfg", ".sh", ".txt", ".html", ".js", ".md", ".log", ".pem", ".crt")
+KINDS = ("node", "database", "index", "host", "address", "endpoint")
+
+
+class MappingError(LifeboatError):
+    """A mapping that cannot be used; the message lists what is wrong."""
+
+
+def _not_specific(value):
+    return value.lower() in NOT_SPECIFIC or value.startswith("127.")
+
+
+def _looks_like_file(value):
+    return value.lower().endswith(FILE_SUFFIXES)
+
+
+class Found:
+    """Values in order of discovery, each with its kind and occurrences."""
+
+    def __init__(self):
+        self.values = {}
+
+    def add(self, kind, value, where):
+        if not value or _not_specific(value):
+            return
+        entry = self.values.setdefault(value, {"kind": kind, "source": value, "occurs": []})
+        if where not in entry["occurs"]:
+            entry["occurs"].append(where)
+
+    def as_list(self):
+        order = {kind: number for number, kind in enumerate(KINDS)}
+        return sorted(self.values.values(), key=lambda e: (order.get(e["kind"], 99), e["source"]))
+
+
+def manifest_values(manifest, found):
+    """The node, database and index names the manifest records."""
+    found.add("node", manifest.get("node"), "manifest: node")
+    for name, component in sorted((manifest.get("components") or {}).items()):
+        details = component.get("details") or {}
+        for database in details.get("databases") or []:
+            found.add("database", database.get("name") if isinstance(database, dict) else database, "manifest: component %s, databases" % name)
+        indices = details.get("indices") or []
+        for index in indices if isinstance(indices, list) else sorted(indices):
+            found.add("index", index.get("name") if isinstance(index, dict) else index, "manifest: component %s, indices" % name)
+
+
+def _word(value):
+    return re.compile(r"(?<![\w-])" + re.escape(value) + r"(?![\w-]|\.\w)")
+
+
+def text_values(component, path, text, named, found):
+    """The values in one text file; ``named`` are the manifest's names looked for as words."""
+    for number, line in enumerate(text.splitlines(), 1):
+        where = "%s: %s line %d" % (component, path, number)
+        for match in URL_RE.finditer(line):
+            host, port = match.group(1), match.group(2)
+            if not _looks_like_file(host):
+                found.add("address" if IPV4_RE.fullmatch(host) else "host", host, where)
+                if port and not _not_specific(host):
+                    found.add("endpoint", "%s:%s" % (host, port), where)
+        for match in IPV4_RE.finditer(line):
+            found.add("address", match.group(1), where)
+        for match in HOST_RE.finditer(line):
+            if not _looks_like_file(match.group(1)):
+                found.add("host", match.group(1), where)
+        for value, pattern in named:
+            if pattern.search(line):
+                found.add(found.values[value]["kind"], value, where)
+
+
+def is_text(data):
+    if b"\0" in data:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def config_values(image, component, details, found, max_bytes):
+    """Scan the text files of a configuration component's archive."""
+    named = [(value, _word(value)) for value, entry in found.values.items() if entry["kind"] in ("node", "database", "index")]
+    with image.open_member(details["data_member"]) as member:
+        with tarfile.open(fileobj=member, mode="r|", errorlevel=2) as tar:
+            for info in tar:
+                if not info.isreg() or info.size > max_bytes:
+                    continue
+                text = is_text(tar.extractfile(info).read())
+                if text is not None:
+                    text_values(component, "/" + info.name, text, named, found)
+        member.read()  # to the end: the member checks its SHA-256
+
+
+def template_text(values, image_path, manifest):
+    """The template file: YAML (JSON strings are YAML scalars), commented."""
+    platform = manifest.get("platform") or {}
+    lines = [
+        "# lifeboat.backup migration mapping of %s" % os.path.basename(image_path),
+        "# node %s, platform %s %s, backup id %s." % (manifest.get("node"), platform.get("name"), platform.get("version"), manifest.get("backup_id")),
+        "# Fill in every target with the other environment's value, or set keep: true for a value",
+        "# that is not specific to this environment. A restore given this file (restore_mapping)",
+        "# refuses it while any value has neither (docs/migration.md).",
+        "values:",
+    ]
+    for entry in values:
+        lines += [
+            "  - kind: %s" % entry["kind"],
+            "    source: %s" % json.dumps(entry["source"]),
+            '    target: ""',
+            "    keep: false",
+            "    occurs:",
+        ]
+        lines += ["      - %s" % json.dumps(where) for where in entry["occurs"]]
+    return "\n".join(lines) + "\n"
+
+
+def check(mapping, found):
+    """{source: target} to apply; MappingError listing every value left unmapped. Values the
+    operator added by hand (paths, accounts...) are checked and applied like the found ones."""
+    given = {}
+    for number, entry in enumerate(mapping.get("values") or [], 1):
+        if not isinstance(entry, dict) or not entry.get("source"):
+            raise MappingError("mapping: values entry #%d has no source" % number)
+        given[str(entry["source"])] = entry
+    wanted = dict(found.values)
+    for value, entry in given.items():
+        wanted.setdefault(value, {"kind": entry.get("kind") or "value", "source": value, "occurs": ["the mapping (added by hand)"]})
+    left = []
+    replacements = {}
+    for value, entry in wanted.items():
+        mapped = given.get(value) or {}
+        target = str(mapped.get("target") or "")
+        if str(mapped.get("keep", False)).lower() in ("true", "yes", "1"):
+            continue
+        if not target or target == value:
+            left.append("%s %s (%s)" % (entry["kind"], value, "; ".join(entry["occurs"][:3])))
+            continue
+        replacements[value] = target
+    if left:
+        raise MappingError(
+            "the mapping leaves %d value(s) of the source environment: %s. Give each a target, or keep: true when it is not "
+            "specific to the environment; nothing was restored" % (len(left), ", ".join(left))
+        )
+    return replacements
+
+
+def rewrite_file(path, replacements, dry_run=False):
+    """Replace the values in one text file (atomically, mode and owner kept); [(source, target, count)]."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    text = is_text(data)
+    if text is None:
+        return []
+    made = []
+    for source in sorted(replacements, key=len, reverse=True):
+        text, count = _word(source).subn(lambda _m, target=replacements[source]: target, text)
+        if count:
+            made.append((source, replacements[source], count))
+    if made and not dry_run:
+        info = os.lstat(path)
+        descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".lifeboat-mapping-")
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(text.encode("utf-8"))
+            os.chmod(temporary, info.st_mode & 0o7777)
+            if os.geteuid() == 0:
+                os.chown(temporary, info.st_uid, info.st_gid)
+            os.replace(temporary, path)
+        except BaseException:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+            raise
+    return made
+
+
+def config_components(manifest, wanted):
+    """Names of the configuration components to scan; MappingError naming an unknown one."""
+    available = sorted(n for n, c in (manifest.get("components") or {}).items() if c.get("kind") == "config" and c.get("status") == "success")
+    unknown = [name for name in wanted if name not in available]
+    if unknown:
+        raise MappingError("components: %s not among the configuration components of the image (%s)" % (", ".join(unknown), ", ".join(available) or "none"))
+    return list(wanted) or available
+
+
+def scan(image, components, max_bytes):
+    """Found: the environment-specific values of the image."""
+    found = Found()
+    manifest_values(image.manifest, found)
+    for name in config_components(image.manifest, components):
+        config_values(image, name, image.manifest["components"][name].get("details") or {}, found, max_bytes)
+    return found

@@ -1,0 +1,166 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, lifeboat.backup contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: mapping_apply
+short_description: Check a migration mapping against a backup image, and rewrite restored configuration files with it
+version_added: 0.2.0
+description:
+  - Takes a mapping made from M(lifeboat.backup.mapping_template) and filled in by the operator
+    (each value of the source environment with the C(target) of the other one, or C(keep) true).
+  - Finds the image's environment-specific values again and refuses the mapping, listing each
+    value left (with where it occurs), when any has neither a target different from it nor
+    C(keep). Run it with O(state=checked) before anything is restored, as the restore role
+    does with C(restore_mapping); nothing is touched then.
+  - With O(state=applied), checks the same way, then replaces the values in the text files of
+    the image's configuration components restored under O(root) (whole words only, longest
+    value first; each file rewritten atomically with its mode and owner) and reports every
+    replacement.
+  - Returns C(rename), the database names to restore under (for
+    M(lifeboat.backup.postgresql_restore)'s C(rename)).
+author:
+  - lifeboat.backup maintainers (@lifeboat-backup)
+extends_documentation_fragment:
+  - lifeboat.backup._attributes
+  - lifeboat.backup._decryption
+  - lifeboat.backup._decryption.image
+attributes:
+  check_mode:
+    support: full
+    details: With O(state=applied), reports the replacements it would make and writes nothing.
+  diff_mode:
+    support: none
+options:
+  mapping:
+    description:
+      - The filled-in mapping (the template's content), with its C(values) list.
+    type: dict
+    required: true
+  state:
+    description:
+      - C(checked) only checks the mapping; C(applied) checks it and rewrites the restored files.
+    type: str
+    choices: [checked, applied]
+    default: checked
+  root:
+    description:
+      - The root the configuration files were restored under (the restore's C(root)).
+    type: path
+    default: /
+  components:
+    description:
+      - Configuration components whose restored files are rewritten (and scanned). Default is
+        every configuration component of the image.
+    type: list
+    elements: str
+    default: []
+  max_file_bytes:
+    description:
+      - Files larger than this are not scanned nor rewritten (as in M(lifeboat.backup.mapping_template)).
+    type: int
+    default: 1048576
+seealso:
+  - module: lifeboat.backup.mapping_template
+  - name: Migration (docs/migration.md)
+    description: Restore into another environment with a mapping.
+    link: https://github.com/lifeboat-backup/lifeboat.backup/blob/main/docs/migration.md
+"""
+
+EXAMPLES = r"""
+- name: Refuse an incomplete mapping before anything is restored
+  lifeboat.backup.mapping_apply:
+    image: /var/backups/lifeboat/20261122T194512Z-app1.zip
+    passphrase: "{{ vault_backup_passphrase }}"
+    mapping: "{{ lookup('ansible.builtin.file', 'mapping-app1.yml') | from_yaml }}"
+    state: checked
+  register: mapping
+
+- name: Rewrite the restored configuration files
+  lifeboat.backup.mapping_apply:
+    image: /var/backups/lifeboat/20261122T194512Z-app1.zip
+    passphrase: "{{ vault_backup_passphrase }}"
+    mapping: "{{ lookup('ansible.builtin.file', 'mapping-app1.yml') | from_yaml }}"
+    state: applied
+"""
+
+RETURN = r"""
+replacements:
+  description: Each replacement made (would be, in check mode) - C(path), C(source), C(target), C(count).
+  returned: state=applied
+  type: list
+  elements: dict
+  sample: [{path: /etc/app/settings.py, source: db1.prod.example.com, target: db1.staging.example.com, count: 2}]
+rename:
+  description: Database names of the image to their target names.
+  returned: always
+  type: dict
+  sample: {intel: intel_staging}
+mapped:
+  description: Number of values replaced by the mapping (the others are kept).
+  returned: always
+  type: int
+  sample: 7
+"""
+
+import os
+
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _mapping, _tree
+from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
+
+
+def restored_files(image, components, root):
+    """Paths under ``root`` of the regular files of the configuration components."""
+    paths = []
+    for name in _mapping.config_components(image.manifest, components):
+        details = image.manifest["components"][name].get("details") or {}
+        with image.open_member(details["index_member"]) as stream:
+            index = _tree.read_index(stream)
+        for path, record in sorted(index.items()):
+            if record.get("type") == "file":
+                paths.append(os.path.join(root, path.lstrip("/")) if root != "/" else path)
+    return paths
+
+
+def apply(module):
+    params = module.params
+    module.require("cryptography", _age.HAS_CRYPTOGRAPHY, _age.CRYPTOGRAPHY_IMPORT_ERROR)
+    with _image.open_image(params["image"], params) as image:
+        found = _mapping.scan(image, params["components"], params["max_file_bytes"])
+        replacements = _mapping.check(params["mapping"], found)
+        paths = restored_files(image, params["components"], params["root"]) if params["state"] == "applied" else []
+    databases = {v for v, e in found.values.items() if e["kind"] == "database"}
+    result = dict(changed=False, mapped=len(replacements), rename={k: v for k, v in replacements.items() if k in databases})
+    if params["state"] == "checked":
+        return result
+    result["replacements"] = []
+    for path in paths:
+        if not os.path.isfile(path) or os.path.islink(path) or os.path.getsize(path) > params["max_file_bytes"]:
+            continue
+        made = _mapping.rewrite_file(path, replacements, dry_run=module.check_mode)
+        result["replacements"] += [dict(path=path, source=s, target=t, count=c) for s, t, c in made]
+    result["changed"] = bool(result["replacements"]) and not module.check_mode
+    return result
+
+
+def main():
+    module = LifeboatModule(
+        argument_spec=dict(
+            mapping=dict(type="dict", required=True),
+            state=dict(type="str", choices=["checked", "applied"], default="checked"),
+            root=dict(type="path", default="/"),
+            components=dict(type="list", elements="str", default=[]),
+            max_file_bytes=dict(type="int", default=1048576),
+        ),
+        specs=[_image.IMAGE_SPEC, _image.DECRYPTION_SPEC],
+        supports_check_mode=True,
+    )
+    module.run(apply)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Migration mapping (#17.3): mapping_template finds the environment-specific values of an
+image; mapping_apply refuses a mapping that leaves one before anything is touched, then
+rewrites the restored configuration files and gives the database names to restore under."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import yaml
+
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age
+from tests.support.modules import ROOT, run_module, run_playbook
+
+SOURCE = {
+    "host": "db1.prod.example.com",
+    "address": "10.20.30.40",
+    "search": "search.prod.example.com",
+}
+
+
+def make_environment_a(root, database):
+    (root / "etc" / "app").mkdir(parents=True)
+    (root / "etc" / "app" / "settings.py").write_text(
+        "DATABASE_URI = 'postgresql://app@%s:5432/%s'\nSEARCH = ['http://%s:9200']\nALLOWED = ['%s', '127.0.0.1', 'localhost']\n"
+        % (SOURCE["host"], database, SOURCE["search"], SOURCE["address"])
+    )
+    (root / "etc" / "app" / "worker.conf").write_text(
+        "broker = redis://%s:6379/0\ndb_name = %s\nlog = /var/log/app/worker.log\n" % (SOURCE["address"], database)
+    )
+    (root / "etc" / "app" / "logo.png").write_bytes(b"\x89PNG\0\0" + SOURCE["host"].encode())
+    (root / "etc" / "app" / "settings.py").chmod(0o640)
+
+
+def test_template_refusal_and_rewrite(pg_database, tmp_path):
+    identity, recipient = _age.generate_identity()
+    name = pg_database.name
+    pg_database.psql("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 100) g")
+    server = pg_database.server
+    make_environment_a(tmp_path / "a", name)
+    where = dict(destination=str(tmp_path), state_dir=str(tmp_path / "state"))
+    started = run_module("backup_session", state="started", recipients=[recipient], node="app1.prod.example.com", **where)
+    work_dir = started["session"]["work_dir"]
+    assert not run_module("config_archive", session=work_dir, paths=[str(tmp_path / "a" / "etc")]).failed
+    conn = {"login_host": server.host, "port": server.port, "login_password": server.password}
+    assert not run_module("postgresql_dump", session=work_dir, databases=[name], globals=False, **conn).failed
+    image = run_module("backup_session", state="sealed", session=work_dir)["image"]
+
+    made = run_module("mapping_template", image=image, identity=identity, dest=str(tmp_path / "mapping.yml"))
+    assert not made.failed, made
+    values = {v["source"]: v for v in made["values"]}
+    assert values["app1.prod.example.com"]["kind"] == "node"
+    assert values[name]["kind"] == "database" and any("worker.conf line 2" in w for w in values[name]["occurs"])
+    assert values[SOURCE["host"]]["kind"] == "host" and values[SOURCE["address"]]["kind"] == "address"
+    assert "%s:5432" % SOURCE["host"] in values and "%s:9200" % SOURCE["search"] in values
+    assert not {"127.0.0.1", "localhost", "worker.log", "settings.py"} & set(values), "not environment-specific"
+    assert (tmp_path / "mapping.yml").stat().st_mode & 0o777 == 0o600
+    mapping = yaml.safe_load((tmp_path / "mapping.yml").read_text())
+    assert {v["source"] for v in mapping["values"]} == set(values) and all(v["target"] == "" for v in mapping["values"])
+    again = run_module("mapping_template", image=image, identity=identity, dest=str(tmp_path / "mapping.yml"))
+    assert again.failed and "force=true" in again["msg"], "a filled-in mapping is never replaced by default"
+
+    # Environment B: every value mapped but one -> refused before anything is touched.
+    targets = {
+        "app1.prod.example.com": "app1.staging.example.com",
+        name: name + "_b",
+        SOURCE["host"]: "db1.staging.example.com",
+        SOURCE["address"]: "10.99.0.1",
+        SOURCE["address"] + ":6379": "10.99.0.1:6379",
+        SOURCE["host"] + ":5432": "db1.staging.example.com:6432",
+        SOURCE["search"]: "search.staging.example.com",
+        SOURCE["search"] + ":9200": "search.staging.example.com:9201",
+    }
+    for entry in mapping["values"]:
+        entry["target"] = targets.get(entry["source"], "")
+    missing = next(e for e in mapping["values"] if e["source"] == SOURCE["address"])
+    missing["target"] = ""
+    refused = run_module("mapping_apply", image=image, identity=identity, mapping=mapping)
+    assert refused.failed and "leaves 1 value(s)" in refused["msg"] and SOURCE["address"] in refused["msg"] and "worker.conf" in refused["msg"]
+    missing["target"] = targets[SOURCE["address"]]
+    for entry in mapping["values"]:
+        if entry["source"] not in targets:  # anything the scan found beyond the known ones is kept
+            entry["keep"] = True
+
+    root = tmp_path / "b"
+    assert not run_module("config_restore", image=image, identity=identity, root=str(root)).failed
+    checked = run_module("mapping_apply", image=image, identity=identity, mapping=mapping)
+    assert not checked.failed and checked["rename"] == {name: name + "_b"}, checked
+    applied = run_module("mapping_apply", image=image, identity=identity, mapping=mapping, state="applied", root=str(root))
+    assert not applied.failed and applied["changed"], applied
+    restored = root / str(tmp_path / "a" / "etc").lstrip("/") / "app"
+    text = (restored / "settings.py").read_text() + (restored / "worker.conf").read_text()
+    assert "postgresql://app@db1.staging.example.com:6432/%s_b" % name in text and "redis://10.99.0.1:6379/0" in text
+    assert "http://search.staging.example.com:9201" in text and "'127.0.0.1', 'localhost'" in text
+    leftover = subprocess.run(["grep", "-rlE", "prod\\.example\\.com|10\\.20\\.30\\.40", str(restored)], capture_output=True, text=True, check=False)
+    assert leftover.stdout.split() == [str(restored / "logo.png")], "no value of A left in the text files (binary files are not rewritten)"
+    assert (restored / "settings.py").stat().st_mode & 0o777 == 0o640
+    assert {(r["path"].rsplit("/", 1)[1], r["source"]) for r in applied["replacements"]} >= {("settings.py", SOURCE["host"] + ":5432"), ("worker.conf", name)}
+
+    # The restore role with restore_mapping: files rewritten, the database restored under its B
+    # name (the data equal), every replacement reported.
+    (tmp_path / "identity.txt").write_text(identity + "\n")
+    (tmp_path / "identity.txt").chmod(0o600)
+    etc = tmp_path / "a" / "etc"
+    component = {"name": "postgresql", "kind": "postgresql", "databases": [name], "globals": False, **conn}
+    host = {
+        "ansible_connection": "local",
+        "restore_image": image,
+        "restore_identity_file": str(tmp_path / "identity.txt"),
+        "restore_profile": {"name": "b", "platform": {}, "components": [{"name": "config", "kind": "config", "paths": [str(etc)]}, component]},
+        "restore_force": True,
+        "restore_quiesce": False,
+        "restore_config_root": str(tmp_path / "b2"),
+        "restore_mapping": mapping,
+        "restore_destination": str(tmp_path),
+        "restore_state_dir": str(tmp_path / "state"),
+    }
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"app1": host}}}))
+    inventory.chmod(0o600)
+    run = run_playbook((ROOT / "playbooks" / "restore.yml").read_text(), tmp_path, inventory=str(inventory), env={"ANSIBLE_SHOW_CUSTOM_STATS": "true"})
+    assert run.returncode == 0, run.stdout[-4000:]
+    restored = tmp_path / "b2" / str(tmp_path / "a" / "etc").lstrip("/") / "app"
+    assert "db1.staging.example.com:6432/%s_b" % name in (restored / "settings.py").read_text()
+    assert '"replacements"' in run.stdout and "db1.staging.example.com:6432" in run.stdout[run.stdout.index("CUSTOM STATS") :]
+    compared = run_module("postgresql_fingerprint", image=image, identity=identity, rename=applied["rename"], **conn)
+    assert not compared.failed and compared["equal"], json.dumps(compared)[:2000]
+    pg_database.psql('DROP DATABASE "%s_b" WITH (FORCE)' % name)
