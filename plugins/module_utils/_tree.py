@@ -647,11 +647,7 @@ class Extractor:
             raise
         finally:
             os.close(fd)
-        try:
-            _replace(tmp, name, parent)
-        except BaseException:
-            _unlink_quiet(tmp, parent)
-            raise
+        _replace(tmp, name, parent)
 
     def _link(self, info, name, parent):
         """Make ``name`` another name of the file the entry links to (written earlier in the
@@ -675,11 +671,7 @@ class Extractor:
             os.link(source[-1], tmp, src_dir_fd=source_parent, dst_dir_fd=parent, follow_symlinks=False)
         finally:
             os.close(source_parent)
-        try:
-            _replace(tmp, name, parent)
-        except BaseException:
-            _unlink_quiet(tmp, parent)
-            raise
+        _replace(tmp, name, parent)
 
     def _open_temp(self, name, parent):
         """(fd, None) for an unnamed file in ``parent``, or (fd, temporary name)."""
@@ -731,10 +723,15 @@ def _temp_name(name):
 
 
 def _replace(tmp, name, parent):
+    """Give the complete temporary ``tmp`` its final ``name``; on failure the temporary goes."""
     try:
         os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
     except IsADirectoryError:
+        _unlink_quiet(tmp, parent)
         raise TreeError("cannot replace directory %s with a file" % name) from None
+    except BaseException:
+        _unlink_quiet(tmp, parent)
+        raise
 
 
 def _unlink_quiet(name, dir_fd):
