@@ -207,28 +207,35 @@ def pg_live(pg, conn, recorded):
     return {"tables": tables, "sequences": sequences, "large_objects": pg_large_objects(pg, conn)}
 
 
+def _pg_table_problem(name, expected, found):
+    """What is wrong with one restored table (``found``, None when missing), or None."""
+    if found is None:
+        return "table %s is missing" % name
+    if found["rows"] != expected["rows"]:
+        return "table %s has %d rows, %d at backup time" % (name, found["rows"], expected["rows"])
+    if expected.get("digest") and found.get("digest") != expected["digest"]:
+        scope = "sampled rows differ" if expected["method"] == "sample" else "row contents differ"
+        return "table %s: %s from the backup (same row count %d)" % (name, scope, found["rows"])
+    return None
+
+
+def _pg_sequence_problem(name, expected, found):
+    """What is wrong with one restored sequence (its last value, "missing", or None), or None."""
+    if found == "missing":
+        return "sequence %s is missing" % name
+    if expected is not None and (found is None or found < expected):
+        return "sequence %s is at %s, below %d recorded before the dump" % (name, found, expected)
+    return None
+
+
 def pg_compare(database, target, recorded, live):
     """Differences between a database's recorded fingerprint and its restored copy ``target``."""
     where = database if database == target else "%s (restored as %s)" % (database, target)
-    problems = []
-    for name, expected in sorted((recorded.get("tables") or {}).items()):
-        found = live["tables"].get(name)
-        if found is None:
-            problems.append("%s: table %s is missing" % (where, name))
-        elif found["rows"] != expected["rows"]:
-            problems.append("%s: table %s has %d rows, %d at backup time" % (where, name, found["rows"], expected["rows"]))
-        elif expected.get("digest") and found.get("digest") != expected["digest"]:
-            scope = "sampled rows differ" if expected["method"] == "sample" else "row contents differ"
-            problems.append("%s: table %s: %s from the backup (same row count %d)" % (where, name, scope, found["rows"]))
-    for name, expected in sorted((recorded.get("sequences") or {}).items()):
-        found = live["sequences"].get(name)
-        if found == "missing":
-            problems.append("%s: sequence %s is missing" % (where, name))
-        elif expected is not None and (found is None or found < expected):
-            problems.append("%s: sequence %s is at %s, below %d recorded before the dump" % (where, name, found, expected))
+    problems = [_pg_table_problem(name, expected, live["tables"].get(name)) for name, expected in sorted((recorded.get("tables") or {}).items())]
+    problems += [_pg_sequence_problem(name, expected, live["sequences"].get(name)) for name, expected in sorted((recorded.get("sequences") or {}).items())]
     if recorded.get("large_objects") is not None and live["large_objects"] != recorded["large_objects"]:
-        problems.append("%s: %d large objects, %d at backup time" % (where, live["large_objects"], recorded["large_objects"]))
-    return problems
+        problems.append("%d large objects, %d at backup time" % (live["large_objects"], recorded["large_objects"]))
+    return ["%s: %s" % (where, problem) for problem in problems if problem]
 
 
 # ---- Elasticsearch / OpenSearch ---------------------------------------------------------------
@@ -319,6 +326,17 @@ def es_live(client, index, recorded):
     return entry
 
 
+def _es_contents_problem(recorded, live):
+    """What is wrong with the restored documents' contents (digest or sample), or None."""
+    if recorded["method"] == "full" and live["docs"] == recorded["docs"] and live.get("digest") != recorded.get("digest"):
+        return "document contents differ from the backup (same count %d)" % live["docs"]
+    if recorded["method"] == "sample":
+        wrong = [doc_id for (doc_id, want), (_same, got) in zip(recorded["sample"], live.get("sample", [])) if want != got]
+        if wrong:
+            return "%d of %d sampled documents differ or are missing (first: %s)" % (len(wrong), len(recorded["sample"]), wrong[0])
+    return None
+
+
 def es_compare(index, target, recorded, live, aliases=None):
     """Differences between an index's recorded fingerprint and its restored copy ``target``;
     ``aliases`` maps recorded alias names to the names expected after a rename."""
@@ -331,12 +349,9 @@ def es_compare(index, target, recorded, live, aliases=None):
     expected_aliases = sorted((aliases or {}).get(a, a) for a in recorded.get("aliases", []))
     if live["aliases"] != expected_aliases:
         problems.append("index %s has aliases %s, %s at backup time" % (where, live["aliases"] or "none", expected_aliases or "none"))
-    if recorded["method"] == "full" and live["docs"] == recorded["docs"] and live.get("digest") != recorded.get("digest"):
-        problems.append("index %s: document contents differ from the backup (same count %d)" % (where, live["docs"]))
-    if recorded["method"] == "sample":
-        wrong = [doc_id for (doc_id, want), (_same, got) in zip(recorded["sample"], live.get("sample", [])) if want != got]
-        if wrong:
-            problems.append("index %s: %d of %d sampled documents differ or are missing (first: %s)" % (where, len(wrong), len(recorded["sample"]), wrong[0]))
+    contents = _es_contents_problem(recorded, live)
+    if contents:
+        problems.append("index %s: %s" % (where, contents))
     return problems
 
 

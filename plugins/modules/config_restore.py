@@ -322,16 +322,22 @@ def link_action(path, want, plan, root):
     return None if (have.st_dev, have.st_ino) == (first.st_dev, first.st_ino) else "update"
 
 
-def make_plan(params, index, root, with_owner):
-    """({path: (record, action)} of what differs, number of selected entries already identical,
-    number selected)."""
+def choose(params, index):
+    """(selector of the chosen paths, the chosen paths, the first names of chosen hard links);
+    a selection that matches nothing is an error naming the option."""
     wanted = selector(params["paths"])
     chosen = [p for p in index if wanted(p)]
     if params["paths"] and not chosen:
         raise OptionError("paths", "paths: nothing in component %s matches %s" % (params["component"], ", ".join(params["paths"])))
     # A hard link's content travels with the first name of its file: that name comes along.
     firsts = {index[p]["target"] for p in chosen if index[p]["type"] == "hardlink" and index[p].get("target") in index}
-    chosen += sorted(firsts.difference(chosen))
+    return wanted, chosen + sorted(firsts.difference(chosen)), firsts
+
+
+def make_plan(params, index, root, with_owner):
+    """({path: (record, action)} of what differs, number of selected entries already identical,
+    number selected)."""
+    wanted, chosen, firsts = choose(params, index)
     ancestors = ancestors_of(chosen)
     plan = {}
     links = []
@@ -349,6 +355,7 @@ def make_plan(params, index, root, with_owner):
             plan[path] = (want, action)
         elif explicit:
             unchanged += 1
+    # Hard links last: whether one is in place depends on whether its first name is rewritten.
     for path, want in links:
         action = link_action(path, want, plan, root)
         if action:

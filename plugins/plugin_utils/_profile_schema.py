@@ -216,27 +216,37 @@ _CHECKERS = {"int": check_type_int, "float": check_type_float, "bool": check_typ
 _TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "a boolean", "list": "a list", "dict": "a mapping", "str": "a string", "path": "a path"}
 
 
+def _as_type(value, type_):
+    """(``value`` converted to the documented type, None) or (None, why it is not of that type)."""
+    if type_ in ("str", "path") and isinstance(value, (list, dict)):
+        return None, "must be %s, not %s" % (_TYPE_WORDS[type_], "a list" if isinstance(value, list) else "a mapping")
+    if type_ not in _CHECKERS:
+        return value, None
+    try:
+        return _CHECKERS[type_](value), None
+    except (TypeError, ValueError):
+        return None, "must be %s, not %r" % (_TYPE_WORDS[type_], value)
+
+
+def _choice_problem(value, choices):
+    """Why ``value`` (or an element of it) is not one of ``choices``, or None."""
+    if not choices or value is None:
+        return None
+    values = value if isinstance(value, list) else [value]
+    wrong = [v for v in values if v not in choices and str(v) not in [str(c) for c in choices]]
+    return "must be one of %s, not %r" % (", ".join(str(c) for c in choices), wrong[0]) if wrong else None
+
+
 def _type_problem(value, spec):
     """Why ``value`` is not of the documented type, or None (templates left unrendered pass)."""
     type_ = spec.get("type") or "str"
     if isinstance(value, str) and "{{" in value:
         return None
-    if type_ in ("str", "path") and isinstance(value, (list, dict)):
-        return "must be %s, not %s" % (_TYPE_WORDS[type_], "a list" if isinstance(value, list) else "a mapping")
-    if type_ in _CHECKERS:
-        try:
-            value = _CHECKERS[type_](value)
-        except (TypeError, ValueError):
-            return "must be %s, not %r" % (_TYPE_WORDS[type_], value)
-    choices = spec.get("choices")
-    if choices and value is not None:
-        values = value if isinstance(value, list) else [value]
-        wrong = [v for v in values if v not in choices and str(v) not in [str(c) for c in choices]]
-        if wrong:
-            return "must be one of %s, not %r" % (", ".join(str(c) for c in choices), wrong[0])
-    if type_ == "list" and spec.get("elements") in ("str", "path") and any(isinstance(v, (list, dict)) for v in value):
-        return "must be a list of strings"
-    return None
+    value, problem = _as_type(value, type_)
+    problem = problem or _choice_problem(value, spec.get("choices"))
+    if not problem and type_ == "list" and spec.get("elements") in ("str", "path") and any(isinstance(v, (list, dict)) for v in value):
+        problem = "must be a list of strings"
+    return problem
 
 
 def _unknown(where, key, valid):
@@ -288,24 +298,37 @@ def _quiesce_service_keys():
     return keys
 
 
-def _section_problems(profile):
+def _label(what, item, index):
+    """How a problem names one entry of a section list: by its name, else by its position."""
+    return "%s %s" % (what, item.get("name") if isinstance(item, dict) and item.get("name") else "#%d" % (index + 1))
+
+
+def _quiesce_problems(quiesce):
+    problems = _check_keys("quiesce", quiesce, QUIESCE_KEYS)
+    for index, service in enumerate(quiesce.get("services") or []):
+        label = _label("quiesce service", service, index)
+        if not isinstance(service, dict) or not service.get("name"):
+            problems.append("%s: needs a name" % label)
+        if isinstance(service, dict):
+            problems += _check_keys(label, service, _quiesce_service_keys())
+    return problems
+
+
+def _checks_problems(checks):
     problems = []
-    quiesce = profile.get("quiesce")
-    if isinstance(quiesce, dict):
-        problems += _check_keys("quiesce", quiesce, QUIESCE_KEYS)
-        for index, service in enumerate(quiesce.get("services") or []):
-            label = "quiesce service %s" % (service.get("name") if isinstance(service, dict) and service.get("name") else "#%d" % (index + 1))
-            if not isinstance(service, dict) or not service.get("name"):
-                problems.append("%s: needs a name" % label)
-            if isinstance(service, dict):
-                problems += _check_keys(label, service, _quiesce_service_keys())
-    for index, check in enumerate(profile.get("checks") or [] if isinstance(profile.get("checks"), list) else []):
-        label = "check %s" % (check.get("name") if isinstance(check, dict) and check.get("name") else "#%d" % (index + 1))
+    for index, check in enumerate(checks):
+        label = _label("check", check, index)
         if not isinstance(check, dict) or not check.get("name") or ("command" in check) == ("sql" in check):
             problems.append("%s: needs a name and either command or sql" % label)
         if isinstance(check, dict):
             problems += _check_keys(label, check, CHECK_KEYS)
     return problems
+
+
+def _section_problems(profile):
+    quiesce, checks = profile.get("quiesce"), profile.get("checks")
+    problems = _quiesce_problems(quiesce) if isinstance(quiesce, dict) else []
+    return problems + (_checks_problems(checks) if isinstance(checks, list) else [])
 
 
 def profile_problems(profile):

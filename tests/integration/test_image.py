@@ -112,6 +112,10 @@ def test_restore_in_place_selected_paths_with_check_and_diff(place):
     assert not (place["src"] / "conf.d" / "10-listen.conf").exists()
     assert int(settings.stat().st_mtime) == 1_600_000_000
 
+    missing = str(place["src"] / "no-such.conf")
+    nothing = run_module("config_restore", image=image, passphrase=PASSPHRASE, paths=[missing], check=True)
+    assert nothing.failed and "paths: nothing in component config matches %s" % missing in nothing["msg"], nothing
+
 
 def test_hard_links_come_back_linked(place):
     """#18.15: names of one file are restored as names of one file, whole or selected."""
