@@ -256,15 +256,21 @@ def check_channel(channel, where="alerts"):
         if not channel.get(key):
             raise ChannelError("%s.%s is required for a %s channel" % (where, key, kind))
     _check_kind(channel, kind, where)
+    _kind_defaults(channel, kind)
+    if channel["retries"] < 1 or channel["timeout"] <= 0:
+        raise ChannelError("%s: retries must be at least 1 and timeout above 0" % where)
+    return channel
+
+
+def _kind_defaults(channel, kind):
+    """Fill in the defaults that depend on the kind: the port (by security or protocol), the
+    retries and the events."""
     if channel.get("port") is None and kind in ("email", "syslog"):
         channel["port"] = _DEFAULT_PORTS[(kind, channel["security"] if kind == "email" else channel["protocol"])]
     if channel.get("retries") is None:
         channel["retries"] = _DEFAULT_RETRIES[kind]
-    if channel["retries"] < 1 or channel["timeout"] <= 0:
-        raise ChannelError("%s: retries must be at least 1 and timeout above 0" % where)
     if not channel.get("events"):
         channel["events"] = list(PING_DEFAULT) if kind == "ping" else [PROBLEMS]
-    return channel
 
 
 def _check_kind(channel, kind, where):

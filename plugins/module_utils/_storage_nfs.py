@@ -71,14 +71,23 @@ def check_nfs_mount(path, mounts, version="4", source=None):
             "target.export to let the module mount it" % (path, what),
             kind="not_mounted",
         )
+    problem = _version_problem(mount, version)
+    if not problem and source and mount["source"].rstrip("/") != source.rstrip("/"):
+        problem = "an NFS mount of %s, not of %s" % (mount["source"], source)
+    if problem:
+        raise StorageError("%s is on %s" % (path, problem), kind="not_mounted")
+    return mount
+
+
+def _version_problem(mount, version):
+    """What is wrong with the NFS version of ``mount`` (v4.x expected, ``version`` when not
+    just "4"), or None."""
     versions = [o.split("=", 1)[1] for o in mount["options"] if o.startswith("vers=")]
     if mount["fstype"] == "nfs" and not any(v.startswith("4") for v in versions):
-        raise StorageError("%s is on an NFS mount of version %s; an NFS v4.x mount is expected" % (path, ",".join(versions) or "3"), kind="not_mounted")
+        return "an NFS mount of version %s; an NFS v4.x mount is expected" % (",".join(versions) or "3")
     if version != "4" and versions and not any(v == version or v == version.rstrip(".0") for v in versions):
-        raise StorageError("%s is on an NFS mount with vers=%s; target.nfs_version says %s" % (path, ",".join(versions), version), kind="not_mounted")
-    if source and mount["source"].rstrip("/") != source.rstrip("/"):
-        raise StorageError("%s is on an NFS mount of %s, not of %s" % (path, mount["source"], source), kind="not_mounted")
-    return mount
+        return "an NFS mount with vers=%s; target.nfs_version says %s" % (",".join(versions), version)
+    return None
 
 
 def read_mounts():

@@ -305,17 +305,26 @@ class S3Backend(Backend):
         if self.stat(name) is not None:
             self._abort(key, upload_id)
             raise StorageError("%s appeared on %s during the upload; the existing copy was left as it is" % (name, self.label), kind="exists")
-        listed = [{k: v for k, v in p.items() if not k.startswith("_")} for p in parts]
+        self._complete_upload(key, upload_id, [{k: v for k, v in p.items() if not k.startswith("_")} for p in parts])
+        self._check_completed(name, parts, total, sha256_parts)
+        return "server-sha256-parts" if sha256_parts else "server-md5-parts"
+
+    def _complete_upload(self, key, upload_id, listed):
+        """Complete with If-None-Match (never over a copy that appeared meanwhile), or without
+        it on a server that does not implement that condition."""
         try:
             self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": listed}, IfNoneMatch="*")
         except botocore.exceptions.ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code"))
-            if code in ("NotImplemented", "InvalidArgument", "501"):
-                self._call("completing the upload of %s" % key, "complete_multipart_upload", Key=key, UploadId=upload_id, MultipartUpload={"Parts": listed})
-            else:
+            if code not in ("NotImplemented", "InvalidArgument", "501"):
                 raise s3_error(exc, "completing the upload of %s" % key, self.label) from None
+            self._call("completing the upload of %s" % key, "complete_multipart_upload", Key=key, UploadId=upload_id, MultipartUpload={"Parts": listed})
         except Exception as exc:  # noqa: BLE001
             raise s3_error(exc, "completing the upload of %s" % key, self.label) from None
+
+    def _check_completed(self, name, parts, total, sha256_parts):
+        """StorageError (integrity) unless the completed object has the size and the multipart
+        checksum (SHA-256 or MD5 of the parts' digests) of what was sent."""
         landed = self.stat(name, checksum=sha256_parts)
         combined = hashlib.sha256 if sha256_parts else hashlib.md5
         whole = combined(b"".join(p["_digest"] for p in parts)).digest()
@@ -331,7 +340,6 @@ class S3Backend(Backend):
                 kind="integrity",
                 transient=False,
             )
-        return "server-sha256-parts" if sha256_parts else "server-md5-parts"
 
     def _abort(self, key, upload_id):
         try:
