@@ -354,13 +354,18 @@ def _rule_label(rule, policy, moment):
     return "%s %d (%s)" % (rule, policy.keep[rule], time.strftime(stamp, time.gmtime(moment)))
 
 
+def kept_because(name, rule, where=None):
+    """Why a run is kept, for the other items of its group: "<name> [in <where>] is kept (<rule>)"."""
+    return "%s%s is kept (%s)" % (name, " in %s" % where if where else "", rule)
+
+
 def _keep_groups_together(decisions, kept_runs):
     """Keep every item of a group (a cluster run) that one item of it keeps, here or in
     ``kept_runs`` (group -> why it is kept elsewhere)."""
     why_kept = {}
     for entry in decisions:
         if entry.group and entry.keep and entry.group not in why_kept:
-            why_kept[entry.group] = "%s is kept (%s)" % (entry.name, entry.rule)
+            why_kept[entry.group] = kept_because(entry.name, entry.rule)
     for group, why in kept_runs.items():
         why_kept.setdefault(group, why)
     for entry in decisions:

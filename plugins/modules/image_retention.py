@@ -231,8 +231,7 @@ def kept_runs(reports):
     for report in reports:
         for line in report["decisions"]:
             if line.get("backup_id") and line["action"] == "keep":
-                where = report.get("name") or report["option"]
-                kept.setdefault(line["backup_id"], "%s in %s is kept (%s)" % (line["name"], where, line["rule"]))
+                kept.setdefault(line["backup_id"], _retention.kept_because(line["name"], line["rule"], report.get("name") or report["option"]))
     return kept
 
 

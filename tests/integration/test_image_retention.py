@@ -110,6 +110,10 @@ def test_a_shared_target_keeps_cluster_runs_together(tmp_path):
     ]
     kept = {d["name"]: d["rule"] for d in together["locations"][0]["decisions"] if d["action"] == "keep" and d["node"] == "db1"}
     assert any(rule.startswith("kept with its cluster run 20261101T020000Z-cluster02") for rule in kept.values())
+    # What another location's plan is told (kept_runs): which image keeps the run, where, by which rule.
+    assert together["kept_runs"][runs[2]] == "%s in offsite is kept (%s)" % next(
+        (d["name"], d["rule"]) for d in together["locations"][0]["decisions"] if d["action"] == "keep" and d["backup_id"] == runs[2]
+    )
 
 
 def test_a_lost_target_is_reported_and_the_destination_still_done(tmp_path):
