@@ -185,10 +185,15 @@ def test_million_rows_archive_verify_restore(platform, keys):
     assert planned["tables"][0]["would_move"]["rows"] == 1_000_000 and planned["tables"][0]["would_move"]["segments"] == 4
     assert platform.count() == 1_001_000 and not planned["changed"]
 
+    temp_files = "SELECT temp_files || ' ' || temp_bytes FROM pg_stat_database WHERE datname = current_database()"
+    temp_before = platform.sql(temp_files)
     started = time.monotonic()
     result = platform.archive(table={"batch_rows": 250_000})
     archive_seconds = time.monotonic() - started
     assert not result.failed, result
+    # The rows leave the server only through the COPY: no plaintext copy of a batch (75 MB,
+    # far over work_mem) in the server's temporary files on the way.
+    assert platform.sql(temp_files) == temp_before, (temp_before, platform.sql(temp_files))
     table = result["tables"][0]
     assert (result["rows"], result["segments"]) == (1_000_000, 4)
     assert [s["rows"] for s in table["segments"]] == [250_000] * 4
