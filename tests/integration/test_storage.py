@@ -153,7 +153,8 @@ def test_a_damaged_copy_is_refused_by_fetch(target, image, tmp_path, fault):
     assert list(rebuilt.iterdir()) == []
 
 
-def test_permission_denied_says_so(ssh_server, image):
+@pytest.mark.fault("permission denied", "the SSH login may not write the SFTP target's directory", item="11.5")
+def test_permission_denied_says_so(ssh_server, image, fault):
     # The SSH login is unprivileged (a local target written by root cannot be denied).
     root = ssh_server.data_dir / ("r-" + uuid.uuid4().hex[:8])
     root.mkdir(mode=0o755)
@@ -161,6 +162,8 @@ def test_permission_denied_says_so(ssh_server, image):
     info = run_module("storage_info", target=spec)
     assert not info.failed and info["writable"] is False and "ermission" in info["write_error"]
     result = run_module("image_push", path=image, target=spec, state_dir="")
+    fault.observe(false_success=not result.failed or info["writable"] is not False or list(root.iterdir()) != [], data_lost=not _storage_image_ok(image))
+    fault.scan([ssh_server.client_key.splitlines()[1]], info, result)
     assert result.failed and result["storage_error"] == "permission"
 
 
@@ -283,9 +286,12 @@ def test_s3_wrong_secret_and_missing_bucket(s3_server, image, fault):
     assert missing.failed and missing["storage_error"] == "not_found" and "target.bucket" in missing["msg"]
 
 
-def test_smb_wrong_password_missing_share_and_permission(smb_server, image):
+@pytest.mark.fault("wrong key", "SMB with a wrong password, a missing share, a directory the account may not write", item="11.5")
+def test_smb_wrong_password_missing_share_and_permission(smb_server, image, fault):
     root = _own(smb_server.data_dir / ("w-" + uuid.uuid4().hex[:8]))
     wrong = run_module("image_push", path=image, target=smb_server.target(root.name, password=STORE_PASSWORD + "x"), state_dir="")
+    fault.observe(false_success=not wrong.failed or list(root.iterdir()) != [])
+    fault.scan([STORE_PASSWORD], wrong)
     assert wrong.failed and wrong["storage_error"] == "auth" and "target.password" in wrong["msg"]
     assert STORE_PASSWORD not in wrong.stdout + wrong.stderr
     share = run_module("storage_info", target=smb_server.target(root.name, share="nosuchshare"))
@@ -295,6 +301,8 @@ def test_smb_wrong_password_missing_share_and_permission(smb_server, image):
     info = run_module("storage_info", target=smb_server.target(locked.name))
     assert not info.failed and info["writable"] is False, info
     denied = run_module("image_push", path=image, target=smb_server.target(locked.name), state_dir="")
+    fault.observe(false_success=not (share.failed and denied.failed) or list(locked.iterdir()) != [], data_lost=not _storage_image_ok(image))
+    fault.scan([STORE_PASSWORD], share, info, denied)
     assert denied.failed and denied["storage_error"] == "permission", denied["msg"]
 
 
@@ -310,11 +318,14 @@ def test_smb_target_full_mid_upload(tmp_path, fault):
         assert list(smb.data_dir.iterdir()) == []
 
 
-def test_ftps_wrong_password_unknown_certificate_read_only(ftps_server, image, tmp_path):
+@pytest.mark.fault("wrong key", "FTPS with a wrong password, a certificate not trusted, a read-only login", item="11.5")
+def test_ftps_wrong_password_unknown_certificate_read_only(ftps_server, image, tmp_path, fault):
     # Not "full": pyftpdlib meets ENOSPC with an unhandled exception and no reply, so the
     # client can only time out (vsftpd answers 451/452, which ftp_error maps to "full").
     root = _own(ftps_server.data_dir / ("w-" + uuid.uuid4().hex[:8]))
     wrong = run_module("image_push", path=image, target=ftps_server.target(root.name, password="x" + STORE_PASSWORD), state_dir="")
+    fault.observe(false_success=not wrong.failed or list(root.iterdir()) != [])
+    fault.scan([STORE_PASSWORD], wrong)
     assert wrong.failed and wrong["storage_error"] == "auth" and "target.password" in wrong["msg"]
     assert STORE_PASSWORD not in wrong.stdout + wrong.stderr
     untrusted = run_module("storage_info", target=ftps_server.target(root.name, ca_file=None))
@@ -323,10 +334,13 @@ def test_ftps_wrong_password_unknown_certificate_read_only(ftps_server, image, t
         info = run_module("storage_info", target=read_only.target())
         assert not info.failed and info["writable"] is False and info["space"] is None and "FTP" in info["space_note"]
         denied = run_module("image_push", path=image, target=read_only.target(), state_dir="")
+        fault.observe(false_success=not (untrusted.failed and denied.failed), data_lost=not _storage_image_ok(image))
+        fault.scan([STORE_PASSWORD], untrusted, info, denied)
         assert denied.failed and denied["storage_error"] == "permission", denied["msg"]
 
 
-def test_rsync_key_stays_off_disk_and_argv_and_host_key_is_checked(ssh_server, image, tmp_path):
+@pytest.mark.fault("wrong key", "rsync over SSH with a changed host key and a wrong key; the key never in argv", item="11.5")
+def test_rsync_key_stays_off_disk_and_argv_and_host_key_is_checked(ssh_server, image, tmp_path, fault):
     root = _own(ssh_server.data_dir / ("r-" + uuid.uuid4().hex[:8]))
     key_line = ssh_server.client_key.splitlines()[1]
     seen = []
@@ -359,6 +373,8 @@ def test_rsync_key_stays_off_disk_and_argv_and_host_key_is_checked(ssh_server, i
     mismatch = run_module("storage_info", target=ssh_server.target("rsync", path=str(root), known_hosts=forged))
     assert mismatch.failed and mismatch["storage_error"] == "hostkey", mismatch["msg"]
     wrong_key = run_module("storage_info", target=ssh_server.target("rsync", path=str(root), private_key=other.read_text()))
+    fault.observe(false_success=not (mismatch.failed and wrong_key.failed), secret_leaked=any(key_line.encode() in c for c in seen))
+    fault.scan([key_line, other.read_text().splitlines()[1]], pushed, mismatch, wrong_key)
     assert wrong_key.failed and wrong_key["storage_error"] == "auth", wrong_key["msg"]
 
 
@@ -368,7 +384,8 @@ def tempfile_dir():
     return tempfile.gettempdir()
 
 
-def test_nfs_refuses_a_path_that_is_not_an_nfs_mount_and_records_it(image, tmp_path):
+@pytest.mark.fault("lost mount", "an NFS target path that is the empty directory of a lost mount, or another file system", item="11.5")
+def test_nfs_refuses_a_path_that_is_not_an_nfs_mount_and_records_it(image, tmp_path, fault):
     """The kernel here has no NFS client (docs/storage.md, "How NFS is tested"): what runs
     for real is the mount check on this machine's /proc/self/mountinfo, the local write
     path the NFS backend shares, and the module's own mount failing with a clear message."""
@@ -376,6 +393,7 @@ def test_nfs_refuses_a_path_that_is_not_an_nfs_mount_and_records_it(image, tmp_p
     lost.mkdir()
     state = tmp_path / "state"
     pushed = run_module("image_push", path=image, target={"type": "nfs", "path": str(lost), "name": "filer"}, state_dir=str(state))
+    fault.observe(false_success=not pushed.failed or list(lost.iterdir()) != [], data_lost=not _storage_image_ok(image))
     assert pushed.failed and pushed["storage_error"] == "not_mounted" and "lost mount" in pushed["msg"]
     assert list(lost.iterdir()) == []
     audit = (state / "audit.jsonl").read_text()
@@ -387,6 +405,7 @@ def test_nfs_refuses_a_path_that_is_not_an_nfs_mount_and_records_it(image, tmp_p
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "lifeboat-not-nfs", str(disk)], check=True)
     try:
         on_tmpfs = run_module("image_push", path=image, target={"type": "nfs", "path": str(disk)}, state_dir="")
+        fault.observe(false_success=not on_tmpfs.failed or list(disk.iterdir()) != [])
         assert on_tmpfs.failed and on_tmpfs["storage_error"] == "not_mounted" and "tmpfs mounted at" in on_tmpfs["msg"]
     finally:
         subprocess.run(["umount", str(disk)], check=True)
