@@ -407,7 +407,7 @@ def main():
 
 def drill(inventory, logs):
     """The drill of the image the demo made: its table, and where its HTML report is."""
-    rc, out, seconds, log = run_playbook("drill.yml", inventory, logs, extra={"drill_report_dir": str(logs / "drill")})
+    rc, out, seconds, log = run_playbook("drill.yml", inventory, logs, extra={"drill_report_dir": str(logs / "drill"), "drill_search_heap": "256m"})
     for line in table_from(out, "Drill report"):
         note(line)
     note("%s%.0f s; the drill touched nothing of the platform: its servers ran in a sandbox, removed afterwards%s" % (DIM, seconds, RESET))

@@ -124,6 +124,8 @@ def _detail(entry):
         graphs = details["graphs"] or {}
         counted = ", ".join("%s: %d nodes, %d relationships" % (g, c.get("nodes", 0), c.get("relationships", 0)) for g, c in sorted(graphs.items()))
         return "store ids equal; " + (counted + " equal" if counted else "no counts recorded in the image")
+    if "documents" in details:
+        return "%d indices, %d documents equal" % (len(details.get("indices") or []), details["documents"] or 0)
     return ""
 
 
@@ -136,7 +138,8 @@ def _versions(result):
     parts = ["platform in the image %s %s, on the node %s %s" % names]
     if versions and not versions.get("same_platform", True):
         parts[0] += " (DIFFERENT: a restore onto this node is refused unless forced)"
-    parts += ["%s: PostgreSQL %s at backup, sandbox %s" % (s.get("component"), s.get("recorded"), s.get("sandbox")) for s in versions.get("servers") or []]
+    servers = versions.get("servers") or []
+    parts += ["%s: %s %s at backup, sandbox %s" % (s.get("component"), s.get("engine") or "PostgreSQL", s.get("recorded"), s.get("sandbox")) for s in servers]
     return "; ".join(parts)
 
 

@@ -21,9 +21,19 @@ description:
     production server). The superuser C(postgres) connects without a password over that
     socket, which only the server's account and root can reach; no password is created or
     stored. The server runs with C(fsync=off) - its data is thrown away.
+  - With O(state=started) and O(kind=elasticsearch) or O(kind=opensearch), starts one node of
+    that engine on 127.0.0.1 on a free port, every directory of it (configuration, data, logs,
+    snapshot repository C(path.repo), temporary files) in C(<path>/<name>), security off,
+    C(discovery.type=single-node). It runs from an installed distribution - O(home), else the one
+    a running server of that engine on this host runs from (its C(path.home) on its command line),
+    else C(/usr/share/<engine>) or C(/opt/<engine>) - of the version O(version) names, else the
+    oldest newer one. Only the distribution's C(jvm.options) (its log and dump files pointed into
+    the sandbox) and C(log4j2.properties) are copied; production's settings file and keystore are
+    never read.
   - With O(state=present), only makes the sandbox directory (with its marker), for what is
     restored into plain directories.
-  - With O(state=absent), stops every server started under O(path) and removes O(path). A
+  - With O(state=absent), stops every server started under O(path) (a search node's whole
+    process group) and removes O(path). A
     non-empty directory this module did not make a sandbox (it has no C(.lifeboat-drill-sandbox)
     marker) is refused, so a mistyped path cannot remove anything else; an empty one is removed.
 author:
@@ -55,15 +65,19 @@ options:
     type: str
   kind:
     description:
-      - The kind of server. Only C(postgresql) is built in this release.
+      - The kind of server.
+      - C(elasticsearch) and C(opensearch) were added in version 0.2.0 of the collection.
     type: str
-    choices: [postgresql]
+    choices: [postgresql, elasticsearch, opensearch]
     default: postgresql
   version:
     description:
       - The PostgreSQL server version the image was taken from (C(server_version_num) such as
         C(150004), or text such as C(15.4)); binaries of the same major version are chosen, else
         the oldest newer ones.
+      - With O(kind=elasticsearch) or O(kind=opensearch), the version the snapshot was taken
+        with (C(2.19.6)); a distribution of that version is chosen, else the oldest newer one (a
+        snapshot restores into the same version or a newer one).
       - Default is the newest installed.
     type: str
   bin_dir:
@@ -73,10 +87,37 @@ options:
     type: path
   account:
     description:
-      - The account the server runs as when the module runs as root (PostgreSQL refuses to run
+      - The account the server runs as when the module runs as root (the servers refuse to run
         as root). Ignored otherwise.
+      - Default is C(postgres) for PostgreSQL; for a search node, the account of the running
+        server whose distribution is used, else an account named after the engine.
     type: str
-    default: postgres
+  home:
+    description:
+      - With O(kind=elasticsearch) or O(kind=opensearch), the distribution's directory (holding
+        C(bin/<engine>) and C(lib/<engine>-X.Y.Z.jar)). Default is found as described above.
+    type: path
+    version_added: 0.2.0
+  java_home:
+    description:
+      - The JDK a search node runs with. Default is the distribution's bundled C(jdk), else the
+        running server's, else C(JAVA_HOME), else C(java) on C(PATH).
+    type: path
+    version_added: 0.2.0
+  heap:
+    description:
+      - Heap size of a search node (C(-Xms)/C(-Xmx)); it overrides the distribution's.
+    type: str
+    default: 512m
+    version_added: 0.2.0
+  repository_paths:
+    description:
+      - Directories added to a search node's C(path.repo) besides its own C(<path>/<name>/repo),
+        such as production's shared fs repository, to register read-only.
+    type: list
+    elements: path
+    default: []
+    version_added: 0.2.0
   start_timeout:
     description:
       - Seconds to wait for the server to accept connections.
@@ -85,9 +126,13 @@ options:
 notes:
   - The server keeps running after the module returns; remove it with O(state=absent) (the drill
     role does, whatever happened, unless told to keep the sandbox).
+requirements:
+  - requests (Python library, on the node) with O(kind=elasticsearch) or O(kind=opensearch).
 seealso:
   - module: lifeboat.backup.postgresql_restore
   - module: lifeboat.backup.postgresql_fingerprint
+  - module: lifeboat.backup.elasticsearch_restore
+  - module: lifeboat.backup.elasticsearch_fingerprint
 """
 
 EXAMPLES = r"""
@@ -105,6 +150,25 @@ EXAMPLES = r"""
     login_unix_socket: "{{ sandbox.host }}"
     port: "{{ sandbox.port }}"
 
+- name: A throw-away OpenSearch node of the snapshot's version, from the distribution the node runs
+  lifeboat.backup.drill_sandbox:
+    path: /var/tmp/lifeboat-drill-db1
+    name: search
+    kind: opensearch
+    version: 2.19.6
+    heap: 512m
+  register: search_sandbox
+
+- name: Restore the image's snapshot into it
+  lifeboat.backup.elasticsearch_restore:
+    hosts: ["{{ search_sandbox.url }}"]
+    image: /var/backups/lifeboat/20261122T194512Z-db1.zip
+    passphrase: "{{ vault_backup_passphrase }}"
+    component: search
+    repository: drill
+    repository_location: "{{ search_sandbox.repository_dir }}/drill"
+    index_settings: {index.number_of_replicas: 0}
+
 - name: Stop it and remove everything
   lifeboat.backup.drill_sandbox:
     path: /var/tmp/lifeboat-drill-db1
@@ -114,17 +178,17 @@ EXAMPLES = r"""
 RETURN = r"""
 host:
   description: The directory of the server's unix socket (use it as C(login_unix_socket) or C(PGHOST)).
-  returned: state=started
+  returned: state=started, kind=postgresql
   type: str
   sample: /var/tmp/lifeboat-drill-db1/postgresql/run
 port:
   description: The server's port (the number in its socket's name; no TCP port is open).
-  returned: state=started
+  returned: state=started, kind=postgresql
   type: int
   sample: 5432
 user:
   description: The superuser to connect as.
-  returned: state=started
+  returned: state=started, kind=postgresql
   type: str
   sample: postgres
 data_dir:
@@ -133,15 +197,33 @@ data_dir:
   type: str
   sample: /var/tmp/lifeboat-drill-db1/postgresql/data
 server_version:
-  description: The version of the binaries the server runs (C(postgres --version)).
+  description: The version of the binaries the server runs (C(postgres --version); for a search node, engine and version).
   returned: state=started
   type: str
   sample: postgres (PostgreSQL) 15.4
 bin_dir:
   description: The directory of the binaries used.
-  returned: state=started
+  returned: state=started, kind=postgresql
   type: str
   sample: /usr/lib/postgresql/15/bin
+url:
+  description: The search node's URL (on 127.0.0.1, security off).
+  returned: state=started, kind=elasticsearch or opensearch
+  type: str
+  sample: http://127.0.0.1:41235
+  version_added: 0.2.0
+repository_dir:
+  description: The search node's own C(path.repo) directory (unpack a snapshot repository below it).
+  returned: state=started, kind=elasticsearch or opensearch
+  type: str
+  sample: /var/tmp/lifeboat-drill-db1/search/repo
+  version_added: 0.2.0
+home:
+  description: The distribution the search node runs from.
+  returned: state=started, kind=elasticsearch or opensearch
+  type: str
+  sample: /usr/share/opensearch
+  version_added: 0.2.0
 seconds:
   description: Time taken to initialise and start the server.
   returned: state=started
@@ -170,6 +252,7 @@ import subprocess
 import time
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql as pg
+from ansible_collections.lifeboat.backup.plugins.module_utils import _search_sandbox as search
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
 
@@ -182,10 +265,11 @@ def account_ids(params):
     """(uid, gid) to run the server as, or None when not root."""
     if os.geteuid() != 0:
         return None
+    account = params["account"] or "postgres"
     try:
-        record = pwd.getpwnam(params["account"])
+        record = pwd.getpwnam(account)
     except KeyError:
-        raise OptionError("account", "account: no such user %s on this host; PostgreSQL refuses to run as root" % params["account"]) from None
+        raise OptionError("account", "account: no such user %s on this host; PostgreSQL refuses to run as root" % account) from None
     return record.pw_uid, record.pw_gid
 
 
@@ -262,7 +346,7 @@ def start_postgresql(module):
     tools = pg.find_tools(wanted, TOOLS, params["bin_dir"], purpose="the drill sandbox")
     ids = account_ids(params)
     if ids:
-        check_reachable(params["path"], ids, params["account"])
+        check_reachable(params["path"], ids, params["account"] or "postgres")
     make_base(params["path"])
     home = os.path.join(params["path"], params["name"])
     if os.path.exists(home):
@@ -285,7 +369,7 @@ def start_postgresql(module):
         settings = {"listen_addresses": "", "unix_socket_directories": run, "port": port, "fsync": "off", "shared_buffers": "64MB", "max_connections": "30"}
         handle.write("\n# lifeboat drill sandbox\n" + "".join("%s = '%s'\n" % item for item in settings.items()))
     with open(os.path.join(home, RECORD), "w", encoding="utf-8") as handle:
-        json.dump({"kind": "postgresql", "bin_dir": tools.dir, "data_dir": data, "account": params["account"] if ids else None}, handle)
+        json.dump({"kind": "postgresql", "bin_dir": tools.dir, "data_dir": data, "account": (params["account"] or "postgres") if ids else None}, handle)
     pg_ctl = [tools.path("pg_ctl"), "start", "--pgdata=" + data, "--log=" + log, "--wait", "--timeout=%d" % params["start_timeout"]]
     run_as(pg_ctl, ids, os.path.join(home, "pg_ctl.log"), params["start_timeout"] + 10)
     return dict(
@@ -304,6 +388,8 @@ def stop_one(home, timeout):
     """Stop the server recorded in ``home`` (immediately: its data is thrown away)."""
     with open(os.path.join(home, RECORD), encoding="utf-8") as handle:
         record = json.load(handle)
+    if record["kind"] in search.ENGINES:
+        return search.stop(record, timeout)
     if not os.path.exists(os.path.join(record["data_dir"], "postmaster.pid")):
         return False
     ids = None
@@ -313,6 +399,20 @@ def stop_one(home, timeout):
     stop = [os.path.join(record["bin_dir"], "pg_ctl"), "stop", "--pgdata=" + record["data_dir"], "--mode=immediate", "--wait", "--timeout=%d" % timeout]
     run_as(stop, ids, os.path.join(home, "pg_ctl.log"), timeout + 10)
     return True
+
+
+def start_search(module):
+    """A search node in <path>/<name> (see _search_sandbox); its record is written as soon as it runs."""
+    params = module.params
+    make_base(params["path"])
+    home = os.path.join(params["path"], params["name"])
+    if os.path.exists(home):
+        raise OptionError("name", "name: %s already exists in the sandbox %s: one server per name" % (params["name"], params["path"]))
+
+    def reachable(ids):
+        check_reachable(params["path"], ids, params["account"] or "the %s account" % params["kind"])
+
+    return search.start(params, home, reachable, os.path.join(home, RECORD))
 
 
 def remove(module):
@@ -344,6 +444,8 @@ def execute(module):
         return dict(changed=changed, path=module.params["path"])
     if not module.params["name"]:
         raise OptionError("name", "name is required with state=started: the server's name in the sandbox (the component's)")
+    if module.params["kind"] in search.ENGINES:
+        return start_search(module)
     try:
         return start_postgresql(module)
     except pg.ToolError as exc:
@@ -356,10 +458,14 @@ def main():
             path=dict(type="path", required=True),
             state=dict(type="str", choices=["started", "present", "absent"], default="started"),
             name=dict(type="str"),
-            kind=dict(type="str", choices=["postgresql"], default="postgresql"),
+            kind=dict(type="str", choices=["postgresql"] + list(search.ENGINES), default="postgresql"),
             version=dict(type="str"),
             bin_dir=dict(type="path"),
-            account=dict(type="str", default="postgres"),
+            account=dict(type="str"),
+            home=dict(type="path"),
+            java_home=dict(type="path"),
+            heap=dict(type="str", default="512m"),
+            repository_paths=dict(type="list", elements="path", default=[]),
             start_timeout=dict(type="int", default=120),
         ),
         supports_check_mode=False,

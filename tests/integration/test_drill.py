@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests.support.modules import ROOT, run_playbook
+from tests.support.search import doc_counts, make_indices
 from tests.support.trees import PASSPHRASE, snapshot
 
 
@@ -44,6 +45,19 @@ def report_paths(output):
     return Path(html), data
 
 
+def _running(marker):
+    """Command lines of running processes that mention ``marker``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            line = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if proc.name.isdigit() and marker in line and "pytest" not in line:
+            found.append(line)
+    return found
+
+
 @pytest.fixture
 def sandboxes():
     """Where the drills make their sandboxes: the sandbox's PostgreSQL runs as its own account,
@@ -54,7 +68,7 @@ def sandboxes():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def test_drill_of_a_fresh_backup_is_green_and_a_changed_row_or_file_fails_it(pg_database, sandboxes, tmp_path):
+def test_drill_of_a_fresh_backup_is_green_and_a_changed_row_file_or_document_fails_it(pg_database, opensearch_server, namespace, sandboxes, tmp_path):
     db = pg_database
     db.psql(
         "CREATE TABLE entity (id serial PRIMARY KEY, title text); INSERT INTO entity (title) SELECT 'entity ' || g FROM generate_series(1, 500) g;"
@@ -65,6 +79,8 @@ def test_drill_of_a_fresh_backup_is_green_and_a_changed_row_or_file_fails_it(pg_
     (etc / "app.conf").write_text("listen = 8080\n")
     (etc / "conf.d" / "10-db.conf").write_text("database = %s\n" % db.name)
     server = db.server
+    es = opensearch_server
+    indices, _alias = make_indices(es, namespace, {"stix": 30, "docs": 12}, shards=1)
     profile = {
         "name": "test",
         "platform": {"name": "demo", "version": "1.0"},
@@ -79,6 +95,15 @@ def test_drill_of_a_fresh_backup_is_green_and_a_changed_row_or_file_fails_it(pg_
                 "databases": [db.name],
                 "globals": False,
             },
+            {
+                "name": "search",
+                "kind": "elasticsearch",
+                "hosts": [es.url],
+                "repository": f"{namespace}-repo",
+                "location": str(es.repo_dir / f"{namespace}-repo"),
+                "indices": [f"{namespace}-*"],
+                "include_repository_files": True,
+            },
         ],
     }
     (tmp_path / "dest").mkdir()
@@ -86,21 +111,27 @@ def test_drill_of_a_fresh_backup_is_green_and_a_changed_row_or_file_fails_it(pg_
     reports = tmp_path / "reports"
     backup = playbook(tmp_path, "backup.yml", node, profile)
     assert backup.returncode == 0, backup.stdout[-4000:]
-    production = (snapshot(etc), db.psql("SELECT md5(string_agg(id || title, ',' ORDER BY id)) FROM entity"))
+    production = (snapshot(etc), db.psql("SELECT md5(string_agg(id || title, ',' ORDER BY id)) FROM entity"), doc_counts(es, indices))
+    small = {"drill_report_dir": str(reports), "drill_dir": str(sandboxes), "drill_search_heap": "256m"}
 
-    drill = playbook(tmp_path, "drill.yml", node, profile, drill_report_dir=str(reports), drill_dir=str(sandboxes))
+    drill = playbook(tmp_path, "drill.yml", node, profile, **small)
     assert drill.returncode == 0, drill.stdout[-5000:]
     html, data = report_paths(drill.stdout)
     assert data["verdict"] == "passed"
     entries = {e["name"]: e for e in data["nodes"]["node1"]["components"]}
-    assert {n: e["result"] for n, e in entries.items()} == {"config": "passed", "postgresql": "passed"}
+    assert {n: e["result"] for n, e in entries.items()} == {"config": "passed", "postgresql": "passed", "search": "passed"}
     assert entries["postgresql"]["details"]["rows"] == 550 and entries["config"]["details"]["files"] >= 3
+    assert sorted(entries["search"]["details"]["indices"]) == sorted(indices) and entries["search"]["details"]["documents"] == 42
     assert all(e["seconds"] > 0 and e["compare_seconds"] >= 0 for e in entries.values()), entries
     versions = data["nodes"]["node1"]["versions"]
     assert versions["same_platform"] and versions["servers"][0]["recorded"].startswith(server.version)
     assert "(PostgreSQL) %s." % server.version in versions["servers"][0]["sandbox"]
+    # The sandbox node ran the distribution of the running server (found from its command line).
+    assert versions["servers"][1] == {"component": "search", "engine": "OpenSearch", "recorded": es.version, "sandbox": "OpenSearch " + es.version}
+    assert "search: OpenSearch %s at backup, sandbox OpenSearch %s" % (es.version, es.version) in drill.stdout
+    assert re.search(r"node1\s+search\s+elasticsearch\s+passed\s+\S+s\s+\S+s\s+2 indices, 42 documents equal", drill.stdout)
     page = html.read_text()
-    assert page.count('td class="bar"') == 2 and "passed" in page
+    assert page.count('td class="bar"') == 3 and "passed" in page
     assert re.search(r"node1\s+postgresql\s+postgresql\s+passed\s+\S+s\s+\S+s\s+%s: 2 tables, 550 rows equal" % db.name, drill.stdout)
     assert "lifeboat_drill" in drill.stdout[drill.stdout.index("CUSTOM STATS") :]
     assert not list(sandboxes.glob("lifeboat-drill-*")), "the sandbox is removed"
@@ -110,16 +141,23 @@ def test_drill_of_a_fresh_backup_is_green_and_a_changed_row_or_file_fails_it(pg_
     profile["components"][0]["after_restore"] = [{"name": "edit", "command": 'echo "listen = 9090" > "$LIFEBOAT_DRILL_ROOT%s/app.conf"' % etc}]
     change = "psql -X -q -d %s -c \"UPDATE entity SET title = 'changed' WHERE id = 7\"" % db.name
     profile["components"][1]["after_restore"] = [{"name": "change a row", "command": change}]
-    changed = playbook(tmp_path, "drill.yml", node, profile, drill_report_dir=str(reports), drill_dir=str(sandboxes))
+    # The sandbox node's URL reaches the actions; production's index keeps its document.
+    delete = 'curl -sf -X DELETE "$LIFEBOAT_DRILL_SEARCH_URL/%s/_doc/3?refresh=true"' % f"{namespace}-stix"
+    profile["components"][2]["after_restore"] = [{"name": "delete a document", "command": delete}]
+    changed = playbook(tmp_path, "drill.yml", node, profile, **small)
     assert changed.returncode != 0, changed.stdout[-5000:]
     _html, data = report_paths(changed.stdout)
     entries = {e["name"]: e for e in data["nodes"]["node1"]["components"]}
-    assert data["verdict"] == "failed" and {n: e["result"] for n, e in entries.items()} == {"config": "failed", "postgresql": "failed"}
+    assert data["verdict"] == "failed"
+    assert {n: e["result"] for n, e in entries.items()} == {"config": "failed", "postgresql": "failed", "search": "failed"}
     assert entries["config"]["differences"] == ["%s/app.conf: content or type differs" % etc]
     assert entries["postgresql"]["differences"] == ["%s: table public.entity: row contents differ from the backup (same row count 500)" % db.name]
-    assert [a["name"] for e in entries.values() for a in e["actions"]] == ["edit", "change a row"]
-    assert "drill of node1 failed" in changed.stdout and "public.entity" in changed.stdout
-    assert (snapshot(etc), db.psql("SELECT md5(string_agg(id || title, ',' ORDER BY id)) FROM entity")) == production
+    assert entries["search"]["differences"] == ["index %s-stix has 29 documents, 30 at backup time" % namespace]
+    assert [a["name"] for e in entries.values() for a in e["actions"]] == ["edit", "change a row", "delete a document"]
+    assert "drill of node1 failed" in changed.stdout and "public.entity" in changed.stdout and "%s-stix" % namespace in changed.stdout
+    after = (snapshot(etc), db.psql("SELECT md5(string_agg(id || title, ',' ORDER BY id)) FROM entity"), doc_counts(es, indices))
+    assert after == production
+    assert not _running("lifeboat-drill-"), "the drill stopped its sandbox's servers"
     assert not list(sandboxes.glob("lifeboat-drill-*"))
 
     assert not list(sandboxes.iterdir())
