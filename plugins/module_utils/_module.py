@@ -18,6 +18,11 @@ after the plan), and reports by returning the result. Any ``LifeboatError`` it
 raises becomes ``fail_json`` here, with what was already changed; the failure hooks
 (``on_failure``) run first, so a session component records the true reason before
 the module exits.
+
+Every result that ends in ``exit_json`` carries ``lifeboat_succeeded: true`` (SUCCESS_KEY),
+and no failure does: the roles run modules with ``failed_when: false`` (no red ``fatal:`` in
+a run that goes on as partial) and count as failed every result without it, so a crash,
+a timeout or an action plugin's error can never pass for a success.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, MissingLibraryError
+
+# The positive success marker of every lifeboat.backup module result (docs/architecture.md,
+# "Module result contract").
+SUCCESS_KEY = "lifeboat_succeeded"
 
 
 def missing_library(library, import_error=None):
@@ -59,6 +68,15 @@ class LifeboatModule(AnsibleModule):
         host = socket.gethostname()
         text = str(warning)
         super().warn(text if text.startswith("on %s: " % host) else "on %s: %s" % (host, text))
+
+    def exit_json(self, **kwargs):
+        """Every successful result says so positively (SUCCESS_KEY); fail_json never does."""
+        kwargs[SUCCESS_KEY] = True
+        super().exit_json(**kwargs)
+
+    def fail_json(self, *args, **kwargs):
+        kwargs.pop(SUCCESS_KEY, None)  # a failure returning what a success had gathered
+        super().fail_json(*args, **kwargs)
 
     def keep(self, result):
         """Return ``result`` (a dict the module goes on filling) with any failure too, so a

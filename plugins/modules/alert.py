@@ -99,6 +99,15 @@ message:
   returned: always
   type: str
   sample: "db1: backup failed (20261122T020000Z-3fa2c1d0) - verdict failed - reason: postgresql: pg_dump exited 1"
+lifeboat_succeeded:
+  description:
+    - C(true) in every successful result of a lifeboat.backup module, absent from every failure.
+    - The roles run modules with C(failed_when) false and count every result without it (a failure, a crash,
+      a timeout) as failed; see docs/architecture.md, section Module result contract.
+  returned: success
+  type: bool
+  sample: true
+  version_added: 0.2.0
 """
 
 import re

@@ -187,6 +187,15 @@ images:
   sample:
     - {name: 20261122T194512Z-db1.zip, node: db1, backup_id: 20261122T194512Z-3fa2c1d0, verdict: success, size: 1048576, components: {config: success},
        copies: [offsite]}
+lifeboat_succeeded:
+  description:
+    - C(true) in every successful result of a lifeboat.backup module, absent from every failure.
+    - The roles run modules with C(failed_when) false and count every result without it (a failure, a crash,
+      a timeout) as failed; see docs/architecture.md, section Module result contract.
+  returned: success
+  type: bool
+  sample: true
+  version_added: 0.2.0
 """
 
 import calendar

@@ -96,6 +96,15 @@ html:
   returned: always
   type: str
   sample: /root/lifeboat-drills/drill-20261130T041500Z.html
+lifeboat_succeeded:
+  description:
+    - C(true) in every successful result of a lifeboat.backup module, absent from every failure.
+    - The roles run modules with C(failed_when) false and count every result without it (a failure, a crash,
+      a timeout) as failed; see docs/architecture.md, section Module result contract.
+  returned: success
+  type: bool
+  sample: true
+  version_added: 0.2.0
 """
 
 import html

@@ -127,6 +127,15 @@ server:
   returned: always
   type: dict
   sample: {engine: elasticsearch, version: 8.19.21, cluster_name: production}
+lifeboat_succeeded:
+  description:
+    - C(true) in every successful result of a lifeboat.backup module, absent from every failure.
+    - The roles run modules with C(failed_when) false and count every result without it (a failure, a crash,
+      a timeout) as failed; see docs/architecture.md, section Module result contract.
+  returned: success
+  type: bool
+  sample: true
+  version_added: 0.2.0
 """
 
 import fnmatch

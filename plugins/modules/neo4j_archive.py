@@ -196,6 +196,15 @@ fingerprint:
   type: dict
   version_added: 0.2.0
   sample: {counts: {neo4j: {nodes: 120345, relationships: 455001}, system: {nodes: 14, relationships: 9}}, seconds: 0.4}
+lifeboat_succeeded:
+  description:
+    - C(true) in every successful result of a lifeboat.backup module, absent from every failure.
+    - The roles run modules with C(failed_when) false and count every result without it (a failure, a crash,
+      a timeout) as failed; see docs/architecture.md, section Module result contract.
+  returned: success
+  type: bool
+  sample: true
+  version_added: 0.2.0
 """
 
 import os

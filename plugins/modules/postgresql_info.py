@@ -158,6 +158,15 @@ client_tools:
   returned: always
   type: dict
   sample: {dir: /usr/lib/postgresql/15/bin, version: pg_dump (PostgreSQL) 15.18, version_num: 150018}
+lifeboat_succeeded:
+  description:
+    - C(true) in every successful result of a lifeboat.backup module, absent from every failure.
+    - The roles run modules with C(failed_when) false and count every result without it (a failure, a crash,
+      a timeout) as failed; see docs/architecture.md, section Module result contract.
+  returned: success
+  type: bool
+  sample: true
+  version_added: 0.2.0
 """
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql as pg

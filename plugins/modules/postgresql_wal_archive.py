@@ -307,6 +307,15 @@ check:
   returned: when the check ran
   type: dict
   sample: {segment: "000000010000000000000007", seconds: 0.4}
+lifeboat_succeeded:
+  description:
+    - C(true) in every successful result of a lifeboat.backup module, absent from every failure.
+    - The roles run modules with C(failed_when) false and count every result without it (a failure, a crash,
+      a timeout) as failed; see docs/architecture.md, section Module result contract.
+  returned: success
+  type: bool
+  sample: true
+  version_added: 0.2.0
 """
 
 import json

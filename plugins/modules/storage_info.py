@@ -122,6 +122,15 @@ storage_error:
   returned: when the target is unreachable or not genuine
   type: str
   sample: not_mounted
+lifeboat_succeeded:
+  description:
+    - C(true) in every successful result of a lifeboat.backup module, absent from every failure.
+    - The roles run modules with C(failed_when) false and count every result without it (a failure, a crash,
+      a timeout) as failed; see docs/architecture.md, section Module result contract.
+  returned: success
+  type: bool
+  sample: true
+  version_added: 0.2.0
 """
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _storage

@@ -147,6 +147,15 @@ tables:
   returned: always
   type: list
   elements: dict
+lifeboat_succeeded:
+  description:
+    - C(true) in every successful result of a lifeboat.backup module, absent from every failure.
+    - The roles run modules with C(failed_when) false and count every result without it (a failure, a crash,
+      a timeout) as failed; see docs/architecture.md, section Module result contract.
+  returned: success
+  type: bool
+  sample: true
+  version_added: 0.2.0
 """
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql, _session, _storage, _table_archive, _table_chain, _table_db, _table_segment

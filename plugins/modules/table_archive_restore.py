@@ -161,6 +161,15 @@ verified:
   description: What the verification found - entries, signers, trust (C(given) or C(archive)).
   returned: always
   type: dict
+lifeboat_succeeded:
+  description:
+    - C(true) in every successful result of a lifeboat.backup module, absent from every failure.
+    - The roles run modules with C(failed_when) false and count every result without it (a failure, a crash,
+      a timeout) as failed; see docs/architecture.md, section Module result contract.
+  returned: success
+  type: bool
+  sample: true
+  version_added: 0.2.0
 """
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _postgresql, _storage, _table_db, _table_restore, _table_segment

@@ -160,6 +160,15 @@ level:
   description: The level applied.
   returned: always
   type: str
+lifeboat_succeeded:
+  description:
+    - C(true) in every successful result of a lifeboat.backup module, absent from every failure.
+    - The roles run modules with C(failed_when) false and count every result without it (a failure, a crash,
+      a timeout) as failed; see docs/architecture.md, section Module result contract.
+  returned: success
+  type: bool
+  sample: true
+  version_added: 0.2.0
 """
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _postgresql, _storage, _table_chain, _table_db, _table_segment, _table_verify

@@ -120,8 +120,11 @@ def test_partial_without_halt_whole_run_failed_with_halt(cluster, fault):
     fault.observe(false_success=summary(partial.stdout, "Backup summary").get("node2") != "partial")
     assert summary(partial.stdout, "Backup summary") == {"node1": "success", "node2": "partial"}
     assert "broken: relative/path" in partial.stdout or "not absolute" in partial.stdout
-    # #18.12: the partial-run notice reads as text, not as a Python dict.
+    # #18.12: the partial-run notice reads as text, not as a Python dict; the failed component
+    # prints no red "fatal:" (the run goes on) but a warning naming the node, component, reason.
     assert "partial backup of node2: broken: " in partial.stdout and "{'broken'" not in partial.stdout
+    assert "fatal:" not in partial.stdout and "...ignoring" not in partial.stdout, partial.stdout[-4000:]
+    assert re.search(r"WARNING: on node2: component broken failed: .*(relative/path|not absolute)", partial.stdout), partial.stdout[-4000:]
     assert len(list(Path(cluster["nodes"]["node2"]["backup_destination"]).glob("*.zip"))) == 1
 
     # With halt, node2's failure stops node1 too: no backup id with part of the cluster.
@@ -189,6 +192,89 @@ def test_restore_version_rule(cluster):
     del cluster["profile"]["components"][0]["after_restore"]
     check = playbook(cluster, "restore.yml", restore_checks=[{"name": "half-processed items", "command": "echo item-42 still processing"}])
     assert check.returncode != 0 and "post-restore checks failed: half-processed items" in check.stdout
+
+
+OUTCOME_CASES = {
+    # An option the module refuses: its own failure (fail_json), reason kept.
+    "bad-option": ("lifeboat.backup.config_archive", {"session": "/nonexistent", "paths": ["/etc"], "no_such_option": 1}, {}),
+    # The action plugin refuses before the module runs (an exception: failed_when never sees it).
+    "action-error": ("lifeboat.backup.config_archive", {"session": "/nonexistent", "paths": ["/etc"], "progress_interval": "soon"}, {}),
+    # The module process dies without a result.
+    "crash": ("lifeboat.backup.config_archive", {"session": "/nonexistent", "paths": ["/etc"]}, {"vars": {"ansible_python_interpreter": "/bin/false"}}),
+    # The task times out (an exception too).
+    "timeout": (
+        "lifeboat.backup.config_archive",
+        {"session": "/nonexistent", "paths": ["/etc"]},
+        {"timeout": 1, "vars": {"ansible_python_interpreter": "SLOW"}},
+    ),
+    # A real success: the only case that must not be recorded.
+    "success": ("lifeboat.backup.backup_info", {"destination": "DEST", "node": "here"}, {}),
+}
+
+
+@pytest.mark.fault(
+    "failed step", "a module result without lifeboat_succeeded (refused option, action error, crash, timeout) in the roles' outcome", item="18.12"
+)
+def test_a_result_without_the_success_marker_counts_as_failed(tmp_path, fault):
+    """#18.12: the roles run modules with failed_when: false and count as success only a
+    result with lifeboat_succeeded: every other way a module task ends is a failure, with the
+    module's message or "the module did not report success", in backup and restore alike."""
+    slow = tmp_path / "slow-python"
+    slow.write_text("#!/bin/sh\nsleep 5\n")
+    slow.chmod(0o755)
+    (tmp_path / "dest").mkdir()
+    tasks = []
+    for case, (module, args, keywords) in OUTCOME_CASES.items():
+        args = {k: str(tmp_path / "dest") if v == "DEST" else v for k, v in args.items()}
+        if module.endswith("config_archive"):
+            args["name"] = case
+        keywords = json.loads(json.dumps(keywords).replace('"SLOW"', json.dumps(str(slow))))
+        # As the role task files run it; the same result then goes through both roles' outcomes.
+        tasks.append(dict({"name": case, module: args, "register": "__backup_component_run", "failed_when": False, "ignore_errors": True}, **keywords))
+        for outcome in ("backup/tasks/component_outcome.yml", "restore/tasks/restore_outcome.yml"):
+            run = {"__component": {"name": case, "kind": "config"}, "__restore_component_run": "{{ __backup_component_run }}"}
+            tasks.append({"ansible.builtin.include_tasks": str(ROOT / "roles" / outcome), "vars": run})
+    tasks.append(
+        {
+            "ansible.builtin.copy": {
+                "content": "{{ {'backup': __backup_failures, 'restore': __restore_failures, 'done': __restore_done} | to_json }}",
+                "dest": str(tmp_path / "out.json"),
+                "mode": "0600",
+            }
+        }
+    )
+    play = [
+        {
+            "hosts": "localhost",
+            "gather_facts": False,
+            "tasks": tasks,
+            "vars": {
+                "backup_halt": False,
+                "backup_node": "here",
+                "restore_node": "here",
+                "__backup_failures": {},
+                "__backup_halted": False,
+                "__restore_failures": {},
+                "__restore_done": [],
+            },
+        }
+    ]
+    proc = run_playbook(yaml.safe_dump(play, sort_keys=False), tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    out = json.loads((tmp_path / "out.json").read_text())
+    fault.observe(false_success=any(case not in out[phase] for phase in ("backup", "restore") for case in OUTCOME_CASES if case != "success"))
+    fault.observe(false_success="success" in out["backup"] or "success" in out["restore"] or out["done"] != ["success"])
+    for phase in ("backup", "restore"):
+        failures = out[phase]
+        assert sorted(failures) == ["action-error", "bad-option", "crash", "timeout"], failures
+        assert "no_such_option" in failures["bad-option"] and "progress_interval" in failures["action-error"], failures
+        assert failures["crash"].strip() and "Timed out after 1 second" in failures["timeout"], failures
+    assert out["done"] == ["success"]
+    for case in ("bad-option", "action-error", "crash", "timeout"):
+        assert "WARNING: on here: component %s failed: " % case in proc.stdout and "WARNING: on here: restore of component %s failed: " % case in proc.stdout
+    # Only the exceptions (action error, timeout) print a red "fatal:", ignored: the module's
+    # own failures and a crash do not.
+    assert proc.stdout.count("fatal:") == 2, proc.stdout[-6000:]
 
 
 def audit_of(cluster, node):

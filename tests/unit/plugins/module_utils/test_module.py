@@ -11,7 +11,7 @@ from ansible.module_utils.common.text.converters import to_bytes
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _session
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, MissingLibraryError, OptionError
-from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule, merge_specs
+from ansible_collections.lifeboat.backup.plugins.module_utils._module import SUCCESS_KEY, LifeboatModule, merge_specs
 
 
 class FakeComponent:
@@ -56,6 +56,21 @@ def test_shared_specs_are_merged_and_copied():
 def test_result_is_returned(module, capsys):
     code, result = outcome(module, lambda m: dict(changed=True, extra=m.params["extra"]), capsys)
     assert code == 0 and result["changed"] is True and result["extra"] == 3
+    # #18.12: the positive success marker the roles test (docs/architecture.md).
+    assert result[SUCCESS_KEY] is True
+
+
+def test_no_failure_carries_the_success_marker(module, capsys):
+    """The roles count a result without lifeboat_succeeded as failed: an error (even one that
+    returns what the module had kept, or a key of the same name) never carries it."""
+
+    def execute(m):
+        m.keep(dict(changed=False, found=["a"]))
+        raise LifeboatError("it broke", **{SUCCESS_KEY: True, "size": 1})
+
+    code, result = outcome(module, execute, capsys)
+    assert code == 1 and result["failed"] is True and result["size"] == 1
+    assert SUCCESS_KEY not in result
 
 
 def test_error_becomes_one_failure_with_what_was_done(module, capsys):
