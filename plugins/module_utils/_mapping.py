@@ -4,13 +4,16 @@
 #
 # PRIVATE module_utils of lifeboat.backup: not a public API, may change without notice.
 """Migration mappings (docs/migration.md): the environment-specific values of an image (host
-names, addresses, host:port pairs, the node, database and index names), each with where it
-occurs, and their replacement in restored configuration files.
+names, addresses, host:port pairs, the node, database and index names, paths, service
+accounts, certificate subjects), each with where it occurs, and their replacement in
+restored configuration files.
 
 A value is found in the manifest (node, databases, indices) and in the text of the
 configuration members (host names of three labels or more, IPv4 addresses, hosts of URLs,
-and occurrences of the manifest's names). Loopback addresses and ``localhost`` are not
-environment-specific and are left out."""
+absolute paths outside the system's own directories, the accounts of URLs and of
+``user``/``owner``/``account``-like settings, distinguished names, the subjects of PEM
+certificates, and occurrences of the manifest's names). Loopback addresses and
+``localhost`` are not environment-specific and are left out; nor are ``root``/``nobody``."""
 
 from __future__ import annotations
 
@@ -22,12 +25,39 @@ import tempfile
 
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
 
+try:
+    from cryptography import x509
+except ImportError:  # the modules require cryptography through missing_required_lib (_age)
+    x509 = None
+
 HOST_RE = re.compile(r"(?<![\w.@/-])((?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.){2,}[a-z]{2,63})(?![\w-]|\.\w)", re.I)
 IPV4_RE = re.compile(r"(?<![\w.])((?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3})(?![\w]|\.\d)")
 URL_RE = re.compile(r"\b[a-z][a-z0-9+.-]*://(?:[^@/\s'\"]*@)?([a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)(?::(\d{1,5}))?", re.I)
+# Absolute paths of two components or more, not inside a URL (no word, ':' or '/' before).
+PATH_RE = re.compile(r"(?<![\w.:/~$@%-])(/[\w.@+-]+(?:/[\w.@+-]+)+)/?")
+# The account of a URL (scheme://account[:password]@host) and of account-like settings.
+USERINFO_RE = re.compile(r"\b[a-z][a-z0-9+.-]*://([a-z_][\w.-]{0,63})(?::[^@/\s'\"]*)?@", re.I)
+ACCOUNT_RE = re.compile(
+    r"(?<![\w-])((?:[\w-]*[_-])?(?:user|username|owner|run_as|runas|service_account|serviceaccount|account|principal))"
+    r"([\"']?\s*[=:]\s*[\"']?)([a-z_][\w.@-]{0,63})(?![\w.@-])",
+    re.I,
+)
+# Distinguished names: two attributes or more (OpenSSL's /C=../CN=.. or RFC 4514's CN=..,O=..), or a CN alone.
+_RDN = r"(?:CN|OU|O|L|ST|C|DC|UID|emailAddress)=[^,/+\n\"'=]*[^,/+\n\"'=\s]"
+SUBJECT_RE = re.compile(r"(?<![\w=])(%s(?:\s*[,/+]\s*%s)+|CN=[^,/+\n\"'=]*[^,/+\n\"'=\s])" % (_RDN, _RDN))
+PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
 NOT_SPECIFIC = ("localhost", "0.0.0.0", "::1")  # nosec - names, not a bind
+NOT_SPECIFIC_ACCOUNTS = ("root", "nobody", "none", "null", "true", "false", "yes", "no")
+SYSTEM_PATHS = ("/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/", "/proc/", "/sys/", "/dev/", "/tmp/", "/run/")
 FILE_SUFFIXES = (".py", ".conf", ".yml", ".yaml", ".json", ".xml", ".ini", ".cfg", ".sh", ".txt", ".html", ".js", ".md", ".log", ".pem", ".crt")
-KINDS = ("node", "database", "index", "host", "address", "endpoint")
+KINDS = ("node", "database", "index", "host", "address", "endpoint", "path", "account", "subject")
+
+
+# The options of a scan, shared by mapping_template and mapping_apply (doc fragment lifeboat.backup._mapping).
+SCAN_SPEC = dict(
+    components=dict(type="list", elements="str", default=[]),
+    max_file_bytes=dict(type="int", default=1048576),
+)
 
 
 class MappingError(LifeboatError):
@@ -78,7 +108,12 @@ def _word(value):
 
 def text_values(component, path, text, named, found):
     """The values in one text file; ``named`` are the manifest's names looked for as words."""
+    in_pem = False
     for number, line in enumerate(text.splitlines(), 1):
+        # PEM blocks (certificates, keys) are base64: nothing to find in their lines.
+        if line.startswith("-----BEGIN ") or in_pem:
+            in_pem = not line.startswith("-----END ")
+            continue
         where = "%s: %s line %d" % (component, path, number)
         for match in URL_RE.finditer(line):
             host, port = match.group(1), match.group(2)
@@ -91,9 +126,50 @@ def text_values(component, path, text, named, found):
         for match in HOST_RE.finditer(line):
             if not _looks_like_file(match.group(1)):
                 found.add("host", match.group(1), where)
+        other_values(line, where, found)
         for value, pattern in named:
             if pattern.search(line):
                 found.add(found.values[value]["kind"], value, where)
+
+
+def other_values(line, where, found):
+    """Paths, accounts and distinguished names in one line of text."""
+    for match in PATH_RE.finditer(line):
+        if not match.group(1).startswith(SYSTEM_PATHS):
+            found.add("path", match.group(1), where)
+    accounts = [m.group(1) for m in USERINFO_RE.finditer(line)] + [m.group(3) for m in ACCOUNT_RE.finditer(line)]
+    for account in accounts:
+        if account.lower() not in NOT_SPECIFIC_ACCOUNTS:
+            found.add("account", account, where)
+    for match in SUBJECT_RE.finditer(line):
+        found.add("subject", match.group(1), where)
+
+
+def certificate_values(component, path, text, found):
+    """The subjects of the PEM certificates of a file, and the DNS names they are for."""
+    if PEM_CERTIFICATE not in text or x509 is None:
+        return
+    for subject, names in certificate_subjects(text.encode("utf-8")):
+        where = "%s: %s certificate" % (component, path)
+        found.add("subject", subject, where)
+        for name in names:
+            found.add("host", name, where)
+
+
+def certificate_subjects(data):
+    """[(RFC 4514 subject, [DNS names of its subjectAltName])] of the PEM certificates in ``data``."""
+    subjects = []
+    for block in re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", data, re.S):
+        try:
+            certificate = x509.load_pem_x509_certificate(block)
+        except ValueError:
+            continue
+        try:
+            names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+        except x509.ExtensionNotFound:
+            names = []
+        subjects.append((certificate.subject.rfc4514_string(), names))
+    return subjects
 
 
 def is_text(data):
@@ -116,6 +192,7 @@ def config_values(image, component, details, found, max_bytes):
                 text = is_text(tar.extractfile(info).read())
                 if text is not None:
                     text_values(component, "/" + info.name, text, named, found)
+                    certificate_values(component, "/" + info.name, text, found)
         member.read()  # to the end: the member checks its SHA-256
 
 
@@ -158,8 +235,10 @@ def check(mapping, found):
     for value, entry in wanted.items():
         mapped = given.get(value) or {}
         target = str(mapped.get("target") or "")
-        if str(mapped.get("keep", False)).lower() in ("true", "yes", "1"):
+        if _kept(mapped):
             continue
+        if not target and _decided(_holding_directory(value, given)):
+            continue  # a path under a directory the mapping maps or keeps: that entry covers it
         if not target or target == value:
             left.append("%s %s (%s)" % (entry["kind"], value, "; ".join(entry["occurs"][:3])))
             continue
@@ -172,18 +251,80 @@ def check(mapping, found):
     return replacements
 
 
-def rewrite_file(path, replacements, dry_run=False):
+def _kept(entry):
+    return str((entry or {}).get("keep", False)).lower() in ("true", "yes", "1")
+
+
+def _decided(entry):
+    return bool(entry) and (_kept(entry) or str(entry.get("target") or "") not in ("", str(entry.get("source"))))
+
+
+def _holding_directory(value, given):
+    """The mapping's entry of the nearest directory holding the path ``value`` (None if none)."""
+    if not value.startswith("/"):
+        return None
+    for source in sorted(given, key=len, reverse=True):
+        if source.startswith("/") and source != value and value.startswith(source.rstrip("/") + "/"):
+            return given[source]
+    return None
+
+
+def _replace_group(pattern, group, text, replacements, counts):
+    """``text`` with ``group`` of each match of ``pattern`` replaced when it is a mapped value."""
+
+    def substitute(match):
+        value = match.group(group)
+        if value not in replacements:
+            return match.group(0)
+        counts[value] = counts.get(value, 0) + 1
+        start, end = match.start(group) - match.start(), match.end(group) - match.start()
+        return match.group(0)[:start] + replacements[value] + match.group(0)[end:]
+
+    return pattern.sub(substitute, text)
+
+
+def replace_text(text, replacements, accounts=()):
+    """(text, {source: count}): the values replaced in one pass (the longest value first, whole
+    words only; a replacement is never replaced again); an account only where it is one (the
+    account of a URL, the value of an account-like setting), as its name may be a common word."""
+    counts = {}
+    in_context = {k: v for k, v in replacements.items() if k in accounts}
+    text = _replace_group(USERINFO_RE, 1, text, in_context, counts)
+    text = _replace_group(ACCOUNT_RE, 3, text, in_context, counts)
+    words = sorted((k for k in replacements if k not in accounts), key=len, reverse=True)
+    if words:
+        pattern = re.compile(r"(?<![\w-])(%s)(?![\w-]|\.\w)" % "|".join(re.escape(word) for word in words))
+        text = _replace_group(pattern, 1, text, replacements, counts)
+    return text, counts
+
+
+def accounts_of(mapping, found):
+    """The values that are accounts: found as such, or added to the mapping as kind account."""
+    given = [e for e in mapping.get("values") or [] if isinstance(e, dict) and e.get("kind") == "account"]
+    return {v for v, e in found.values.items() if e["kind"] == "account"} | {str(e.get("source")) for e in given}
+
+
+def certificates_left(path, replacements):
+    """[(subject, target)] of the PEM certificates of ``path`` whose subject the mapping replaces:
+    a certificate cannot be rewritten, the other environment's must be put in its place."""
+    if x509 is None or os.path.getsize(path) > 1048576:
+        return []
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if PEM_CERTIFICATE.encode() not in data:
+        return []
+    return [(subject, replacements[subject]) for subject, _names in certificate_subjects(data) if subject in replacements]
+
+
+def rewrite_file(path, replacements, dry_run=False, accounts=()):
     """Replace the values in one text file (atomically, mode and owner kept); [(source, target, count)]."""
     with open(path, "rb") as handle:
         data = handle.read()
     text = is_text(data)
     if text is None:
         return []
-    made = []
-    for source in sorted(replacements, key=len, reverse=True):
-        text, count = _word(source).subn(lambda _m, target=replacements[source]: target, text)
-        if count:
-            made.append((source, replacements[source], count))
+    text, counts = replace_text(text, replacements, accounts)
+    made = [(source, replacements[source], count) for source, count in sorted(counts.items())]
     if made and not dry_run:
         info = os.lstat(path)
         descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".lifeboat-mapping-")

@@ -21,6 +21,12 @@ description:
     the image's configuration components restored under O(root) (whole words only, longest
     value first; each file rewritten atomically with its mode and owner) and reports every
     replacement.
+  - An account is replaced only where it is one (the account of a URL, the value of a
+    C(user)/C(owner)/C(account)-like setting), as an account's name is often a common word. A
+    path under a directory the mapping maps needs no entry of its own.
+  - A PEM certificate cannot be rewritten. The files holding a certificate whose subject the
+    mapping replaces are returned in RV(certificates) (and warned about); put the other
+    environment's certificate in their place.
   - Returns C(rename), the database names to restore under (for
     M(lifeboat.backup.postgresql_restore)'s C(rename)).
 author:
@@ -29,6 +35,7 @@ extends_documentation_fragment:
   - lifeboat.backup._attributes
   - lifeboat.backup._decryption
   - lifeboat.backup._decryption.image
+  - lifeboat.backup._mapping
 attributes:
   check_mode:
     support: full
@@ -52,18 +59,6 @@ options:
       - The root the configuration files were restored under (the restore's C(root)).
     type: path
     default: /
-  components:
-    description:
-      - Configuration components whose restored files are rewritten (and scanned). Default is
-        every configuration component of the image.
-    type: list
-    elements: str
-    default: []
-  max_file_bytes:
-    description:
-      - Files larger than this are not scanned nor rewritten (as in M(lifeboat.backup.mapping_template)).
-    type: int
-    default: 1048576
 seealso:
   - module: lifeboat.backup.mapping_template
   - name: Migration (docs/migration.md)
@@ -95,6 +90,14 @@ replacements:
   type: list
   elements: dict
   sample: [{path: /etc/app/settings.py, source: db1.prod.example.com, target: db1.staging.example.com, count: 2}]
+certificates:
+  description:
+    - Restored files holding a PEM certificate whose subject the mapping replaces - C(path),
+      C(subject), C(target) - to be replaced by the other environment's certificate.
+  returned: state=applied
+  type: list
+  elements: dict
+  sample: [{path: /etc/app/tls/api.pem, subject: "CN=api.prod.example.com,O=Acme", target: "CN=api.staging.example.com,O=Acme"}]
 rename:
   description: Database names of the image to their target names.
   returned: always
@@ -146,12 +149,16 @@ def apply(module):
     result = dict(changed=False, mapped=len(replacements), rename={k: v for k, v in replacements.items() if k in databases})
     if params["state"] == "checked":
         return result
-    result["replacements"] = []
+    accounts = _mapping.accounts_of(params["mapping"], found)
+    result.update(replacements=[], certificates=[])
     for path in paths:
         if not os.path.isfile(path) or os.path.islink(path) or os.path.getsize(path) > params["max_file_bytes"]:
             continue
-        made = _mapping.rewrite_file(path, replacements, dry_run=module.check_mode)
+        made = _mapping.rewrite_file(path, replacements, dry_run=module.check_mode, accounts=accounts)
         result["replacements"] += [dict(path=path, source=s, target=t, count=c) for s, t, c in made]
+        result["certificates"] += [dict(path=path, subject=s, target=t) for s, t in _mapping.certificates_left(path, replacements)]
+    for certificate in result["certificates"]:
+        module.warn("%(path)s: a certificate for %(subject)s cannot be rewritten; put the one for %(target)s in its place" % certificate)
     result["changed"] = bool(result["replacements"]) and not module.check_mode
     return result
 
@@ -162,10 +169,8 @@ def main():
             mapping=dict(type="dict", required=True),
             state=dict(type="str", choices=["checked", "applied"], default="checked"),
             root=dict(type="path", default="/"),
-            components=dict(type="list", elements="str", default=[]),
-            max_file_bytes=dict(type="int", default=1048576),
         ),
-        specs=[_image.IMAGE_SPEC, _image.DECRYPTION_SPEC],
+        specs=[_image.IMAGE_SPEC, _image.DECRYPTION_SPEC, _mapping.SCAN_SPEC],
         supports_check_mode=True,
     )
     module.run(apply)

@@ -14,15 +14,19 @@ description:
   - Finds the values of a backup image that belong to its environment - the node's name, the
     database and index names its manifest records, and in the text of its configuration
     files the host names (three labels or more), IPv4 addresses, hosts of URLs and
-    C(host:port) pairs of URLs, and every occurrence of the manifest's names - each with where
-    it occurs (component, file, line).
+    C(host:port) pairs of URLs, absolute paths (of two components or more, outside C(/usr),
+    C(/bin), C(/lib), C(/proc), C(/sys), C(/dev), C(/tmp), C(/run)), service accounts (the
+    account of a URL, the value of a C(user)/C(owner)/C(run_as)/C(account)/C(principal)-like
+    setting; not C(root) or C(nobody)), distinguished names (C(CN=...,O=...) or
+    C(/C=../CN=..)), the subjects and DNS names of PEM certificates, and every occurrence of
+    the manifest's names - each with where it occurs (component, file, line).
   - Writes them to O(dest) as a YAML template, each with an empty C(target) for the operator
     to fill in with the other environment's value, or C(keep) to set to true for a value that
     is not environment-specific. M(lifeboat.backup.mapping_apply) (the restore role's
     C(restore_mapping)) then rewrites restored configuration files and renames databases, and
     refuses a mapping that leaves a value of the source environment.
-  - Loopback addresses and C(localhost) are left out. Paths, service accounts and certificate
-    subjects are not detected in this release; add them to the file by hand (same form).
+  - Loopback addresses and C(localhost) are left out. Any other value can be added to the
+    file by hand (same form); a path needs no entry when a directory holding it is mapped.
   - Reads the image (configuration members are decrypted in memory, file by file); changes
     nothing but O(dest), which it never replaces unless O(force).
 author:
@@ -31,6 +35,7 @@ extends_documentation_fragment:
   - lifeboat.backup._attributes
   - lifeboat.backup._decryption
   - lifeboat.backup._decryption.image
+  - lifeboat.backup._mapping
 attributes:
   check_mode:
     support: full
@@ -48,18 +53,6 @@ options:
       - Replace O(dest) when it exists (a filled-in mapping would be lost).
     type: bool
     default: false
-  components:
-    description:
-      - Configuration components whose files are scanned. Default is every configuration
-        component of the image.
-    type: list
-    elements: str
-    default: []
-  max_file_bytes:
-    description:
-      - Files larger than this are not scanned.
-    type: int
-    default: 1048576
 seealso:
   - module: lifeboat.backup.mapping_apply
   - name: Migration (docs/migration.md)
@@ -77,7 +70,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 values:
-  description: The values found, each with C(kind) (node, database, index, host, address, endpoint), C(source) and C(occurs).
+  description:
+    - The values found, each with C(kind) (node, database, index, host, address, endpoint, path,
+      account, subject), C(source) and C(occurs).
   returned: always
   type: list
   elements: dict
@@ -132,10 +127,8 @@ def main():
         argument_spec=dict(
             dest=dict(type="path", required=True),
             force=dict(type="bool", default=False),
-            components=dict(type="list", elements="str", default=[]),
-            max_file_bytes=dict(type="int", default=1048576),
         ),
-        specs=[_image.IMAGE_SPEC, _image.DECRYPTION_SPEC],
+        specs=[_image.IMAGE_SPEC, _image.DECRYPTION_SPEC, _mapping.SCAN_SPEC],
         supports_check_mode=True,
     )
     module.run(template)

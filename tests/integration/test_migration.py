@@ -16,17 +16,37 @@ SOURCE = {
     "host": "db1.prod.example.com",
     "address": "10.20.30.40",
     "search": "search.prod.example.com",
+    "subject": "CN=api.prod.example.com,O=Env A",
 }
 
 
+def certificate(common_name):
+    """A self-signed PEM certificate for ``common_name`` (subject CN=<it>, the same DNS name)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    built = x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(1)
+    built = built.not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+    built = built.add_extension(x509.SubjectAlternativeName([x509.DNSName(common_name)]), critical=False)
+    return built.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
 def make_environment_a(root, database):
-    (root / "etc" / "app").mkdir(parents=True)
+    (root / "etc" / "app" / "tls").mkdir(parents=True)
     (root / "etc" / "app" / "settings.py").write_text(
         "DATABASE_URI = 'postgresql://app@%s:5432/%s'\nSEARCH = ['http://%s:9200']\nALLOWED = ['%s', '127.0.0.1', 'localhost']\n"
-        % (SOURCE["host"], database, SOURCE["search"], SOURCE["address"])
+        "DATA_DIR = '/srv/intel-a/data'\nSERVICE_USER = 'intel_a'\nTLS_PEER = '%s'\n"
+        % (SOURCE["host"], database, SOURCE["search"], SOURCE["address"], SOURCE["subject"])
     )
+    (root / "etc" / "app" / "tls" / "api.pem").write_bytes(certificate("api.prod.example.com"))
     (root / "etc" / "app" / "worker.conf").write_text(
-        "broker = redis://%s:6379/0\ndb_name = %s\nlog = /var/log/app/worker.log\n" % (SOURCE["address"], database)
+        "broker = redis://%s:6379/0\ndb_name = %s\nlog = /var/log/app/worker.log\nspool = /srv/intel-a/spool/\n" % (SOURCE["address"], database)
     )
     (root / "etc" / "app" / "logo.png").write_bytes(b"\x89PNG\0\0" + SOURCE["host"].encode())
     (root / "etc" / "app" / "settings.py").chmod(0o640)
@@ -54,6 +74,15 @@ def test_template_refusal_and_rewrite(pg_database, tmp_path):
     assert values[SOURCE["host"]]["kind"] == "host" and values[SOURCE["address"]]["kind"] == "address"
     assert "%s:5432" % SOURCE["host"] in values and "%s:9200" % SOURCE["search"] in values
     assert not {"127.0.0.1", "localhost", "worker.log", "settings.py"} & set(values), "not environment-specific"
+    assert {v: values[v]["kind"] for v in ("/srv/intel-a/data", "/srv/intel-a/spool", "intel_a", "app", SOURCE["subject"])} == {
+        "/srv/intel-a/data": "path",
+        "/srv/intel-a/spool": "path",
+        "intel_a": "account",
+        "app": "account",
+        SOURCE["subject"]: "subject",
+    }
+    assert values["CN=api.prod.example.com"]["occurs"] == ["config: %s/etc/app/tls/api.pem certificate" % (tmp_path / "a")]
+    assert values["api.prod.example.com"]["kind"] == "host", "the certificate's DNS name"
     assert (tmp_path / "mapping.yml").stat().st_mode & 0o777 == 0o600
     mapping = yaml.safe_load((tmp_path / "mapping.yml").read_text())
     assert {v["source"] for v in mapping["values"]} == set(values) and all(v["target"] == "" for v in mapping["values"])
@@ -70,9 +99,18 @@ def test_template_refusal_and_rewrite(pg_database, tmp_path):
         SOURCE["host"] + ":5432": "db1.staging.example.com:6432",
         SOURCE["search"]: "search.staging.example.com",
         SOURCE["search"] + ":9200": "search.staging.example.com:9201",
+        "intel_a": "intel_b",
+        SOURCE["subject"]: "CN=api.staging.example.com,O=Env B",
+        "CN=api.prod.example.com": "CN=api.staging.example.com",
+        "api.prod.example.com": "api.staging.example.com",
+        "/srv/intel-a": "/srv/intel-b",
     }
+    kept = {"app", "/var/log/app/worker.log"}  # the same account and log path in B
     for entry in mapping["values"]:
         entry["target"] = targets.get(entry["source"], "")
+        entry["keep"] = entry["source"] in kept
+    # The paths under /srv/intel-a are mapped by their directory, added by hand.
+    mapping["values"].append({"kind": "path", "source": "/srv/intel-a", "target": targets["/srv/intel-a"]})
     missing = next(e for e in mapping["values"] if e["source"] == SOURCE["address"])
     missing["target"] = ""
     refused = run_module("mapping_apply", image=image, identity=identity, mapping=mapping)
@@ -92,7 +130,14 @@ def test_template_refusal_and_rewrite(pg_database, tmp_path):
     text = (restored / "settings.py").read_text() + (restored / "worker.conf").read_text()
     assert "postgresql://app@db1.staging.example.com:6432/%s_b" % name in text and "redis://10.99.0.1:6379/0" in text
     assert "http://search.staging.example.com:9201" in text and "'127.0.0.1', 'localhost'" in text
-    leftover = subprocess.run(["grep", "-rlE", "prod\\.example\\.com|10\\.20\\.30\\.40", str(restored)], capture_output=True, text=True, check=False)
+    assert "DATA_DIR = '/srv/intel-b/data'\nSERVICE_USER = 'intel_b'\nTLS_PEER = 'CN=api.staging.example.com,O=Env B'" in text
+    assert "spool = /srv/intel-b/spool/" in text and "postgresql://app@" in text and "log = /var/log/app/worker.log" in text
+    assert applied["certificates"] == [
+        {"path": str(restored / "tls" / "api.pem"), "subject": "CN=api.prod.example.com", "target": "CN=api.staging.example.com"}
+    ], "a certificate cannot be rewritten: it is named, to be replaced"
+    leftover = subprocess.run(
+        ["grep", "-rlE", "prod\\.example\\.com|10\\.20\\.30\\.40|intel-a|intel_a|Env A", str(restored)], capture_output=True, text=True, check=False
+    )
     assert leftover.stdout.split() == [str(restored / "logo.png")], "no value of A left in the text files (binary files are not rewritten)"
     assert (restored / "settings.py").stat().st_mode & 0o777 == 0o640
     assert {(r["path"].rsplit("/", 1)[1], r["source"]) for r in applied["replacements"]} >= {("settings.py", SOURCE["host"] + ":5432"), ("worker.conf", name)}
