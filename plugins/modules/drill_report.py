@@ -121,21 +121,33 @@ def _seconds(value):
     return "-" if value in (None, "") else "%.1fs" % float(value)
 
 
+def _files_detail(details):
+    return "%d files equal" % details["files"]
+
+
+def _rows_detail(details):
+    return "%s: %d tables, %d rows equal" % (", ".join(details.get("databases") or []), details.get("tables") or 0, details.get("rows") or 0)
+
+
+def _graphs_detail(details):
+    graphs = details["graphs"] or {}
+    counted = ", ".join("%s: %d nodes, %d relationships" % (g, c.get("nodes", 0), c.get("relationships", 0)) for g, c in sorted(graphs.items()))
+    return "store ids equal; " + (counted + " equal" if counted else "no counts recorded in the image")
+
+
+def _documents_detail(details):
+    return "%d indices, %d documents equal" % (len(details.get("indices") or []), details["documents"] or 0)
+
+
+# What a passed comparison says, by the key its details carry (one per kind of component).
+_DETAILS = (("files", _files_detail), ("rows", _rows_detail), ("graphs", _graphs_detail), ("documents", _documents_detail))
+
+
 def _detail(entry):
     if entry.get("result") != "passed":
         return entry.get("reason") or ""
     details = entry.get("details") or {}
-    if "files" in details:
-        return "%d files equal" % details["files"]
-    if "rows" in details:
-        return "%s: %d tables, %d rows equal" % (", ".join(details.get("databases") or []), details.get("tables") or 0, details.get("rows") or 0)
-    if "graphs" in details:
-        graphs = details["graphs"] or {}
-        counted = ", ".join("%s: %d nodes, %d relationships" % (g, c.get("nodes", 0), c.get("relationships", 0)) for g, c in sorted(graphs.items()))
-        return "store ids equal; " + (counted + " equal" if counted else "no counts recorded in the image")
-    if "documents" in details:
-        return "%d indices, %d documents equal" % (len(details.get("indices") or []), details["documents"] or 0)
-    return ""
+    return next((describe(details) for key, describe in _DETAILS if key in details), "")
 
 
 def _versions(result):
@@ -166,57 +178,61 @@ def _action(action):
     return "  after_restore %s: %s  %s  %.1fs" % (action.get("component"), action.get("name"), outcome, float(action.get("seconds") or 0))
 
 
+def _node_rows(node, result):
+    """One node's table rows (a row for the node itself when it failed without a failed
+    component), and the lines printed under them (versions, after_restore actions)."""
+    components = result.get("components") or []
+    rows = [_row(node, entry) for entry in components]
+    if result.get("verdict") != "passed" and not any(e.get("result") == "failed" for e in components):
+        rows.append((node, "-", "-", result.get("verdict", "?"), "-", "-", result.get("reason") or ""))
+    under = ["  versions: " + _versions(result)] if result.get("versions") else []
+    return rows, under + [_action(a) for e in components for a in e.get("actions") or []]
+
+
 def table(results):
     rows = [("node", "component", "kind", "result", "restore", "compare", "detail")]
-    extra = {}
+    under = {}
     for node in sorted(results):
-        result = results[node] or {}
-        components = result.get("components") or []
-        rows += [_row(node, entry) for entry in components]
-        if result.get("verdict") != "passed" and not any(e.get("result") == "failed" for e in components):
-            rows.append((node, "-", "-", result.get("verdict", "?"), "-", "-", result.get("reason") or ""))
-        extra[len(rows) - 1] = ["  versions: " + _versions(result)] if result.get("versions") else []
-        extra[len(rows) - 1] += [_action(a) for e in components for a in e.get("actions") or []]
+        node_rows, lines = _node_rows(node, results[node] or {})
+        rows += node_rows
+        under.setdefault(len(rows) - 1, []).extend(lines)
     widths = [max(len(str(row[i])) for row in rows) for i in range(6)]
     lines = []
     for number, row in enumerate(rows):
         cells = [str(row[i]).rjust(widths[i]) if i in (4, 5) else str(row[i]).ljust(widths[i]) for i in range(6)]
         lines.append(("  ".join(cells) + "  " + str(row[6])).rstrip())
-        lines += extra.get(number, [])
+        lines += under.get(number, [])
     return lines
+
+
+def _bar(node, entry, longest):
+    """One component's table row in the page: its restore time as a bar coloured by its result."""
+    result = entry.get("result") or "?"
+    width = max(1.0, 100.0 * float(entry.get("seconds") or 0) / longest) if entry.get("seconds") is not None else 0
+    cells = (result, _seconds(entry.get("seconds")), _seconds(entry.get("compare_seconds")), _detail(entry))
+    return (
+        '<tr><td>%s</td><td>%s <small>(%s)</small></td><td class="bar"><div style="width:%.1f%%;background:%s"></div></td>'
+        "<td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>"
+        % tuple(
+            [html.escape(str(node)), html.escape(str(entry.get("name"))), html.escape(str(entry.get("kind"))), width, COLOURS.get(result, "#ef6c00")]
+            + [html.escape(str(x)) for x in cells]
+        )
+    )
+
+
+def _node_item(node, result):
+    """One node's line in the page: verdict, image, backup id, reason and versions."""
+    reason = ": " + result["reason"] if result.get("reason") else ""
+    values = (node, result.get("verdict"), os.path.basename(str(result.get("image") or "-")), result.get("backup_id"), reason, _versions(result))
+    return "<li><b>%s</b>: %s - image %s (backup id %s)%s<br><small>%s</small></li>" % tuple(html.escape(str(x)) for x in values)
 
 
 def page(results, verdict, created):
     """The HTML report: one bar per component and node."""
     entries = [(node, e) for node in sorted(results) for e in (results[node] or {}).get("components") or []]
     longest = max([float(e.get("seconds") or 0) for _node, e in entries] + [0.001])
-    bars = []
-    for node, entry in entries:
-        result = entry.get("result") or "?"
-        width = max(1.0, 100.0 * float(entry.get("seconds") or 0) / longest) if entry.get("seconds") is not None else 0
-        bars.append(
-            '<tr><td>%s</td><td>%s <small>(%s)</small></td><td class="bar"><div style="width:%.1f%%;background:%s"></div></td>'
-            "<td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>"
-            % tuple(
-                [html.escape(str(node)), html.escape(str(entry.get("name"))), html.escape(str(entry.get("kind"))), width, COLOURS.get(result, "#ef6c00")]
-                + [html.escape(str(x)) for x in (result, _seconds(entry.get("seconds")), _seconds(entry.get("compare_seconds")), _detail(entry))]
-            )
-        )
-    nodes = "".join(
-        "<li><b>%s</b>: %s - image %s (backup id %s)%s<br><small>%s</small></li>"
-        % tuple(
-            html.escape(str(x))
-            for x in (
-                node,
-                (results[node] or {}).get("verdict"),
-                os.path.basename(str((results[node] or {}).get("image") or "-")),
-                (results[node] or {}).get("backup_id"),
-                ": " + (results[node] or {}).get("reason") if (results[node] or {}).get("reason") else "",
-                _versions(results[node] or {}),
-            )
-        )
-        for node in sorted(results)
-    )
+    bars = [_bar(node, entry, longest) for node, entry in entries]
+    nodes = "".join(_node_item(node, results[node] or {}) for node in sorted(results))
     return """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>lifeboat.backup restore drill %(created)s</title>
 <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:4px 8px;border-bottom:1px solid #ddd;text-align:left}
