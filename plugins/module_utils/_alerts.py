@@ -62,6 +62,8 @@ KINDS = {
     "verification_failed": ("error", "fail", "verification failed"),
     "restore_finished": ("info", "success", "restore finished"),
     "restore_failed": ("error", "fail", "restore failed"),
+    "drill_passed": ("info", "success", "restore drill passed"),
+    "drill_failed": ("error", "fail", "restore drill failed"),
     "secrets_export_failed": ("error", "fail", "break-the-glass secrets export failed"),
     "secrets_bundle_stale": ("error", "fail", "break-the-glass secrets bundle stale"),
 }

@@ -19,6 +19,7 @@ import yaml
 from tests.support.modules import ROOT, run_playbook
 from tests.support.search import doc_counts, make_indices
 from tests.support.trees import PASSPHRASE, snapshot
+from tests.support.webhook import WebhookReceiver
 
 
 def inventory(tmp, node, profile, **extra):
@@ -59,6 +60,13 @@ def _running(marker):
 
 
 @pytest.fixture
+def webhook():
+    """The alert receiver the drill tells of its outcome (docs/operations.md, "Alerts")."""
+    with WebhookReceiver(secret="drill-hook-secret") as hook:
+        yield hook
+
+
+@pytest.fixture
 def sandboxes():
     """Where the drills make their sandboxes: the sandbox's PostgreSQL runs as its own account,
     so under a directory that account can enter (not pytest's private tmp_path)."""
@@ -68,7 +76,7 @@ def sandboxes():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def test_drill_of_a_fresh_backup_is_green_and_a_changed_row_file_or_document_fails_it(pg_database, opensearch_server, namespace, sandboxes, tmp_path):
+def test_drill_of_a_fresh_backup_is_green_and_a_changed_row_file_or_document_fails_it(pg_database, opensearch_server, namespace, sandboxes, webhook, tmp_path):
     db = pg_database
     db.psql(
         "CREATE TABLE entity (id serial PRIMARY KEY, title text); INSERT INTO entity (title) SELECT 'entity ' || g FROM generate_series(1, 500) g;"
@@ -113,6 +121,7 @@ def test_drill_of_a_fresh_backup_is_green_and_a_changed_row_file_or_document_fai
     assert backup.returncode == 0, backup.stdout[-4000:]
     production = (snapshot(etc), db.psql("SELECT md5(string_agg(id || title, ',' ORDER BY id)) FROM entity"), doc_counts(es, indices))
     small = {"drill_report_dir": str(reports), "drill_dir": str(sandboxes), "drill_search_heap": "256m"}
+    small["drill_alerts"] = [{"type": "webhook", "url": webhook.url + "/drill", "secret": "drill-hook-secret"}]
 
     drill = playbook(tmp_path, "drill.yml", node, profile, **small)
     assert drill.returncode == 0, drill.stdout[-5000:]
@@ -135,6 +144,7 @@ def test_drill_of_a_fresh_backup_is_green_and_a_changed_row_file_or_document_fai
     assert re.search(r"node1\s+postgresql\s+postgresql\s+passed\s+\S+s\s+\S+s\s+%s: 2 tables, 550 rows equal" % db.name, drill.stdout)
     assert "lifeboat_drill" in drill.stdout[drill.stdout.index("CUSTOM STATS") :]
     assert not list(sandboxes.glob("lifeboat-drill-*")), "the sandbox is removed"
+    assert webhook.requests == [], "a passed drill is not a problem: channels hear it only when they list drill_passed"
 
     # The sandbox is damaged by after_restore actions (which the drill points at it): one row
     # changed, one file changed. The drill fails naming both; production is untouched.
@@ -157,6 +167,12 @@ def test_drill_of_a_fresh_backup_is_green_and_a_changed_row_file_or_document_fai
     assert "drill of node1 failed" in changed.stdout and "public.entity" in changed.stdout and "%s-stix" % namespace in changed.stdout
     after = (snapshot(etc), db.psql("SELECT md5(string_agg(id || title, ',' ORDER BY id)) FROM entity"), doc_counts(es, indices))
     assert after == production
+    [alert] = webhook.requests
+    event = alert.json()
+    assert alert.signature_ok and alert.path == "/drill" and alert.headers["X-Lifeboat-Event"] == "drill_failed"
+    assert event["kind"] == "drill_failed" and event["node"] == "node1" and event["severity"] == "error"
+    assert event["components"] == {"config": "failed", "postgresql": "failed", "search": "failed"}
+    assert "%s-stix has 29 documents" % namespace in event["reason"] and event["details"]["report"].endswith(".html")
     assert not _running("lifeboat-drill-"), "the drill stopped its sandbox's servers"
     assert not list(sandboxes.glob("lifeboat-drill-*"))
 

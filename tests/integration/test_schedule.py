@@ -164,11 +164,19 @@ def test_cron_fires_the_installed_schedule_within_a_minute(tmp_path):
 
 def test_absent_removes_everything_but_the_log(tmp_path):
     assert schedule(tmp_path, schedule_kind="cron").returncode == 0
+    # A restore drill scheduled beside the backup (schedule_playbook: drill): its own cron
+    # entry, wrapper and record; the backup's record (what status.yml reads) stays the backup's.
+    drill = schedule(tmp_path, schedule_kind="cron", schedule_cron="0 5 * * 0", schedule_playbook="drill")
+    assert drill.returncode == 0, drill.stdout[-3000:]
+    assert (tmp_path / "cron" / "lifeboat-drill").read_text().splitlines()[-1] == "0 5 * * 0 root %s" % (tmp_path / "script" / "lifeboat-drill")
+    assert (tmp_path / "script" / "lifeboat-drill").read_text().count(" lifeboat.backup.drill") >= 1
+    assert json.loads((tmp_path / "state" / "drill-schedule.json").read_text())["playbook"] == "lifeboat.backup.drill"
+    assert json.loads((tmp_path / "state" / "schedule.json").read_text())["name"] == "lifeboat-backup"
     (tmp_path / "log" / "lifeboat-backup.log").write_text("earlier runs\n")
     proc = schedule(tmp_path, schedule_kind="cron", schedule_state="absent")
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert list((tmp_path / "cron").iterdir()) == [] and list((tmp_path / "script").iterdir()) == []
-    assert not (tmp_path / "state" / "schedule.json").exists()
+    assert [p.name for p in (tmp_path / "cron").iterdir()] == ["lifeboat-drill"] and [p.name for p in (tmp_path / "script").iterdir()] == ["lifeboat-drill"]
+    assert not (tmp_path / "state" / "schedule.json").exists() and (tmp_path / "state" / "drill-schedule.json").exists()
     assert (tmp_path / "log" / "lifeboat-backup.log").read_text() == "earlier runs\n"
 
 
