@@ -125,11 +125,15 @@ def test_starttls_required_but_not_offered(pki):
         assert result["delivered"] and len(server.messages()) == 1
 
 
-def test_smtp_down_costs_a_bounded_time_and_is_reported(pki):
+@pytest.mark.fault(
+    "server down", "the SMTP receiver not listening: the alert is reported undelivered (refused, 2 attempts) in bounded time, the module does not fail"
+)
+def test_smtp_down_costs_a_bounded_time_and_is_reported(pki, fault):
     port = free_port()  # nothing listens there
     channel = dict(type="email", host="127.0.0.1", port=port, security="starttls", sender="a@example.com", to=["b@example.com"], retries=2, retry_delay=0.2)
     started = time.monotonic()
     result = run_module("alert", event=EVENT, alerts=[channel])
+    fault.observe(false_success=result.get("delivered") is not False or result["outcomes"][0].get("ok"))
     assert result.rc == 0 and not result["delivered"]
     outcome = result["outcomes"][0]
     assert outcome["attempts"] == 2 and "refused" in outcome["error"].lower()
@@ -203,7 +207,8 @@ def test_webhook_retries_after_500_then_succeeds():
     assert result["delivered"] and result["outcomes"][0]["attempts"] == 3
 
 
-def test_webhook_answering_500_is_reported_and_the_other_channels_still_get_it(smtp, pki):
+@pytest.mark.fault("server error", "a webhook answering HTTP 500 to every attempt: reported undelivered by name, the email channel still gets the alert")
+def test_webhook_answering_500_is_reported_and_the_other_channels_still_get_it(smtp, pki, fault):
     smtp.clear()
     with WebhookReceiver(statuses=[500] * 10) as hook:
         result = run_module(
@@ -212,6 +217,7 @@ def test_webhook_answering_500_is_reported_and_the_other_channels_still_get_it(s
             alerts=[dict(type="webhook", name="chat", url=hook.url, retries=2, retry_delay=0.1), email_channel(smtp, pki)],
         )
         assert len(hook.requests) == 2
+    fault.observe(false_success=result.get("delivered") is not False or result["outcomes"][0].get("ok"))
     assert result.rc == 0 and not result["delivered"]
     webhook, mail = result["outcomes"]
     assert not webhook["ok"] and webhook["error"] == "HTTP 500 Internal Server Error" and webhook["attempts"] == 2

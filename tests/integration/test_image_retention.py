@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from tests.support.images import make_image
 from tests.support.modules import run_module, run_playbook
 
@@ -116,7 +118,10 @@ def test_a_shared_target_keeps_cluster_runs_together(tmp_path):
     )
 
 
-def test_a_lost_target_is_reported_and_the_destination_still_done(tmp_path):
+@pytest.mark.fault(
+    "lost target", "a storage target of image_retention is gone: the run fails naming it, the destination is still pruned, no kept image removed"
+)
+def test_a_lost_target_is_reported_and_the_destination_still_done(tmp_path, fault):
     dest = tmp_path / "backups"
     dest.mkdir()
     nightly(dest, "db1", 3)
@@ -126,6 +131,7 @@ def test_a_lost_target_is_reported_and_the_destination_still_done(tmp_path):
         targets=[{"type": "local", "path": str(tmp_path / "gone"), "name": "nas"}],
         retention={"keep_last": 1},
     )
+    fault.observe(false_success=result.rc == 0, data_lost=len(names(dest)) < 1)
     assert result.rc != 0 and result["changed"]
     assert "targets[0] (nas)" in result["msg"] and "does not exist" in result["msg"]
     assert "Already changed before the failure: removed" in result["msg"]

@@ -11,7 +11,9 @@ import copy
 import json
 import os
 import re
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -40,9 +42,43 @@ def inventory(cluster, **extra_vars):
     return str(path)
 
 
-def playbook(cluster, name, **extra_vars):
+def playbook(cluster, name, env=None, **extra_vars):
     text = (ROOT / "playbooks" / name).read_text()
-    return run_playbook(text, cluster["tmp"], inventory=inventory(cluster, **extra_vars), env={"ANSIBLE_SHOW_CUSTOM_STATS": "true"})
+    return run_playbook(text, cluster["tmp"], inventory=inventory(cluster, **extra_vars), env=dict({"ANSIBLE_SHOW_CUSTOM_STATS": "true"}, **(env or {})))
+
+
+class Concurrency:
+    """The most processes running a module at once (argv ending in ``module``), among those
+    whose environment holds ``token`` (this test's playbook, not another test's), by sampling
+    /proc while the ``with`` block runs."""
+
+    def __init__(self, module, token, interval=0.02):
+        self.module, self.token, self.interval = module, token, interval
+        self.most = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="concurrency-sampler", daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            running = 0
+            for entry in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    if any(arg.endswith(self.module) for arg in entry.read_bytes().split(b"\0")):
+                        running += self.token in (entry.parent / "environ").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+            self.most = max(self.most, running)
+            self.samples += 1
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(10)
 
 
 def summary(output, title):
@@ -78,6 +114,15 @@ def test_backup_then_restore_across_two_nodes(cluster):
     assert plan.stdout.count("audit rows left out: db: audit_* (their definitions are kept") == 1, "node2 only (group app)"
     assert "WARNING: %s is a symlink to the directory %s: only the link is captured" % (link, (cluster["src"] / "conf.d").resolve()) in plan.stdout
 
+    # Each node has configuration of its own, as in any real cluster (node1: one more
+    # directory), so the nodes' restore plans differ: a per-node include would then run
+    # node1's components, then node2's, one after another.
+    node_only = cluster["tmp"] / "node1-only"
+    node_only.mkdir()
+    (node_only / "listen.conf").write_text("listen 10.0.0.1\n")
+    cluster["nodes"]["node1"]["backup_profile"] = copy.deepcopy(cluster["profile"])
+    cluster["nodes"]["node1"]["backup_profile"]["components"][0]["paths"].append(str(node_only))
+
     backup = playbook(cluster, "backup.yml")
     assert backup.returncode == 0, backup.stdout[-4000:]
     assert summary(backup.stdout, "Backup summary") == {"node1": "success", "node2": "success"}
@@ -92,7 +137,15 @@ def test_backup_then_restore_across_two_nodes(cluster):
     before = snapshot(cluster["src"])
     (cluster["src"] / "platform_settings.py").unlink()
     (cluster["src"] / "conf.d" / "10-listen.conf").write_text("broken\n")
-    restore = playbook(cluster, "restore.yml", restore_checks=[{"name": "settings back", "command": "test -f %s" % (cluster["src"] / "platform_settings.py")}])
+    (node_only / "listen.conf").unlink()
+    token = "LIFEBOAT_TEST_RUN=%s" % uuid.uuid4().hex
+    with Concurrency(b"/AnsiballZ_config_restore.py", token.encode()) as concurrency:
+        restore = playbook(
+            cluster,
+            "restore.yml",
+            env=dict([token.split("=")]),
+            restore_checks=[{"name": "settings back", "command": "test -f %s" % (cluster["src"] / "platform_settings.py")}],
+        )
     assert restore.returncode == 0, restore.stdout[-4000:]
     assert summary(restore.stdout, "Restore summary") == {"node1": "success", "node2": "success"}
     # #18.12: the summary names the backup and what was restored; no template warning for the
@@ -102,10 +155,14 @@ def test_backup_then_restore_across_two_nodes(cluster):
     assert re.search(r'"node1 +success .*; restored: config"', said) and re.search(r'"node2 +success .*; restored: (config, app|app, config)"', said), said
     assert "is undefined" not in restore.stdout, restore.stdout[-4000:]
     assert {k: v for k, v in snapshot(cluster["src"]).items() if not k.endswith(".swp")} == {k: v for k, v in before.items() if not k.endswith(".swp")}
+    assert (node_only / "listen.conf").read_text() == "listen 10.0.0.1\n"
     # #18.14: the nodes restore together: one task for the first configuration component of
     # both nodes (not one node after the other), then node2's second one.
     runs = re.findall(r"TASK \[lifeboat\.backup\.restore : Configuration files: (\w+)\][^\n]*\n(.*?)\n\n", restore.stdout, flags=re.S)
     assert [(name, sorted(re.findall(r"\[(node\d)\]", hosts))) for name, hosts in runs] == [("config", ["node1", "node2"]), ("app", ["node2"])], runs
+    # ... at the same time: the two nodes' config_restore processes were seen running at once
+    # (the task output cannot tell: with throttle: 1 it looks the same).
+    assert concurrency.samples > 0 and concurrency.most == 2, (concurrency.samples, concurrency.most)
 
     verify = playbook(cluster, "verify.yml")
     assert verify.returncode == 0 and "members verified at level full" in verify.stdout
@@ -387,15 +444,24 @@ def test_restore_and_verify_with_the_identity_only_on_the_controller(cluster):
     assert settings.read_text() == "changed again\n"
 
 
-def test_serial_is_refused_at_the_start(cluster):
+@pytest.mark.fault("refused play", "a play with serial: 1 (backup and restore): refused at the first task naming serial, nothing written", item="18.14")
+def test_serial_is_refused_at_the_start(cluster, fault):
     """#18.14: one backup id per run and fail_fast need every node in one batch, the restore's
-    stages too: a play with serial is refused before anything happens, naming serial."""
+    stages too: a play with serial is refused before anything happens, naming serial. The
+    refused backup is in every node's audit trail and status (later batches' nodes too)."""
     for name in ("backup.yml", "restore.yml"):
         text = (ROOT / "playbooks" / name).read_text().replace("  gather_facts: false\n", "  gather_facts: false\n  serial: 1\n", 1)
         assert "serial: 1" in text
         proc = run_playbook(text, cluster["tmp"], inventory=inventory(cluster))
+        fault.observe(false_success=proc.returncode == 0)
+        fault.scan([PASSPHRASE], proc)
         assert proc.returncode != 0
         assert "this play has serial (this batch holds 1 of 2 nodes)" in proc.stdout and "Remove serial from the play" in proc.stdout, proc.stdout[-3000:]
-        assert "fatal: [node1]" in proc.stdout and "[node2]" not in proc.stdout  # the play stopped with the first batch
+        assert "fatal: [node1]" in proc.stdout and "fatal: [node2]" not in proc.stdout  # the play stopped with the first batch
         assert not list(Path(cluster["nodes"]["node1"]["backup_destination"]).glob("*.zip")), name
-        assert not Path(cluster["nodes"]["node1"]["backup_state_dir"], "audit.jsonl").exists()
+        for node in ("node1", "node2"):
+            audit = audit_of(cluster, node)
+            assert len(audit) == 1, (name, node, audit)  # the backup's refusal; the restore's writes none
+            assert audit[0]["verdict"] == "failed" and audit[0]["reason"].startswith("not started: the backup role must see every node"), audit
+            status = json.loads(Path(cluster["nodes"][node]["backup_state_dir"], "status.json").read_text())
+            assert status["last_failure"]["reason"] == audit[0]["reason"]

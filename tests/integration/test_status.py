@@ -9,6 +9,8 @@ import shutil
 import sys
 import time
 
+import pytest
+
 from ansible_collections.lifeboat.backup.plugins.module_utils import _session
 from tests.support.images import make_image
 from tests.support.modules import run_module, run_playbook
@@ -119,8 +121,10 @@ def test_status_playbook_green_then_red(tmp_path):
         assert [r.json()["kind"] for r in hook.requests][-1] == "storage_unreachable"
 
 
-def test_an_unreachable_node_turns_the_check_red(tmp_path):
+@pytest.mark.fault("node unreachable", "a node of the status check unreachable (SSH to a closed port): UNREACHABLE, the check exits 4")
+def test_an_unreachable_node_turns_the_check_red(tmp_path, fault):
     hosts = {"db1": node(tmp_path, "db1", HOUR), "gone1": {"ansible_host": "127.0.0.1", "ansible_port": 9, "ansible_connection": "ssh"}}
     proc = status(tmp_path, inventory(tmp_path, hosts))
+    fault.observe(false_success=proc.returncode == 0 or "gone1  UNREACHABLE" not in proc.stdout)
     assert proc.returncode == 4, proc.stdout[-3000:]
     assert "gone1  UNREACHABLE" in proc.stdout and "db1    OK" in proc.stdout
