@@ -37,6 +37,8 @@ PACKAGES=(
     python3-psycopg python3-redis python3-requests python3-zstandard python3-cryptography
     # stock tools: image pipeline, recovery by hand, storage targets, scheduling
     zstd age unzip rsync openssh-client openssh-server cron
+    # the cluster scenario's storage container (rsync over SSH is openssh-server above)
+    vsftpd
 )
 
 NAME=localhost/lifeboat-testbed
