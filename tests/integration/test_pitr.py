@@ -557,7 +557,8 @@ def segment_between(site, history):
     return _wal.segment_name(1, low + 1)
 
 
-def test_a_removed_segment_is_a_gap_and_no_restore_goes_past_it(site, history):
+@pytest.mark.fault("missing member", "a WAL segment removed from the archive: listed as a gap, a restore past it refused, one before it planned")
+def test_a_removed_segment_is_a_gap_and_no_restore_goes_past_it(site, history, fault):
     copy = broken_copy(site, "archive.missing")
     victim = segment_between(site, history)
     (found,) = list(copy.glob("db1/wal/*/%s-*" % victim))
@@ -567,12 +568,16 @@ def test_a_removed_segment_is_a_gap_and_no_restore_goes_past_it(site, history):
     window = [w for w in info["windows"] if w["timeline"] == 1][0]
     assert window["ends_at"] == "gap" and window["first_missing"] == victim
     refused = site.pitr("past-gap", check=True, archive=copy, recovery_target_time=history["b"]["time"], recovery_target_timeline="1")
+    fault.observe(false_success=not refused.failed or info["gaps"] == [])
     assert refused.failed and "outside every recoverable window" in refused["msg"] and victim in refused["msg"]
     before = site.pitr("before-gap", check=True, archive=copy, recovery_target_time=history["a"]["time"], recovery_target_timeline="1")
     assert not before.failed, before.get("msg")
 
 
-def test_a_damaged_segment_is_reported_and_no_restore_goes_past_it(site, history):
+@pytest.mark.fault(
+    "corrupt member", "a WAL segment altered (one bit) in the archive: reported damaged by verify=full, a restore past it refused before anything is written"
+)
+def test_a_damaged_segment_is_reported_and_no_restore_goes_past_it(site, history, fault):
     copy = broken_copy(site, "archive.damaged")
     victim = segment_between(site, history)
     (found,) = list(copy.glob("db1/wal/*/%s-*" % victim))
@@ -587,6 +592,7 @@ def test_a_damaged_segment_is_reported_and_no_restore_goes_past_it(site, history
     assert [d["file"] for d in info["damaged"]] == [victim]
     assert info["gaps"] == [{"timeline": 1, "first": victim, "last": victim, "count": 1}]
     refused = site.pitr("past-damage", archive=copy, recovery_target_time=history["b"]["time"], recovery_target_timeline="1")
+    fault.observe(false_success=not refused.failed or info["damaged"] == [] or refused.data_dir.exists())
     assert refused.failed and "is damaged" in refused["msg"] and victim in refused["msg"]
     assert not refused.data_dir.exists(), "nothing is restored before the WAL is checked"
 

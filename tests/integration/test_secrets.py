@@ -270,7 +270,11 @@ def export(platform, name="vault", **extra):
     return result
 
 
-def test_refusals_with_stock_tools_and_the_reader(platform, tmp_path):
+@pytest.mark.fault(
+    "corrupt member",
+    "a secrets bundle opened with a wrong passphrase, too few shares, a share of another bundle, or damaged (one byte): stock tools and the reader refuse",
+)
+def test_refusals_with_stock_tools_and_the_reader(platform, tmp_path, fault):
     first = export(platform)
     other = export(platform, name="other")
     index, index_path = platform.index()
@@ -283,6 +287,7 @@ def test_refusals_with_stock_tools_and_the_reader(platform, tmp_path):
     assert status != 0 and "incorrect passphrase" in output
     (tmp_path / "wrong").write_text("not the passphrase\n")
     out = subprocess.run([*reader, "--passphrase-file", str(tmp_path / "wrong")], capture_output=True, text=True, check=False)
+    fault.observe(false_success=out.returncode == 0)
     assert out.returncode == 1 and "refused: wrong passphrase" in out.stderr
 
     # Too few shares
@@ -290,6 +295,7 @@ def test_refusals_with_stock_tools_and_the_reader(platform, tmp_path):
     short = subprocess.run(["ssss-combine", "-t", "2", "-Q"], input=share_1 + "\n", capture_output=True, text=True, check=False)
     assert short.returncode == 1 and "I/O error while reading shares" in short.stderr
     out = subprocess.run([*reader, "--share", stem + ".share-1-alice.age", "-i", str(tmp_path / "alice.key")], capture_output=True, text=True, check=False)
+    fault.observe(false_success=out.returncode == 0)
     assert out.returncode == 1 and "too few shares: custody %s needs 2 of its 3 shares, 1 given" % first["custody"]["id"] in out.stderr
 
     # A share of another bundle: ssss-combine makes something that is not a key, age refuses
@@ -301,6 +307,7 @@ def test_refusals_with_stock_tools_and_the_reader(platform, tmp_path):
     keys = ["-i", str(tmp_path / "alice.key"), "-i", str(tmp_path / "bob.key")]
     mixed = [*reader, "--share", stem + ".share-1-alice.age", "--share", other_stem + ".share-2-bob.age", *keys]
     out = subprocess.run(mixed, capture_output=True, text=True, check=False)
+    fault.observe(false_success=out.returncode == 0)
     assert out.returncode == 1
     assert "belongs to custody %s" % other["custody"]["id"] in out.stderr and "cannot be combined" in out.stderr
 
@@ -317,8 +324,11 @@ def test_refusals_with_stock_tools_and_the_reader(platform, tmp_path):
     assert opened.returncode != 0 and "age: error" in opened.stderr and opened.stdout == ""
     (tmp_path / "pass").write_text(platform.passphrase + "\n")
     out = subprocess.run([*reader, "--passphrase-file", str(tmp_path / "pass")], capture_output=True, text=True, check=False)
+    fault.observe(false_success=out.returncode == 0)
+    fault.scan([platform.passphrase], out)
     assert out.returncode == 1 and "is damaged" in out.stderr
     out = subprocess.run([*reader, "--check-stored"], capture_output=True, text=True, check=False)
+    fault.observe(false_success=out.returncode == 0)
     assert out.returncode == 1 and "SHA-256 does not match the index" in out.stderr
 
 

@@ -327,20 +327,24 @@ def tamper_truncate_tail(chain, platform):
 TAMPERS = [tamper_payload_byte, tamper_entry_byte, tamper_remove_segment, tamper_swap_segments, tamper_foreign_segment, tamper_other_key, tamper_truncate_tail]
 
 
+@pytest.mark.fault("corrupt member", "an archived table's chain tampered with (one per case): table_archive_verify finds and names it, online and offline")
 @pytest.mark.parametrize("tamper", TAMPERS, ids=[t.__name__[len("tamper_") :] for t in TAMPERS])
-def test_tampered_archive_is_detected_and_named(tampered, tamper):
+def test_tampered_archive_is_detected_and_named(tampered, tamper, fault):
     platform, chain, locations = tampered
     kind, words = tamper(chain, platform)
     found = platform.verify(locations=locations)
+    fault.observe(false_success=bool(found.get("valid")))
     assert not found.failed, found
     assert not found["valid"] and kind in kinds(found), found["report"]
     assert any(words in p["message"] for p in found["problems"] if p["kind"] == kind), found["problems"]
     assert any(line.startswith("PROBLEM [%s]" % kind) for line in found["report"]), found["report"]
     # The task fails by default, naming the problem.
     failing = platform.verify(locations=locations, fail_on_problems=True)
+    fault.observe(false_success=not failing.failed)
     assert failing.failed and kind in failing["msg"] and failing["problems"]
     if kind != "head_missing":  # only the database knows where the chain ended
         offline = run_verifier("--public-key", platform.keys.public, "--json", str(chain))
+        fault.observe(false_success=offline.returncode == 0)
         assert offline.returncode == 1, offline.stderr
         assert kind in {p["kind"] for p in json.loads(offline.stdout)["problems"]}, offline.stdout
 
