@@ -164,7 +164,10 @@ def _append(config, record):
 
 def pytest_collection_finish(session):
     # After deselection (-m, -k): the fault tests this process will run (all of them under
-    # xdist, where every worker collects every test; the merge takes the union).
+    # xdist, where every worker collects every test; the merge takes the union). A
+    # --collect-only run runs nothing: it leaves the matrix alone.
+    if session.config.option.collectonly:
+        return
     wanted = sorted(item.nodeid for item in session.items if item.get_closest_marker("fault"))
     if wanted:
         _append(session.config, {"selected": wanted})

@@ -156,6 +156,12 @@ def test_a_run_without_fault_tests_leaves_the_matrix_alone(tmp_path):
     proc = subprocess.run([*PYTEST, "-q", str(tmp_path)], cwd=tmp_path, env=_env(matrix), capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert matrix.read_text() == "earlier"
+    # Nor does a --collect-only run of fault tests (it runs none: they are not "not run").
+    (tmp_path / "test_faults.py").write_text(FAULT_TESTS)
+    command = [*PYTEST, "-q", "--collect-only", str(tmp_path)]
+    proc = subprocess.run(command, cwd=tmp_path, env=_env(matrix), capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0 and "test_faults.py::test_clean" in proc.stdout, proc.stdout + proc.stderr
+    assert matrix.read_text() == "earlier" and not list(tmp_path.glob("*.parts/*"))
 
 
 def test_an_unknown_observation_is_refused():
