@@ -11,11 +11,14 @@ import json
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age
+from tests.support.leaks import CmdlineSampler, files_containing
 from tests.support.modules import ROOT, run_playbook
 from tests.support.search import doc_counts, make_indices
 from tests.support.trees import PASSPHRASE, snapshot
@@ -35,9 +38,9 @@ def inventory(tmp, node, profile, **extra):
     return str(path)
 
 
-def playbook(tmp, name, node, profile, **extra):
+def playbook(tmp, name, node, profile, verbosity=0, **extra):
     text = (ROOT / "playbooks" / name).read_text()
-    return run_playbook(text, tmp, inventory=inventory(tmp, node, profile, **extra), env={"ANSIBLE_SHOW_CUSTOM_STATS": "true"})
+    return run_playbook(text, tmp, inventory=inventory(tmp, node, profile, **extra), env={"ANSIBLE_SHOW_CUSTOM_STATS": "true"}, verbosity=verbosity)
 
 
 def report_paths(output):
@@ -76,6 +79,9 @@ def sandboxes():
     shutil.rmtree(path, ignore_errors=True)
 
 
+# Two drills, each starting a sandbox PostgreSQL and a sandbox OpenSearch node: about 3 minutes
+# on a quiet machine, past the default 900 s when the machine is shared by many runs.
+@pytest.mark.timeout(1800)
 def test_drill_of_a_fresh_backup_is_green_and_a_changed_row_file_or_document_fails_it(pg_database, opensearch_server, namespace, sandboxes, webhook, tmp_path):
     db = pg_database
     db.psql(
@@ -117,13 +123,20 @@ def test_drill_of_a_fresh_backup_is_green_and_a_changed_row_file_or_document_fai
     (tmp_path / "dest").mkdir()
     node = {"backup_destination": str(tmp_path / "dest"), "backup_state_dir": str(tmp_path / "state"), "backup_facts_dir": ""}
     reports = tmp_path / "reports"
-    backup = playbook(tmp_path, "backup.yml", node, profile)
+    # A public-key image: the drill decrypts it with the identity held on the controller
+    # (lifeboat_identity, as an AWX credential injects it), never a file or argv on the node.
+    identity, recipient = _age.generate_identity()
+    secret = identity.rsplit("-", maxsplit=1)[-1]
+    keys = {"backup_passphrase": "", "backup_recipients": [recipient], "lifeboat_identity": "# the drill's key\n%s\n" % identity}
+    backup = playbook(tmp_path, "backup.yml", node, profile, backup_passphrase="", backup_recipients=[recipient])
     assert backup.returncode == 0, backup.stdout[-4000:]
     production = (snapshot(etc), db.psql("SELECT md5(string_agg(id || title, ',' ORDER BY id)) FROM entity"), doc_counts(es, indices))
-    small = {"drill_report_dir": str(reports), "drill_dir": str(sandboxes), "drill_search_heap": "256m"}
+    small = {"drill_report_dir": str(reports), "drill_dir": str(sandboxes), "drill_search_heap": "256m", **keys}
     small["drill_alerts"] = [{"type": "webhook", "url": webhook.url + "/drill", "secret": "drill-hook-secret"}]
 
-    drill = playbook(tmp_path, "drill.yml", node, profile, **small)
+    started = time.time()
+    with CmdlineSampler([secret], interval=0.05) as sampler:
+        drill = playbook(tmp_path, "drill.yml", node, profile, verbosity=3, **small)
     assert drill.returncode == 0, drill.stdout[-5000:]
     html, data = report_paths(drill.stdout)
     assert data["verdict"] == "passed"
@@ -144,6 +157,10 @@ def test_drill_of_a_fresh_backup_is_green_and_a_changed_row_file_or_document_fai
     assert re.search(r"node1\s+postgresql\s+postgresql\s+passed\s+\S+s\s+\S+s\s+%s: 2 tables, 550 rows equal" % db.name, drill.stdout)
     assert "lifeboat_drill" in drill.stdout[drill.stdout.index("CUSTOM STATS") :]
     assert not list(sandboxes.glob("lifeboat-drill-*")), "the sandbox is removed"
+    assert secret not in drill.stdout and "AGE-SECRET-KEY" not in drill.stdout
+    assert sampler.samples > 0 and sampler.hits == []
+    node_dirs = [tmp_path, Path.home() / ".ansible" / "tmp"]
+    assert files_containing(node_dirs, [secret], since=started, exclude=[tmp_path / "inventory.yml"]) == []
     assert webhook.requests == [], "a passed drill is not a problem: channels hear it only when they list drill_passed"
 
     # The sandbox is damaged by after_restore actions (which the drill points at it): one row
