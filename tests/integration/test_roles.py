@@ -294,7 +294,7 @@ def test_a_result_without_the_success_marker_counts_as_failed(tmp_path, fault):
     tasks.append(
         {
             "ansible.builtin.copy": {
-                "content": "{{ {'backup': __backup_results.failures, 'restore': __restore_failures, 'done': __restore_done} | to_json }}",
+                "content": "{{ {'backup': __backup_results.failures, 'restore': __restore_results.failures, 'done': __restore_results.restored} | to_json }}",
                 "dest": str(tmp_path / "out.json"),
                 "mode": "0600",
             }
@@ -311,8 +311,7 @@ def test_a_result_without_the_success_marker_counts_as_failed(tmp_path, fault):
                 "restore_node": "here",
                 "__backup_results": {"failures": {}, "unchanged": {}, "tables_digests": {}, "notes": []},
                 "__backup_halted": False,
-                "__restore_failures": {},
-                "__restore_done": [],
+                "__restore_results": {"restored": [], "failures": {}, "checks": [], "actions": [], "replacements": []},
             },
         }
     ]
