@@ -69,11 +69,23 @@ def running_nodes(engine):
             home = settings.get(prefix + ".path.home")
             if not home or (engine == "elasticsearch" and not any("org.elasticsearch" in arg for arg in argv)):
                 continue
-            java = os.path.dirname(os.path.dirname(os.path.realpath("/proc/%s/exe" % pid)))
-            found.append(dict(home=home, conf=settings.get(prefix + ".path.conf"), java=java, uid=os.stat("/proc/" + pid).st_uid))
+            found.append(dict(home=home, conf=settings.get(prefix + ".path.conf"), java=_java_of(pid, argv), uid=os.stat("/proc/" + pid).st_uid))
         except (OSError, ValueError):
             continue  # gone meanwhile, or not ours to read
     return found
+
+
+def _java_of(pid, argv):
+    """The JDK a running server uses: from its executable, else from its argv[0]. Reading
+    /proc/<pid>/exe needs ptrace rights over the process, which root lacks in a container
+    without CAP_SYS_PTRACE (podman's default): the server must not be skipped for that."""
+    for path in ("/proc/%s/exe" % pid, argv[0]):
+        if os.path.isabs(path):
+            try:
+                return os.path.dirname(os.path.dirname(os.path.realpath(path)))
+            except OSError:
+                continue
+    return None
 
 
 def candidates(engine, home):

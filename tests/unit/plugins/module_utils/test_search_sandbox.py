@@ -4,6 +4,11 @@ file of it outside the sandbox), its settings (loopback, single node, its own pa
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import pytest
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _search_sandbox as sandbox
@@ -74,3 +79,30 @@ def test_the_nodes_settings(tmp_path):
     assert settings["path.repo"] == '["/s/search/repo", "/db-backup/es"]' and settings["path.data"] == "/s/search/data"
     assert settings["cluster.name"] == "lifeboat-drill-search-1" and settings["plugins.security.disabled"] is True
     assert "xpack.security.enabled" not in settings
+
+
+def test_a_running_server_is_found_when_its_executable_cannot_be_read(tmp_path, monkeypatch):
+    """In a container without CAP_SYS_PTRACE, /proc/<pid>/exe of another account's process
+    cannot be read: the server is found all the same, its JDK taken from its argv[0]."""
+    home = tmp_path / "home"
+    (home / "lib").mkdir(parents=True)
+    (home / "lib" / "opensearch-2.19.6.jar").write_bytes(b"")
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-Dopensearch.path.home=%s" % home])
+    real = sandbox.os.path.realpath
+
+    def realpath(path, *args, **kwargs):
+        if str(path) == "/proc/%d/exe" % process.pid:
+            raise PermissionError(13, "Permission denied", path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(sandbox.os.path, "realpath", realpath)
+    try:
+        deadline = time.monotonic() + 5  # the child's argv is in /proc once it has exec'ed
+        found = []
+        while not found and time.monotonic() < deadline:
+            found = [entry for entry in sandbox.running_nodes("opensearch") if entry["home"] == str(home)]
+            time.sleep(0 if found else 0.1)
+    finally:
+        process.kill()
+        process.wait()
+    assert found and found[0]["java"] == os.path.dirname(os.path.dirname(real(sys.executable)))
