@@ -25,6 +25,7 @@ import datetime
 import errno
 import fcntl
 import os
+import re
 import shutil
 import socket
 import struct
@@ -52,6 +53,11 @@ RUN_KEYS = ("server.directories.run", "dbms.directories.run")
 BOLT_KEYS = ("server.bolt.listen_address", "dbms.connector.bolt.listen_address")
 BOLT_ENABLED_KEYS = ("server.bolt.enabled", "dbms.connector.bolt.enabled")
 LISTEN_KEYS = ("server.default_listen_address", "dbms.default_listen_address")
+
+# Neo4j 5's rule for a database name: 3 to 63 characters, an ASCII letter first, then letters,
+# digits, dots, dashes (underscores in older versions), not ending with a dot or dash; the
+# system prefix is reserved.
+DATABASE_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9._-]{1,61}[A-Za-z0-9_]")
 
 SLOT = 9  # MetaDataStore record: 1 header byte + 8 bytes
 EXTERNAL_STORE_UUID_SLOT = 0  # 2 slots
@@ -139,6 +145,11 @@ class Layout:
         if self.config:
             env["NEO4J_CONF"] = os.path.dirname(self.config)
         return env
+
+
+def valid_database_name(name):
+    """Whether ``name`` can name a Neo4j database."""
+    return bool(DATABASE_NAME_RE.fullmatch(name or "")) and not name.lower().startswith("system")
 
 
 def parse_address(text):

@@ -12,7 +12,7 @@ short_description: Restore indices from an Elasticsearch or OpenSearch snapshot,
 version_added: 0.1.0
 description:
   - Restores indices of a snapshot - all regular ones or those selected by O(indices) - under
-    their own names or renamed (O(rename_pattern)/O(rename_replacement)), with or without the
+    their own names or renamed (O(rename_pattern)/O(rename_replacement), or O(rename) by name), with or without the
     cluster's global state, and waits until every restored primary shard has recovered
     (watching C(_recovery) and the indices' health) up to O(wait_timeout) seconds. Returns the
     document count of each restored index.
@@ -74,6 +74,18 @@ options:
     description:
       - Replacement for O(rename_pattern), for example C(restored-$1).
     type: str
+  rename:
+    description:
+      - Index names of the snapshot to the names to restore them as, for example
+        C(stix_v4) as C(stix_v4_staging) and C(documents_v2) as C(docs_staging) (the restore role passes the index
+        names of its C(restore_mapping)). Selected indices not named keep their names.
+      - The snapshot restore API takes one rename pattern per request - the indices keeping their
+        names are restored by one request, each renamed index by one of its own, all started before
+        the wait. Every target name is checked (valid, not twice, not an existing index unless
+        O(replace), not an existing alias) before anything changes.
+    type: dict
+    default: {}
+    version_added: 0.2.0
   include_global_state:
     description:
       - Also restore the cluster state of the snapshot (templates, persistent settings, and in
@@ -327,24 +339,51 @@ def java_replacement(replacement):
     return expand
 
 
-def targets_of(sources, pattern, replacement):
-    if not pattern:
+def targets_of(sources, pattern, replacement, rename=None, available=()):
+    """{source: target} of the selected indices: renamed by ``pattern`` or by the ``rename``
+    dict (whose names must be indices of the snapshot); refuses invalid or clashing targets."""
+    if rename:
+        unknown = sorted(name for name in rename if name not in available)
+        if unknown:
+            raise RestoreError("rename: %s not among the indices of the snapshot (it has: %s)" % (", ".join(unknown), ", ".join(available) or "no indices"))
+        mapping = {name: str(rename.get(name, name)) for name in sources}
+    elif not pattern:
         return {name: name for name in sources}
-    try:
-        regex = re.compile(pattern)
-        expand = java_replacement(replacement or "")
-        mapping = {name: regex.sub(expand, name) for name in sources}
-    except (re.error, IndexError) as exc:
-        raise RestoreError("rename_pattern/rename_replacement: %s" % exc) from None
+    else:
+        try:
+            regex = re.compile(pattern)
+            expand = java_replacement(replacement or "")
+            mapping = {name: regex.sub(expand, name) for name in sources}
+        except (re.error, IndexError) as exc:
+            raise RestoreError("rename_pattern/rename_replacement: %s" % exc) from None
     seen = {}
     for source, target in mapping.items():
         problem = es.validate_snapshot_name(target) or ("must not start with - or +" if target[:1] in "-+" else None)
         if problem:
             raise RestoreError("rename turns %s into %r, which is not a valid index name: it %s" % (source, target, problem))
         if target in seen:
-            raise RestoreError("rename maps both %s and %s to %s; adjust rename_pattern" % (seen[target], source, target))
+            raise RestoreError("rename maps both %s and %s to %s; adjust %s" % (seen[target], source, target, "rename" if rename else "rename_pattern"))
         seen[target] = source
     return mapping
+
+
+def literal_rename(source, target):
+    """(rename_pattern, rename_replacement) turning the index ``source`` into ``target`` and nothing
+    else (Java's literal quoting; an index name cannot hold a backslash)."""
+    return "\\Q%s\\E" % source, target.replace("$", "\\$")
+
+
+def restore_groups(params, mapping):
+    """[(sources, rename_pattern, rename_replacement)]: one restore request each. With the
+    ``rename`` option, the indices keeping their names go together, each renamed one alone."""
+    if not params["rename"]:
+        return [(sorted(mapping), params["rename_pattern"], params["rename_replacement"])]
+    kept = sorted(s for s, t in mapping.items() if s == t)
+    groups = [(kept, None, None)] if kept else []
+    for source, target in sorted(mapping.items()):
+        if source != target:
+            groups.append(([source],) + literal_rename(source, target))
+    return groups
 
 
 # ---- the image -------------------------------------------------------------------------------
@@ -670,7 +709,7 @@ def count_documents(client, targets):
     return counts
 
 
-def restore_body(params, server, sources):
+def restore_body(params, server, sources, rename_pattern=None, rename_replacement=None):
     body = {
         "indices": ",".join(sources),
         "ignore_unavailable": False,
@@ -678,9 +717,9 @@ def restore_body(params, server, sources):
         "include_aliases": params["include_aliases"],
         "partial": params["partial"],
     }
-    if params["rename_pattern"]:
-        body["rename_pattern"] = params["rename_pattern"]
-        body["rename_replacement"] = params["rename_replacement"] or ""
+    if rename_pattern:
+        body["rename_pattern"] = rename_pattern
+        body["rename_replacement"] = rename_replacement or ""
     if params["index_settings"]:
         body["index_settings"] = params["index_settings"]
     if params["ignore_index_settings"]:
@@ -737,13 +776,13 @@ def check_state(snapshot, partial):
 def plan_targets(client, params, snapshot, result):
     """(source indices, {source: target}, existing targets to replace); refuses clashes."""
     sources = select_indices(snapshot["indices"], params["indices"])
-    mapping = targets_of(sources, params["rename_pattern"], params["rename_replacement"])
+    mapping = targets_of(sources, params["rename_pattern"], params["rename_replacement"], params["rename"], snapshot["indices"])
     present = existing_indices(client)
     aliases = existing_aliases(client)
     clashes = sorted(t for t in mapping.values() if t in aliases)
     if clashes:
         raise RestoreError(
-            "target names are aliases of existing indices: %s; restore under other names (rename_pattern)"
+            "target names are aliases of existing indices: %s; restore under other names (rename or rename_pattern)"
             % ", ".join("%s (alias of %s)" % (c, aliases[c]) for c in clashes)
         )
     existing = sorted(t for t in mapping.values() if t in present)
@@ -751,7 +790,7 @@ def plan_targets(client, params, snapshot, result):
     if existing and not params["replace"]:
         raise RestoreError(
             "these indices already exist: %s; set replace=true (replace_method close or delete) to overwrite them, "
-            "or restore under other names with rename_pattern and rename_replacement" % ", ".join(existing)
+            "or restore under other names (rename, or rename_pattern and rename_replacement)" % ", ".join(existing)
         )
     return sources, mapping, existing
 
@@ -768,12 +807,14 @@ class Restore:
         self.result = result
         self.closed = []
         self.done = []
+        self.started = False
 
-    def run(self, sources, targets, existing):
+    def run(self, groups, targets, existing):
         started = time.time()
         try:
             self.replace(existing)
-            self.start(sources, targets, existing)
+            for sources, pattern, replacement in groups:
+                self.start(sources, pattern, replacement, existing)
             if not self.params["wait"]:
                 return self.result
             state = wait_for_recovery(self.client, targets, self.params["repository"], self.snapshot["name"], self.params["wait_timeout"], self.result)
@@ -800,19 +841,24 @@ class Restore:
             self.closed = existing
         self.done.append("%s existing indices %s (replace_method=%s)" % ("closed" if method == "close" else "deleted", ", ".join(existing), method))
 
-    def start(self, sources, targets, existing):
+    def start(self, sources, pattern, replacement, existing):
         name = self.snapshot["name"]
         path = "/_snapshot/%s/%s/_restore" % (es.path_segment(self.params["repository"]), es.path_segment(name))
         query = dict(self.server.master_timeout(self.client.request_timeout), wait_for_completion="false")
+        targets = [entry["target"] for entry in self.result["indices"] if entry["source"] in sources]
         try:
-            self.client.request("POST", path, params=query, body=restore_body(self.params, self.server, sources))
+            self.client.request("POST", path, params=query, body=restore_body(self.params, self.server, sources, pattern, replacement))
         except es.SearchError as exc:
             raise RestoreError("restore of snapshot %s could not start: %s%s" % (name, exc.reason or exc, self.start_hint(exc, existing))) from None
         self.done.append("started the restore of snapshot %s into %s" % (name, ", ".join(targets)))
+        self.started = True
 
     def start_hint(self, exc, existing):
-        """What to do about a restore that did not start; closed indices are opened again."""
+        """What to do about a restore that did not start; closed indices are opened again
+        unless an earlier request already restores into them."""
         hint = ""
+        if self.started:
+            return "; restores already started go on in the cluster (see done): run again with replace=true once the cause is fixed"
         if "with same name already exists" in (exc.reason or ""):
             hint = "; set replace=true to overwrite existing indices"
         elif "shards" in (exc.reason or "") and self.closed:
@@ -842,11 +888,11 @@ def restore(module):
     snapshot = es.summary(choose_snapshot(module, client, server, params, result), params["repository"])
     result["snapshot"] = snapshot
     check_state(snapshot, params["partial"])
-    sources, mapping, existing = plan_targets(client, params, snapshot, result)
+    _sources, mapping, existing = plan_targets(client, params, snapshot, result)
     result["changed"] = True
     if module.check_mode:
         return result
-    return Restore(client, server, params, snapshot, result).run(sources, sorted(mapping.values()), existing)
+    return Restore(client, server, params, snapshot, result).run(restore_groups(params, mapping), sorted(mapping.values()), existing)
 
 
 def main():
@@ -859,6 +905,7 @@ def main():
                 indices=dict(type="list", elements="str", default=[]),
                 rename_pattern=dict(type="str"),
                 rename_replacement=dict(type="str"),
+                rename=dict(type="dict", default={}),
                 include_global_state=dict(type="bool", default=False),
                 include_aliases=dict(type="bool", default=True),
                 partial=dict(type="bool", default=False),
@@ -874,6 +921,7 @@ def main():
                 repository_location=dict(type="str"),
             ),
             required_together=[["rename_pattern", "rename_replacement"]],
+            mutually_exclusive=[["rename", "rename_pattern"]],
         ),
     )
     module.run(restore)

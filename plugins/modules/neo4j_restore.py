@@ -68,6 +68,20 @@ options:
     type: list
     elements: str
     default: []
+  rename:
+    description:
+      - For an image made with C(method=dump), load database C(<key>) of the image under the
+        name C(<value>), for example C(neo4j) as C(graph_staging) (the restore role passes the
+        database names of its C(restore_mapping)). The existence check and O(replace) apply to
+        the new name; store ids and counts are compared with what the image recorded for the old one.
+      - The C(system) database cannot be renamed. An image made with C(method=files) holds the
+        whole data directory, whose C(system) database records the names of the others; it is
+        refused with a non-empty O(rename) (take a C(method=dump) image to restore under other names).
+      - Community edition serves its default database only - point C(initial.dbms.default_database)
+        in C(neo4j.conf) at the new name (a migration mapping rewrites it in a restored C(neo4j.conf)).
+    type: dict
+    default: {}
+    version_added: 0.2.0
   owner:
     description:
       - User (name or id) to own everything restored, for example C(neo4j). Needs root.
@@ -139,7 +153,7 @@ data_dir:
   type: str
   sample: /var/lib/neo4j/data
 databases:
-  description: The databases restored (would be, in check mode).
+  description: The databases restored (would be, in check mode), under the names restored as (O(rename)).
   returned: always
   type: list
   elements: str
@@ -154,6 +168,12 @@ expected_store_ids:
   returned: always
   type: dict
   sample: {neo4j: "1795378252028:1834726679562575866"}
+renamed:
+  description: For C(method=dump) images, the databases loaded under another name (O(rename)), image name to restored name.
+  returned: always
+  type: dict
+  sample: {neo4j: graph_staging}
+  version_added: 0.2.0
 replaced:
   description: Whether existing data was replaced (would be, in check mode).
   returned: always
@@ -354,20 +374,23 @@ def dump_members(image, component):
     return found
 
 
-def restore_dumps(image, layout, admin, members, databases, replace, owner_ids, timeout, done):
-    for database in databases:
+def restore_dumps(image, layout, admin, members, plan, replace, owner_ids, timeout, done):
+    """Load each database of ``plan`` ({source: target}) under its target name."""
+    for source, database in plan.items():
         argv = [admin, "database", "load", database, "--from-stdin"]
         if replace:
             argv.append("--overwrite-destination=true")
         existed = os.path.isfile(os.path.join(layout.databases_dir, database, "neostore"))
         try:
-            with image.open_member(members[database]) as member:
+            with image.open_member(members[source]) as member:
                 _proc.stream_into(argv, member, env=layout.env(), timeout=timeout)
         except BaseException:
             if existed:
                 done.append(f"neo4j-admin load of {database} started over the existing database (it may be partly overwritten)")
             raise
-        done.append(f"loaded database {database}" + (" (replacing the one there)" if existed else ""))
+        renamed = f" as {database}" if database != source else ""
+        done.append(f"loaded database {source}{renamed}" + (" (replacing the one there)" if existed else ""))
+    databases = list(plan.values())
     if owner_ids != (-1, -1):
         for database in databases:
             for path in (os.path.join(layout.databases_dir, database), os.path.join(layout.data_dir, "transactions", database)):
@@ -401,6 +424,13 @@ def restore_files_component(module, image, params, layout, details, expected, ow
     data_dir = layout.data_dir
     if params["databases"]:
         raise OptionError("databases", "databases: this image holds the whole data directory (method=files); it is restored as a whole")
+    if params["rename"]:
+        raise OptionError(
+            "rename",
+            "rename: this image holds the whole data directory (method=files), whose system database records the names of the "
+            "others; it restores only under its own names. Keep the names (keep: true in a migration mapping), or restore from "
+            "an image taken with method=dump",
+        )
     if os.path.exists(data_dir) and not os.path.isdir(data_dir):
         raise RestoreError(f"data_dir {data_dir} exists and is not a directory")
     existing = existing_entries(data_dir)
@@ -428,34 +458,45 @@ def restore_files_component(module, image, params, layout, details, expected, ow
 
 
 def dump_plan(params, layout, members):
-    """The databases to load; refuses unknown ones and, without replace, present ones."""
+    """({source: target} databases to load, targets present); refuses unknown names, bad
+    renames and, without replace, present targets."""
     databases = params["databases"] or sorted(members)
     unknown = [d for d in databases if d not in members]
     if unknown:
         raise OptionError("databases", f"databases: {', '.join(unknown)} not in the image (it has: {', '.join(sorted(members))})")
-    present = [d for d in databases if os.path.isfile(os.path.join(layout.databases_dir, d, "neostore"))]
+    rename = {str(k): str(v) for k, v in (params["rename"] or {}).items() if str(k) != str(v)}
+    plan = {d: rename.get(d, d) for d in databases}
+    problems = [f"{s} is not a database of the image (it has: {', '.join(sorted(members))})" for s in sorted(rename) if s not in members]
+    problems += [f"{s} cannot be renamed (the system database keeps its name)" for s in sorted(rename) if s == "system"]
+    problems += [f"{t!r} is not a valid database name" for t in sorted(set(rename.values())) if not _neo4j.valid_database_name(t)]
+    clashes = sorted({t for t in plan.values() if list(plan.values()).count(t) > 1})
+    problems += [f"two databases would be loaded as {t}" for t in clashes]
+    if problems:
+        raise OptionError("rename", f"rename: {'; '.join(problems)}")
+    present = [t for t in plan.values() if os.path.isfile(os.path.join(layout.databases_dir, t, "neostore"))]
     if present and not params["replace"]:
         raise RestoreError(
             f"databases already present in {layout.databases_dir}: {', '.join(present)}; set replace=true to overwrite them "
-            "(neo4j-admin --overwrite-destination), or restore other databases"
+            "(neo4j-admin --overwrite-destination), or restore other databases" + (", or rename them to names not present" if rename else "")
         )
-    return databases, present
+    return plan, present
 
 
 def restore_dump_component(module, image, params, layout, expected, owner_ids, result):
     """A ``method=dump`` component: neo4j-admin load per database. Returns the restored store
     ids (None in check mode)."""
     members = dump_members(image, params["component"])
-    databases, present = dump_plan(params, layout, members)
-    expected = {d: s for d, s in expected.items() if d in databases}
-    result.update(databases=databases, replaced=bool(present), store_ids=expected, expected_store_ids=expected)
+    plan, present = dump_plan(params, layout, members)
+    expected = {plan[d]: s for d, s in expected.items() if d in plan}  # under the names restored
+    renamed = {s: t for s, t in plan.items() if s != t}
+    result.update(databases=list(plan.values()), renamed=renamed, replaced=bool(present), store_ids=expected, expected_store_ids=expected)
     admin = _neo4j.find_admin(layout, params["neo4j_admin"])
     if module.check_mode:
         result["changed"] = True
         return None
     if params["authenticate"]:
         try:
-            _image.authenticate(image, [members[d] for d in databases])
+            _image.authenticate(image, [members[d] for d in plan])
         except _image.ImageError as exc:
             raise type(exc)(f"{exc}. Nothing was changed") from None
     if os.geteuid() == 0 and owner_ids == (-1, -1) and os.path.isdir(layout.data_dir):
@@ -466,7 +507,7 @@ def restore_dump_component(module, image, params, layout, expected, owner_ids, r
     result["changed"] = True
     done = []
     try:
-        return restore_dumps(image, layout, admin, members, databases, params["replace"], owner_ids, params["timeout"], done)
+        return restore_dumps(image, layout, admin, members, plan, params["replace"], owner_ids, params["timeout"], done)
     except (LifeboatError, OSError) as exc:
         msg = f"neo4j-admin load into {layout.data_dir} failed: {_reason(exc)}; once the cause is fixed, run again with replace=true for the databases named"
         raise _failure(msg, done, result) from None
@@ -504,6 +545,7 @@ def restore(module):
             "databases": [],
             "store_ids": {},
             "expected_store_ids": {},
+            "renamed": {},
             "replaced": False,
             "owner": None,
             "notes": [],
@@ -526,7 +568,8 @@ def restore(module):
     check_store_ids(restored, result["expected_store_ids"])
     recorded = ((details.get("fingerprint") or {}).get("counts")) or {}
     if params["verify_counts"] and recorded:
-        compare_counts(layout, {d: c for d, c in recorded.items() if d in restored}, result)
+        renamed = result.get("renamed") or {}
+        compare_counts(layout, {renamed.get(d, d): c for d, c in recorded.items() if renamed.get(d, d) in restored}, result)
     return result
 
 
@@ -551,6 +594,7 @@ def main():
             group=dict(type="str"),
             timeout=dict(type="int", default=3600),
             verify_counts=dict(type="bool", default=True),
+            rename=dict(type="dict", default={}),
         ),
         specs=[_image.IMAGE_SPEC, _image.DECRYPTION_SPEC, _image.RESTORE_SPEC, _neo4j.LAYOUT_SPEC, PROGRESS_SPEC],
         supports_check_mode=True,

@@ -149,11 +149,25 @@ def test_restore_renames_refuses_existing_and_replaces(elasticsearch_server, nam
     assert documents(es, f"{namespace}-restored-alpha", ["0"]) == original
     assert documents(es, alpha, ["0"]) == [{"changed": True}]
 
+    # #17.1: renamed by name, each index to a name of its own (as a migration mapping does):
+    # one restore request per renamed index; every target checked before anything starts.
+    by_name = {alpha: f"{namespace}-staging-a", beta: f"{namespace}-b2"}
+    unknown = run_module("elasticsearch_restore", repository=repository, snapshot=name, rename={f"{namespace}-gamma": "x-y"}, **conn(es))
+    assert unknown.rc != 0 and f"rename: {namespace}-gamma not among the indices of the snapshot" in unknown["msg"], unknown
+    clash = run_module("elasticsearch_restore", repository=repository, snapshot=name, rename={alpha: f"{namespace}-staging-a", beta: alpha}, **conn(es))
+    assert clash.rc != 0 and clash["msg"].startswith(f"these indices already exist: {alpha};"), clash
+    mapped = run_module("elasticsearch_restore", repository=repository, snapshot=name, rename=by_name, include_aliases=False, **conn(es))
+    assert mapped.rc == 0, mapped
+    assert mapped["doc_counts"] == {by_name[alpha]: 40, by_name[beta]: 25}
+    assert sorted((e["source"], e["target"]) for e in mapped["indices"]) == sorted(by_name.items())
+    assert documents(es, by_name[alpha], ["0"]) == original and documents(es, alpha, ["0"]) == [{"changed": True}]
+    es.request("DELETE", "/%s" % ",".join(by_name.values()))
+
     refused = run_module("elasticsearch_restore", repository=repository, snapshot=name, indices=[alpha, beta], **conn(es))
     assert refused.rc != 0
     assert refused["msg"] == (
         f"these indices already exist: {alpha}, {beta}; set replace=true (replace_method close or delete) to overwrite them, "
-        "or restore under other names with rename_pattern and rename_replacement"
+        "or restore under other names (rename, or rename_pattern and rename_replacement)"
     )
     assert documents(es, alpha, ["0"]) == [{"changed": True}] and doc_counts(es, [beta]) == {beta: 24}
 

@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import re
+import shutil
 import zipfile
 
 import pytest
@@ -222,6 +223,33 @@ def test_restore_dump_replaces_existing_databases_only_when_asked(graph_backup, 
         assert (server.data_dir / "databases" / "neo4j" / "neostore").stat().st_uid == server.account.pw_uid
     server.resume()
     assert snapshot(server) == graph_backup["expected"]
+
+
+def test_restore_dump_under_another_name(graph_backup):
+    """#17.1: a migration mapping renames a database - the dump is loaded under the new name,
+    store id and counts compared with what the image recorded under the old one."""
+    server = halted(graph_backup["server"])
+    args = {"image": graph_backup["image"], "passphrase": PASSPHRASE, "home": str(server.home), "component": "neo4j-dump", "databases": ["neo4j"]}
+    files = run_module("neo4j_restore", image=graph_backup["image"], passphrase=PASSPHRASE, home=str(server.home), rename={"neo4j": "graphb"})
+    assert files.failed and "method=files" in files["msg"] and "keep: true" in files["msg"], files
+    system = run_module("neo4j_restore", rename={"system": "systemb", "neo4j": "no"}, **args)
+    assert system.failed and "system cannot be renamed" in system["msg"] and "'no' is not a valid database name" in system["msg"], system
+    present = run_module("neo4j_restore", rename={"neo4j": "system"}, **{**args, "databases": []})
+    assert present.failed and "two databases would be loaded as system" in present["msg"], present
+    loaded = server.data_dir / "databases" / "graphb"
+    try:
+        renamed = run_module("neo4j_restore", rename={"neo4j": "graphb"}, **args)
+        assert not renamed.failed, renamed
+        assert renamed["databases"] == ["graphb"] and renamed["renamed"] == {"neo4j": "graphb"}
+        assert renamed["store_ids"] == {"graphb": graph_backup["files"]["store_ids"]["neo4j"]}
+        assert renamed["counts"]["graphb"] == {"nodes": graph_backup["expected"]["nodes"], "relationships": graph_backup["expected"]["relationships"]}
+        assert (loaded / "neostore").is_file()
+        again = run_module("neo4j_restore", rename={"neo4j": "graphb"}, **args)
+        assert again.failed and "databases already present" in again["msg"] and "graphb" in again["msg"], again
+    finally:
+        for path in (loaded, server.data_dir / "transactions" / "graphb"):
+            if path.exists():
+                shutil.rmtree(path)
 
 
 def test_files_restore_refuses_a_data_directory_that_is_not_empty(graph_backup, tmp_path):
