@@ -413,6 +413,52 @@ class MemberWriter:
         return False
 
 
+class SpoolFile:
+    """Stands in for the ImageAppender while a member is written to a scratch file, so that
+    several members can be produced at once (the image is appended one member at a time).
+    Only what the MemberWriter's sink writes lands here: compressed and encrypted bytes,
+    never plaintext. ``ImageAppender.append_spooled`` copies it into the image."""
+
+    def __init__(self, path):
+        self.path = path
+        # O_EXCL: a scratch name that exists already is somebody else's, never reused.
+        self.fp = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600), "r+b", buffering=0)
+        self.record = None
+        self.when = None
+
+    def begin_member(self, name):
+        return 0, 0, time.time()
+
+    def end_member(self, member, record):
+        self.record = record
+        self.when = member._when
+
+    def discard_member(self, offset):
+        self.fp.truncate(offset)
+        self.fp.seek(offset)
+
+    def add_member(self, name, component, media_type, compression, recipients, threads=0, extra=None):
+        return MemberWriter(self, name, component, media_type, compression, recipients, threads, extra)
+
+    def remove(self):
+        if self.fp:
+            self.fp.close()
+            self.fp = None
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+class _SpooledMember:
+    """What ImageAppender.end_member needs of a member copied from a spool file."""
+
+    def __init__(self, name, offset, when):
+        self.name = name
+        self.offset = offset
+        self._when = when
+
+
 class ImageAppender:
     """Appends members to ``<work_dir>/image.partial`` under an exclusive lock.
 
@@ -485,6 +531,31 @@ class ImageAppender:
 
     def add_member(self, name, component, media_type, compression, recipients, threads=0, extra=None):
         return MemberWriter(self, name, component, media_type, compression, recipients, threads, extra)
+
+    def append_spooled(self, spool):
+        """Copy a member written to a SpoolFile into the image. The stored bytes are hashed
+        again on the way and must match what was hashed when they were spooled (a scratch
+        file damaged in between is refused, not published); the spool file is removed."""
+        record = spool.record
+        if record is None:
+            raise ImageError("spooled member %s was not completed" % spool.path)
+        offset, _header, _when = self.begin_member(record["name"])
+        sink = _Sink(self.fp)
+        try:
+            spool.fp.seek(0)
+            while True:
+                chunk = spool.fp.read(COPY_BUFFER)
+                if not chunk:
+                    break
+                sink.write(chunk)
+            if (sink.size, sink.sha256.hexdigest(), sink.crc) != (record["stored_size"], record["stored_sha256"], record["crc32"]):
+                raise ImageError("spooled member %s changed in the scratch area before it was appended" % record["name"])
+        except BaseException:
+            self.discard_member(offset)
+            raise
+        self.end_member(_SpooledMember(record["name"], offset, spool.when), record)
+        spool.remove()
+        return record
 
     def add_bytes(self, name, component, media_type, data, compression="none", recipients=None):
         with self.add_member(name, component, media_type, compression, recipients) as member:

@@ -46,6 +46,7 @@ except ImportError:
 HAS_PSYCOPG = DRIVER is not None
 
 APPLICATION_NAME = "lifeboat.backup"
+SQL_MEDIA = "application/sql"
 SSL_MODES = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 TOOL_DIRS_GLOBS = ("/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin", "/usr/local/pgsql/bin", "/opt/homebrew/opt/postgresql@*/bin")
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")

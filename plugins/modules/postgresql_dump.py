@@ -15,11 +15,12 @@ description:
     passwords and memberships, tablespaces; C(pg_dumpall --globals-only)) and then each
     selected database as a C(pg_dump) custom-format archive, each into its own image member.
   - The dump output is streamed through compression and encryption into the image; no
-    plaintext copy is written to disk. With O(jobs) above 1, C(pg_dump --jobs) needs a
-    directory; it is created in the session's private scratch area (mode 0700), each table
-    file is moved into the image as soon as C(pg_dump) has finished it, and the directory is
-    removed afterwards whatever happens. The member is then a tar of the directory-format
-    archive.
+    plaintext copy is written to disk. With O(jobs) above 1 a database is dumped as parallel
+    streams from one exported snapshot - schema before the data, the rows of the larger tables
+    (split into block ranges on PostgreSQL 14 and later) as C(COPY) streams, the rest of the
+    data, schema after the data - each its own member (C(docs/postgresql.md), "Parallel dump
+    format"). The streams wait, compressed and encrypted, in the session's private scratch
+    area until all of them succeeded, and are then appended to the image.
   - Each database is dumped from a snapshot exported by this module, so the optional row
     counts (O(row_counts)) are taken in exactly the state the dump holds. The WAL position at
     the start (marker C(lsn)) and per database, the database sizes and properties are recorded
@@ -113,10 +114,10 @@ options:
     default: false
   jobs:
     description:
-      - Parallel C(pg_dump) workers per database (directory format in the session's scratch
-        area, see the description). 1 streams a custom-format archive directly.
-      - Each worker holds a connection to the server. On a 2-core machine jobs above 1 does not
-        pay - one C(pg_dump) and the compression already use both cores (see C(docs/postgresql.md)).
+      - Parallel streams per database (see the description). 1 streams one custom-format
+        archive directly.
+      - Each stream holds a connection to the server, and the module holds one more with the
+        exported snapshot.
     type: int
     default: 1
   row_counts:
@@ -159,8 +160,8 @@ options:
         to C(pg_restore --list), which reads the header and the table of contents. C(full) also
         feeds it to C(pg_restore --file=/dev/null), which reads every data block to the end, at
         the cost of more CPU (10 to 60 % longer dumps on two busy cores).
-      - A directory-format archive (O(jobs) > 1) is always checked with C(pg_restore --list) and
-        against its data files.
+      - With O(jobs) > 1 the three custom-format parts are checked with C(pg_restore --list)
+        and a rows member counts only when C(psql) exited 0 without an error.
     type: str
     choices: [toc, full]
     default: toc
@@ -173,8 +174,8 @@ options:
     description:
       - The dump is refused when the free space at the session's destination is below
         O(space_factor) times the summed size of the selected databases (plus, with O(jobs) > 1,
-        the size of the O(jobs) largest tables, which sit uncompressed in the scratch area while
-        they are dumped).
+        O(space_factor) times the largest database once more, for its compressed and encrypted
+        streams, which wait in the scratch area until all of them succeeded).
       - A compressed dump is usually 5 to 30 % of the database size, so the default 0.1 only
         catches a clearly insufficient destination. 0 disables the check.
     type: float
@@ -314,10 +315,9 @@ lifeboat_succeeded:
 
 import errno
 import hashlib
+import io
 import os
-import re
-import shutil
-import tarfile
+import threading
 import time
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _fingerprint, _image, _proc, _session
@@ -327,11 +327,15 @@ from ansible_collections.lifeboat.backup.plugins.module_utils._module import Lif
 from ansible_collections.lifeboat.backup.plugins.module_utils._progress import PROGRESS_SPEC
 
 CUSTOM_MEDIA = "application/vnd.postgresql.custom-archive"
-DIRECTORY_MEDIA = "application/vnd.postgresql.directory-archive+tar"
-SQL_MEDIA = "application/sql"
+STREAMS_FORMAT = "streams"
+STREAM_MIN_BYTES = 64 * 1024  # smaller tables go with pg_dump's rest of the data section
+STREAM_MAX_TABLES = 1000
+RANGE_MIN_BYTES = 4 * 1024 * 1024  # no block range smaller than this
+RANGES_PER_JOB = 4
+MAX_RANGES = 64
+SQL_MEDIA = pg.SQL_MEDIA
 CLUSTER_TRAILER = b"PostgreSQL database cluster dump complete"
 LARGE_OBJECT_DESCS = ("BLOB", "BLOBS", "BLOB METADATA", "LARGE OBJECT", "LARGE OBJECTS")
-_FINISHED = re.compile(r"^pg_dump: finished item (\d+) TABLE DATA ")
 
 
 class DumpError(LifeboatError):
@@ -362,21 +366,6 @@ def list_databases(conn):
         "FROM pg_database ORDER BY datname",
     )
     return [{"name": r[0], "allow_connections": r[1], "is_template": r[2], "size": int(r[3])} for r in rows]
-
-
-def largest_tables_size(params, database, count):
-    conn = pg.connect(params, database)
-    try:
-        return int(
-            pg.scalar(
-                conn,
-                "SELECT coalesce(sum(s), 0) FROM (SELECT pg_table_size(c.oid) AS s FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1 DESC LIMIT %s) t",
-                (count,),
-            )
-        )
-    finally:
-        conn.close()
 
 
 def exclusion_args(params, audit_included):
@@ -458,6 +447,16 @@ class Snapshot:
             counts.append([schema, table, int(rows)])
         return counts
 
+    def lock(self, tables, timeout=None):
+        """ACCESS SHARE locks on the streamed tables, held until the end as pg_dump's leader
+        holds them for its workers: no TRUNCATE or DROP can empty a table under the snapshot."""
+        if not tables:
+            return
+        if timeout:
+            pg.execute(self.conn, "SET LOCAL lock_timeout = %d" % (timeout * 1000))
+        names = ", ".join("%s.%s" % (pg.quote_ident(schema), pg.quote_ident(table)) for schema, table in sorted(set(tables)))
+        pg.execute(self.conn, "LOCK TABLE %s IN ACCESS SHARE MODE" % names)
+
     def close(self):
         try:
             pg.execute(self.conn, "COMMIT")
@@ -477,13 +476,17 @@ def explain_dump_error(text, lock_wait_timeout):
     return text
 
 
-def dump_custom(component, appender, tools, env, database, argv_extra, verify):
+def dump_custom(component, appender, tools, env, database, argv_extra, verify, part=None, threads=-1):
     """pg_dump -Fc streamed into a member; pg_restore reads the same bytes back as they pass:
     ``--list`` (header and table of contents), and with verify=full ``--file=/dev/null``
-    (every data block, to the end)."""
+    (every data block, to the end). ``part``: a section of a parallel dump (its member name)."""
     argv = [tools.path("pg_dump"), "--format=custom", "--compress=0", "--no-password"] + argv_extra
     extra = {"database": database, "format": "custom"}
-    with component.member(appender, member_stem(database) + ".dump", CUSTOM_MEDIA, threads=-1, extra=extra) as out:
+    name = member_stem(database) + ".dump"
+    if part:
+        extra["part"] = part
+        name = "%s.%s.dump" % (member_stem(database), part)
+    with component.member(appender, name, CUSTOM_MEDIA, threads=threads, extra=extra) as out:
         feeds = [_proc.Feed([tools.path("pg_restore"), "--list"], env=env)]
         if verify == "full":
             feeds.append(_proc.Feed([tools.path("pg_restore"), "--file=/dev/null"], env=env))
@@ -512,89 +515,245 @@ def dump_custom(component, appender, tools, env, database, argv_extra, verify):
     return out.record, pg.parse_toc(listing), copied
 
 
-class _TarStream:
-    """Writes files as a POSIX tar into ``out``. Leaner than _tree.TarWriter on purpose:
-    the member already hashes every byte, and these files are pg_dump's own, written
-    once and never changed, so no per-file digest or change detection is needed."""
-
-    def __init__(self, out):
-        self.out = out
-        self.size = 0
-
-    def _emit(self, data):
-        self.out.write(data)
-        self.size += len(data)
-
-    def add(self, directory, name):
-        path = os.path.join(directory, name)
-        with open(path, "rb") as handle:
-            st = os.fstat(handle.fileno())
-            info = tarfile.TarInfo(name)
-            info.size = st.st_size
-            info.mode = 0o600
-            info.mtime = int(st.st_mtime)
-            self._emit(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
-            remaining = st.st_size
-            while remaining > 0:
-                chunk = handle.read(min(_image.COPY_BUFFER, remaining))
-                if not chunk:
-                    raise DumpError("scratch file %s shrank while it was archived" % name)
-                self._emit(chunk)
-                remaining -= len(chunk)
-            if st.st_size % 512:
-                self._emit(bytes(512 - st.st_size % 512))
-        os.unlink(path)
-
-    def close(self):
-        self._emit(bytes(1024))
-        if self.size % 10240:
-            self._emit(bytes(10240 - self.size % 10240))
+# ---- parallel dump as streams (jobs > 1) --------------------------------------------------------
 
 
-def dump_directory(component, appender, tools, env, database, argv_extra, jobs, scratch):
-    """pg_dump -Fd -j N into the scratch area; every finished table file goes into the
-    member (a tar) at once and is deleted, so scratch holds only the tables in flight."""
-    directory = os.path.join(scratch, "%s-%d" % (member_stem(database), os.getpid()))
-    # --no-sync: the files are moved out as they finish; pg_dump's final fsync walk over the
-    # directory would trip over the ones already gone (and scratch needs no durability).
-    argv = [tools.path("pg_dump"), "--format=directory", "--jobs=%d" % jobs, "--compress=0", "--no-sync", "--no-password", "--verbose", "--file=%s" % directory]
-    argv += argv_extra
-    extra = {"database": database, "format": "directory"}
-    archived = set()
+def pattern_matched_tables(tools, env, snapshot_id, patterns, exclude_tables):
+    """OIDs of the tables pg_dump itself matches with ``patterns`` (its own pattern rules:
+    a schema-only dump restricted to them, read back with pg_restore --list)."""
+    if not patterns:
+        return set()
+    argv = [tools.path("pg_dump"), "--format=custom", "--schema-only", "--no-password", "--snapshot=%s" % snapshot_id]
+    argv += ["--table=%s" % p for p in patterns] + ["--exclude-table=%s" % p for p in exclude_tables]
+    archive = io.BytesIO()
     try:
-        with component.member(appender, member_stem(database) + ".dir.tar", DIRECTORY_MEDIA, threads=-1, extra=extra) as out:
-            tar = _TarStream(out)
-            errors = []
-            with _proc.Watched(argv, env=env) as cmd:
-                for line in cmd.lines():
-                    finished = _FINISHED.match(line)
-                    if finished and os.path.exists(os.path.join(directory, "%s.dat" % finished.group(1))):
-                        tar.add(directory, "%s.dat" % finished.group(1))
-                        archived.add("%s.dat" % finished.group(1))
-                    elif pg.error_lines(line):
-                        errors.append(line)
-                cmd.check()
-            if errors:
-                raise DumpError("pg_dump reported errors: %s" % "; ".join(errors[:5]))
-            try:
-                listing, _err = _proc.Feed([tools.path("pg_restore"), "--list", directory], env=env).finish()
-            except _proc.CommandError as exc:
-                raise DumpError("pg_restore could not read the archive back: %s" % exc) from None
-            if "Format: DIRECTORY" not in listing:
-                raise DumpError("pg_restore --list did not recognise the directory archive")
-            for name in sorted(os.listdir(directory), key=lambda n: (n == "toc.dat", n)):
-                if not pg.DIRECTORY_FILE.match(name):
-                    raise DumpError("unexpected file %s in pg_dump's directory archive" % name)
-                tar.add(directory, name)
-                archived.add(name)
-            entries = pg.parse_toc(listing)
-            missing = [e["id"] for e in entries if e["desc"] == "TABLE DATA" and "%d.dat" % e["id"] not in archived]
-            if missing:
-                raise DumpError("pg_dump's directory archive lacks the data files of %d tables (items %s)" % (len(missing), missing[:5]))
-            tar.close()
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-    return out.record, entries, out.record["plaintext_size"]
+        _proc.stream_from(argv, archive, env=env)
+    except _proc.CommandError as exc:
+        if "no matching tables were found" in (exc.stderr or str(exc)):
+            return set()
+        raise
+    feed = _proc.Feed([tools.path("pg_restore"), "--list"], env=env)
+    feed.write(archive.getvalue())
+    listing, _err = feed.finish()
+    return {e["oid"] for e in pg.parse_toc(listing) if e["desc"] == "TABLE"}
+
+
+def stream_tables(conn, oids, server_num):
+    """The tables among ``oids`` whose rows go into streams of their own: ordinary, permanent
+    (unlogged ones are pg_dump's to judge, a standby cannot read them), with columns, at least
+    STREAM_MIN_BYTES; the STREAM_MAX_TABLES largest, largest first."""
+    if not oids:
+        return []
+    generated = "AND a.attgenerated = ''" if server_num >= 120000 else ""
+    rows = pg.execute(
+        conn,
+        "SELECT c.oid, n.nspname, c.relname, pg_relation_size(c.oid), "
+        "array(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped %s ORDER BY a.attnum) "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.oid = ANY(%%s) AND c.relkind = 'r' AND c.relpersistence = 'p' AND pg_relation_size(c.oid) >= %%s ORDER BY 4 DESC, 2, 3 LIMIT %%s" % generated,
+        (sorted(oids), STREAM_MIN_BYTES, STREAM_MAX_TABLES),
+    )
+    return [{"oid": int(r[0]), "schema": r[1], "table": r[2], "size": int(r[3]), "columns": list(r[4])} for r in rows if r[4]]
+
+
+def plan_streams(tables, jobs, server_num, block_size):
+    """One stream per table; with PostgreSQL 14+ (TID range scans) a table larger than its
+    share splits into block ranges, so one big table does not serialise the dump."""
+    total = sum(t["size"] for t in tables)
+    share = max(RANGE_MIN_BYTES, total // (jobs * RANGES_PER_JOB))
+    streams = []
+    for table in tables:
+        blocks = table["size"] // block_size
+        parts = 1
+        if server_num >= 140000 and table["size"] > share:
+            parts = max(1, min(MAX_RANGES, blocks, -(-table["size"] // share)))
+        for part in range(parts):
+            low = blocks * part // parts if part else None
+            high = blocks * (part + 1) // parts if part < parts - 1 else None
+            streams.append(dict(table, range=[low, high], size=table["size"] // parts))
+    streams.sort(key=lambda s: -s["size"])  # largest first: the last to finish is a small one
+    for number, stream in enumerate(streams, 1):
+        stream["number"] = number
+    return streams
+
+
+def copy_out_sql(stream):
+    """COPY of one stream: the whole table, or its rows in a block range (a TID range scan)."""
+    columns = ", ".join(pg.quote_ident(c) for c in stream["columns"])
+    relation = "%s.%s" % (pg.quote_ident(stream["schema"]), pg.quote_ident(stream["table"]))
+    low, high = stream["range"]
+    bounds = (["ctid >= '(%d,0)'::tid" % low] if low is not None else []) + (["ctid < '(%d,0)'::tid" % high] if high is not None else [])
+    if not bounds:
+        return "COPY %s (%s) TO STDOUT" % (relation, columns)
+    return "COPY (SELECT %s FROM ONLY %s WHERE %s) TO STDOUT" % (columns, relation, " AND ".join(bounds))
+
+
+def stream_env(env, encoding):
+    """pg_dump's session settings for a COPY stream: rows exactly as pg_dump writes them."""
+    env = dict(env)
+    env["PGCLIENTENCODING"] = encoding
+    env["PGOPTIONS"] = "-c DateStyle=ISO -c IntervalStyle=postgres -c extra_float_digits=3 -c row_security=off -c statement_timeout=0 -c lock_timeout=0"
+    return env
+
+
+class StreamDump:
+    """A database dumped as parallel streams from one exported snapshot (docs/postgresql.md,
+    "Parallel dump format"): pre-data, the rows of the larger tables as COPY streams (split
+    into block ranges), pg_dump's rest of the data section, post-data. Each stream is
+    compressed and encrypted into a spool file in the scratch area as it runs (never
+    plaintext), and the spooled members are appended in plan order once all succeeded, so
+    a failed database leaves nothing in the image."""
+
+    def __init__(self, component, appender, tools, env, database, argv_extra, params, snapshot, scratch):
+        self.component = component
+        self.appender = appender
+        self.tools = tools
+        self.env = env
+        self.database = database
+        self.argv_extra = argv_extra
+        self.params = params
+        self.snapshot = snapshot
+        self.scratch = scratch
+        self.stem = member_stem(database)
+        self.spools = {}
+        self._spools_lock = threading.Lock()
+
+    def run(self, server_num):
+        try:
+            return self._run(server_num)
+        finally:
+            self._drop_spools()
+
+    def _run(self, server_num):
+        pre, pre_entries, dumped = dump_custom(
+            self.component, self._spool(0, "pre-data"), self.tools, self.env, self.database, self.argv_extra + ["--section=pre-data"], "toc", part="pre-data"
+        )
+        tables = {e["oid"] for e in pre_entries if e["desc"] == "TABLE"}
+        patterns = list(self.params["exclude_table_data"]) + ([] if self.params["include_audit"] else list(self.params["audit_tables"]))
+        tables -= pattern_matched_tables(self.tools, self.env, self.snapshot.id, patterns, self.params["exclude_tables"])
+        conn = self.snapshot.conn
+        encoding = self.encoding = pg.scalar(conn, "SELECT current_setting('server_encoding')")
+        block_size = int(pg.scalar(conn, "SELECT current_setting('block_size')"))
+        streams = plan_streams(stream_tables(conn, tables, server_num), self.params["jobs"], server_num, block_size)
+        self.snapshot.lock([(s["schema"], s["table"]) for s in streams], self.params["lock_wait_timeout"])
+        rest_extra = ["--exclude-table-data=%s.%s" % (pattern_quote(s["schema"]), pattern_quote(s["table"])) for s in streams if s["range"][0] is None]
+        tasks = [("post-data", self.argv_extra + ["--section=post-data"]), ("data", self.argv_extra + ["--section=data"] + rest_extra)]
+        tasks += [("rows", s) for s in streams]
+        results = self._run_parallel(tasks, stream_env(self.env, encoding))
+        # Plan order: pre-data, the rows (largest first), pg_dump's rest of the data, post-data.
+        order = [0] + list(range(3, len(tasks) + 1)) + [2, 1]
+        for index in order:
+            self.appender.append_spooled(self.spools.pop(index))
+        entries = list(pre_entries)
+        members = {"pre-data": pre["name"]}
+        stream_records = []
+        for kind, value in results:
+            if kind == "custom":
+                record, part_entries, size = value
+                members[record["extra"]["part"]] = record["name"]
+                entries += part_entries
+                dumped += size
+            else:
+                record, stream = value
+                stream_records.append(stream_record(record, stream))
+                dumped += record["plaintext_size"]
+        entries += [{"id": None, "tableoid": 1259, "oid": s["oid"], "desc": "TABLE DATA"} for s in streams if s["range"][0] is None]
+        members["rows"] = sorted(stream_records, key=lambda s: s["number"])
+        stored = sum(m.get("stored_size", 0) for m in self.appender.entries if m["name"] in set(self.member_names(members)))
+        return members, entries, dumped, stored, encoding
+
+    @staticmethod
+    def member_names(members):
+        return [members["pre-data"]] + [s["member"] for s in members["rows"]] + [members["data"], members["post-data"]]
+
+    def _run_parallel(self, tasks, copy_env):
+        """Run ``tasks`` on ``jobs`` threads (each drives a pg_dump or psql and its member's
+        compression and encryption); the first failure stops the others from starting."""
+        failures = []
+        results = [None] * len(tasks)
+        lock = threading.Lock()
+        pending = list(enumerate(tasks))
+
+        def worker():
+            while True:
+                with lock:
+                    if not pending or failures:
+                        return
+                    index, task = pending.pop(0)
+                try:
+                    results[index] = self._one(index + 1, task, copy_env)
+                except BaseException as exc:  # raised again below, in the module's thread
+                    with lock:
+                        failures.append(exc)
+
+        threads = [threading.Thread(target=worker, name="lifeboat-dump-%d" % n, daemon=True) for n in range(self.params["jobs"])]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
+        return results
+
+    def _spool(self, index, label):
+        spool = _image.SpoolFile(os.path.join(self.scratch, "%s-%d-%s.spool" % (self.stem, os.getpid(), label)))
+        with self._spools_lock:
+            self.spools[index] = spool
+        return spool
+
+    def _one(self, index, task, copy_env):
+        kind, value = task
+        if kind != "rows":
+            return "custom", dump_custom(self.component, self._spool(index, kind), self.tools, self.env, self.database, value, "toc", part=kind, threads=1)
+        spool = self._spool(index, "rows-%d" % value["number"])
+        return "rows", (copy_stream(self.component, spool, self.tools, copy_env, self.database, self.snapshot.id, value, self.encoding), value)
+
+    def _drop_spools(self):
+        with self._spools_lock:
+            for spool in self.spools.values():
+                spool.remove()
+            self.spools = {}
+
+
+def pattern_quote(name):
+    """A pg_dump pattern matching exactly ``name`` (quoted: no wildcard, no case folding)."""
+    return '"%s"' % name.replace('"', '""')
+
+
+def copy_stream(component, spool, tools, env, database, snapshot_id, stream, encoding):
+    """The rows of one table (or block range), read with psql in the exported snapshot, as a
+    psql script - ``COPY ... FROM stdin;``, the rows, ``\\.`` as pg_dump writes it in plain
+    format - compressed and encrypted into ``spool``. NOWAIT: with the snapshot's holder
+    owning a lock on the table, waiting behind someone's exclusive lock request would never end."""
+    relation = "%s.%s" % (pg.quote_ident(stream["schema"]), pg.quote_ident(stream["table"]))
+    columns = ", ".join(pg.quote_ident(c) for c in stream["columns"])
+    argv = [tools.path("psql"), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1"]
+    argv += ["-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "-c", "SET TRANSACTION SNAPSHOT %s" % pg.quote_literal(snapshot_id)]
+    argv += ["-c", "LOCK TABLE %s IN ACCESS SHARE MODE NOWAIT" % relation, "-c", copy_out_sql(stream)]
+    extra = {"database": database, "format": "copy", "schema": stream["schema"], "table": stream["table"], "range": stream["range"]}
+    name = "%s.rows-%04d.sql" % (member_stem(database), stream["number"])
+    with component.member(spool, name, pg.SQL_MEDIA, threads=1, extra=extra) as out:
+        out.write(("SET client_encoding = %s;\nCOPY %s (%s) FROM stdin;\n" % (pg.quote_literal(encoding), relation, columns)).encode("utf-8"))
+        try:
+            _copied, stderr = _proc.stream_from(argv, out, env=env)
+        except _proc.CommandError as exc:
+            raise DumpError("COPY of %s failed: %s" % (relation, exc)) from None
+        check_stderr("psql", stderr)
+        out.write(b"\\.\n")
+    return out.record
+
+
+def stream_record(record, stream):
+    """What the manifest says of one rows member (the restore needs table, columns, range)."""
+    return {
+        "member": record["name"],
+        "number": stream["number"],
+        "schema": stream["schema"],
+        "table": stream["table"],
+        "columns": stream["columns"],
+        "range": stream["range"],
+        "bytes": record["plaintext_size"],
+    }
 
 
 def dump_sql(component, appender, tools, env, argv, member, what):
@@ -610,7 +769,7 @@ def dump_sql(component, appender, tools, env, argv, member, what):
     return out.record
 
 
-def dump_one(component, appender, tools, env_for, params, database, audit_included, scratch):
+def dump_one(component, appender, tools, env_for, params, database, audit_included, scratch, server_num):
     """Dump one database; returns its manifest details."""
     started = time.time()
     snapshot = Snapshot(params, database)
@@ -619,23 +778,28 @@ def dump_one(component, appender, tools, env_for, params, database, audit_includ
         if snapshot.id:
             argv_extra.append("--snapshot=%s" % snapshot.id)
         env = env_for(database)
-        if params["jobs"] > 1:
-            record, entries, dumped = dump_directory(component, appender, tools, env, database, argv_extra, params["jobs"], scratch)
+        parallel = params["jobs"] > 1 and bool(snapshot.id)
+        if params["jobs"] > 1 and not snapshot.id:
+            component.warn("%s: no snapshot could be exported, so the streams could not share one; dumped with a single pg_dump (jobs=1)" % database)
+        if parallel:
+            members, entries, dumped, stored, encoding = StreamDump(component, appender, tools, env, database, argv_extra, params, snapshot, scratch).run(
+                server_num
+            )
+            details = {"member": members["pre-data"], "format": STREAMS_FORMAT, "members": members, "encoding": encoding, "read_back": "toc"}
         else:
             record, entries, dumped = dump_custom(component, appender, tools, env, database, argv_extra, params["verify"])
-        table_oids = [e["oid"] for e in entries if e["desc"] == "TABLE DATA"]
-        details = {
-            "name": database,
-            "member": record["name"],
-            "format": "directory" if params["jobs"] > 1 else "custom",
-            "dump_bytes": dumped,
-            "stored_bytes": record["stored_size"],
-            "toc": pg.toc_summary(entries),
-            "table_data": len(table_oids),
-            "snapshot_lsn": snapshot.lsn,
-            "snapshot": bool(snapshot.id),
-            "read_back": "toc+files" if params["jobs"] > 1 else ("toc+data" if params["verify"] == "full" else "toc"),
-        }
+            stored = record["stored_size"]
+            details = {"member": record["name"], "format": "custom", "read_back": "toc+data" if params["verify"] == "full" else "toc"}
+        table_oids = sorted({e["oid"] for e in entries if e["desc"] == "TABLE DATA"})
+        details.update(
+            name=database,
+            dump_bytes=dumped,
+            stored_bytes=stored,
+            toc=pg.toc_summary(entries),
+            table_data=len(table_oids),
+            snapshot_lsn=snapshot.lsn,
+            snapshot=bool(snapshot.id),
+        )
         if (params["row_counts"] or params["fingerprint"] != "none") and not snapshot.id:
             component.warn("%s: row counts taken outside the dump's snapshot (it could not be exported); they may differ from the dump" % database)
         if params["fingerprint"] != "none":
@@ -660,7 +824,8 @@ class Survey:
         self.dumpall = params["mode"] == "dumpall"
         self._read_server()
         self._check_selection()
-        self.tools = pg.find_tools(self.server_num, ["pg_dump", "pg_restore", "pg_dumpall"], params["client_bin_dir"], purpose="a dump of this server")
+        needed = ["pg_dump", "pg_restore", "pg_dumpall"] + (["psql"] if params["jobs"] > 1 else [])  # psql: the COPY streams
+        self.tools = pg.find_tools(self.server_num, needed, params["client_bin_dir"], purpose="a dump of this server")
         self.sizes = {d["name"]: d["size"] for d in self.available}
         self.estimated = sum(self.sizes[d] for d in self.selected)
         self.scratch_needed = self._scratch_needed()
@@ -702,13 +867,12 @@ class Survey:
             raise OptionError("databases", "nothing to dump: no database selected (check databases and exclude_databases)")
 
     def _scratch_needed(self):
+        """With jobs > 1 a database's streams wait, compressed and encrypted, in the scratch
+        area (on the destination) until all of them succeeded: its share once more."""
         params = self.params
         if params["jobs"] <= 1 or params["space_factor"] <= 0:
             return 0
-        try:
-            return max([largest_tables_size(params, d, params["jobs"]) for d in self.selected] or [0])
-        except pg.PgError as exc:
-            raise pg.PgError("sizing the largest tables failed: %s" % exc) from None
+        return int(max([self.sizes[d] for d in self.selected] or [0]) * params["space_factor"])
 
     def check_space(self):
         """Raise when the destination clearly cannot hold the dump (space_factor 0: no check)."""
@@ -720,9 +884,8 @@ class Survey:
             return
         scratch = ""
         if self.scratch_needed:
-            scratch = "; plus %s for the %d largest tables in the scratch area (jobs=%d)" % (
+            scratch = "; plus %s for the largest database's compressed streams in the scratch area (jobs=%d)" % (
                 pg.format_size(self.scratch_needed),
-                params["jobs"],
                 params["jobs"],
             )
         problem += " (estimate: space_factor %s x %s, the size of %s%s)" % (
@@ -845,7 +1008,9 @@ class Dump:
         audit_included = bool(params["include_audit"])
         for database in survey.selected:
             try:
-                info = dump_one(self.component, self.appender, survey.tools, self.env_for, params, database, audit_included, survey.session.scratch)
+                info = dump_one(
+                    self.component, self.appender, survey.tools, self.env_for, params, database, audit_included, survey.session.scratch, survey.server_num
+                )
             except (DumpError, _proc.CommandError, pg.PgError) as exc:
                 self.failed.append({"name": database, "error": explain_dump_error(str(exc), params["lock_wait_timeout"])})
                 if self.halt:
@@ -857,8 +1022,9 @@ class Dump:
             info["size"] = survey.sizes[database]
             info["properties"] = survey.props.get(database)
             self.details["databases"].append(info)
-            self.members.append(info["member"])
-            self.component.add_member_record({"name": info["member"]})
+            for name in StreamDump.member_names(info["members"]) if "members" in info else [info["member"]]:
+                self.members.append(name)
+                self.component.add_member_record({"name": name})
             for entry in survey.result["databases"]:
                 if entry["name"] == database:
                     entry.update({k: info[k] for k in ("member", "format", "dump_bytes", "stored_bytes", "table_data", "duration")})

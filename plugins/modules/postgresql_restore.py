@@ -20,8 +20,12 @@ description:
   - Custom-format archives are streamed from the image into C(pg_restore) with O(jobs=1);
     nothing is written to disk. C(pg_restore --jobs) needs a seekable file, so with O(jobs)
     above 1 the archive is first decrypted into a private scratch directory (O(scratch_dir),
-    mode 0700), and directory-format archives (dumped with C(jobs) above 1) are always
-    unpacked there; the scratch files are removed afterwards whatever happens.
+    mode 0700), and directory-format archives (dumped with C(jobs) above 1 before 0.2.0) are
+    always unpacked there; the scratch files are removed afterwards whatever happens.
+  - A parallel dump (format C(streams), dumped with C(jobs) above 1) is restored schema first,
+    then its rows members and the rest of its data on O(jobs) threads, streamed from the image,
+    then its post-data part (indexes, constraints; no table rows) with C(pg_restore --jobs)
+    from a scratch file.
   - O(verify_counts) compares the row count of every table with the count recorded in the
     dump's snapshot (the dump must have been taken with C(row_counts=true)).
   - An image written with C(mode=dumpall) is replayed with C(psql) into a cluster that does
@@ -85,7 +89,8 @@ options:
   jobs:
     description:
       - Parallel C(pg_restore) workers per database. Above 1, custom-format archives are
-        decrypted into O(scratch_dir) first (see the description).
+        decrypted into O(scratch_dir) first (see the description); a parallel dump's rows
+        are loaded on this many threads, streamed.
     type: int
     default: 1
   scratch_dir:
@@ -216,6 +221,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import threading
 import time
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _proc, _session
@@ -286,6 +292,73 @@ def unpack_directory(image, member, path):
                         break
                     handle.write(chunk)
         source.read()  # to the end: the member checks its SHA-256
+
+
+# ---- parallel dump format (streams) -------------------------------------------------------------
+
+
+def run_parallel(tasks, jobs):
+    """Run the callables in ``tasks`` on ``jobs`` threads; the first failure stops the others
+    from starting and is raised once the running ones ended."""
+    failures = []
+    lock = threading.Lock()
+    pending = list(tasks)
+
+    def worker():
+        while True:
+            with lock:
+                if not pending or failures:
+                    return
+                task = pending.pop(0)
+            try:
+                task()
+            except BaseException as exc:  # raised again below, in the module's thread
+                with lock:
+                    failures.append(exc)
+
+    threads = [threading.Thread(target=worker, name="lifeboat-restore-%d" % n, daemon=True) for n in range(max(1, jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+
+
+def restore_streams(image, tools, env, argv, item, jobs, scratch, target):
+    """A parallel dump (format ``streams``): pre-data streamed into pg_restore (with --create
+    when ``argv`` says so), then the rows members (psql scripts: COPY ... FROM stdin) and pg_dump's rest of the data
+    (pg_restore) on ``jobs`` threads, then post-data - indexes, constraints, triggers - with
+    pg_restore --jobs from a scratch file (it holds no table data)."""
+    members = item["members"]
+    with image.open_member(members["pre-data"]) as source:
+        _proc.stream_into(argv, source, env=env)
+    into = dict(env, PGDATABASE=target)
+    restore_argv = [tools.path("pg_restore"), "--exit-on-error", "--no-password", "--dbname=%s" % pg.conninfo_dbname(target)]
+    # a rows member is a psql script: client_encoding, COPY ... FROM stdin, the rows, \.
+    psql_argv = [tools.path("psql"), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-f", "-"]
+
+    def load(name, command, command_env):
+        def run():
+            with image.open_member(name) as source:
+                _proc.stream_into(command, source, env=command_env)
+
+        return run
+
+    tasks = [load(row["member"], psql_argv, into) for row in members["rows"]]
+    tasks.append(load(members["data"], restore_argv, into))
+    run_parallel(tasks, jobs)
+    if jobs > 1:
+        path = os.path.join(scratch, "post-data.dump")
+        try:
+            decrypt_to_file(image, members["post-data"], path)
+            _proc.stream_into(restore_argv + ["--jobs=%d" % jobs, path], _Empty(), env=into)
+        finally:
+            if os.path.exists(path):
+                os.unlink(path)
+    else:
+        with image.open_member(members["post-data"]) as source:
+            _proc.stream_into(restore_argv, source, env=into)
 
 
 # ---- globals -------------------------------------------------------------------------------------
@@ -455,11 +528,14 @@ def prepare_target(module, params, conn, item, use_create, server_num, done):
         raise RestoreError("cannot create database %s: %s" % (target, exc)) from None
 
 
-def run_pg_restore(image, argv, item, jobs, scratch, env):
-    """pg_restore fed the member: streamed, or from scratch for --jobs and directory archives."""
+def run_pg_restore(image, argv, item, jobs, scratch, env, tools):
+    """pg_restore fed the member: streamed, or from scratch for --jobs and directory archives;
+    a parallel dump (streams) by restore_streams."""
     member = item["member"]
     try:
-        if item["format"] == "directory":
+        if item["format"] == "streams":
+            restore_streams(image, tools, env, argv, item, jobs, scratch, item["target"])
+        elif item["format"] == "directory":
             path = os.path.join(scratch, "archive")
             unpack_directory(image, member, path)
             _proc.stream_into(argv + ["--jobs=%d" % jobs, path], _Empty(), env=env)
@@ -490,7 +566,7 @@ def restore_database(module, image, tools, env, params, conn, item, scratch, ser
     else:
         argv += ["--dbname=%s" % pg.conninfo_dbname(target)]
     try:
-        run_pg_restore(image, argv, item, params["jobs"], scratch, env)
+        run_pg_restore(image, argv, item, params["jobs"], scratch, env, tools)
     except RestoreError:
         raise
     except (LifeboatError, tarfile.TarError, OSError) as exc:
@@ -549,7 +625,9 @@ def used_members(details, params, items, dumpall):
     else:
         if params["globals"] != "none" and details.get("globals_member"):
             names.append(details["globals_member"])
-        names += [i["member"] for i in items]
+        for item in items:
+            members = item.get("members")
+            names += [members["pre-data"]] + [r["member"] for r in members["rows"]] + [members["data"], members["post-data"]] if members else [item["member"]]
     return names
 
 
@@ -661,6 +739,8 @@ def plan_databases(params, conn, recorded, wanted, targets, refusals):
                 "member": entry["member"],
                 "format": entry.get("format", "custom"),
                 "properties": entry.get("properties"),
+                "members": entry.get("members"),
+                "encoding": entry.get("encoding"),
             }
         )
     return items
@@ -668,14 +748,15 @@ def plan_databases(params, conn, recorded, wanted, targets, refusals):
 
 def scratch_for(params, image, items):
     """(directory for unpacked archives, or None when nothing needs one); checks its free space."""
-    needs_scratch = [i for i in items if i["format"] == "directory" or (i["format"] == "custom" and params["jobs"] > 1)]
-    if not needs_scratch:
+    needs_scratch = [i for i in items if i["format"] in ("directory", "streams") or (i["format"] == "custom" and params["jobs"] > 1)]
+    if not needs_scratch or (params["jobs"] <= 1 and all(i["format"] == "streams" for i in needs_scratch)):
         return None
     base = params["scratch_dir"] or os.path.dirname(os.path.abspath(params["image"]))
     if not os.path.isdir(base):
         raise OptionError("scratch_dir", "scratch_dir %s does not exist or is not a directory" % base)
     sizes = {m["name"]: m.get("plaintext_size", 0) for m in image.manifest.get("members", [])}
-    largest = max(sizes.get(i["member"], 0) for i in needs_scratch)
+    # a parallel dump's post-data (schema only) is the one file it puts there
+    largest = max(sizes.get(i["members"]["post-data"] if i["format"] == "streams" else i["member"], 0) for i in needs_scratch)
     problem = pg.space_problem(base, largest, "unpacking the archive for pg_restore (largest: %s)" % pg.format_size(largest))
     if problem:
         raise LifeboatError(problem + "; or set scratch_dir elsewhere, or use jobs=1 for custom-format archives (streamed, no scratch)")
@@ -713,7 +794,7 @@ class Restore:
             self.items = plan_dumpall(self.params, self.conn, self.details, refusals)
         else:
             self.items = plan_databases(self.params, self.conn, self.recorded, wanted, targets, refusals)
-        self.result["databases"] = [{k: v for k, v in i.items() if k != "properties"} for i in self.items]
+        self.result["databases"] = [{k: v for k, v in i.items() if k not in ("properties", "members", "encoding")} for i in self.items]
         if refusals:
             raise RestoreError("; ".join(refusals))
         self.scratch_base = scratch_for(self.params, self.image, self.items)

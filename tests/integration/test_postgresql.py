@@ -13,8 +13,10 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tarfile
 import tempfile
 import threading
 import time
@@ -24,7 +26,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _age
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _session
 from tests.harness.process import chown_tree, free_port, service_account
 from tests.harness.servers import PostgresServer
 from tests.support.images import flip_byte, member_of, rewrite_manifest
@@ -199,14 +201,15 @@ def test_round_trip_into_a_fresh_cluster(postgres_server, fresh_cluster, namespa
             **conn(postgres_server),
         )
         assert not dumped.failed, dumped
-        assert [d["format"] for d in dumped["databases"]] == ["directory"] * 3
-        assert not os.listdir(Path(backup.work_dir) / "scratch"), "the pg_dump -j directory must be gone"
+        assert [d["format"] for d in dumped["databases"]] == ["streams"] * 3
+        assert not os.listdir(Path(backup.work_dir) / "scratch"), "the spooled streams must be gone"
         sealed = backup.seal()
         assert sealed["verdict"] == "success", sealed
         details = manifest(sealed["image"])["components"]["postgresql"]
         assert details["markers"]["lsn"]
         app = next(d for d in details["details"]["databases"] if d["name"] == databases[0])
         assert ["app", "items", 2000] in app["row_counts"]
+        assert [(r["schema"], r["table"]) for r in app["members"]["rows"]] == [("app", "items")], "app.items streams, audit_log is excluded"
         assert not any(c[1] == "audit_log" for c in app["row_counts"]), "audit rows are excluded in a standard backup"
         assert app["size"] > 0 and app["snapshot"]
 
@@ -417,13 +420,100 @@ def test_basebackup_restores_into_a_new_data_directory(pg_database, age_key, tmp
         subprocess.run(["rm", "-rf", str(root)], check=False)
 
 
+def test_parallel_dump_of_one_big_table_keeps_no_plaintext_in_scratch(postgres_server, fresh_cluster, pg_database, age_key, tmp_path):
+    """#15.3: jobs=2 on a database where one table holds about 95 % of the data. The big table
+    is split into block ranges, one rows member each; while the dump runs, the scratch area is
+    sampled and never holds a row's marker in the clear (it does hold the encrypted spools);
+    a restore with jobs=2 reproduces the database."""
+    identity, recipient = age_key
+    marker = "lifeboat-plaintext-marker"
+    pg_database.psql(
+        f"CREATE TABLE big (id int PRIMARY KEY, body text); INSERT INTO big SELECT i, '{marker} ' || md5(i::text) FROM generate_series(1, 160000) i;"
+        f"CREATE TABLE side (id int PRIMARY KEY, note text); INSERT INTO side SELECT i, '{marker} ' || i FROM generate_series(1, 4000) i;"
+    )
+    backup = Backup(tmp_path, recipient)
+    scratch = Path(backup.work_dir) / "scratch"
+    seen, leaks, stop = set(), [], threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            for path in scratch.rglob("*"):
+                with contextlib.suppress(OSError):
+                    data = path.read_bytes()
+                    seen.add(path.name)
+                    if marker.encode() in data:
+                        leaks.append(path.name)
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        dumped = run_module(
+            "postgresql_dump", session=backup.work_dir, databases=[pg_database.name], jobs=2, globals=False, row_counts=True, **conn(postgres_server)
+        )
+    finally:
+        stop.set()
+        watcher.join()
+    assert not dumped.failed, dumped
+    assert not leaks, "table rows in plaintext in the scratch area: %s" % sorted(set(leaks))
+    assert any(name.endswith(".spool") for name in seen), "the watcher never saw the streams being spooled: %s" % sorted(seen)
+    assert not os.listdir(scratch)
+    sealed = backup.seal()
+    details = manifest(sealed["image"])["components"]["postgresql"]["details"]["databases"][0]
+    rows_members = details["members"]["rows"]
+    big = [r["range"] for r in rows_members if r["table"] == "big"]
+    assert len(big) >= 2 and big[0][0] is None and big[-1][1] is None, big
+    assert [r["table"] for r in rows_members].count("side") == 1
+    source = fingerprint(postgres_server, pg_database.name)
+    try:
+        restored = run_module("postgresql_restore", image=sealed["image"], identity=identity, jobs=2, verify_counts=True, **conn(fresh_cluster))
+        assert not restored.failed, restored
+        assert restored["databases"][0]["counts_verified"]
+        assert fingerprint(fresh_cluster, pg_database.name) == source
+        assert not [p for p in Path(sealed["image"]).parent.iterdir() if p.name.startswith(".lifeboat-restore-")], "scratch left behind"
+    finally:
+        fresh_cluster.psql(f'DROP DATABASE IF EXISTS "{pg_database.name}" WITH (FORCE)')
+
+
+def old_directory_image(root, server, database, recipient):
+    """An image as postgresql_dump wrote it with jobs > 1 before #15.3: pg_dump's directory
+    archive as a tar in one member (format directory). Images taken then must still restore."""
+    assert _image.safe_name(database) == database
+    backup = Backup(root, recipient)
+    directory = Path(root) / "directory"
+    subprocess.run(
+        [str(BIN / "pg_dump"), "--format=directory", "--jobs=2", "--compress=0", f"--file={directory}"],
+        env=dict(os.environ, **server.env(database)),
+        check=True,
+    )
+    component = _session.Session(backup.work_dir).component("postgresql", "postgresql")
+    extra = {"database": database, "format": "directory"}
+    with (
+        component.appender() as appender,
+        component.member(appender, f"db-{database}.dir.tar", "application/vnd.postgresql.directory-archive+tar", extra=extra) as out,
+    ):
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            for name in sorted(os.listdir(directory), key=lambda n: (n == "toc.dat", n)):
+                tar.add(directory / name, arcname=name)
+    component.add_member_record(out.record)
+    component.succeed(
+        {"mode": "per_database", "databases": [{"name": database, "member": out.record["name"], "format": "directory"}], "client": {"version_num": 150018}}
+    )
+    shutil.rmtree(directory)
+    return backup.seal()["image"]
+
+
 def test_logical_members_restore_by_hand_as_the_page_says(postgres_server, fresh_cluster, pg_database, age_key, tmp_path):
     """#18.16: docs/postgresql.md "By hand, with stock tools", literally: the postgres
     database's member restores without --create, host, port and user come from the page's
-    variables; a custom-format and a directory-format member restore with --create."""
+    variables; a custom-format member, a parallel dump (#15.3: streams) and a directory-format
+    member of an older image restore with --create. The older image restores with the module too."""
     identity, recipient = age_key
     marker = f"{pg_database.name}_marker"
-    pg_database.psql("CREATE TABLE notes AS SELECT i AS id, 'note ' || i AS body FROM generate_series(1, 500) i")
+    pg_database.psql(
+        "CREATE TABLE notes AS SELECT i AS id, 'note ' || i AS body FROM generate_series(1, 5000) i; ALTER TABLE notes ADD PRIMARY KEY (id);"
+        "CREATE TABLE tags (id int PRIMARY KEY, note int REFERENCES notes (id), tag text); INSERT INTO tags SELECT i, i, 't' || i FROM generate_series(1, 50) i"
+    )
     postgres_server.psql(f"CREATE TABLE {marker} AS SELECT 'in the postgres database'::text AS note")
     images, wanted = {}, ["postgres", pg_database.name]
     try:
@@ -435,11 +525,14 @@ def test_logical_members_restore_by_hand_as_the_page_says(postgres_server, fresh
             images[jobs] = backup.seal()["image"]
     finally:
         postgres_server.psql(f"DROP TABLE IF EXISTS {marker}")
+    assert dumped["databases"][0]["format"] == "streams"
+    (tmp_path / "old").mkdir()
+    images["directory"] = old_directory_image(tmp_path / "old", postgres_server, pg_database.name, recipient)
     key = tmp_path / "key.txt"
     key.write_text(identity + "\n")
     key.chmod(0o600)
     blocks = doc_section_blocks("### By hand, with stock tools")
-    assert len(blocks) == 5, "the page's procedure changed shape"
+    assert len(blocks) == 6, "the page's procedure changed shape"
 
     def run(image, *steps):
         variables = blocks[0]
@@ -462,14 +555,24 @@ def test_logical_members_restore_by_hand_as_the_page_says(postgres_server, fresh
         assert done.returncode == 0, done.stdout + done.stderr
 
     source = fingerprint(postgres_server, pg_database.name)
+    drop = f'DROP DATABASE "{pg_database.name}" WITH (FORCE)'
     try:
         run(images[1], blocks[1], blocks[2], blocks[3])
         assert fingerprint(fresh_cluster, pg_database.name) == source
         assert fresh_cluster.psql(f"SELECT note FROM {marker}") == "in the postgres database"
-        fresh_cluster.psql(f'DROP DATABASE "{pg_database.name}" WITH (FORCE)')
+        fresh_cluster.psql(drop)
         run(images[2], blocks[4])
         assert fingerprint(fresh_cluster, pg_database.name) == source
+        assert not list(tmp_path.glob("*.dump")), "the post-data file is left"
+        fresh_cluster.psql(drop)
+        run(images["directory"], blocks[5])
+        assert fingerprint(fresh_cluster, pg_database.name) == source
         assert not (tmp_path / f"{pg_database.name}.dir").exists(), "the plaintext directory is left"
+        fresh_cluster.psql(drop)
+        restored = run_module("postgresql_restore", image=images["directory"], identity=identity, jobs=2, **conn(fresh_cluster))
+        assert not restored.failed, restored
+        assert restored["databases"][0]["format"] == "directory"
+        assert fingerprint(fresh_cluster, pg_database.name) == source
     finally:
         fresh_cluster.psql(f'DROP DATABASE IF EXISTS "{pg_database.name}" WITH (FORCE)')
         fresh_cluster.psql(f"DROP TABLE IF EXISTS {marker}")
@@ -568,8 +671,11 @@ def test_wrong_password_is_reported_and_no_password_is_logged(postgres_server, a
     assert "All assertions passed" in result.stdout
 
 
-@pytest.mark.fault("killed process", "pg_dump killed (SIGKILL) once it has written")
-def test_pg_dump_killed_mid_stream_fails_the_component(pg_database, age_key, tmp_path, fault):
+@pytest.mark.fault("killed process", "pg_dump (jobs=1) or a psql COPY stream (jobs=2) killed (SIGKILL) once it has written")
+@pytest.mark.parametrize(("jobs", "program", "reason"), [(1, "pg_dump", "pg_dump was killed by signal 9"), (2, "psql", "psql was killed by signal 9")])
+def test_pg_dump_killed_mid_stream_fails_the_component(pg_database, age_key, tmp_path, fault, jobs, program, reason):
+    """A killed stream fails the database; with jobs=2 (#15.3) the other streams' spools are
+    dropped too: nothing is appended and the scratch area is empty."""
     server, name = pg_database.server, pg_database.name
     _identity, recipient = age_key
     pg_database.psql("CREATE TABLE bulk AS SELECT i, md5(random()::text) || md5(random()::text) AS v FROM generate_series(1, 400000) i")
@@ -580,7 +686,7 @@ def test_pg_dump_killed_mid_stream_fails_the_component(pg_database, age_key, tmp
         deadline = time.time() + 60
         pids = []
         while time.time() < deadline and not pids:
-            pids = list(_pg_dumps_of(name))
+            pids = list(_pg_dumps_of(name, program))
             time.sleep(0.005)
         while pids and time.time() < deadline:
             with contextlib.suppress(ProcessLookupError):
@@ -597,22 +703,23 @@ def test_pg_dump_killed_mid_stream_fails_the_component(pg_database, age_key, tmp
 
     watcher = threading.Thread(target=kill_pg_dump_once_it_writes)
     watcher.start()
-    dumped = run_module("postgresql_dump", session=backup.work_dir, databases=[name], globals=False, **conn(server))
+    dumped = run_module("postgresql_dump", session=backup.work_dir, databases=[name], globals=False, jobs=jobs, **conn(server))
     watcher.join()
-    assert killed, "pg_dump finished before it could be killed mid-stream"
+    assert killed, "%s finished before it could be killed mid-stream" % program
+    assert not os.listdir(Path(backup.work_dir) / "scratch")
     sealed = backup.seal()
     fault.observe(false_success=not dumped.failed or sealed.get("verdict") != "failed" or backup.images() != [])
     fault.scan([server.password], dumped, sealed)
-    assert dumped.failed and "pg_dump was killed by signal 9" in dumped["msg"], dumped
+    assert dumped.failed and reason in dumped["msg"], dumped
     assert sealed["verdict"] == "failed" and sealed["image"] is None
     assert "killed by signal 9" in sealed["failures"]["postgresql"]
     assert backup.images() == []
 
 
-def _pg_dumps_of(database):
+def _pg_dumps_of(database, program="pg_dump"):
     for proc in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError):
-            if (proc / "comm").read_text().strip() != "pg_dump":
+            if (proc / "comm").read_text().strip() != program:
                 continue
             environ = (proc / "environ").read_bytes().split(b"\0")
             if f"PGDATABASE={database}".encode() in environ:

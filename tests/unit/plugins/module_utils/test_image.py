@@ -125,3 +125,38 @@ def test_corrupt_small_member_is_an_image_error_when_opened(tmp_path, keypair):
     with _image.Image(path, identities=_age.parse_identities(keypair[0])) as image:
         with pytest.raises(_image.ImageError, match="test/small"):
             image.open_member("test/small").read()
+
+
+def test_spooled_members_are_encrypted_in_scratch_and_appended_whole(tmp_path, keypair):
+    """#15.3: members written side by side into spool files (what a parallel dump does):
+    the spool holds only compressed and encrypted bytes, and the image gets them as members."""
+    marker = b"spool-plaintext-marker " * 20_000
+    add(tmp_path, "test/first", b"first")
+    spool = _image.SpoolFile(str(tmp_path / "a.spool"))
+    with spool.add_member("test/spooled", "test", "text/plain", "zstd", [keypair[1]], threads=1) as member:
+        member.write(marker)
+    assert b"spool-plaintext-marker" not in (tmp_path / "a.spool").read_bytes()
+    with _image.ImageAppender(str(tmp_path)) as appender:
+        record = appender.append_spooled(spool)
+    assert record["plaintext_size"] == len(marker) and not (tmp_path / "a.spool").exists()
+    with _image.Image(finish(tmp_path), identities=_age.parse_identities(keypair[0])) as image:
+        assert sorted(image.members) == ["test/first", "test/spooled"]
+        assert image.open_member("test/spooled").read() == marker
+        results, first_error = _image.verify_image(image, "full")
+        assert first_error is None and len(results) == 2, results
+
+
+def test_a_spool_damaged_before_it_is_appended_is_refused(tmp_path):
+    spool = _image.SpoolFile(str(tmp_path / "b.spool"))
+    with spool.add_member("test/damaged", "test", "text/plain", "none", None) as member:
+        member.write(b"x" * 10_000)
+    with open(tmp_path / "b.spool", "r+b") as handle:
+        handle.seek(5000)
+        handle.write(b"y")
+    add(tmp_path, "test/before", b"before")
+    with pytest.raises(_image.ImageError, match="changed in the scratch area"), _image.ImageAppender(str(tmp_path)) as appender:
+        appender.append_spooled(spool)
+    add(tmp_path, "test/after", b"after")
+    with _image.Image(finish(tmp_path)) as image:
+        assert sorted(image.members) == ["test/after", "test/before"]
+        assert image.open_member("test/after").read() == b"after"

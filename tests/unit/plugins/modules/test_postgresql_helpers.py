@@ -85,3 +85,33 @@ def test_prefix_filter_rewrites_only_the_globals_part():
     assert (head, rest) == (b"no marker at all", b"")
     with pytest.raises(postgresql_restore.RestoreError, match="larger than"):
         postgresql_restore.split_prefix(io.BytesIO(b"y" * 5000), postgresql_restore.PrefixFilter.MARKER, 1000)
+
+
+def _table(name, size, columns=("id", "body")):
+    return {"oid": hash(name) & 0xFFFF, "schema": "public", "table": name, "size": size, "columns": list(columns)}
+
+
+def test_parallel_dump_plan_splits_the_big_table_into_block_ranges():
+    """#15.3: on PostgreSQL 14+ a table above its share becomes contiguous block ranges
+    covering the whole table (open at both ends); older servers get one stream per table."""
+    mib = 1024 * 1024
+    tables = [_table("big", 95 * mib), _table("small", 5 * mib)]
+    streams = postgresql_dump.plan_streams(tables, 2, 150000, 8192)
+    big = sorted((s["range"] for s in streams if s["table"] == "big"), key=lambda r: -1 if r[0] is None else r[0])
+    assert len(big) == 8 and big[0][0] is None and big[-1][1] is None
+    assert all(a[1] == b[0] for a, b in zip(big, big[1:])), big
+    assert [s["range"] for s in streams if s["table"] == "small"] == [[None, None]]
+    assert [s["number"] for s in streams] == list(range(1, len(streams) + 1))
+    assert streams[0]["size"] >= streams[-1]["size"]
+    old = postgresql_dump.plan_streams(tables, 2, 130000, 8192)
+    assert [s["range"] for s in old] == [[None, None], [None, None]]
+
+
+def test_copy_of_a_stream_names_its_columns_and_block_range():
+    stream = dict(_table('we"ird', 0, ["id", "Body"]), range=[None, None])
+    assert postgresql_dump.copy_out_sql(stream) == 'COPY "public"."we""ird" ("id", "Body") TO STDOUT'
+    stream["range"] = [128, 256]
+    assert postgresql_dump.copy_out_sql(stream) == (
+        'COPY (SELECT "id", "Body" FROM ONLY "public"."we""ird" WHERE ctid >= \'(128,0)\'::tid AND ctid < \'(256,0)\'::tid) TO STDOUT'
+    )
+    assert postgresql_dump.pattern_quote('we"ird*') == '"we""ird*"'
