@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 import traceback
 
+from ansible_collections.lifeboat.backup.plugins.module_utils import _proc
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
 
 DRIVER = None
@@ -446,7 +447,7 @@ def candidate_dirs(tool, bin_dir=None, path_env=None):
 def probe_version(path, timeout=30):
     """Run ``<tool> --version``; return (version_num, text) or raise ToolError."""
     try:
-        proc = subprocess.run([path, "--version"], capture_output=True, timeout=timeout, check=False)
+        proc = _proc.run([path, "--version"], capture_output=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ToolError("cannot run %s --version: %s" % (path, getattr(exc, "strerror", None) or exc)) from None
     text = proc.stdout.decode("utf-8", "replace").strip()

@@ -19,6 +19,7 @@ import subprocess
 import time
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _elasticsearch as es
+from ansible_collections.lifeboat.backup.plugins.module_utils import _proc
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 
 ENGINES = ("elasticsearch", "opensearch")
@@ -280,7 +281,7 @@ def launch(params, entry, java, directories, ids):
     program = os.path.join(entry["home"], "bin", engine)
     with open(os.path.join(directories["logs"], "console.log"), "ab") as log:
         try:
-            return subprocess.Popen(  # pylint: disable=consider-using-with
+            return _proc.popen(
                 [program],
                 env=environment(engine, java, directories, params["heap"]),
                 cwd=os.path.dirname(directories["data"]),

@@ -14,10 +14,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import time
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _retention, _session, _storage
+from ansible_collections.lifeboat.backup.plugins.module_utils import _proc, _retention, _session, _storage
 
 SCHEDULE_RECORD = "schedule.json"
 TEXTFILE_NAME = "lifeboat_backup.prom"
@@ -59,7 +58,7 @@ def systemd_next(expression, now):
     program = shutil.which("systemd-analyze")
     if not program:
         return None
-    proc = subprocess.run([program, "calendar", "--iterations=1", expression], capture_output=True, text=True, check=False, env=dict(os.environ, TZ="UTC"))
+    proc = _proc.run([program, "calendar", "--iterations=1", expression], capture_output=True, text=True, env=dict(os.environ, TZ="UTC"))
     match = re.search(r"Next elapse: \w+ (\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) UTC", proc.stdout)
     if not match:
         return None

@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import tempfile
 
+from ansible_collections.lifeboat.backup.plugins.module_utils import _proc
 from ansible_collections.lifeboat.backup.plugins.module_utils._storage_backend import StorageError
 from ansible_collections.lifeboat.backup.plugins.module_utils._storage_local import LocalBackend
 
@@ -120,7 +121,7 @@ class NfsBackend(LocalBackend):
         if target.get("port"):
             argv[4] += ",port=%d" % target["port"]
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=max(60, target.get("timeout") or 30))  # noqa: S603
+            proc = _proc.run(argv, capture_output=True, text=True, timeout=max(60, target.get("timeout") or 30))
         except subprocess.TimeoutExpired:
             os.rmdir(point)
             raise StorageError("mounting %s:%s timed out" % (target["host"], target["export"]), kind="timeout") from None
@@ -138,9 +139,9 @@ class NfsBackend(LocalBackend):
     def close(self):
         if self.mount_point:
             point, self.mount_point = self.mount_point, None
-            proc = subprocess.run(["umount", point], capture_output=True, text=True, check=False)  # noqa: S603
+            proc = _proc.run(["umount", point], capture_output=True, text=True)
             if proc.returncode != 0:
-                subprocess.run(["umount", "-l", point], capture_output=True, check=False)  # noqa: S603
+                _proc.run(["umount", "-l", point], capture_output=True)
             try:
                 os.rmdir(point)
             except OSError:

@@ -29,6 +29,7 @@ import subprocess
 import tempfile
 import time
 
+from ansible_collections.lifeboat.backup.plugins.module_utils import _proc
 from ansible_collections.lifeboat.backup.plugins.module_utils._storage_backend import (
     Background,
     FileBackend,
@@ -91,7 +92,7 @@ class RsyncBackend(FileBackend):
 
     def _start_agent(self):
         sock = os.path.join(self.dir, "agent")
-        self.agent = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env)  # noqa: S603
+        self.agent = _proc.popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env)
         deadline = time.monotonic() + 10
         while not os.path.exists(sock):
             if time.monotonic() > deadline or self.agent.poll() is not None:
@@ -111,16 +112,15 @@ class RsyncBackend(FileBackend):
             add_env.update(SSH_ASKPASS=askpass, SSH_ASKPASS_REQUIRE="force", DISPLAY="none", LIFEBOAT_KEY_PASSPHRASE=self.target["private_key_passphrase"])
         if key_input is not None and not key_input.endswith("\n"):
             key_input += "\n"
-        proc = subprocess.run(
+        proc = _proc.run(
             argv,
-            input=key_input,
+            data=key_input,
             capture_output=True,
             text=True,
             env=add_env,
             stdin=None if key_input is not None else subprocess.DEVNULL,
-            check=False,
             timeout=30,
-        )  # noqa: S603
+        )
         if proc.returncode != 0:
             raise StorageError(
                 "the SSH private key could not be loaded (%s): check target.private_key and its passphrase" % proc.stderr.strip().splitlines()[-1:], kind="auth"
@@ -154,9 +154,7 @@ class RsyncBackend(FileBackend):
     def _ssh(self, command, what, input_data=None, check=True, timeout=None):
         argv = self.ssh_argv() + [self.target["host"], command]
         try:
-            proc = subprocess.run(
-                argv, input=input_data, capture_output=True, env=self.env, check=False, timeout=timeout or max(60, (self.target.get("timeout") or 30) * 4)
-            )  # noqa: S603
+            proc = _proc.run(argv, data=input_data, capture_output=True, env=self.env, timeout=timeout or max(60, (self.target.get("timeout") or 30) * 4))
         except subprocess.TimeoutExpired:
             raise StorageError("%s: %s timed out" % (self.label, what), kind="timeout") from None
         err = proc.stderr.decode("utf-8", "replace")
@@ -169,7 +167,7 @@ class RsyncBackend(FileBackend):
 
     def close(self):
         if self.agent is not None and os.path.exists(os.path.join(self.dir, "control")):
-            subprocess.run(self.ssh_argv() + ["-O", "exit", self.target["host"]], capture_output=True, env=self.env, check=False, timeout=30)  # noqa: S603
+            _proc.run(self.ssh_argv() + ["-O", "exit", self.target["host"]], capture_output=True, env=self.env, timeout=30)
         if self.agent is not None:
             self.agent.kill()
             self.agent.wait()
@@ -217,7 +215,7 @@ class RsyncBackend(FileBackend):
         argv += ["--append-verify"] if append else []
         argv += ["--bwlimit=%d" % self.throttle_kib] if self.throttle_kib else []
         argv += ["-e", " ".join(shlex.quote(a) for a in self.ssh_argv()), "--", local, "%s:%s" % (self.target["host"], remote)]
-        proc = subprocess.run(argv, capture_output=True, env=self.env, check=False)  # noqa: S603
+        proc = _proc.run(argv, capture_output=True, env=self.env)
         if proc.returncode != 0:
             raise classify(proc.stderr.decode("utf-8", "replace"), proc.returncode, "rsync to %s" % remote, self.label)
 
@@ -287,7 +285,7 @@ class _Pipe:
     def __init__(self, backend, argv, path, write):
         self.backend, self.path, self.writing = backend, path, write
         self.errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the pipe
-        self.proc = subprocess.Popen(  # noqa: S603
+        self.proc = _proc.popen(
             argv,
             stdin=subprocess.PIPE if write else subprocess.DEVNULL,
             stdout=subprocess.DEVNULL if write else subprocess.PIPE,

@@ -40,12 +40,18 @@ from operator import methodcaller
 
 try:
     from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
+    from ansible_collections.lifeboat.backup.plugins.module_utils._proc import popen
 except ImportError:  # run standalone: the verifier needs nothing from the collection
 
     class LifeboatError(Exception):
         def __init__(self, msg, **_kwargs):
             super().__init__(msg)
             self.msg = str(msg)
+
+    def popen(argv, **kwargs):
+        # The verifier copied alone to an auditor's machine has no _proc (the collection's
+        # one place that starts processes) to import: it starts age and zstd itself.
+        return subprocess.Popen(argv, **kwargs)  # pylint: disable=ansible-bad-function
 
 
 CRYPTOGRAPHY_IMPORT_ERROR = None
@@ -978,7 +984,7 @@ def _pipeline(commands, decompress, path):
         source = None if commands else open(path, "rb")  # noqa: SIM115 - handed to the child
         for argv in commands + ([decompress] if decompress else []):
             stdin = procs[-1].stdout if procs else source
-            procs.append(subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+            procs.append(popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
         if not procs:
             return source
         if source is not None:

@@ -152,9 +152,11 @@ def start_pusher(settings):
     log_path = os.path.join(spool, "pusher.log")
     if os.path.exists(log_path) and os.path.getsize(log_path) > 1024 * 1024:
         os.replace(log_path, log_path + ".1")
+    from ansible_collections.lifeboat.backup.plugins.module_utils._proc import popen  # not at the top: push starts fast
+
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
     try:
-        subprocess.Popen(
+        popen(
             [sys.executable, os.path.abspath(sys.argv[0]), "daemon", settings["_path"]],
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -32,7 +32,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _walarchive
+from ansible_collections.lifeboat.backup.plugins.module_utils import _proc, _walarchive
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
 
 FETCH_ATTEMPTS = 3
@@ -329,7 +329,7 @@ class Postmaster:
         with open(self.log_path, "ab") as log:
             if self.owner:
                 os.fchown(log.fileno(), *self.owner)
-            self.process = subprocess.Popen(
+            self.process = _proc.popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.data_dir, start_new_session=True, **account_kwargs(self.owner)
             )
         return self
@@ -390,7 +390,7 @@ def remove_tree(path):
 def run_as(argv, owner, timeout=3600, cwd="/"):
     """Run ``argv`` as ``owner``; (exit status, output text)."""
     try:
-        proc = subprocess.run(argv, capture_output=True, timeout=timeout, cwd=cwd, check=False, **account_kwargs(owner))
+        proc = _proc.run(argv, capture_output=True, timeout=timeout, cwd=cwd, **account_kwargs(owner))
     except (OSError, subprocess.TimeoutExpired) as exc:
         return 255, str(exc)
     return proc.returncode, (proc.stderr + proc.stdout).decode("utf-8", "replace").strip()
@@ -400,7 +400,7 @@ def extract(stream, data_dir, owner):
     """Unpack a tar stream into ``data_dir`` with ``tar`` run as the data directory's owner.
     Returns the bytes read. Raises RestoreError; the stream's own errors (a damaged member)
     propagate."""
-    proc = subprocess.Popen(
+    proc = _proc.popen(
         ["tar", "-x", "-f", "-", "-C", data_dir],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,

@@ -203,7 +203,6 @@ import datetime
 import os
 import re
 import socket
-import subprocess
 import time
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _image, _retention, _session, _status, _storage
@@ -322,13 +321,8 @@ def timer_schedule(module, timer):
     systemctl = module.get_bin_path("systemctl")
     if not systemctl or not os.path.isdir("/run/systemd/system"):
         return None, "no schedule: systemd is not running here"
-    proc = subprocess.run(
-        [systemctl, "show", "--property=LoadState,NextElapseUSecRealtime", "--timestamp=unix", timer],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    props = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    _rc, out, _err = module.run_command([systemctl, "show", "--property=LoadState,NextElapseUSecRealtime", "--timestamp=unix", timer])
+    props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     if props.get("LoadState") != "loaded":
         return None, "no schedule: timer %s is not installed" % timer
     match = re.search(r"@(\d+)", props.get("NextElapseUSecRealtime", ""))

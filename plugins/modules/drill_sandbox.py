@@ -261,6 +261,7 @@ import subprocess
 import time
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql as pg
+from ansible_collections.lifeboat.backup.plugins.module_utils import _proc
 from ansible_collections.lifeboat.backup.plugins.module_utils import _search_sandbox as search
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
@@ -305,7 +306,7 @@ def run_as(argv, ids, log, timeout):
     kwargs = {"user": ids[0], "group": ids[1], "extra_groups": [], "cwd": os.path.dirname(log)} if ids else {}
     with open(log, "ab") as handle:
         try:
-            proc = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout, check=False, **kwargs)
+            proc = _proc.run(argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout, **kwargs)
         except subprocess.TimeoutExpired:
             raise LifeboatError("%s did not finish within %d seconds (log: %s)" % (os.path.basename(argv[0]), timeout, log)) from None
     if proc.returncode != 0:

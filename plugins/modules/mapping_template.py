@@ -69,9 +69,9 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-values:
+environment_values:
   description:
-    - The values found, each with C(kind) (node, database, index, host, address, endpoint, path,
+    - The environment-specific values found in the image, each with C(kind) (node, database, index, host, address, endpoint, path,
       account, subject), C(source) and C(occurs).
   returned: always
   type: list
@@ -119,7 +119,7 @@ def template(module):
         text = _mapping.template_text(found.as_list(), params["image"], image.manifest)
     if not module.check_mode:
         write(module, text)
-    return dict(changed=not module.check_mode, values=found.as_list(), dest=params["dest"])
+    return dict(changed=not module.check_mode, environment_values=found.as_list(), dest=params["dest"])
 
 
 def main():

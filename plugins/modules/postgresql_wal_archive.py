@@ -326,7 +326,7 @@ import subprocess
 import sys
 import time
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _alerts, _storage, _wal, _walarchive, _walprogram
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _alerts, _proc, _storage, _wal, _walarchive, _walprogram
 from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql as pg
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
@@ -541,7 +541,7 @@ def run_program(paths, account, command, timeout=180):
     if os.geteuid() == 0 and account[0] != 0:
         kwargs = {"user": account[0], "group": account[1], "extra_groups": []}
     try:
-        proc = subprocess.run(argv, capture_output=True, timeout=timeout, cwd="/", check=False, **kwargs)
+        proc = _proc.run(argv, capture_output=True, timeout=timeout, cwd="/", **kwargs)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ArchiveSetupError("running %s %s as %s failed: %s" % (paths["program"], command, account[2], exc)) from None
     if proc.returncode != 0:
@@ -580,7 +580,7 @@ def restart_server(params, facts, account):
     if os.geteuid() == 0 and account[0] != 0 and not params["restart_as_root"]:
         kwargs = {"user": account[0], "group": account[1], "extra_groups": []}
     try:
-        proc = subprocess.run(argv, capture_output=True, timeout=600, cwd="/", check=False, start_new_session=True, **kwargs)
+        proc = _proc.run(argv, capture_output=True, timeout=600, cwd="/", start_new_session=True, **kwargs)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ArchiveSetupError("restarting the server with %s failed: %s" % (" ".join(argv), exc), changed=True) from None
     if proc.returncode != 0:

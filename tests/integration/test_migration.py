@@ -68,7 +68,7 @@ def test_template_refusal_and_rewrite(pg_database, tmp_path):
 
     made = run_module("mapping_template", image=image, identity=identity, dest=str(tmp_path / "mapping.yml"))
     assert not made.failed, made
-    values = {v["source"]: v for v in made["values"]}
+    values = {v["source"]: v for v in made["environment_values"]}
     assert values["app1.prod.example.com"]["kind"] == "node"
     assert values[name]["kind"] == "database" and any("worker.conf line 2" in w for w in values[name]["occurs"])
     assert values[SOURCE["host"]]["kind"] == "host" and values[SOURCE["address"]]["kind"] == "address"

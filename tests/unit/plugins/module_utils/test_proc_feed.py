@@ -54,3 +54,23 @@ def test_env_none_unsets_an_inherited_variable(monkeypatch):
     _proc.stream_from(["sh", "-c", 'printf "%s" "${PGPASSWORD-unset}:$PGPASSFILE"'], sink, env={"PGPASSWORD": None, "PGPASSFILE": "/x"})
     assert sink.getvalue() == b"unset:/x"
     assert os.environ["PGPASSWORD"] == "inherited"
+
+
+def test_run_returns_status_output_and_feeds_input_like_subprocess_run():
+    done = _proc.run(["sh", "-c", "cat; echo err >&2; exit 3"], data="in\n", capture_output=True, text=True)
+    assert (done.returncode, done.stdout, done.stderr) == (3, "in\n", "err\n")
+
+
+def test_run_kills_a_command_past_its_timeout():
+    import subprocess
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        _proc.run(["sleep", "30"], capture_output=True, timeout=0.5)
+    assert time.monotonic() - started < 10, "the command is killed, not waited for"
+
+
+def test_run_cannot_start_a_missing_program():
+    with pytest.raises(OSError):
+        _proc.run(["/nonexistent/lifeboat-no-such-tool"], capture_output=True)
