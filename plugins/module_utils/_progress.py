@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 
 ENVIRONMENT = "LIFEBOAT_PROGRESS_FILE"
@@ -43,6 +44,9 @@ class Reporter:
         self._clock = clock
         self._monotonic = monotonic
         self._last_write = None
+        # Several threads report at once in a parallel dump (one member each): the counts
+        # are updated and the file written under one lock, never interleaved.
+        self._lock = threading.RLock()
         self.record = {
             "version": VERSION,
             "started": clock(),
@@ -72,10 +76,11 @@ class Reporter:
         """``count`` more bytes done (called for every block: cheap when not writing)."""
         if self.path is None or not count:
             return
-        record = self.record
-        record["bytes"] += count
-        record["item_bytes"] += count
-        self.write()
+        with self._lock:
+            record = self.record
+            record["bytes"] += count
+            record["item_bytes"] += count
+            self.write()
 
     def item_done(self, done, total=None):
         """The current item stands at ``done`` bytes (of ``total``): for callers that count
@@ -99,6 +104,10 @@ class Reporter:
         self.write()
 
     def write(self, force=False):
+        with self._lock:
+            self._write(force)
+
+    def _write(self, force):
         if self.path is None:
             return
         now = self._monotonic()
