@@ -565,6 +565,11 @@ def test_logical_members_restore_by_hand_as_the_page_says(postgres_server, fresh
         assert fingerprint(fresh_cluster, pg_database.name) == source
         assert not list(tmp_path.glob("*.dump")), "the post-data file is left"
         fresh_cluster.psql(drop)
+        # the module with jobs=1: the same members one after the other, post-data streamed
+        restored = run_module("postgresql_restore", image=images[2], identity=identity, databases=[pg_database.name], jobs=1, **conn(fresh_cluster))
+        assert not restored.failed, restored
+        assert fingerprint(fresh_cluster, pg_database.name) == source
+        fresh_cluster.psql(drop)
         run(images["directory"], blocks[5])
         assert fingerprint(fresh_cluster, pg_database.name) == source
         assert not (tmp_path / f"{pg_database.name}.dir").exists(), "the plaintext directory is left"
