@@ -9,7 +9,9 @@ word-salad documents. With the method of benchmarks/README.md (alternating round
 median, spread, load), on that same database:
 
 1. dumps: ``postgresql_dump`` jobs 1, 2 and 4 (playbook tasks, timed by
-   ansible.posix.profile_tasks; session encrypting to an age recipient); the native
+   ansible.posix.profile_tasks; session encrypting to an age recipient; ``fingerprint:
+   none``, since the native pipelines fingerprint nothing - its cost is in docs/drills.md;
+   jobs above 1 is the parallel streams format of docs/postgresql.md); the native
    ``pg_dump -Fc -Z0 | zstd -3 -T0 | age`` (the same work: one compression, zstd), the
    parallel one an operator builds by hand (``pg_dump -Fd -Z0 -j2`` then
    ``tar | zstd | age``), ``pg_dump -Fc | zstd | age`` for reference, and
@@ -131,6 +133,7 @@ DUMP_PLAYBOOK = """
         databases: ["{{ db }}"]
         jobs: "{{ jobs }}"
         verify: "{{ verify }}"
+        fingerprint: none
     - name: seal
       lifeboat.backup.backup_session:
         state: sealed
@@ -301,7 +304,7 @@ def peak_rss(server, db, recipient, identity_file, base):
     session = started["session"]["work_dir"]
     login = {"login_host": server.host, "port": server.port, "login_password": server.password}
     try:
-        _result, dump_rss = timed_module("postgresql_dump", work / "rss.txt", session=session, databases=[db], **login)
+        _result, dump_rss = timed_module("postgresql_dump", work / "rss.txt", session=session, databases=[db], jobs=2, **login)
     finally:
         sealed = run_module("backup_session", state="sealed", session=session)
     target = "rss_%s" % db
