@@ -90,16 +90,52 @@ class Found:
         return sorted(self.values.values(), key=lambda e: (order.get(e["kind"], 99), e["source"]))
 
 
+def component_names(manifest):
+    """{component: (kind of name, [names])}: the databases (PostgreSQL, Neo4j) and indices
+    (Elasticsearch/OpenSearch, dot-names left out) each component of the manifest holds."""
+    names = {}
+    for name, component in sorted((manifest.get("components") or {}).items()):
+        details = component.get("details") or {}
+        databases = [d.get("name") if isinstance(d, dict) else d for d in details.get("databases") or []]
+        indices = details.get("indices") or (details.get("snapshot") or {}).get("indices") or []
+        indices = [i.get("name") if isinstance(i, dict) else i for i in (indices if isinstance(indices, list) else sorted(indices))]
+        if databases:
+            names[name] = ("database", [d for d in databases if d])
+        elif indices:
+            names[name] = ("index", [i for i in indices if i and not i.startswith(".")])
+    return names
+
+
 def manifest_values(manifest, found):
     """The node, database and index names the manifest records."""
     found.add("node", manifest.get("node"), "manifest: node")
-    for name, component in sorted((manifest.get("components") or {}).items()):
-        details = component.get("details") or {}
-        for database in details.get("databases") or []:
-            found.add("database", database.get("name") if isinstance(database, dict) else database, "manifest: component %s, databases" % name)
-        indices = details.get("indices") or []
-        for index in indices if isinstance(indices, list) else sorted(indices):
-            found.add("index", index.get("name") if isinstance(index, dict) else index, "manifest: component %s, indices" % name)
+    for name, (kind, values) in component_names(manifest).items():
+        for value in values:
+            found.add(kind, value, "manifest: component %s, %s" % (name, "databases" if kind == "database" else "indices"))
+
+
+def renames(manifest, replacements):
+    """{component: {name: new name}} of the databases and indices the mapping renames; refuses,
+    before anything is restored, what the component's restore cannot do."""
+    found = {}
+    problems = []
+    components = manifest.get("components") or {}
+    for name, (_kind, values) in component_names(manifest).items():
+        renamed = {value: replacements[value] for value in values if value in replacements}
+        if not renamed:
+            continue
+        details = components[name].get("details") or {}
+        if components[name].get("kind") == "neo4j" and details.get("method", "files") == "files":
+            problems.append(
+                "component %s (Neo4j, method=files) restores its whole data directory under its own names, but the mapping renames %s: "
+                "keep them (keep: true), or restore from an image taken with method=dump" % (name, ", ".join(sorted(renamed)))
+            )
+        elif components[name].get("kind") == "neo4j" and "system" in renamed:
+            problems.append("component %s: Neo4j's system database keeps its name (keep: true)" % name)
+        found[name] = renamed
+    if problems:
+        raise MappingError("the mapping renames what cannot be renamed: %s; nothing was restored" % "; ".join(problems))
+    return found
 
 
 def _word(value):

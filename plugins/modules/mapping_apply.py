@@ -27,8 +27,11 @@ description:
   - A PEM certificate cannot be rewritten. The files holding a certificate whose subject the
     mapping replaces are returned in RV(certificates) (and warned about); put the other
     environment's certificate in their place.
-  - Returns C(rename), the database names to restore under (for
-    M(lifeboat.backup.postgresql_restore)'s C(rename)).
+  - Returns RV(renames), the database and index names each component is restored under (the
+    C(rename) option of M(lifeboat.backup.postgresql_restore), M(lifeboat.backup.elasticsearch_restore)
+    and M(lifeboat.backup.neo4j_restore)). A mapping renaming what a component cannot restore under
+    another name (the databases of a Neo4j image taken with C(method=files), Neo4j's C(system)
+    database) is refused with the others, before anything is touched.
 author:
   - lifeboat.backup maintainers (@lifeboat-backup)
 extends_documentation_fragment:
@@ -99,10 +102,15 @@ certificates:
   elements: dict
   sample: [{path: /etc/app/tls/api.pem, subject: "CN=api.prod.example.com,O=Acme", target: "CN=api.staging.example.com,O=Acme"}]
 rename:
-  description: Database names of the image to their target names.
+  description: Database names of the image to their target names (every component's; see RV(renames)).
   returned: always
   type: dict
   sample: {intel: intel_staging}
+renames:
+  description: Per component of the image, its database or index names the mapping renames, to their target names.
+  returned: always
+  type: dict
+  sample: {postgresql: {intel: intel_staging}, search: {stix_v4: stix_v4_staging}}
 mapped:
   description: Number of values replaced by the mapping (the others are kept).
   returned: always
@@ -144,9 +152,10 @@ def apply(module):
     with _image.open_image(params["image"], params) as image:
         found = _mapping.scan(image, params["components"], params["max_file_bytes"])
         replacements = _mapping.check(params["mapping"], found)
+        renames = _mapping.renames(image.manifest, replacements)
         paths = restored_files(image, params["components"], params["root"]) if params["state"] == "applied" else []
     databases = {v for v, e in found.values.items() if e["kind"] == "database"}
-    result = dict(changed=False, mapped=len(replacements), rename={k: v for k, v in replacements.items() if k in databases})
+    result = dict(changed=False, mapped=len(replacements), rename={k: v for k, v in replacements.items() if k in databases}, renames=renames)
     if params["state"] == "checked":
         return result
     accounts = _mapping.accounts_of(params["mapping"], found)

@@ -5,12 +5,15 @@ rewrites the restored configuration files and gives the database names to restor
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import yaml
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age
 from tests.support.modules import ROOT, run_module, run_playbook
+from tests.support.search import conn as search_conn
+from tests.support.search import doc_counts, make_indices, register
 
 SOURCE = {
     "host": "db1.prod.example.com",
@@ -52,7 +55,7 @@ def make_environment_a(root, database):
     (root / "etc" / "app" / "settings.py").chmod(0o640)
 
 
-def test_template_refusal_and_rewrite(pg_database, tmp_path):
+def test_template_refusal_and_rewrite(pg_database, opensearch_server, namespace, tmp_path):
     identity, recipient = _age.generate_identity()
     name = pg_database.name
     pg_database.psql("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 100) g")
@@ -64,6 +67,12 @@ def test_template_refusal_and_rewrite(pg_database, tmp_path):
     assert not run_module("config_archive", session=work_dir, paths=[str(tmp_path / "a" / "etc")]).failed
     conn = {"login_host": server.host, "port": server.port, "login_password": server.password}
     assert not run_module("postgresql_dump", session=work_dir, databases=[name], globals=False, **conn).failed
+    # A search component whose index is renamed too (#17.1), from the live repository.
+    es = opensearch_server
+    (index,), _alias = make_indices(es, namespace, {"stix": 12}, shards=1)
+    register(es, f"{namespace}-repo", es.repo_dir / f"{namespace}-repo")
+    taken = run_module("elasticsearch_snapshot", session=work_dir, name="search", repository=f"{namespace}-repo", indices=[index], **search_conn(es))
+    assert not taken.failed, taken
     image = run_module("backup_session", state="sealed", session=work_dir)["image"]
 
     made = run_module("mapping_template", image=image, identity=identity, dest=str(tmp_path / "mapping.yml"))
@@ -71,6 +80,7 @@ def test_template_refusal_and_rewrite(pg_database, tmp_path):
     values = {v["source"]: v for v in made["environment_values"]}
     assert values["app1.prod.example.com"]["kind"] == "node"
     assert values[name]["kind"] == "database" and any("worker.conf line 2" in w for w in values[name]["occurs"])
+    assert values[index] == {"kind": "index", "source": index, "occurs": ["manifest: component search, indices"]}
     assert values[SOURCE["host"]]["kind"] == "host" and values[SOURCE["address"]]["kind"] == "address"
     assert "%s:5432" % SOURCE["host"] in values and "%s:9200" % SOURCE["search"] in values
     assert not {"127.0.0.1", "localhost", "worker.log", "settings.py"} & set(values), "not environment-specific"
@@ -104,6 +114,7 @@ def test_template_refusal_and_rewrite(pg_database, tmp_path):
         "CN=api.prod.example.com": "CN=api.staging.example.com",
         "api.prod.example.com": "api.staging.example.com",
         "/srv/intel-a": "/srv/intel-b",
+        index: index + "-b",
     }
     kept = {"app", "/var/log/app/worker.log"}  # the same account and log path in B
     for entry in mapping["values"]:
@@ -124,6 +135,7 @@ def test_template_refusal_and_rewrite(pg_database, tmp_path):
     assert not run_module("config_restore", image=image, identity=identity, root=str(root)).failed
     checked = run_module("mapping_apply", image=image, identity=identity, mapping=mapping)
     assert not checked.failed and checked["rename"] == {name: name + "_b"}, checked
+    assert checked["renames"] == {"postgresql": {name: name + "_b"}, "search": {index: index + "-b"}}
     applied = run_module("mapping_apply", image=image, identity=identity, mapping=mapping, state="applied", root=str(root))
     assert not applied.failed and applied["changed"], applied
     restored = root / str(tmp_path / "a" / "etc").lstrip("/") / "app"
@@ -148,11 +160,13 @@ def test_template_refusal_and_rewrite(pg_database, tmp_path):
     (tmp_path / "identity.txt").chmod(0o600)
     etc = tmp_path / "a" / "etc"
     component = {"name": "postgresql", "kind": "postgresql", "databases": [name], "globals": False, **conn}
+    search = {"name": "search", "kind": "elasticsearch", "repository": f"{namespace}-repo", "location": str(es.repo_dir / f"{namespace}-repo")}
+    search.update(restore_include_aliases=False, **search_conn(es))
     host = {
         "ansible_connection": "local",
         "restore_image": image,
         "restore_identity_file": str(tmp_path / "identity.txt"),
-        "restore_profile": {"name": "b", "platform": {}, "components": [{"name": "config", "kind": "config", "paths": [str(etc)]}, component]},
+        "restore_profile": {"name": "b", "platform": {}, "components": [{"name": "config", "kind": "config", "paths": [str(etc)]}, component, search]},
         "restore_force": True,
         "restore_quiesce": False,
         "restore_config_root": str(tmp_path / "b2"),
@@ -163,8 +177,20 @@ def test_template_refusal_and_rewrite(pg_database, tmp_path):
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(yaml.safe_dump({"all": {"hosts": {"app1": host}}}))
     inventory.chmod(0o600)
+    # An index of B's name exists and replacing was not asked: refused before anything is touched.
+    es.request("PUT", f"/{index}-b", json={"settings": {"number_of_shards": 1, "number_of_replicas": 0}})
+    refused = run_playbook((ROOT / "playbooks" / "restore.yml").read_text(), tmp_path, inventory=str(inventory))
+    assert refused.returncode != 0 and "renames indices of component search" in refused.stdout, refused.stdout[-4000:]
+    assert f"these indices already exist: {index}-b" in refused.stdout and "Nothing was restored" in refused.stdout
+    assert not (tmp_path / "b2").exists() and pg_database.psql("SELECT count(*) FROM pg_database WHERE datname = '%s_b'" % name).strip() == "0"
+    es.request("DELETE", f"/{index}-b")
+
     run = run_playbook((ROOT / "playbooks" / "restore.yml").read_text(), tmp_path, inventory=str(inventory), env={"ANSIBLE_SHOW_CUSTOM_STATS": "true"})
     assert run.returncode == 0, run.stdout[-4000:]
+    assert doc_counts(es, [index + "-b"]) == {index + "-b": 12}, "the index restored under its B name"
+    stats = run.stdout[run.stdout.index("CUSTOM STATS") :]
+    for source, target, kind in ((name, name + "_b", "database"), (index, index + "-b", "index")):
+        assert re.search(r'"kind": "%s",\s*"source": "%s",\s*"target": "%s"' % (kind, source, target), stats), "every rename among the replacements"
     restored = tmp_path / "b2" / str(tmp_path / "a" / "etc").lstrip("/") / "app"
     assert "db1.staging.example.com:6432/%s_b" % name in (restored / "settings.py").read_text()
     assert '"replacements"' in run.stdout and "db1.staging.example.com:6432" in run.stdout[run.stdout.index("CUSTOM STATS") :]

@@ -225,7 +225,7 @@ def test_restore_dump_replaces_existing_databases_only_when_asked(graph_backup, 
     assert snapshot(server) == graph_backup["expected"]
 
 
-def test_restore_dump_under_another_name(graph_backup):
+def test_restore_dump_under_another_name(graph_backup, tmp_path):
     """#17.1: a migration mapping renames a database - the dump is loaded under the new name,
     store id and counts compared with what the image recorded under the old one."""
     server = halted(graph_backup["server"])
@@ -236,6 +236,14 @@ def test_restore_dump_under_another_name(graph_backup):
     assert system.failed and "system cannot be renamed" in system["msg"] and "'no' is not a valid database name" in system["msg"], system
     present = run_module("neo4j_restore", rename={"neo4j": "system"}, **{**args, "databases": []})
     assert present.failed and "two databases would be loaded as system" in present["msg"], present
+    # A migration mapping renaming the database is refused before anything is touched: the
+    # image's method=files component holds it too (both components have a database neo4j).
+    template = run_module("mapping_template", image=graph_backup["image"], passphrase=PASSPHRASE, dest=str(tmp_path / "mapping.yml"))
+    assert not template.failed, template
+    mapping = {"values": [dict(v, keep=v["source"] != "neo4j", target="graphb" if v["source"] == "neo4j" else "") for v in template["values"]]}
+    refused = run_module("mapping_apply", image=graph_backup["image"], passphrase=PASSPHRASE, mapping=mapping)
+    assert refused.failed and "component neo4j (Neo4j, method=files) restores its whole data directory" in refused["msg"], refused
+    assert "nothing was restored" in refused["msg"] and "neo4j-dump" not in refused["msg"]
     loaded = server.data_dir / "databases" / "graphb"
     try:
         renamed = run_module("neo4j_restore", rename={"neo4j": "graphb"}, **args)
