@@ -240,7 +240,7 @@ def test_restore_dump_under_another_name(graph_backup, tmp_path):
     # image's method=files component holds it too (both components have a database neo4j).
     template = run_module("mapping_template", image=graph_backup["image"], passphrase=PASSPHRASE, dest=str(tmp_path / "mapping.yml"))
     assert not template.failed, template
-    mapping = {"values": [dict(v, keep=v["source"] != "neo4j", target="graphb" if v["source"] == "neo4j" else "") for v in template["values"]]}
+    mapping = {"values": [dict(v, keep=v["source"] != "neo4j", target="graphb" if v["source"] == "neo4j" else "") for v in template["environment_values"]]}
     refused = run_module("mapping_apply", image=graph_backup["image"], passphrase=PASSPHRASE, mapping=mapping)
     assert refused.failed and "component neo4j (Neo4j, method=files) restores its whole data directory" in refused["msg"], refused
     assert "nothing was restored" in refused["msg"] and "neo4j-dump" not in refused["msg"]
