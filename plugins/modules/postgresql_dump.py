@@ -702,9 +702,12 @@ class StreamDump:
         return spool
 
     def _one(self, index, task, copy_env):
+        # threads=0: each stream compresses and encrypts in its own worker thread; the streams
+        # are the parallelism. A helper thread and zstd workers per member would add threads
+        # (and glibc malloc arenas) with every stream: peak RSS grew with the number of streams.
         kind, value = task
         if kind != "rows":
-            return "custom", dump_custom(self.component, self._spool(index, kind), self.tools, self.env, self.database, value, "toc", part=kind, threads=1)
+            return "custom", dump_custom(self.component, self._spool(index, kind), self.tools, self.env, self.database, value, "toc", part=kind, threads=0)
         spool = self._spool(index, "rows-%d" % value["number"])
         return "rows", (copy_stream(self.component, spool, self.tools, copy_env, self.database, self.snapshot.id, value, self.encoding), value)
 
@@ -732,7 +735,7 @@ def copy_stream(component, spool, tools, env, database, snapshot_id, stream, enc
     argv += ["-c", "LOCK TABLE %s IN ACCESS SHARE MODE NOWAIT" % relation, "-c", copy_out_sql(stream)]
     extra = {"database": database, "format": "copy", "schema": stream["schema"], "table": stream["table"], "range": stream["range"]}
     name = "%s.rows-%04d.sql" % (member_stem(database), stream["number"])
-    with component.member(spool, name, pg.SQL_MEDIA, threads=1, extra=extra) as out:
+    with component.member(spool, name, pg.SQL_MEDIA, threads=0, extra=extra) as out:
         out.write(("SET client_encoding = %s;\nCOPY %s (%s) FROM stdin;\n" % (pg.quote_literal(encoding), relation, columns)).encode("utf-8"))
         try:
             _copied, stderr = _proc.stream_from(argv, out, env=env)
