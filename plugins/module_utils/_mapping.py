@@ -4,11 +4,11 @@
 #
 # PRIVATE module_utils of lifeboat.backup: not a public API, may change without notice.
 """Migration mappings (docs/migration.md): the environment-specific values of an image (host
-names, addresses, host:port pairs, the node, database and index names, paths, service
+names, addresses, host:port pairs, the node, cluster, database and index names, paths, service
 accounts, certificate subjects), each with where it occurs, and their replacement in
 restored configuration files.
 
-A value is found in the manifest (node, databases, indices) and in the text of the
+A value is found in the manifest (node, search cluster names, databases, indices) and in the text of the
 configuration members (host names of three labels or more, IPv4 addresses, hosts of URLs,
 absolute paths outside the system's own directories, the accounts of URLs and of
 ``user``/``owner``/``account``-like settings, distinguished names, the subjects of PEM
@@ -50,7 +50,7 @@ NOT_SPECIFIC = ("localhost", "0.0.0.0", "::1")  # nosec - names, not a bind
 NOT_SPECIFIC_ACCOUNTS = ("root", "nobody", "none", "null", "true", "false", "yes", "no")
 SYSTEM_PATHS = ("/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/", "/proc/", "/sys/", "/dev/", "/tmp/", "/run/")
 FILE_SUFFIXES = (".py", ".conf", ".yml", ".yaml", ".json", ".xml", ".ini", ".cfg", ".sh", ".txt", ".html", ".js", ".md", ".log", ".pem", ".crt")
-KINDS = ("node", "database", "index", "host", "address", "endpoint", "path", "account", "subject")
+KINDS = ("node", "cluster", "database", "index", "host", "address", "endpoint", "path", "account", "subject")
 
 
 # The options of a scan, shared by mapping_template and mapping_apply (doc fragment lifeboat.backup._mapping).
@@ -107,8 +107,10 @@ def component_names(manifest):
 
 
 def manifest_values(manifest, found):
-    """The node, database and index names the manifest records."""
+    """The node, cluster, database and index names the manifest records."""
     found.add("node", manifest.get("node"), "manifest: node")
+    for name, component in sorted((manifest.get("components") or {}).items()):
+        found.add("cluster", (component.get("details") or {}).get("cluster_name"), "manifest: component %s, cluster_name" % name)
     for name, (kind, values) in component_names(manifest).items():
         for value in values:
             found.add(kind, value, "manifest: component %s, %s" % (name, "databases" if kind == "database" else "indices"))
@@ -219,7 +221,7 @@ def is_text(data):
 
 def config_values(image, component, details, found, max_bytes):
     """Scan the text files of a configuration component's archive."""
-    named = [(value, _word(value)) for value, entry in found.values.items() if entry["kind"] in ("node", "database", "index")]
+    named = [(value, _word(value)) for value, entry in found.values.items() if entry["kind"] in ("node", "cluster", "database", "index")]
     with image.open_member(details["data_member"]) as member:
         with tarfile.open(fileobj=member, mode="r|", errorlevel=2) as tar:
             for info in tar:

@@ -71,7 +71,7 @@ EXAMPLES = r"""
 RETURN = r"""
 environment_values:
   description:
-    - The environment-specific values found in the image, each with C(kind) (node, database, index, host, address, endpoint, path,
+    - The environment-specific values found in the image, each with C(kind) (node, cluster, database, index, host, address, endpoint, path,
       account, subject), C(source) and C(occurs).
   returned: always
   type: list

@@ -116,7 +116,9 @@ def test_template_refusal_and_rewrite(pg_database, opensearch_server, namespace,
         "/srv/intel-a": "/srv/intel-b",
         index: index + "-b",
     }
-    kept = {"app", "/var/log/app/worker.log"}  # the same account and log path in B
+    (cluster,) = [v for v, e in values.items() if e["kind"] == "cluster"]
+    assert values[cluster]["occurs"] == ["manifest: component search, cluster_name"]
+    kept = {"app", "/var/log/app/worker.log", cluster}  # the same account, log path and search cluster in B
     for entry in mapping["values"]:
         entry["target"] = targets.get(entry["source"], "")
         entry["keep"] = entry["source"] in kept
