@@ -46,8 +46,8 @@ image: deps
 
 # ---- checks ------------------------------------------------------------------
 .PHONY: test lint ruff ansible-lint changelog sanity complexity unit integration molecule
-# `make test` = scripts/run-tests.sh: ruff, ansible-lint, changelog, then two lanes side
-# by side: unit, integration | sanity, molecule, the benchmarks in --small mode. The servers
+# `make test` = scripts/run-tests.sh: ruff, changelog, then two lanes side by side:
+# ansible-lint, unit, integration | sanity, molecule, the benchmarks in --small mode. The servers
 # and the testbed image are made first, so the lanes never fetch or build at once.
 # TEST_LANES=1 runs everything in one lane.
 test: deps servers image

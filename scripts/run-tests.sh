@@ -6,9 +6,11 @@
 # The quick checks run first, one after another. Then two lanes run side by side, because
 # most of an integration or Molecule stage waits on servers, containers and child processes
 # (on the 2-core CI machine the stages in one lane left the other core mostly idle):
-#   lane 1: unit, integration
+#   lane 1: ansible-lint, unit, integration
 #   lane 2: sanity, molecule, bench-small (--small: correctness only, its timings mean nothing)
-# (about 27 and 25 minutes on that machine alone).
+# (docs/development.md, "How long `make test` takes", has the figures of the last whole run;
+# ansible-lint runs in lane 1 because lane 2 is the longer one and the quick checks hold
+# both lanes back).
 # Each stage writes .build/logs/<stage>.log; a stage's log is printed whole when the stage
 # ends, so lines of the two lanes never interleave. TEST_LANES=1 runs every stage in one
 # lane, in the order above. `scripts/run-tests.sh <make targets>` (make test-matrix) runs
@@ -46,8 +48,8 @@ if [ $# -gt 0 ]; then
     STAGES=("$@")
     run_lane "${STAGES[@]}"
 else
-    QUICK=(ruff ansible-lint changelog)
-    LANE1=(unit integration)
+    QUICK=(ruff changelog)
+    LANE1=(ansible-lint unit integration)
     LANE2=(sanity molecule bench-small)
     STAGES=("${QUICK[@]}" "${LANE1[@]}" "${LANE2[@]}")
     rm -f "${LOGS}"/*.result
