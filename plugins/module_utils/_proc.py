@@ -374,3 +374,34 @@ class Watched:
             _kill(self.proc)
         self.proc.stderr.close()
         return False
+
+
+def run_parallel(tasks, jobs, name="lifeboat-worker"):
+    """Run the callables ``tasks`` on ``jobs`` threads, taken in list order; returns their
+    results in that order. The first failure stops the others from starting and is raised
+    once the running ones have ended (each owns a process that must not be left behind)."""
+    failures = []
+    results = [None] * len(tasks)
+    lock = threading.Lock()
+    pending = list(enumerate(tasks))
+
+    def worker():
+        while True:
+            with lock:
+                if not pending or failures:
+                    return
+                index, task = pending.pop(0)
+            try:
+                results[index] = task()
+            except BaseException as exc:  # raised again below, in the caller's thread
+                with lock:
+                    failures.append(exc)
+
+    threads = [threading.Thread(target=worker, name="%s-%d" % (name, n), daemon=True) for n in range(max(1, jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return results

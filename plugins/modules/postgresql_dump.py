@@ -314,6 +314,7 @@ lifeboat_succeeded:
 """
 
 import errno
+import functools
 import hashlib
 import io
 import os
@@ -639,7 +640,9 @@ class StreamDump:
         rest_extra = ["--exclude-table-data=%s.%s" % (pattern_quote(s["schema"]), pattern_quote(s["table"])) for s in streams if s["range"][0] is None]
         tasks = [("post-data", self.argv_extra + ["--section=post-data"]), ("data", self.argv_extra + ["--section=data"] + rest_extra)]
         tasks += [("rows", s) for s in streams]
-        results = self._run_parallel(tasks, stream_env(self.env, encoding))
+        copy_env = stream_env(self.env, encoding)
+        calls = [functools.partial(self._one, index, task, copy_env) for index, task in enumerate(tasks, 1)]
+        results = _proc.run_parallel(calls, self.params["jobs"], "lifeboat-dump")
         # Plan order: pre-data, the rows (largest first), pg_dump's rest of the data, post-data.
         order = [0] + list(range(3, len(tasks) + 1)) + [2, 1]
         for index in order:
@@ -665,35 +668,6 @@ class StreamDump:
     @staticmethod
     def member_names(members):
         return [members["pre-data"]] + [s["member"] for s in members["rows"]] + [members["data"], members["post-data"]]
-
-    def _run_parallel(self, tasks, copy_env):
-        """Run ``tasks`` on ``jobs`` threads (each drives a pg_dump or psql and its member's
-        compression and encryption); the first failure stops the others from starting."""
-        failures = []
-        results = [None] * len(tasks)
-        lock = threading.Lock()
-        pending = list(enumerate(tasks))
-
-        def worker():
-            while True:
-                with lock:
-                    if not pending or failures:
-                        return
-                    index, task = pending.pop(0)
-                try:
-                    results[index] = self._one(index + 1, task, copy_env)
-                except BaseException as exc:  # raised again below, in the module's thread
-                    with lock:
-                        failures.append(exc)
-
-        threads = [threading.Thread(target=worker, name="lifeboat-dump-%d" % n, daemon=True) for n in range(self.params["jobs"])]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if failures:
-            raise failures[0]
-        return results
 
     def _spool(self, index, label):
         spool = _image.SpoolFile(os.path.join(self.scratch, "%s-%d-%s.spool" % (self.stem, os.getpid(), label)))

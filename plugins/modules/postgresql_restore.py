@@ -221,7 +221,6 @@ import os
 import shutil
 import tarfile
 import tempfile
-import threading
 import time
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _proc, _session
@@ -297,34 +296,6 @@ def unpack_directory(image, member, path):
 # ---- parallel dump format (streams) -------------------------------------------------------------
 
 
-def run_parallel(tasks, jobs):
-    """Run the callables in ``tasks`` on ``jobs`` threads; the first failure stops the others
-    from starting and is raised once the running ones ended."""
-    failures = []
-    lock = threading.Lock()
-    pending = list(tasks)
-
-    def worker():
-        while True:
-            with lock:
-                if not pending or failures:
-                    return
-                task = pending.pop(0)
-            try:
-                task()
-            except BaseException as exc:  # raised again below, in the module's thread
-                with lock:
-                    failures.append(exc)
-
-    threads = [threading.Thread(target=worker, name="lifeboat-restore-%d" % n, daemon=True) for n in range(max(1, jobs))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if failures:
-        raise failures[0]
-
-
 def restore_streams(image, tools, env, argv, item, jobs, scratch, target):
     """A parallel dump (format ``streams``): pre-data streamed into pg_restore (with --create
     when ``argv`` says so), then the rows members (psql scripts: COPY ... FROM stdin) and pg_dump's rest of the data
@@ -347,7 +318,7 @@ def restore_streams(image, tools, env, argv, item, jobs, scratch, target):
 
     tasks = [load(row["member"], psql_argv, into) for row in members["rows"]]
     tasks.append(load(members["data"], restore_argv, into))
-    run_parallel(tasks, jobs)
+    _proc.run_parallel(tasks, jobs, "lifeboat-restore")
     if jobs > 1:
         path = os.path.join(scratch, "post-data.dump")
         try:

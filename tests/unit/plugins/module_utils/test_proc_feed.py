@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import os
+import threading
+import time
 
 import pytest
 
@@ -74,3 +76,23 @@ def test_run_kills_a_command_past_its_timeout():
 def test_run_cannot_start_a_missing_program():
     with pytest.raises(OSError):
         _proc.run(["/nonexistent/lifeboat-no-such-tool"], capture_output=True)
+
+
+def test_run_parallel_keeps_order_and_stops_starting_after_a_failure():
+    """#15.3: the streams of a parallel dump or restore; results in task order, and after a
+    failure no further task starts, the failure is raised once the running ones ended."""
+    assert _proc.run_parallel([lambda n=n: n * n for n in range(7)], 3) == [0, 1, 4, 9, 16, 25, 36]
+    started = []
+    lock = threading.Lock()
+
+    def task(n):
+        with lock:
+            started.append(n)
+        if n == 1:
+            raise RuntimeError("stream 1 died")
+        time.sleep(0.05)
+        return n
+
+    with pytest.raises(RuntimeError, match="stream 1 died"):
+        _proc.run_parallel([lambda n=n: task(n) for n in range(20)], 2)
+    assert len(started) < 5, started
