@@ -47,7 +47,7 @@ image: deps
 # ---- checks ------------------------------------------------------------------
 .PHONY: test lint ruff ansible-lint changelog sanity complexity unit integration molecule
 # `make test` = scripts/run-tests.sh: ruff, changelog, then two lanes side by side:
-# ansible-lint, unit, integration | sanity, molecule, the benchmarks in --small mode. The servers
+# unit, integration | ansible-lint, sanity, molecule, the benchmarks in --small mode. The servers
 # and the testbed image are made first, so the lanes never fetch or build at once.
 # TEST_LANES=1 runs everything in one lane.
 test: deps servers image
