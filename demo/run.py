@@ -185,8 +185,9 @@ def free_port():
 
 
 def run_playbook(name, inventory, logs, extra=None):
-    log = logs / ("%s.log" % name.replace(".yml", ""))
-    cmd = [str(Path(sys.executable).with_name("ansible-playbook")), str(ROOT / "playbooks" / name), "-i", str(inventory)]
+    log = logs / ("%s.log" % os.path.basename(name).replace(".yml", ""))
+    playbook = name if os.path.isabs(name) else str(ROOT / "playbooks" / name)
+    cmd = [str(Path(sys.executable).with_name("ansible-playbook")), playbook, "-i", str(inventory)]
     if extra:
         cmd += ["-e", json.dumps(extra)]
     if VERBOSITY:
@@ -216,7 +217,7 @@ def failure_lines(output):
 
 
 def main():
-    total = 8
+    total = 9
     print("%slifeboat.backup demo%s: a sandbox platform on this machine, backed up, broken and restored" % (BOLD, RESET))
     base = Path(tempfile.mkdtemp(prefix="lifeboat-demo-"))
     logs = Path(tempfile.mkdtemp(prefix="lifeboat-demo-logs-"))
@@ -396,6 +397,9 @@ def main():
 
         step(8, total, "Drill: the image just made, restored into a throw-away sandbox, compared and timed (playbooks/drill.yml)")
         ok = drill(inventory, logs) and ok
+
+        step(9, total, "Migration: the image restored as environment B, with one generated file filled in (docs/migration.md)")
+        ok = migrate(inventory, logs, base, pg, search) and ok
     shutil.rmtree(base, ignore_errors=True)
     if ok:
         print("\n%sThe platform was restored. Nothing is left running; playbook logs: %s%s" % (GREEN, logs, RESET))
@@ -419,6 +423,64 @@ def drill(inventory, logs):
         return False
     note("drill report: %s" % html.group(1))
     return True
+
+
+# What the operator writes into the generated mapping for environment B; every other value
+# found is kept (keep: true): B runs on the same machine, under these names.
+B_NAMES = {"sandbox": "sandbox-b", "intel": "intel_b", "stix-v4": "stix-v4-b"}
+
+TEMPLATE_PLAY = """- name: The values of environment A in the newest image
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Write the template
+      lifeboat.backup.mapping_template:
+        image: "{{ (query('ansible.builtin.fileglob', backup_destination ~ '/*.zip') | sort | last) }}"
+        passphrase: "{{ backup_passphrase }}"
+        dest: "{{ mapping_file }}"
+"""
+
+
+def fill_in(mapping_file):
+    """The operator's part: B's name for each value of A that B names otherwise, keep the rest."""
+    import yaml
+
+    mapping = yaml.safe_load(mapping_file.read_text())
+    for entry in mapping["values"]:
+        entry["target"] = B_NAMES.get(entry["source"], "")
+        entry["keep"] = entry["source"] not in B_NAMES
+    mapping_file.write_text(yaml.safe_dump(mapping, sort_keys=False))
+    return [(e["kind"], e["source"], e["target"] or "kept") for e in mapping["values"]]
+
+
+def migrate(inventory, logs, base, pg, search):
+    """mapping_template, the file filled in, restore.yml with restore_mapping into B's names."""
+    mapping_file = base / "mapping-sandbox.yml"
+    play = base / "mapping_template.yml"
+    play.write_text(TEMPLATE_PLAY)
+    rc, out, _seconds, log = run_playbook(str(play), inventory, logs, extra={"mapping_file": str(mapping_file)})
+    if rc:
+        note("%smapping_template failed, see %s%s" % (RED, log, RESET))
+        return False
+    for kind, source, target in fill_in(mapping_file):
+        note("%-9s %-40s -> %s" % (kind, source, target))
+    b_root = base / "environment-b"
+    extra = {"restore_mapping_file": str(mapping_file), "restore_config_root": str(b_root), "restore_quiesce": False, "restore_checks": []}
+    extra["restore_mapping"] = "{{ lookup('ansible.builtin.file', restore_mapping_file) | from_yaml }}"
+    rc, out, seconds, log = run_playbook("restore.yml", inventory, logs, extra=extra)
+    if rc:
+        for line in failure_lines(out):
+            note("%s%s%s" % (RED, line, RESET))
+        note("%sthe migration restore failed, see %s%s" % (RED, log, RESET))
+        return False
+    rows = pg.psql("SELECT count(*) FROM entity", dbname="intel_b")
+    left = subprocess.run(["grep", "-rlw", "intel", str(b_root)], capture_output=True, text=True, check=False).stdout.split()
+    docs = search.request("GET", "/stix-v4-b/_count").json()["count"] if search else None
+    note(
+        "%.0f s; B: database intel_b %s entities%s; configuration under %s, files still naming intel: %s"
+        % (seconds, rows, ", index stix-v4-b %s documents" % docs if search else "", b_root, ", ".join(left) or "none")
+    )
+    return rows == "5000" and not left and (docs in (None, 2000))
 
 
 def _short(facts):
