@@ -302,13 +302,20 @@ def test_wrong_passphrase_leaves_the_data_directory_alone(graph_backup, tmp_path
     assert not target.exists()
 
 
+def tree_state(path):
+    """Every path under ``path`` with its type, size and modification time."""
+    return {str(p.relative_to(path)): (p.is_dir(), p.lstat().st_size, p.lstat().st_mtime_ns) for p in sorted(path.rglob("*"))}
+
+
 def test_backup_and_restore_playbooks_with_a_neo4j_component(graph_backup, tmp_path):
-    """playbooks/backup.yml and restore.yml with a profile holding a neo4j component."""
+    """playbooks/backup.yml, drill.yml and restore.yml with a profile holding a neo4j component
+    of each method (files, neo4j-admin dump)."""
     server = halted(graph_backup["server"])
     (tmp_path / "dest").mkdir()
     component = {"name": "graph", "kind": "neo4j", "home": str(server.home)}
     if is_root():
         component.update(owner=NEO4J_ACCOUNT, owner_group=NEO4J_ACCOUNT)
+    dump_component = {"name": "graph-dump", "kind": "neo4j", "method": "dump", "home": str(server.home)}
     node = {
         "ansible_connection": "local",
         "backup_destination": str(tmp_path / "dest"),
@@ -316,7 +323,7 @@ def test_backup_and_restore_playbooks_with_a_neo4j_component(graph_backup, tmp_p
         "backup_facts_dir": str(tmp_path / "facts"),
         "backup_passphrase": PASSPHRASE,
         "backup_work_factor": 12,
-        "backup_profile": {"name": "graph", "platform": {"name": "graph", "version": "1"}, "components": [component], "checks": []},
+        "backup_profile": {"name": "graph", "platform": {"name": "graph", "version": "1"}, "components": [component, dump_component], "checks": []},
     }
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(yaml.safe_dump({"all": {"hosts": {"node1": node}}}))
@@ -326,22 +333,41 @@ def test_backup_and_restore_playbooks_with_a_neo4j_component(graph_backup, tmp_p
     (image,) = (tmp_path / "dest").glob("*.zip")
     with zipfile.ZipFile(image) as archive:
         manifest = json.loads(archive.read("manifest.json"))
-    assert manifest["consistency"]["graph"] == {"store_ids": graph_backup["files"]["store_ids"]}
+    assert manifest["consistency"]["graph"] == manifest["consistency"]["graph-dump"] == {"store_ids": graph_backup["files"]["store_ids"]}
+    assert manifest["components"]["graph-dump"]["details"]["method"] == "dump"
 
-    # A drill of that image (#17): the store files restored into a sandbox, store ids and counts compared.
+    # A drill of that image (#17): the store files (graph), the dumps loaded by the node's own
+    # neo4j-admin with a neo4j.conf of the sandbox's own (graph-dump), into a sandbox; store ids
+    # and counts compared. Nothing of the installation (its home, data, conf) is written.
+    production = tree_state(server.home)
     sandboxes = tmp_path / "sandboxes"
     sandboxes.mkdir()
     drill_vars = {"drill_dir": str(sandboxes), "drill_report_dir": str(tmp_path / "reports")}
     drill = run_playbook((ROOT / "playbooks" / "drill.yml").read_text(), tmp_path, inventory=str(inventory), extra_vars=drill_vars)
     assert drill.returncode == 0, drill.stdout[-4000:]
     (report,) = (tmp_path / "reports").glob("*.json")
-    (entry,) = json.loads(report.read_text())["nodes"]["node1"]["components"]
+    entries = {e["name"]: e for e in json.loads(report.read_text())["nodes"]["node1"]["components"]}
     graph = {"nodes": graph_backup["expected"]["nodes"], "relationships": graph_backup["expected"]["relationships"]}
-    assert entry["result"] == "passed" and entry["details"]["graphs"]["neo4j"] == graph, entry
-    assert entry["details"]["store_ids"] == graph_backup["files"]["store_ids"] and not list(sandboxes.iterdir())
+    for name, method in (("graph", "files"), ("graph-dump", "dump")):
+        entry = entries[name]
+        assert entry["result"] == "passed" and entry["details"]["method"] == method and entry["details"]["graphs"]["neo4j"] == graph, entry
+        assert entry["details"]["store_ids"] == graph_backup["files"]["store_ids"] and entry["seconds"] > 0, entry
+    assert re.search(r"node1\s+graph-dump\s+neo4j\s+passed\s+\S+s\s+\S+\s+store ids equal; neo4j: \d+ nodes", drill.stdout), drill.stdout[-3000:]
+    assert tree_state(server.home) == production, "the drill wrote into the Neo4j installation"
+    assert not list(sandboxes.iterdir())
+
+    # A damaged dump member fails the drill, naming it; nothing is loaded.
+    damaged = flip_byte(image, "graph-dump/neo4j.dump.zst.age", tmp_path / "damaged.zip")
+    drill_vars.update(drill_image=str(damaged), drill_report_dir=str(tmp_path / "damaged-reports"))
+    failed = run_playbook((ROOT / "playbooks" / "drill.yml").read_text(), tmp_path, inventory=str(inventory), extra_vars=drill_vars)
+    assert failed.returncode != 0, failed.stdout[-4000:]
+    (report,) = (tmp_path / "damaged-reports").glob("*.json")
+    result = json.loads(report.read_text())["nodes"]["node1"]
+    assert result["verdict"] == "failed" and "graph-dump/neo4j.dump.zst.age" in result["reason"], result
+    assert tree_state(server.home) == production and not list(sandboxes.iterdir())
 
     server.wipe_data()
-    restore = run_playbook((ROOT / "playbooks" / "restore.yml").read_text(), tmp_path, inventory=str(inventory))
+    restore = run_playbook((ROOT / "playbooks" / "restore.yml").read_text(), tmp_path, inventory=str(inventory), extra_vars={"restore_components": ["graph"]})
     assert restore.returncode == 0, restore.stdout[-4000:]
     server.resume()
     assert snapshot(server) == graph_backup["expected"]
