@@ -47,6 +47,7 @@ def _load_smb():
 WRITE_BLOCK = 4 * 1024 * 1024
 _ATTRIBUTE_DIRECTORY = 0x10
 _ATTRIBUTE_REPARSE_POINT = 0x400
+_STATUS_NOT_FOUND = 0xC0000225  # NtStatus.STATUS_NOT_FOUND
 
 
 def smb_error(exc, what, label):
@@ -215,20 +216,27 @@ class SmbBackend(FileBackend):
             found = smbclient.stat(self._unc(self._root_path()), **self._kwargs())
         except smbprotocol.exceptions.SMBOSError as exc:
             if exc.errno == errno.ENOENT and not self._share_exists():
-                raise StorageError(
-                    "%s: the share %s does not exist on the server (or this account may not use it): fix target.share" % (self.label, self.target["share"]),
-                    kind="not_found",
-                ) from None
+                raise self._missing_share() from None
             if exc.errno == errno.ENOENT:
                 raise StorageError(
                     "%s: the directory %s does not exist in the share; create it, or fix target.path" % (self.label, self._root_path()), kind="not_found"
                 ) from None
             raise smb_error(exc, "looking at the share", self.label) from None
         except Exception as exc:  # noqa: BLE001
+            # smbprotocol before 1.17 (the last releases for Python 3.9) answers a missing
+            # share with STATUS_NOT_FOUND from its DFS referral request, not with ENOENT.
+            if getattr(exc, "status", None) == _STATUS_NOT_FOUND and not self._share_exists():
+                raise self._missing_share() from None
             raise smb_error(exc, "looking at the share", self.label) from None
         if not stat_module.S_ISDIR(found.st_mode):
             raise StorageError("%s: %s is not a directory" % (self.label, self._root_path()), kind="not_found")
         return {"encrypted": self._session["encrypt"]}
+
+    def _missing_share(self):
+        return StorageError(
+            "%s: the share %s does not exist on the server (or this account may not use it): fix target.share" % (self.label, self.target["share"]),
+            kind="not_found",
+        )
 
     def _share_exists(self):
         try:
