@@ -91,8 +91,8 @@ unit: deps
 INTEGRATION_WORKERS ?= 2
 integration: deps servers
 	$(BIN)/pytest -c tests/pytest.ini $(or $(T),tests/integration) $(if $(K),-k "$(K)") \
-	  $(if $(filter-out 0,$(INTEGRATION_WORKERS)),-n $(INTEGRATION_WORKERS) --dist loadfile) \
-	  --durations=25 $(PYTEST_ARGS)
+	  $(if $(filter-out 0,$(INTEGRATION_WORKERS)),-n $(INTEGRATION_WORKERS) --dist loadfile --no-loadscope-reorder) \
+	  --durations=25 --junitxml=$(ROOT)/.build/logs/integration.xml $(PYTEST_ARGS)
 
 # The fault matrix (docs/development.md, "Fault matrix"): only the tests marked
 # @pytest.mark.fault, then the summary of .build/fault-matrix.json; exits as pytest did.

@@ -2,7 +2,8 @@
 command-managed services and a real Redis queue between them: the order of stops and
 starts, the drain between the steps, resume after a failing step, leftovers.
 
-The same story runs in containers in extensions/molecule/quiesce.
+The same story runs in a container, around a real backup, on the app node of
+extensions/molecule/cluster.
 """
 
 from __future__ import annotations
