@@ -21,6 +21,7 @@ storage, Neo4j 5): fixed 9-byte slots (a header byte, then 8 bytes, big-endian).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import fcntl
@@ -29,6 +30,7 @@ import re
 import shutil
 import socket
 import struct
+import tempfile
 import uuid
 
 from ansible_collections.lifeboat.backup.plugins.module_utils import _session
@@ -108,7 +110,8 @@ class Layout:
         elif not os.path.isfile(self.config):
             raise Neo4jError(f"config {self.config} does not exist; give the path of neo4j.conf, or leave config out")
         self.settings = read_config(self.config) if self.config else {}
-        self.data_dir = os.path.abspath(data_dir or self._path(_first(self.settings, DATA_KEYS) or "data"))
+        self.configured_data_dir = os.path.abspath(self._path(_first(self.settings, DATA_KEYS) or "data"))
+        self.data_dir = os.path.abspath(data_dir) if data_dir else self.configured_data_dir
         run_dir = self._path(_first(self.settings, RUN_KEYS) or "run")
         self.pid_file = pid_file or os.path.join(run_dir, "neo4j.pid")
         self.bolt = self._bolt(bolt_address)
@@ -145,6 +148,23 @@ class Layout:
         if self.config:
             env["NEO4J_CONF"] = os.path.dirname(self.config)
         return env
+
+    @contextlib.contextmanager
+    def admin_options(self):
+        """Extra neo4j-admin arguments for this layout. neo4j-admin finds the data directory
+        only in its configuration: when data_dir is not the one neo4j.conf names, a file
+        setting it (--additional-config) makes neo4j-admin dump from and load into data_dir,
+        not the configured server's store."""
+        if self.data_dir == self.configured_data_dir:
+            yield []
+            return
+        fd, path = tempfile.mkstemp(prefix="lifeboat-neo4j-", suffix=".conf")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write("%s=%s\n" % (DATA_KEYS[0], self.data_dir))
+            yield ["--additional-config=%s" % path]
+        finally:
+            os.unlink(path)
 
 
 def valid_database_name(name):

@@ -257,9 +257,9 @@ def archive_dumps(component, layout, admin, databases, timeout):
     """One neo4j-admin dump per database, each streamed into <db>.dump."""
     records = []
     total = 0
-    with component.appender() as appender:
+    with component.appender() as appender, layout.admin_options() as options:
         for database in databases:
-            argv = [admin, "database", "dump", database, "--to-stdout"]
+            argv = [admin, "database", "dump", database, "--to-stdout"] + options
             with component.member(appender, f"{_image.safe_name(database)}.dump", "application/vnd.neo4j.dump", extra={"database": database}) as out:
                 copied, _stderr = _proc.stream_from(argv, out, env=layout.env(), timeout=timeout)
             if copied == 0:

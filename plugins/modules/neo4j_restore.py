@@ -382,8 +382,8 @@ def restore_dumps(image, layout, admin, members, plan, replace, owner_ids, timeo
             argv.append("--overwrite-destination=true")
         existed = os.path.isfile(os.path.join(layout.databases_dir, database, "neostore"))
         try:
-            with image.open_member(members[source]) as member:
-                _proc.stream_into(argv, member, env=layout.env(), timeout=timeout)
+            with image.open_member(members[source]) as member, layout.admin_options() as options:
+                _proc.stream_into(argv + options, member, env=layout.env(), timeout=timeout)
         except BaseException:
             if existed:
                 done.append(f"neo4j-admin load of {database} started over the existing database (it may be partly overwritten)")

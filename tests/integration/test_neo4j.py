@@ -371,3 +371,25 @@ def test_backup_and_restore_playbooks_with_a_neo4j_component(graph_backup, tmp_p
     assert restore.returncode == 0, restore.stdout[-4000:]
     server.resume()
     assert snapshot(server) == graph_backup["expected"]
+
+
+def test_restore_dump_into_another_data_directory_leaves_the_configured_one_alone(graph_backup, tmp_path):
+    """data_dir other than the one neo4j.conf names: neo4j-admin loads there too (it reads
+    its data directory from configuration only), and the configured server's store is not
+    touched. Before, neo4j-admin loaded into the server's own data directory."""
+    server = halted(graph_backup["server"])
+    store = server.data_dir / "databases" / "neo4j" / "neostore"
+    before = store.stat().st_mtime_ns
+    elsewhere = tmp_path / "elsewhere"
+    args = {"image": graph_backup["image"], "passphrase": PASSPHRASE, "home": str(server.home), "component": "neo4j-dump", "databases": ["neo4j"]}
+    result = run_module("neo4j_restore", data_dir=str(elsewhere), **args)
+    assert not result.failed, result
+    assert result["data_dir"] == str(elsewhere) and result["databases"] == ["neo4j"]
+    assert result["store_ids"] == {"neo4j": graph_backup["files"]["store_ids"]["neo4j"]}
+    assert (elsewhere / "databases" / "neo4j" / "neostore").is_file()
+    assert store.stat().st_mtime_ns == before, "the configured server's store was written"
+    # And the archive reads the directory it is given: a dump of it records the same store.
+    session = start_session(tmp_path / "images", tmp_path / "state")
+    dumped = run_module("neo4j_archive", session=session, home=str(server.home), data_dir=str(elsewhere), method="dump", name="neo4j-dump", databases=["neo4j"])
+    assert not dumped.failed, dumped
+    assert dumped["store_ids"] == {"neo4j": graph_backup["files"]["store_ids"]["neo4j"]}

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -67,6 +68,21 @@ def test_layout_understands_neo4j4_names_and_explicit_options(tmp_path):
     explicit = _neo4j.Layout(home=str(tmp_path), config=str(conf), data_dir="/x/data", pid_file="/x/n.pid", bolt_address="127.0.0.1:1")
     assert (explicit.data_dir, explicit.pid_file, explicit.bolt) == ("/x/data", "/x/n.pid", ("127.0.0.1", 1))
     assert _neo4j.Layout(home=str(tmp_path), bolt_address="").bolt is None
+
+
+def test_admin_options_point_neo4j_admin_at_a_data_dir_the_configuration_does_not_name(tmp_path):
+    conf = tmp_path / "neo4j.conf"
+    conf.write_text("server.directories.data=/var/lib/neo4j/data\n")
+    with _neo4j.Layout(home=str(tmp_path), config=str(conf)).admin_options() as options:
+        assert options == []
+    with _neo4j.Layout(home=str(tmp_path), config=str(conf), data_dir="/var/lib/neo4j/data/").admin_options() as options:
+        assert options == []  # the same directory, spelled differently
+    with _neo4j.Layout(home=str(tmp_path), config=str(conf), data_dir="/srv/restored").admin_options() as options:
+        [option] = options
+        path = option.partition("--additional-config=")[2]
+        assert Path(path).read_text(encoding="utf-8") == "server.directories.data=/srv/restored\n"
+        assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    assert not os.path.exists(path), "the file is removed after neo4j-admin ran"
 
 
 def test_layout_refuses_a_missing_config(tmp_path):

@@ -161,7 +161,10 @@ def test_changing_file_fails_the_archive(place):
     # A store file that grows while it is read means something writes to the store: the
     # archive must fail rather than publish a torn copy. A child keeps appending to it.
     growing = place["home"] / "data" / "databases" / "neo4j" / "neostore.relationshipstore.db"
-    growing.write_bytes(b"\0" * (1024 * 1024))
+    # 16 MiB: reading, compressing and encrypting it takes long enough that the writer is
+    # scheduled meanwhile even on a busy machine (with 1 MiB it sometimes was not).
+    growing.write_bytes(b"\0" * (16 * 1024 * 1024))
+    size = growing.stat().st_size
     writer = os.fork()
     if writer == 0:  # pragma: no cover - the writer, ended by the test below
         with open(growing, "ab", buffering=0) as handle:
@@ -169,6 +172,9 @@ def test_changing_file_fails_the_archive(place):
                 handle.write(b"x" * 512)
                 time.sleep(0.0005)
     try:
+        deadline = time.monotonic() + 10
+        while growing.stat().st_size == size and time.monotonic() < deadline:
+            time.sleep(0.01)  # the writer is writing before the archive starts
         work = start(place)
         result = run_module("neo4j_archive", session=work, home=str(place["home"]), bolt_address="")
     finally:
