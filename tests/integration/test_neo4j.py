@@ -389,6 +389,7 @@ def test_restore_dump_into_another_data_directory_leaves_the_configured_one_alon
     assert (elsewhere / "databases" / "neo4j" / "neostore").is_file()
     assert store.stat().st_mtime_ns == before, "the configured server's store was written"
     # And the archive reads the directory it is given: a dump of it records the same store.
+    (tmp_path / "images").mkdir()
     session = start_session(tmp_path / "images", tmp_path / "state")
     dumped = run_module("neo4j_archive", session=session, home=str(server.home), data_dir=str(elsewhere), method="dump", name="neo4j-dump", databases=["neo4j"])
     assert not dumped.failed, dumped
