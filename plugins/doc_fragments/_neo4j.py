@@ -30,7 +30,7 @@ options:
     description:
       - The Neo4j data directory (the one holding C(databases/) and C(transactions/)).
         Default is the one C(neo4j.conf) names, else C(<home>/data).
-      - When it differs from the one C(neo4j.conf) names, C(neo4j-admin) (O(method=dump))
+      - When it differs from the one C(neo4j.conf) names, C(neo4j-admin) (C(method=dump) components)
         is given it too, through a temporary C(--additional-config) file, so that it dumps from and
         loads into this directory, never the configured server's.
     type: path
