@@ -24,6 +24,7 @@ import pwd
 import re
 import stat
 import struct
+import sys
 import tarfile
 import zlib
 
@@ -263,6 +264,13 @@ class IndexBuffer:
         self._parts = []
 
 
+def _compact(record):
+    """``record`` with its keys and short string values (type, user, group) interned: one
+    copy of each for the whole index instead of one per entry, about half the memory of an
+    index of many files (json.loads makes new strings for every line)."""
+    return {sys.intern(k): sys.intern(v) if isinstance(v, str) and len(v) <= 32 else v for k, v in record.items()}
+
+
 def read_index(stream):
     """Parse an index member (JSON lines) from a readable stream into a dict by path."""
     index = {}
@@ -276,10 +284,10 @@ def read_index(stream):
         pending = lines.pop()
         for line in lines:
             if line:
-                record = json.loads(line)
+                record = _compact(json.loads(line))
                 index[record["path"]] = record
     if pending.strip():
-        record = json.loads(pending)
+        record = _compact(json.loads(pending))
         index[record["path"]] = record
     return index
 

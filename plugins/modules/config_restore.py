@@ -355,7 +355,10 @@ def make_plan(params, index, root, with_owner):
         explicit = wanted(path) or path in firsts
         if not explicit and path not in ancestors:
             continue
-        want = dict(record, implicit=record.get("implicit") or not explicit)
+        # The index's own record, not a copy: with many files a copy per entry doubled the
+        # module's memory. The index is not read again once the plan is made.
+        want = record
+        want["implicit"] = record.get("implicit") or not explicit
         if record["type"] == "hardlink":
             links.append((path, want))
             continue
@@ -439,6 +442,7 @@ def restore_config(module):
     with _image.open_image(params["image"], params) as image:
         details, index = read_index(image, params["component"])
         plan, unchanged, selected = make_plan(params, index, root, with_owner)
+        del index  # what the plan does not keep (entries already in place) is freed
         result = plan_result(plan, unchanged, selected, root)
         if module._diff and plan:
             result["diff"] = plan_diff(plan, root, with_owner)
