@@ -93,6 +93,39 @@ def run(argv, data=None, timeout=None, capture_output=False, **kwargs):
         return subprocess.CompletedProcess(argv, proc.poll(), stdout, stderr)
 
 
+class _Running:
+    """The processes the workers of one run_parallel call started. Once a task fails, the
+    others' running commands are ended (SIGTERM to their process group; their own thread
+    then sees them end and fails) and no new one starts: a failed dump or restore is
+    reported when it fails, not when the largest remaining stream would have finished."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._procs = []
+        self.stopped = False
+
+    def add(self, proc):
+        with self._lock:
+            if self.stopped:
+                _kill(proc)
+                raise CommandError("not started: another task of the same run failed")
+            self._procs = [p for p in self._procs if p.poll() is None] + [proc]
+
+    def stop_all(self):
+        with self._lock:
+            self.stopped = True
+            procs, self._procs = self._procs, []
+        for proc in procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+
+_worker_scope = threading.local()
+
+
 def _start(argv, env, stdin, stdout, cwd):
     full_env = dict(os.environ)
     for key, value in (env or {}).items():
@@ -101,9 +134,13 @@ def _start(argv, env, stdin, stdout, cwd):
         else:
             full_env[key] = value
     try:
-        return popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=full_env, cwd=cwd, start_new_session=True)
+        proc = popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=full_env, cwd=cwd, start_new_session=True)
     except OSError as exc:
         raise CommandError("cannot run %s: %s" % (argv[0], exc.strerror or exc)) from None
+    running = getattr(_worker_scope, "running", None)
+    if running is not None:
+        running.add(proc)
+    return proc
 
 
 def _kill(proc):
@@ -378,14 +415,17 @@ class Watched:
 
 def run_parallel(tasks, jobs, name="lifeboat-worker"):
     """Run the callables ``tasks`` on ``jobs`` threads, taken in list order; returns their
-    results in that order. The first failure stops the others from starting and is raised
-    once the running ones have ended (each owns a process that must not be left behind)."""
+    results in that order. The first failure stops the others from starting, ends the
+    commands the running ones started (``_Running``), and is raised once they have ended
+    (each owns a process that must not be left behind)."""
     failures = []
     results = [None] * len(tasks)
     lock = threading.Lock()
     pending = list(enumerate(tasks))
+    running = _Running()
 
     def worker():
+        _worker_scope.running = running
         while True:
             with lock:
                 if not pending or failures:
@@ -396,6 +436,9 @@ def run_parallel(tasks, jobs, name="lifeboat-worker"):
             except BaseException as exc:  # raised again below, in the caller's thread
                 with lock:
                     failures.append(exc)
+                    first = len(failures) == 1
+                if first:
+                    running.stop_all()
 
     threads = [threading.Thread(target=worker, name="%s-%d" % (name, n), daemon=True) for n in range(max(1, jobs))]
     for thread in threads:

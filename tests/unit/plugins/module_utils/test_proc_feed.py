@@ -96,3 +96,50 @@ def test_run_parallel_keeps_order_and_stops_starting_after_a_failure():
     with pytest.raises(RuntimeError, match="stream 1 died"):
         _proc.run_parallel([lambda n=n: task(n) for n in range(20)], 2)
     assert len(started) < 5, started
+
+
+def test_run_parallel_ends_the_commands_still_running_when_a_task_fails(tmp_path):
+    """A failed stream is reported when it fails: the other worker's command (here a
+    sleep of a minute, standing for the largest table's COPY) is ended, not waited for."""
+    marker = "lifeboat-test-%d" % os.getpid()
+    script = tmp_path / "long.sh"
+    script.write_text("#!/bin/sh\n# %s\nexec sleep 60\n" % marker)
+    script.chmod(0o755)
+
+    def long_stream():
+        _proc.stream_from([str(script)], io.BytesIO())
+
+    def failing_stream():
+        time.sleep(0.5)
+        raise RuntimeError("stream 2 died")
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="stream 2 died"):
+        _proc.run_parallel([long_stream, failing_stream], 2)
+    assert time.monotonic() - started < 15
+    # A command a task would start after the failure is not left running either.
+    late = []
+
+    def late_stream():
+        time.sleep(1)
+        try:
+            long_stream()
+        except _proc.CommandError as exc:
+            late.append(str(exc))
+            raise
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="stream 2 died"):
+        _proc.run_parallel([failing_stream, late_stream], 2)
+    assert time.monotonic() - started < 15
+    assert late == ["not started: another task of the same run failed"]
+    left = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p).find(str(script)) >= 0]
+    assert not left, "a command of a failed run is still running"
+
+
+def _cmdline(pid):
+    try:
+        with open("/proc/%s/cmdline" % pid, "rb") as handle:
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
