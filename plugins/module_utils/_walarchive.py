@@ -524,9 +524,11 @@ class Index:
         return _wal.timeline_path(tli, self.parents)
 
     def last_archived(self):
-        """The most recently archived segment (by archive time), or None."""
-        entries = [e for e in self.segments.values() if e.mtime is not None]
-        return max(entries, key=lambda e: (e.mtime, e.file)) if entries else None
+        """The newest segment in the archive - the furthest WAL position, on the newest
+        timeline - or None. Not the one stored last: the pusher stores in parallel, so an
+        older segment can land a moment after a newer one."""
+        keys = [key for key, e in self.segments.items() if e.mtime is not None]
+        return self.segments[max(keys)] if keys else None
 
     def gaps(self, missing=()):
         """Holes per timeline as lists of {first, last, count} segment names; ``missing``

@@ -126,7 +126,11 @@ stored_bytes:
   returned: always
   type: int
 last_archived:
-  description: The segment archived last (by archive time), when it was archived and how long ago.
+  description:
+    - The newest segment in the archive (the furthest WAL position, on the newest timeline),
+      when it was archived and how long ago.
+    - Not the segment stored last - the pusher stores several at once, so an older segment can
+      land a moment after a newer one.
   returned: always
   type: dict
   sample: {file: "000000010000000000000042", archived: "2026-11-29T17:02:11Z", age_seconds: 35}

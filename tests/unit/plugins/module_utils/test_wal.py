@@ -218,6 +218,20 @@ def fill(archive, tmp_path, recipient, names):
         archive.push(write(tmp_path, name, segment(tli, segno)), [recipient])
 
 
+def test_last_archived_is_the_furthest_position_not_the_last_stored(archive, key, tmp_path):
+    # The pusher stores in parallel: segment 5 can land after segment 6.
+    _identities, recipient = key
+    fill(archive, tmp_path, recipient, [_wal.segment_name(1, 6, SEG), _wal.segment_name(1, 5, SEG)])
+    folder = tmp_path / "target" / "db1" / "wal" / "0000000100000000"
+    newer, older = sorted(folder.glob("00000001000000000000000[56]-*"), reverse=True)
+    os.utime(newer, (1000, 1000))
+    os.utime(older, (2000, 2000))
+    last = archive.index().last_archived()
+    assert last.file == _wal.segment_name(1, 6, SEG) and last.mtime == 1000
+    fill(archive, tmp_path, recipient, [_wal.segment_name(2, 7, SEG)])
+    assert archive.index().last_archived().file == _wal.segment_name(2, 7, SEG)
+
+
 def test_windows_follow_timelines_and_stop_at_gaps(archive, key, tmp_path):
     _identities, recipient = key
     per = 0x100000000 // SEG
