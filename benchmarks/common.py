@@ -1,5 +1,6 @@
 """What every benchmark shares: the method of benchmarks/README.md, written once.
 
+- ``gen_tree``, ``make_key``: the generated configuration tree and the age key pair.
 - ``warm_tree``: the page cache really holds the data before the first round (the files
   are read: GNU tar skips file contents when it writes to /dev/null).
 - ``Rounds``: the paths run in alternating rounds (A B C, A B C, ...), at least three
@@ -17,6 +18,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 
 # Above this share of the machine taken by other processes during the samples, a ratio
@@ -36,11 +38,31 @@ def warm_tree(path):
     subprocess.run(["bash", "-o", "pipefail", "-c", 'tar -C / -cf - "$1" | cat > /dev/null', "warm", str(path).lstrip("/")], check=True)
 
 
+def gen_tree(path, size_mib, seed):
+    """A tree of text-like configuration files, mixed sizes (image_bench/gen_tree.py)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "image_bench", "gen_tree.py")
+    subprocess.run([sys.executable, script, str(path), str(size_mib), str(seed)], check=True, stdout=subprocess.DEVNULL)
+
+
+def make_key(base):
+    """(identity file, recipient) of a new age key pair under ``base``, made with age-keygen."""
+    identity_file = base / "key.txt"
+    subprocess.run(["age-keygen", "-o", str(identity_file)], check=True, capture_output=True)
+    os.chmod(identity_file, 0o600)
+    recipient = subprocess.run(["age-keygen", "-y", str(identity_file)], check=True, capture_output=True, text=True).stdout.strip()
+    return identity_file, recipient
+
+
 def _busy_ticks():
     with open("/proc/stat") as handle:
         fields = [int(x) for x in handle.readline().split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
     return sum(fields[:8]) - idle
+
+
+def machine_cpu_seconds():
+    """CPU time the whole machine has spent busy since boot (all cores), in seconds."""
+    return _busy_ticks() / _TICKS
 
 
 def _tree_ticks(root=None):
@@ -140,6 +162,9 @@ class Rounds:
     def run(self):
         for number in range(1, self.rounds + 1):
             for path in self.paths.values():
+                # Untimed: the write-back another path left (a peer that never fsyncs) would
+                # otherwise land in this one's fsync.
+                os.sync()
                 if self.warm:
                     self.warm()
                 path.samples.append(measure(path.run))
@@ -164,7 +189,8 @@ class Rounds:
 class Goal:
     """A ratio with its goal. ``higher``: the ratio must be >= target, else <= target."""
 
-    def __init__(self, name, value, target, higher=True, unit="x", busy=0.0, note=""):
+    def __init__(self, name, value, target, higher=True, unit="x", busy=0.0, note="", not_judged=None):
+        self.not_judged = not_judged  # why this machine cannot judge the goal, if it cannot
         self.name = name
         self.value = value
         self.target = target
@@ -177,6 +203,8 @@ class Goal:
     def verdict(self):
         if self.value is None:
             return "not measured"
+        if self.not_judged:
+            return "not judged: %s" % self.not_judged
         if self.busy > BUSY_SHARE:
             return "not judged: others took %.0f%% of the machine" % (self.busy * 100)
         met = self.value >= self.target if self.higher else self.value <= self.target

@@ -7,9 +7,11 @@ mode=("$@")
 status=0
 for bench in benchmarks/*/run.py; do
     log "benchmark: ${bench} ${mode[*]}"
+    started=${SECONDS}
     if ! "${ROOT}/.venv/bin/python" "$bench" "${mode[@]}"; then
         echo "benchmark FAILED: ${bench}"
         status=1
     fi
+    echo "(${bench}: $((SECONDS - started)) s)"
 done
 exit ${status}

@@ -73,10 +73,6 @@ PLAYBOOK_PEER = """
 PROFILE_ENV = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks", "PROFILE_TASKS_SORT_ORDER": "none"}
 
 
-def gen_tree(path, size_mib, seed):
-    subprocess.run([sys.executable, str(HERE / "gen_tree.py"), str(path), str(size_mib), str(seed)], check=True, stdout=subprocess.DEVNULL)
-
-
 def tree_size(path):
     files = sum(len(f) for _d, _s, f in os.walk(path))
     size = sum(os.path.getsize(os.path.join(d, n)) for d, _s, fs in os.walk(path) for n in fs)
@@ -174,20 +170,12 @@ class Bench:
         return {"config_archive": archive, "image_verify": verify, "config_restore": common.peak_rss_mb(report)}
 
 
-def make_key(base):
-    identity_file = base / "key.txt"
-    subprocess.run(["age-keygen", "-o", str(identity_file)], check=True, capture_output=True)
-    os.chmod(identity_file, 0o600)
-    recipient = subprocess.run(["age-keygen", "-y", str(identity_file)], check=True, capture_output=True, text=True).stdout.strip()
-    return identity_file, recipient
-
-
 def rss_at_sizes(bench, base, sizes, main_size):
     rss = {}
     for mib in sizes:
         tree = bench.tree if mib == main_size else base / ("tree-%d" % mib)
         if not tree.exists():
-            gen_tree(tree, mib, 7)
+            common.gen_tree(tree, mib, 7)
         common.warm_tree(tree)
         for module, mb in bench.peak_rss(tree).items():
             rss.setdefault(module, []).append(("%d MiB" % mib, mb))
@@ -209,10 +197,10 @@ def main():
 
     base = Path(args.workdir or tempfile.mkdtemp(prefix="lifeboat-image-bench-"))
     base.mkdir(parents=True, exist_ok=True)
-    identity_file, recipient = make_key(base)
+    identity_file, recipient = common.make_key(base)
     tree = base / ("tree-%d" % args.size_mib)
     if not tree.exists():
-        gen_tree(tree, args.size_mib, 42)
+        common.gen_tree(tree, args.size_mib, 42)
     files, size = tree_size(tree)
     print(
         "image benchmark, %s: tree %s, %d files, %.1f MiB; load %s" % (time.strftime("%Y-%m-%d %H:%M"), tree, files, size / 2**20, common.load_text()),

@@ -1,25 +1,26 @@
 """Neo4j benchmark: neo4j_archive vs the native pipelines vs community.general.archive.
 
-    python benchmarks/neo4j_bench/run.py [--nodes 1000000] [--small]
+    python benchmarks/neo4j_bench/run.py [--nodes 1000000] [--rounds 3] [--small]
 
 On one real Neo4j 5 community store (tests/harness/neo4j.py: nodes with a text property,
-a relationship chain), with Neo4j stopped, in one run:
+a relationship chain), with Neo4j stopped, the cache warmed by reading every file, in
+alternating rounds (benchmarks/README.md):
 
-1. ``neo4j_archive`` method=files through ansible-playbook (session with an age recipient,
-   the task timed by ansible.posix.profile_tasks);
-2. the native pipeline ``tar -C DATA -cf - . | zstd -3 -T0 | age -r RECIPIENT > out``;
-3. ``community.general.archive`` (format gz) of the data directory, the peer module;
-4. ``neo4j_archive`` method=dump (database neo4j) against the native
+1. ``neo4j_archive`` method=files as a module process (what runs on the managed node), into
+   a session encrypting to an age recipient, against the native pipeline
+   ``tar -C DATA -cf - . | zstd -3 -T0 | age -r RECIPIENT > out && sync out``;
+2. ``neo4j_archive`` method=dump (database neo4j) against the native
    ``neo4j-admin database dump neo4j --to-stdout | zstd -3 -T0 | age -r RECIPIENT``.
 
-The image is then verified (image_verify level=full). ``--small`` is what CI runs: a small
-store, for correctness only; its numbers mean nothing.
+Then, once, ``neo4j_archive`` files and ``community.general.archive`` (gz) as playbook tasks
+(the peer takes about 30 times as long: one run reads that ratio). The images are verified
+(image_verify level=full); peak RSS of each module run. ``--small`` is what CI runs: a small
+store, one round, for correctness only; its numbers mean nothing.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -33,8 +34,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import common  # noqa: E402
 from tests.harness.neo4j import Neo4jServer  # noqa: E402
-from tests.support.modules import run_module, run_playbook  # noqa: E402
+from tests.support.modules import module_env, run_module, run_playbook  # noqa: E402
 
 PLAYBOOK_MODULE = """
 - hosts: localhost
@@ -53,23 +55,10 @@ PLAYBOOK_MODULE = """
       lifeboat.backup.neo4j_archive:
         session: "{{ s.session.work_dir }}"
         home: "{{ home }}"
-    - name: neo4j_archive dump
-      lifeboat.backup.neo4j_archive:
-        session: "{{ s.session.work_dir }}"
-        name: neo4j-dump
-        home: "{{ home }}"
-        method: dump
-        databases: [neo4j]
-    - name: seal
+    - name: abort
       lifeboat.backup.backup_session:
-        state: sealed
+        state: aborted
         session: "{{ s.session.work_dir }}"
-      register: sealed
-    - name: result
-      ansible.builtin.copy:
-        content: "{{ sealed | to_json }}"
-        dest: "{{ out }}/sealed.json"
-        mode: "0600"
 """
 
 PLAYBOOK_PEER = """
@@ -85,6 +74,7 @@ PLAYBOOK_PEER = """
 """
 
 BATCH = 50_000
+PROFILE_ENV = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks", "PROFILE_TASKS_SORT_ORDER": "none"}
 
 
 def task_seconds(output, name):
@@ -119,34 +109,95 @@ def tree_size(path):
     return files, size
 
 
-def warm(path):
-    subprocess.run(["tar", "-C", str(path), "-cf", "/dev/null", "."], check=True)
+def shell(script, *args, env=None):
+    subprocess.run(["bash", "-o", "pipefail", "-c", script, "bench", *map(str, args)], check=True, env=env, stderr=subprocess.DEVNULL)
 
 
-def timed_shell(script, env=None):
-    start = time.time()
-    subprocess.run(["bash", "-o", "pipefail", "-c", script], check=True, env=env, stderr=subprocess.DEVNULL)
-    return time.time() - start
+class Bench:
+    """The paths, each a callable for common.Rounds; the modules run as processes (what runs
+    on the managed node), each into its own session, with peak RSS from GNU time."""
+
+    def __init__(self, server, base, recipient):
+        self.server = server
+        self.base = base
+        self.out = base / "out"
+        self.out.mkdir(exist_ok=True)
+        self.recipient = recipient
+        self.admin_env = dict(os.environ, NEO4J_HOME=str(server.home), NEO4J_CONF=str(server.conf_file.parent))
+        self.images = {}
+
+    def module(self, method):
+        def run():
+            work = self.base / ("module-" + method)
+            shutil.rmtree(work, ignore_errors=True)
+            (work / "dest").mkdir(parents=True)
+            started = run_module(
+                "backup_session", state="started", destination=str(work / "dest"), state_dir=str(work / "state"), recipients=[self.recipient], facts_dir=""
+            )
+            session = started["session"]["work_dir"]
+            options = {"databases": ["neo4j"]} if method == "dump" else {}
+            report = work / "rss.txt"
+            start = time.time()
+            result = run_module(
+                "neo4j_archive", prefix=["/usr/bin/time", "-f", "%M", "-o", str(report)], session=session, home=str(self.server.home), method=method, **options
+            )
+            seconds = time.time() - start
+            if result.failed:
+                run_module("backup_session", state="aborted", session=session)
+                raise SystemExit("neo4j_archive method=%s failed: %s" % (method, result.get("msg")))
+            sealed = run_module("backup_session", state="sealed", session=session)
+            self.images[method] = sealed["image"]
+            return {"seconds": seconds, "bytes": os.path.getsize(sealed["image"]), "rss": common.peak_rss_mb(report)}
+
+        return run
+
+    def native_files(self):
+        target = self.out / "native.tar.zst.age"
+        shell('tar -C "$1" -cf - . | zstd -3 -T0 -q | age -r "$2" > "$3" && sync "$3"', self.server.data_dir, self.recipient, target)
+        return {"bytes": target.stat().st_size}
+
+    def native_dump(self):
+        target = self.out / "native.dump.zst.age"
+        script = '"$1" database dump neo4j --to-stdout | zstd -3 -T0 -q | age -r "$2" > "$3" && sync "$3"'
+        shell(script, self.server.neo4j_admin, self.recipient, target, env=self.admin_env)
+        return {"bytes": target.stat().st_size}
+
+    def tasks(self):
+        """neo4j_archive files and community.general.archive as playbook tasks: (module s, peer s)."""
+        for name in ("dest", "state"):
+            shutil.rmtree(self.base / name, ignore_errors=True)
+        (self.base / "dest").mkdir()
+        extra = {"dest": str(self.base / "dest"), "state": str(self.base / "state"), "recipient": self.recipient, "home": str(self.server.home)}
+        proc = run_playbook(PLAYBOOK_MODULE, self.base, extra_vars=extra, env=PROFILE_ENV)
+        if proc.returncode != 0:
+            raise SystemExit("neo4j_archive playbook failed:\n" + proc.stdout[-3000:])
+        module_s = task_seconds(proc.stdout, "neo4j_archive files")
+        common.warm_tree(self.server.data_dir)
+        proc = run_playbook(PLAYBOOK_PEER, self.base, extra_vars={"data": str(self.server.data_dir), "out": str(self.out)}, env=PROFILE_ENV)
+        if proc.returncode != 0:
+            raise SystemExit("community.general.archive failed:\n" + proc.stdout[-3000:])
+        return module_s, task_seconds(proc.stdout, "community.general.archive")
+
+    def verify(self, identity_file):
+        for method, image in self.images.items():
+            checked = run_module("image_verify", image=image, level="full", identity_file=str(identity_file))
+            if not checked.get("valid"):
+                raise SystemExit("the %s image does not verify: %s" % (method, checked.get("msg")))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--nodes", type=int, default=1_000_000)
-    parser.add_argument("--small", action="store_true", help="CI mode: 5000 nodes, correctness only")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (at least 3 for a figure worth quoting)")
+    parser.add_argument("--small", action="store_true", help="CI mode: 5000 nodes, one round, correctness only")
     parser.add_argument("--workdir", default=os.environ.get("LIFEBOAT_BENCH_DIR"), help="where outputs go (default: a temp dir)")
     args = parser.parse_args()
     if args.small:
-        args.nodes = 5000
+        args.nodes, args.rounds = 5000, 1
 
     base = Path(args.workdir or tempfile.mkdtemp(prefix="lifeboat-neo4j-bench-"))
     base.mkdir(parents=True, exist_ok=True)
-    out = base / "out"
-    out.mkdir(exist_ok=True)
-    keygen = subprocess.run(["age-keygen"], capture_output=True, text=True, check=True)
-    identity_file = base / "key.txt"
-    identity_file.write_text(keygen.stdout)
-    os.chmod(identity_file, 0o600)
-    recipient = re.search(r"public key: (age1\S+)", keygen.stdout + keygen.stderr).group(1)
+    identity_file, recipient = common.make_key(base)
 
     with Neo4jServer(heap="512m", pagecache="256m") as server:
         started = time.time()
@@ -156,67 +207,40 @@ def main():
         server.halt()
         data = server.data_dir
         files, size = tree_size(data)
-        print("data directory: %s, %d files, %.1f MiB; load average %s" % (data, files, size / 2**20, os.getloadavg()), flush=True)
-        admin_env = dict(os.environ, NEO4J_HOME=str(server.home), NEO4J_CONF=str(server.conf_file.parent))
-
-        warm(data)
-        native_s = timed_shell("tar -C %s -cf - . | zstd -3 -T0 -q | age -r %s > %s/native.tar.zst.age" % (data, recipient, out))
-        native_bytes = (out / "native.tar.zst.age").stat().st_size
-        native_dump_s = timed_shell(
-            "%s database dump neo4j --to-stdout | zstd -3 -T0 -q | age -r %s > %s/native.dump.zst.age" % (server.neo4j_admin, recipient, out), env=admin_env
+        print(
+            "neo4j benchmark, %s: data directory %s, %d files, %.1f MiB; load %s"
+            % (time.strftime("%Y-%m-%d %H:%M"), data, files, size / 2**20, common.load_text()),
+            flush=True,
         )
-        native_dump_bytes = (out / "native.dump.zst.age").stat().st_size
+        bench = Bench(server, base, recipient)
+        rounds = common.Rounds("Neo4j store of %.0f MiB, Neo4j stopped" % (size / 2**20), args.rounds, warm=lambda: common.warm_tree(data))
+        files_module = rounds.add("neo4j_archive files (module process)", bench.module("files"))
+        files_native = rounds.add("tar | zstd -3 -T0 | age && sync", bench.native_files)
+        dump_module = rounds.add("neo4j_archive dump (module process)", bench.module("dump"))
+        dump_native = rounds.add("neo4j-admin dump | zstd | age && sync", bench.native_dump)
+        rounds.run().table(size / 1e6)
+        bench.verify(identity_file)
+        # Once: the peer takes about 30 times as long, so its ratio does not need rounds to be read.
+        task_s, peer_s = bench.tasks()
+        print("\nplaybook tasks, one run: neo4j_archive files %.2f s, community.general.archive gz %.2f s" % (task_s, peer_s))
 
-        warm(data)
-        for name in ("dest", "state"):
-            shutil.rmtree(base / name, ignore_errors=True)
-        (base / "dest").mkdir()
-        proc = run_playbook(
-            PLAYBOOK_MODULE,
-            base,
-            extra_vars={"dest": str(base / "dest"), "state": str(base / "state"), "recipient": recipient, "home": str(server.home), "out": str(out)},
-            env={"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks", "PROFILE_TASKS_SORT_ORDER": "none"},
-        )
-        if proc.returncode != 0:
-            raise SystemExit("neo4j_archive playbook failed:\n" + proc.stdout[-3000:])
-        sealed = json.loads((out / "sealed.json").read_text())
-        module_s = task_seconds(proc.stdout, "neo4j_archive files")
-        module_dump_s = task_seconds(proc.stdout, "neo4j_archive dump")
-        checked = run_module("image_verify", image=sealed["image"], level="full", identity_file=str(identity_file))
-        if not checked.get("valid"):
-            raise SystemExit("the benchmark image does not verify: %s" % checked.get("msg"))
-        members = run_module("image_info", image=sealed["image"])["manifest"]["members"]
-        stored = {m["component"]: 0 for m in members}
-        for member in members:
-            stored[member["component"]] += member["stored_size"]
-
-        warm(data)
-        profile = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks"}
-        proc = run_playbook(PLAYBOOK_PEER, base, extra_vars={"data": str(data), "out": str(out)}, env=profile)
-        if proc.returncode != 0:
-            raise SystemExit("community.general.archive failed:\n" + proc.stdout[-3000:])
-        peer_s = task_seconds(proc.stdout, "community.general.archive")
-        peer_bytes = (out / "peer.tar.gz").stat().st_size
-
-    mib = size / 2**20
-    rows = [
-        ("neo4j_archive files (module)", module_s, stored["neo4j"]),
-        ("tar | zstd -3 -T0 | age (native)", native_s, native_bytes),
-        ("community.general.archive gz (peer)", peer_s, peer_bytes),
-        ("neo4j_archive dump (module)", module_dump_s, stored["neo4j-dump"]),
-        ("neo4j-admin dump | zstd | age (native)", native_dump_s, native_dump_bytes),
+    goals = [
+        common.Goal(
+            "neo4j_archive files vs tar|zstd|age (throughput)", common.ratio(files_module, files_native), 0.9, busy=common.busy(files_module, files_native)
+        ),
+        common.Goal("neo4j_archive dump vs neo4j-admin dump|zstd|age", common.ratio(dump_module, dump_native), 0.9, busy=common.busy(dump_module, dump_native)),
+        common.Goal("neo4j_archive files vs community.general.archive (task, one run)", peer_s / task_s, 8),
+        common.Goal("neo4j_archive files output size vs native", files_module.last("bytes") / files_native.last("bytes"), 1.05, higher=False),
     ]
-    print("\n%-42s %9s %10s %12s" % ("", "seconds", "MiB/s", "output MiB"))
-    for label, seconds, output in rows:
-        print("%-42s %9.2f %10.1f %12s" % (label, seconds, mib / seconds if seconds else 0, "%.1f" % (output / 2**20) if output else "-"))
-    print("\nfiles: module / native = %.2f x the time; module / peer = %.2f x the time" % (module_s / native_s, module_s / peer_s))
-    print("dump:  module / native = %.2f x the time" % (module_dump_s / native_dump_s))
-    print("image verified (full): %s" % sealed["image"])
-    if args.small:
-        print("(--small: correctness only; the numbers mean nothing)")
+    rss = max(s.extra["rss"] for s in files_module.samples)
+    goals.append(common.Goal("neo4j_archive files peak RSS", rss, 150, higher=False, unit="MB", note="one store size, %.0f MiB" % (size / 2**20)))
+    # GNU time reports the largest process of the tree: for dump, neo4j-admin's JVM, not the module.
+    print("\nneo4j_archive dump: largest process %.0f MB (neo4j-admin's JVM, -Xmx256m)" % max(s.extra["rss"] for s in dump_module.samples))
+    common.summary("neo4j_bench", goals, args.small)
     if not args.workdir:
         shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":
+    os.environ.update({k: v for k, v in module_env().items() if k == "PYTHONPATH"})
     main()

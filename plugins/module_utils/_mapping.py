@@ -23,6 +23,7 @@ import re
 import tarfile
 import tempfile
 
+from ansible_collections.lifeboat.backup.plugins.module_utils import _tree
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError
 
 try:
@@ -224,7 +225,7 @@ def config_values(image, component, details, found, max_bytes):
     named = [(value, _word(value)) for value, entry in found.values.items() if entry["kind"] in ("node", "cluster", "database", "index")]
     with image.open_member(details["data_member"]) as member:
         with tarfile.open(fileobj=member, mode="r|", errorlevel=2) as tar:
-            for info in tar:
+            for info in _tree.read_entries(tar):
                 if not info.isreg() or info.size > max_bytes:
                     continue
                 text = is_text(tar.extractfile(info).read())

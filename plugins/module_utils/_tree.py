@@ -524,6 +524,19 @@ class TarWriter:
 # ---- extracting ----------------------------------------------------------------------
 
 
+def read_entries(tar):
+    """The entries of a tar opened as a stream (``mode="r|"``), one at a time. tarfile keeps
+    every entry it has read, for a random access a stream never gets: those are dropped, so
+    the memory stays flat however many files the archive holds. Only regular files may then
+    be read with ``tar.extractfile`` (a hard link's would look its target up in that list)."""
+    while True:
+        info = tar.next()
+        if info is None:
+            return
+        del tar.members[:]
+        yield info
+
+
 def _split(arcname):
     parts = [p for p in arcname.split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):

@@ -264,7 +264,7 @@ def restore(image, data_member, plan, root, with_owner, written, removed):
     try:
         with image.open_member(data_member) as member:
             with tarfile.open(fileobj=member, mode="r|", errorlevel=2) as tar:
-                for info in tar:
+                for info in _tree.read_entries(tar):
                     path = "/" + info.name
                     if path not in plan:
                         continue

@@ -438,7 +438,7 @@ def unpack(image, files, location):
     try:
         with image.open_member(files["data_member"]) as member:
             with tarfile.open(fileobj=member, mode="r|", errorlevel=2) as tar:
-                for info in tar:
+                for info in _tree.read_entries(tar):
                     source = _image.HashingReader(tar.extractfile(info)) if info.isreg() else None
                     extractor.extract(info, source)
                     if source is not None:

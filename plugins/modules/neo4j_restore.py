@@ -284,7 +284,7 @@ def extract_tree(image, details, staging, with_owner):
     try:
         with image.open_member(details["data_member"]) as member:
             with tarfile.open(fileobj=member, mode="r|", errorlevel=2) as tar:
-                for info in tar:
+                for info in _tree.read_entries(tar):
                     if info.name in (".", "./"):
                         root_info = info
                         continue

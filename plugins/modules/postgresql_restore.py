@@ -223,7 +223,7 @@ import tarfile
 import tempfile
 import time
 
-from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _proc, _session
+from ansible_collections.lifeboat.backup.plugins.module_utils import _age, _image, _proc, _session, _tree
 from ansible_collections.lifeboat.backup.plugins.module_utils import _postgresql as pg
 from ansible_collections.lifeboat.backup.plugins.module_utils._errors import LifeboatError, OptionError
 from ansible_collections.lifeboat.backup.plugins.module_utils._module import LifeboatModule
@@ -279,7 +279,7 @@ def unpack_directory(image, member, path):
     pg_dump writes are accepted, so nothing can land outside ``path``; no fsync: scratch."""
     os.mkdir(path, 0o700)
     with image.open_member(member) as source, tarfile.open(fileobj=source, mode="r|") as tar:
-        for info in tar:
+        for info in _tree.read_entries(tar):
             if not info.isreg() or not pg.DIRECTORY_FILE.match(info.name):
                 raise RestoreError("member %s holds %s, which is not part of a pg_dump directory archive" % (member, info.name))
             data = tar.extractfile(info)
