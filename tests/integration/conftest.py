@@ -25,7 +25,6 @@ from tests.harness.neo4j import Neo4jServer
 from tests.harness.process import ServerError
 from tests.harness.servers import PostgresServer, RedisServer, SearchServer
 from tests.harness.storage import FtpServer, S3Server, SambaServer, SshServer
-from tests.support.modules import stop_left_processes
 from tests.support.trees import make_config_tree
 
 # The files that take longest, longest first (from the --durations and junit timings of
@@ -97,14 +96,6 @@ def server_pool():
     pool = ServerPool()
     yield pool
     pool.close()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def no_processes_left():
-    """Tests that start a session and never seal it (the killed-controller faults) leave its
-    keeper holding the lock for an hour: stop them when the tests end."""
-    yield
-    stop_left_processes()
 
 
 def _param(request, default=None):
