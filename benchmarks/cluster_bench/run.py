@@ -185,7 +185,7 @@ def main():
     parser.add_argument("--tree-mib", type=int, default=256, help="configuration files per node (MiB)")
     parser.add_argument("--scale", type=int, default=20, help="pgbench scale of each node's database (20 is about 300 MB)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (at least 3 for a figure worth quoting)")
-    parser.add_argument("--small", action="store_true", help="CI mode: 2 nodes, 4 MiB and scale 1 each, one round, correctness only")
+    parser.add_argument("--small", action="store_true", help="CI mode: 2 nodes together, 4 MiB and scale 1 each, one round, correctness only")
     parser.add_argument("--workdir", default=os.environ.get("LIFEBOAT_BENCH_DIR"), help="where trees and images go (default: a temp dir)")
     args = parser.parse_args()
     if args.small:
@@ -214,15 +214,17 @@ def main():
         )
         bench = Bench(base, nodes, recipient, identity_file)
         rounds = common.Rounds("backup and restore playbooks", args.rounds)
-        backup_one = rounds.add("backup.yml, node1 alone", bench.backup(1))
+        # --small checks the runs, not the ratio (small numbers mean nothing): the nodes
+        # together only, which keeps make test's time down.
+        backup_one = None if args.small else rounds.add("backup.yml, node1 alone", bench.backup(1))
         backup_many = rounds.add("backup.yml, %d nodes" % args.nodes, bench.backup(args.nodes))
-        restore_one = rounds.add("restore.yml, node1 alone", bench.restore(1))
+        restore_one = None if args.small else rounds.add("restore.yml, node1 alone", bench.restore(1))
         restore_many = rounds.add("restore.yml, %d nodes" % args.nodes, bench.restore(args.nodes))
         rounds.run().table()
         print("\nCPU (the whole machine's, median run)")
-        for path in (backup_one, backup_many, restore_one, restore_many):
+        for path in rounds.paths.values():
             print("  " + cpu_line(path)[2])
-        goals = [goal("backup", backup_one, backup_many, args.nodes), goal("restore", restore_one, restore_many, args.nodes)]
+        goals = [] if args.small else [goal("backup", backup_one, backup_many, args.nodes), goal("restore", restore_one, restore_many, args.nodes)]
         common.summary("cluster_bench", goals, args.small)
     if not args.workdir:
         shutil.rmtree(base, ignore_errors=True)
