@@ -1,6 +1,7 @@
 """What every benchmark shares: the method of benchmarks/README.md, written once.
 
-- ``gen_tree``, ``make_key``: the generated configuration tree and the age key pair.
+- ``gen_tree``, ``make_key``, ``tree_size``: the generated configuration tree, the age key
+  pair, a tree's size; ``PROFILE_ENV`` and ``task_seconds``: one playbook task's time.
 - ``warm_tree``: the page cache really holds the data before the first round (the files
   are read: GNU tar skips file contents when it writes to /dev/null).
 - ``Rounds``: the paths run in alternating rounds (A B C, A B C, ...), at least three
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -36,6 +38,25 @@ def warm_tree(path):
     """Read every file under ``path`` once, so each path starts with the data cached.
     (``tar -cf /dev/null`` would not: GNU tar does not read file contents for /dev/null.)"""
     subprocess.run(["bash", "-o", "pipefail", "-c", 'tar -C / -cf - "$1" | cat > /dev/null', "warm", str(path).lstrip("/")], check=True)
+
+
+# ansible-playbook's environment for a benchmark that times single tasks (task_seconds).
+PROFILE_ENV = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks", "PROFILE_TASKS_SORT_ORDER": "none"}
+
+
+def task_seconds(output, name):
+    """Seconds of one task from ansible.posix.profile_tasks' recap (run with PROFILE_ENV)."""
+    match = re.search(r"^%s\s+-+\s+([0-9.]+)s" % re.escape(name), output, flags=re.M)
+    if not match:
+        raise SystemExit("profile_tasks printed no time for %s:\n%s" % (name, output[-3000:]))
+    return float(match.group(1))
+
+
+def tree_size(path):
+    """(files, bytes) under ``path``."""
+    files = sum(len(f) for _d, _s, f in os.walk(path))
+    size = sum(os.path.getsize(os.path.join(d, n)) for d, _s, fs in os.walk(path) for n in fs)
+    return files, size
 
 
 def gen_tree(path, size_mib, seed):

@@ -149,26 +149,14 @@ class Bench:
         return run
 
 
-def cpu_line(path):
+def cpu_floor(path):
+    """(machine CPU-seconds of the median run, the least time they take on these cores)."""
     cpu = sorted(s.extra["cpu"] for s in path.samples)[len(path.samples) // 2]
-    floor = cpu / CORES
-    return (
-        cpu,
-        floor,
-        "%-36s machine CPU %6.1f s, floor on %d cores %6.1f s, median run %6.1f s = %.2fx its floor"
-        % (
-            path.label,
-            cpu,
-            CORES,
-            floor,
-            path.median,
-            path.median / floor if floor else 0.0,
-        ),
-    )
+    return cpu, cpu / CORES
 
 
 def goal(kind, one, many, count):
-    _cpu, floor, _line = cpu_line(many)
+    _cpu, floor = cpu_floor(many)
     reason = None
     if floor > one.median:
         # Even packed perfectly on these cores, the nodes' work takes longer than one node's
@@ -223,7 +211,9 @@ def main():
         rounds.run().table()
         print("\nCPU (the whole machine's, median run)")
         for path in rounds.paths.values():
-            print("  " + cpu_line(path)[2])
+            cpu, floor = cpu_floor(path)
+            line = "%-36s machine CPU %6.1f s, floor on %d cores %6.1f s, median run %6.1f s = %.2fx its floor"
+            print("  " + line % (path.label, cpu, CORES, floor, path.median, path.median / floor if floor else 0.0))
         goals = [] if args.small else [goal("backup", backup_one, backup_many, args.nodes), goal("restore", restore_one, restore_many, args.nodes)]
         common.summary("cluster_bench", goals, args.small)
     if not args.workdir:

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -36,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import common  # noqa: E402
 from tests.harness.servers import SearchServer  # noqa: E402
 from tests.support.modules import module_env, run_module, run_playbook  # noqa: E402
 
@@ -298,22 +298,13 @@ def run_modules(server, names, repository):
     return snapshot_s, restore_s, restored["doc_counts"]
 
 
-def task_seconds(output, name):
-    match = re.search(r"^%s\s+-+\s+([0-9.]+)s" % re.escape(name), output, flags=re.M)
-    if not match:
-        raise SystemExit("profile_tasks printed no time for %s:\n%s" % (name, output[-3000:]))
-    return float(match.group(1))
-
-
 def run_playbook_timed(playbook, server, names, repository, work, tasks):
     out = work / "counts.json"
     variables = {"url": server.url, "repository": repository, "pattern": ",".join(names), "names": ",".join(names), "out": str(out)}
-    proc = run_playbook(
-        playbook, work, extra_vars=variables, env={"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks", "PROFILE_TASKS_SORT_ORDER": "none"}
-    )
+    proc = run_playbook(playbook, work, extra_vars=variables, env=common.PROFILE_ENV)
     if proc.returncode != 0:
         raise SystemExit("playbook failed:\n" + proc.stdout[-3000:])
-    return [task_seconds(proc.stdout, t) for t in tasks], json.loads(out.read_text())
+    return [common.task_seconds(proc.stdout, t) for t in tasks], json.loads(out.read_text())
 
 
 def main():

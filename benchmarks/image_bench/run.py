@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -69,22 +68,6 @@ PLAYBOOK_PEER = """
         format: gz
         mode: "0600"
 """
-
-PROFILE_ENV = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks", "PROFILE_TASKS_SORT_ORDER": "none"}
-
-
-def tree_size(path):
-    files = sum(len(f) for _d, _s, f in os.walk(path))
-    size = sum(os.path.getsize(os.path.join(d, n)) for d, _s, fs in os.walk(path) for n in fs)
-    return files, size
-
-
-def task_seconds(output, name):
-    """Seconds of one task from ansible.posix.profile_tasks' recap."""
-    match = re.search(r"^%s\s+-+\s+([0-9.]+)s" % re.escape(name), output, flags=re.M)
-    if not match:
-        raise SystemExit("profile_tasks printed no time for %s:\n%s" % (name, output[-2000:]))
-    return float(match.group(1))
 
 
 class Bench:
@@ -135,16 +118,16 @@ class Bench:
         shutil.rmtree(work, ignore_errors=True)
         (work / "dest").mkdir(parents=True)
         extra = {"dest": str(work / "dest"), "state": str(work / "state"), "recipient": self.recipient, "tree": str(self.tree)}
-        proc = run_playbook(PLAYBOOK_MODULE, work, extra_vars=extra, env=PROFILE_ENV)
+        proc = run_playbook(PLAYBOOK_MODULE, work, extra_vars=extra, env=common.PROFILE_ENV)
         if proc.returncode != 0:
             raise SystemExit("config_archive playbook failed:\n" + proc.stdout[-3000:])
-        return {"seconds": task_seconds(proc.stdout, "config_archive")}
+        return {"seconds": common.task_seconds(proc.stdout, "config_archive")}
 
     def peer_task(self):
-        proc = run_playbook(PLAYBOOK_PEER, self.base, extra_vars={"tree": str(self.tree), "out": str(self.out)}, env=PROFILE_ENV)
+        proc = run_playbook(PLAYBOOK_PEER, self.base, extra_vars={"tree": str(self.tree), "out": str(self.out)}, env=common.PROFILE_ENV)
         if proc.returncode != 0:
             raise SystemExit("community.general.archive failed:\n" + proc.stdout[-3000:])
-        return {"seconds": task_seconds(proc.stdout, "community.general.archive"), "bytes": (self.out / "peer.tar.gz").stat().st_size}
+        return {"seconds": common.task_seconds(proc.stdout, "community.general.archive"), "bytes": (self.out / "peer.tar.gz").stat().st_size}
 
     def verify(self):
         checked = run_module("image_verify", image=self.image, level="full", identity_file=str(self.identity_file))
@@ -201,7 +184,7 @@ def main():
     tree = base / ("tree-%d" % args.size_mib)
     if not tree.exists():
         common.gen_tree(tree, args.size_mib, 42)
-    files, size = tree_size(tree)
+    files, size = common.tree_size(tree)
     print(
         "image benchmark, %s: tree %s, %d files, %.1f MiB; load %s" % (time.strftime("%Y-%m-%d %H:%M"), tree, files, size / 2**20, common.load_text()),
         flush=True,

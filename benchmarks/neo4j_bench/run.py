@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -74,15 +73,6 @@ PLAYBOOK_PEER = """
 """
 
 BATCH = 50_000
-PROFILE_ENV = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks", "PROFILE_TASKS_SORT_ORDER": "none"}
-
-
-def task_seconds(output, name):
-    """Seconds of one task from ansible.posix.profile_tasks' recap."""
-    match = re.search(r"^%s\s+-+\s+([0-9.]+)s" % re.escape(name), output, flags=re.M)
-    if not match:
-        raise SystemExit("profile_tasks printed no time for %s:\n%s" % (name, output[-2000:]))
-    return float(match.group(1))
 
 
 def fill(server, nodes):
@@ -101,12 +91,6 @@ def fill(server, nodes):
             start=start,
             end=min(start + BATCH, nodes - 1),
         )
-
-
-def tree_size(path):
-    files = sum(len(f) for _d, _s, f in os.walk(path))
-    size = sum(os.path.getsize(os.path.join(d, n)) for d, _s, fs in os.walk(path) for n in fs)
-    return files, size
 
 
 def shell(script, *args, env=None):
@@ -168,15 +152,15 @@ class Bench:
             shutil.rmtree(self.base / name, ignore_errors=True)
         (self.base / "dest").mkdir()
         extra = {"dest": str(self.base / "dest"), "state": str(self.base / "state"), "recipient": self.recipient, "home": str(self.server.home)}
-        proc = run_playbook(PLAYBOOK_MODULE, self.base, extra_vars=extra, env=PROFILE_ENV)
+        proc = run_playbook(PLAYBOOK_MODULE, self.base, extra_vars=extra, env=common.PROFILE_ENV)
         if proc.returncode != 0:
             raise SystemExit("neo4j_archive playbook failed:\n" + proc.stdout[-3000:])
-        module_s = task_seconds(proc.stdout, "neo4j_archive files")
+        module_s = common.task_seconds(proc.stdout, "neo4j_archive files")
         common.warm_tree(self.server.data_dir)
-        proc = run_playbook(PLAYBOOK_PEER, self.base, extra_vars={"data": str(self.server.data_dir), "out": str(self.out)}, env=PROFILE_ENV)
+        proc = run_playbook(PLAYBOOK_PEER, self.base, extra_vars={"data": str(self.server.data_dir), "out": str(self.out)}, env=common.PROFILE_ENV)
         if proc.returncode != 0:
             raise SystemExit("community.general.archive failed:\n" + proc.stdout[-3000:])
-        return module_s, task_seconds(proc.stdout, "community.general.archive")
+        return module_s, common.task_seconds(proc.stdout, "community.general.archive")
 
     def verify(self, identity_file):
         for method, image in self.images.items():
@@ -206,7 +190,7 @@ def main():
         print("store: %(nodes)d nodes, %(relationships)d relationships" % counts, "(filled in %.1f s)" % (time.time() - started), flush=True)
         server.halt()
         data = server.data_dir
-        files, size = tree_size(data)
+        files, size = common.tree_size(data)
         print(
             "neo4j benchmark, %s: data directory %s, %d files, %.1f MiB; load %s"
             % (time.strftime("%Y-%m-%d %H:%M"), data, files, size / 2**20, common.load_text()),

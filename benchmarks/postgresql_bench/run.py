@@ -178,19 +178,11 @@ PEER_PLAYBOOK = """
 """
 
 
-def task_seconds(output, name):
-    """Seconds of one task from ansible.posix.profile_tasks' recap."""
-    match = re.search(r"^%s\s+-+\s+([0-9.]+)s" % re.escape(name), output, flags=re.M)
-    if not match:
-        raise SystemExit("profile_tasks printed no time for %s:\n%s" % (name, output[-3000:]))
-    return float(match.group(1))
-
-
 def playbook(text, work, task, extra):
-    proc = run_playbook(text, work, extra_vars=extra, env={"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks", "PROFILE_TASKS_SORT_ORDER": "none"})
+    proc = run_playbook(text, work, extra_vars=extra, env=common.PROFILE_ENV)
     if proc.returncode != 0:
         raise SystemExit("%s failed:\n%s" % (task, proc.stdout[-4000:]))
-    return task_seconds(proc.stdout, task)
+    return common.task_seconds(proc.stdout, task)
 
 
 def populate(server, db, scale, text_mib):

@@ -26,7 +26,7 @@ MODULE_PACKAGE = "ansible_collections.lifeboat.backup.plugins.modules"
 # Every module this test process starts carries this in its environment, so that the session
 # keepers its tests leave (a session started and never sealed keeps its lock for the lease,
 # an hour) can be found and stopped when the tests end: stop_left_processes.
-RUN_MARKER = "LIFEBOAT_TEST_RUN=%d-%d" % (os.getpid(), int(time.time()))
+RUN_MARKER = ("LIFEBOAT_TEST_RUN", "%d-%d" % (os.getpid(), int(time.time())))
 
 
 class ModuleResult(dict):
@@ -43,7 +43,7 @@ class ModuleResult(dict):
 
 def module_env(extra=None):
     env = dict(os.environ)
-    env.update([RUN_MARKER.split("=", 1)])
+    env.update([RUN_MARKER])
     env["PYTHONPATH"] = str(COLLECTIONS) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra or {})
     return env
@@ -84,24 +84,17 @@ def run_module(module_name, /, check=False, diff=False, env=None, run_timeout=60
 
 
 def stop_left_processes():
-    """SIGTERM the processes still running with this test process's RUN_MARKER (session
-    keepers); returns their command lines."""
-    marker = RUN_MARKER.encode() + b"\0"
-    stopped = []
+    """SIGTERM the processes still running with this test process's RUN_MARKER (session keepers)."""
+    marker = ("%s=%s" % RUN_MARKER).encode() + b"\0"
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
             with open("/proc/%s/environ" % entry, "rb") as handle:
-                if marker not in handle.read():
-                    continue
-            with open("/proc/%s/cmdline" % entry, "rb") as handle:
-                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
-            os.kill(int(entry), signal.SIGTERM)
-        except (OSError, ValueError):
+                if marker in handle.read():
+                    os.kill(int(entry), signal.SIGTERM)
+        except OSError:
             continue
-        stopped.append(cmdline)
-    return stopped
 
 
 def run_playbook(playbook, workdir, extra_vars=None, verbosity=0, check=False, inventory=None, env=None, timeout=900):
