@@ -5,9 +5,12 @@
 - ``warm_tree``: the page cache really holds the data before the first round (the files
   are read: GNU tar skips file contents when it writes to /dev/null).
 - ``Rounds``: the paths run in alternating rounds (A B C, A B C, ...), at least three
-  each; every sample records its seconds, the load average when it started and the
-  share of the machine other processes took while it ran (``foreign``: /proc/stat
-  minus this benchmark's own process tree).
+  each; every sample records its seconds, the CPU-seconds of this benchmark's own
+  process tree while it ran (on two busy cores, time is CPU: a path that needs more CPU
+  than the native one cannot keep up with it, whatever its threads), the load average
+  when it started and the share of the machine other processes took while it ran
+  (``foreign``: /proc/stat minus this benchmark's own process tree).
+- ``sha256_rate``: SHA-256 throughput of this machine, to cost the digests a format promises.
 - ``Goal`` / ``summary``: each ratio is printed with its goal and a verdict; a verdict
   on a busy machine says so instead of claiming a goal met or missed.
 - ``record_summary``: one JSON line per goal for scripts/run-benchmarks.sh's table.
@@ -15,9 +18,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -112,19 +117,40 @@ def _tree_ticks(root=None):
     return total
 
 
-class Sample:
-    """One timed run: seconds, load average at its start, other processes' share of the machine."""
+def digest_cost(label, module, native, hashed, what):
+    """A line comparing the CPU the module path spent beyond the native one with what the
+    image format's SHA-256 digests over ``hashed`` bytes cost on this machine: on two busy
+    cores, CPU is time, and these digests are work the native pipeline does not do."""
+    if module.cpu is None or native.cpu is None:
+        return "CPU-seconds: not measured"
+    rate = sha256_rate()
+    spent = "CPU-seconds (medians): %s %.2f, native pipeline %.2f (%+.2f)" % (label, module.cpu, native.cpu, module.cpu - native.cpu)
+    digests = "the image format's SHA-256 digests (%s: %.2f GB) take %.2f CPU-s at this machine's %.2f GB/s per core" % (
+        what,
+        hashed / 1e9,
+        hashed / rate,
+        rate / 1e9,
+    )
+    return spent + "; " + digests
 
-    def __init__(self, seconds, load, foreign, extra=None):
+
+class Sample:
+    """One timed run: seconds, load average at its start, other processes' share of the
+    machine, and the CPU-seconds of this benchmark's process tree (None: not known)."""
+
+    def __init__(self, seconds, load, foreign, extra=None, cpu=None):
         self.seconds = seconds
         self.load = load
         self.foreign = foreign
         self.extra = extra or {}
+        self.cpu = cpu
 
 
 def measure(run):
     """Run ``run()`` (returns None or a dict of extra values, ``seconds`` overriding the
-    wall time when the path times itself, e.g. one playbook task) and return a Sample."""
+    wall time when the path times itself, e.g. one playbook task, and ``cpu_seconds`` the
+    CPU-seconds of that timed part) and return a Sample. A path that times only a part of
+    its run and gives no ``cpu_seconds`` has no CPU figure: the whole run's would mislead."""
     load = os.getloadavg()[0]
     busy0, ours0, start = _busy_ticks(), _tree_ticks(), time.time()
     extra = run() or {}
@@ -132,7 +158,27 @@ def measure(run):
     busy1, ours1 = _busy_ticks(), _tree_ticks()
     capacity = max(elapsed * _TICKS * (os.cpu_count() or 1), 1)
     foreign = max(0.0, ((busy1 - busy0) - (ours1 - ours0)) / capacity)
-    return Sample(extra.pop("seconds", elapsed), load, foreign, extra)
+    cpu = extra.pop("cpu_seconds", None if "seconds" in extra else (ours1 - ours0) / _TICKS)
+    return Sample(extra.pop("seconds", elapsed), load, foreign, extra, cpu)
+
+
+def children_cpu_seconds():
+    """User and system CPU-seconds of the child processes this process has waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def sha256_rate():
+    """SHA-256 throughput of one core of this machine, in bytes per second (best of three
+    passes over 64 MiB: hashlib, so OpenSSL with the CPU's SHA extensions if it has them)."""
+    data = os.urandom(64 * 2**20)
+    best = None
+    for _pass in range(3):
+        start = time.perf_counter()
+        hashlib.sha256(data).digest()
+        seconds = time.perf_counter() - start
+        best = seconds if best is None else min(best, seconds)
+    return len(data) / best
 
 
 class Path:
@@ -158,6 +204,12 @@ class Path:
     @property
     def foreign(self):
         return max(s.foreign for s in self.samples)
+
+    @property
+    def cpu(self):
+        """Median CPU-seconds, or None when the path's samples have none."""
+        known = [s.cpu for s in self.samples if s.cpu is not None]
+        return statistics.median(known) if known else None
 
     @property
     def load(self):
@@ -201,10 +253,14 @@ class Rounds:
 
     def table(self, size_mb=None):
         print("\n%s (%d alternating rounds)" % (self.title, self.rounds))
-        print("%-44s %8s %8s %7s %9s %8s%s" % ("path", "best s", "median s", "spread", "max load", "others", "  MB/s (median)" if size_mb else ""))
+        print("%-44s %8s %8s %7s %7s %9s %8s%s" % ("path", "best s", "median s", "spread", "CPU s", "max load", "others", "  MB/s (median)" if size_mb else ""))
         for path in self.paths.values():
             rate = "  %13.1f" % (size_mb / path.median) if size_mb else ""
-            print("%-44s %8.2f %8.2f %6.0f%% %9.2f %7.0f%%%s" % (path.label, path.best, path.median, path.spread * 100, path.load, path.foreign * 100, rate))
+            cpu = "-" if path.cpu is None else "%.2f" % path.cpu
+            print(
+                "%-44s %8.2f %8.2f %6.0f%% %7s %9.2f %7.0f%%%s"
+                % (path.label, path.best, path.median, path.spread * 100, cpu, path.load, path.foreign * 100, rate)
+            )
 
 
 class Goal:

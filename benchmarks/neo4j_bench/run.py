@@ -121,17 +121,17 @@ class Bench:
             session = started["session"]["work_dir"]
             options = {"databases": ["neo4j"]} if method == "dump" else {}
             report = work / "rss.txt"
-            start = time.time()
+            start, cpu = time.time(), common.children_cpu_seconds()
             result = run_module(
                 "neo4j_archive", prefix=["/usr/bin/time", "-f", "%M", "-o", str(report)], session=session, home=str(self.server.home), method=method, **options
             )
-            seconds = time.time() - start
+            seconds, cpu = time.time() - start, common.children_cpu_seconds() - cpu
             if result.failed:
                 run_module("backup_session", state="aborted", session=session)
                 raise SystemExit("neo4j_archive method=%s failed: %s" % (method, result.get("msg")))
             sealed = run_module("backup_session", state="sealed", session=session)
             self.images[method] = sealed["image"]
-            return {"seconds": seconds, "bytes": os.path.getsize(sealed["image"]), "rss": common.peak_rss_mb(report)}
+            return {"seconds": seconds, "cpu_seconds": cpu, "bytes": os.path.getsize(sealed["image"]), "rss": common.peak_rss_mb(report)}
 
         return run
 
@@ -203,6 +203,13 @@ def main():
         dump_module = rounds.add("neo4j_archive dump (module process)", bench.module("dump"))
         dump_native = rounds.add("neo4j-admin dump | zstd | age && sync", bench.native_dump)
         rounds.run().table(size / 1e6)
+        # The store's files for the index and as the member's plaintext, and the stored bytes.
+        hashed = 2 * size + files_module.last("bytes")
+        print(
+            common.digest_cost(
+                "neo4j_archive files", files_module, files_native, hashed, "each file for the index, the member's plaintext and its stored bytes"
+            )
+        )
         bench.verify(identity_file)
         # Once: the peer takes about 30 times as long, so its ratio does not need rounds to be read.
         task_s, peer_s = bench.tasks()
