@@ -275,7 +275,7 @@ def restore(image, data_member, plan, root, with_owner, written, removed):
                     except (OSError, _tree.TreeError) as exc:
                         failures.append({"path": path, "error": getattr(exc, "strerror", None) or str(exc)})
                         continue
-                    written.append(path)
+                    written.append(record["path"])  # the plan's own string, not a second copy per entry
                     if source is not None and record.get("sha256") and source.sha.hexdigest() != record["sha256"]:
                         failures.append({"path": path, "error": "restored content does not match the SHA-256 in the image index"})
             # Reading to the end makes the member check its SHA-256 against the manifest.
@@ -356,9 +356,12 @@ def make_plan(params, index, root, with_owner):
         if not explicit and path not in ancestors:
             continue
         # The index's own record, not a copy: with many files a copy per entry doubled the
-        # module's memory. The index is not read again once the plan is made.
+        # module's memory. The index is not read again once the plan is made. Only a
+        # directory taken along as an ancestor gains a key: one more key on every record
+        # made Python grow each record's table, 400 bytes an entry.
         want = record
-        want["implicit"] = record.get("implicit") or not explicit
+        if not explicit:
+            want["implicit"] = True
         if record["type"] == "hardlink":
             links.append((path, want))
             continue
