@@ -73,6 +73,8 @@ def gen_tree(path, size_mib, seed):
 def make_key(base):
     """(identity file, recipient) of a new age key pair under ``base``, made with age-keygen."""
     identity_file = base / "key.txt"
+    # A --workdir kept from an earlier run holds that run's key: age-keygen will not overwrite it.
+    identity_file.unlink(missing_ok=True)
     subprocess.run(["age-keygen", "-o", str(identity_file)], check=True, capture_output=True)
     os.chmod(identity_file, 0o600)
     recipient = subprocess.run(["age-keygen", "-y", str(identity_file)], check=True, capture_output=True, text=True).stdout.strip()
