@@ -136,6 +136,16 @@ def digest_cost(label, module, native, hashed, what):
     return spent + "; " + digests
 
 
+def without_digests(label, bare, native):
+    """The line of a diagnostic path run with its digests made no-ops (``NO_DIGESTS``)."""
+    return "diagnostic: with those digests made no-ops (its image thrown away) %s takes %.2f s and %.2f CPU-s (medians): %.2fx the native pipeline" % (
+        label,
+        bare.median,
+        bare.cpu,
+        ratio(bare, native),
+    )
+
+
 class Sample:
     """One timed run: seconds, load average at its start, other processes' share of the
     machine, and the CPU-seconds of this benchmark's process tree (None: not known)."""
@@ -162,6 +172,17 @@ def measure(run):
     foreign = max(0.0, ((busy1 - busy0) - (ours1 - ours0)) / capacity)
     cpu = extra.pop("cpu_seconds", None if "seconds" in extra else (ours1 - ours0) / _TICKS)
     return Sample(extra.pop("seconds", elapsed), load, foreign, extra, cpu)
+
+
+# A directory whose sitecustomize.py makes the SHA-256 digests of _tree and _image no-ops in
+# a module process started with it first on PYTHONPATH: a diagnostic path, to measure what
+# the digests cost (its image is wrong, and thrown away).
+NO_DIGESTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "no_digests")
+
+
+def no_digests_env(pythonpath):
+    """The environment for a diagnostic module process without digests."""
+    return {"PYTHONPATH": NO_DIGESTS + os.pathsep + pythonpath}
 
 
 def children_cpu_seconds():

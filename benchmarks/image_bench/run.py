@@ -70,10 +70,6 @@ PLAYBOOK_PEER = """
 """
 
 
-# A directory whose sitecustomize.py makes the digests no-ops in a module process (diagnostic).
-NO_DIGESTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "no_digests")
-
-
 class Bench:
     def __init__(self, base, tree, recipient, identity_file):
         self.base = base
@@ -111,10 +107,10 @@ class Bench:
         return {"seconds": seconds, "cpu_seconds": cpu, "bytes": result["stored_bytes"], "file_bytes": result["total_bytes"]}
 
     def module_without_digests(self):
-        """Diagnostic: config_archive with its SHA-256 digests made no-ops (no_digests/
-        sitecustomize.py), to show what they cost; its session is aborted, never sealed."""
+        """Diagnostic: config_archive with its SHA-256 digests made no-ops (benchmarks/
+        no_digests), to show what they cost; its session is aborted, never sealed."""
         session = self._session("no-digests")
-        env = {"PYTHONPATH": NO_DIGESTS + os.pathsep + module_env()["PYTHONPATH"]}
+        env = common.no_digests_env(module_env()["PYTHONPATH"])
         start, cpu = time.time(), common.children_cpu_seconds()
         result = run_module("config_archive", env=env, session=session, paths=[str(self.tree)])
         seconds, cpu = time.time() - start, common.children_cpu_seconds() - cpu
@@ -219,10 +215,7 @@ def main():
     # and its stored bytes.
     hashed = 2 * module.last("file_bytes") + module.last("bytes")
     print(common.digest_cost("config_archive", module, native, hashed, "each file for the index, the member's plaintext and its stored bytes"))
-    print(
-        "diagnostic: with those digests made no-ops (its image thrown away) config_archive takes %.2f s and %.2f CPU-s (medians): %.2fx the native pipeline"
-        % (bare.median, bare.cpu, common.ratio(bare, native))
-    )
+    print(common.without_digests("config_archive", bare, native))
     bench.verify()
 
     rss = rss_at_sizes(bench, base, rss_sizes, args.size_mib)

@@ -110,9 +110,12 @@ class Bench:
         self.admin_env = dict(os.environ, NEO4J_HOME=str(server.home), NEO4J_CONF=str(server.conf_file.parent))
         self.images = {}
 
-    def module(self, method):
+    def module(self, method, digests=True):
+        """neo4j_archive as one module process; the session around it is not timed. Without
+        ``digests`` (diagnostic), its SHA-256 digests are no-ops and its session is aborted."""
+
         def run():
-            work = self.base / ("module-" + method)
+            work = self.base / ("module-%s%s" % (method, "" if digests else "-no-digests"))
             shutil.rmtree(work, ignore_errors=True)
             (work / "dest").mkdir(parents=True)
             started = run_module(
@@ -123,12 +126,21 @@ class Bench:
             report = work / "rss.txt"
             start, cpu = time.time(), common.children_cpu_seconds()
             result = run_module(
-                "neo4j_archive", prefix=["/usr/bin/time", "-f", "%M", "-o", str(report)], session=session, home=str(self.server.home), method=method, **options
+                "neo4j_archive",
+                prefix=["/usr/bin/time", "-f", "%M", "-o", str(report)],
+                env=None if digests else common.no_digests_env(module_env()["PYTHONPATH"]),
+                session=session,
+                home=str(self.server.home),
+                method=method,
+                **options,
             )
             seconds, cpu = time.time() - start, common.children_cpu_seconds() - cpu
-            if result.failed:
+            if result.failed or not digests:
                 run_module("backup_session", state="aborted", session=session)
+            if result.failed:
                 raise SystemExit("neo4j_archive method=%s failed: %s" % (method, result.get("msg")))
+            if not digests:
+                return {"seconds": seconds, "cpu_seconds": cpu}
             sealed = run_module("backup_session", state="sealed", session=session)
             self.images[method] = sealed["image"]
             return {"seconds": seconds, "cpu_seconds": cpu, "bytes": os.path.getsize(sealed["image"]), "rss": common.peak_rss_mb(report)}
@@ -199,6 +211,7 @@ def main():
         bench = Bench(server, base, recipient)
         rounds = common.Rounds("Neo4j store of %.0f MiB, Neo4j stopped" % (size / 2**20), args.rounds, warm=lambda: common.warm_tree(data))
         files_module = rounds.add("neo4j_archive files (module process)", bench.module("files"))
+        files_bare = rounds.add("neo4j_archive files, digests skipped (diagnostic)", bench.module("files", digests=False))
         files_native = rounds.add("tar | zstd -3 -T0 | age && sync", bench.native_files)
         dump_module = rounds.add("neo4j_archive dump (module process)", bench.module("dump"))
         dump_native = rounds.add("neo4j-admin dump | zstd | age && sync", bench.native_dump)
@@ -210,6 +223,7 @@ def main():
                 "neo4j_archive files", files_module, files_native, hashed, "each file for the index, the member's plaintext and its stored bytes"
             )
         )
+        print(common.without_digests("neo4j_archive files", files_bare, files_native))
         bench.verify(identity_file)
         # Once: the peer takes about 30 times as long, so its ratio does not need rounds to be read.
         task_s, peer_s = bench.tasks()

@@ -1,4 +1,4 @@
-"""Diagnostic only, for image_bench's "digests skipped" path: put on a module process's
+"""Diagnostic only, for the benchmarks' "digests skipped" paths: put on a module process's
 PYTHONPATH, this makes the SHA-256 digests of _tree and _image no-ops in that process, to
 measure what they cost beside the native pipeline. The image such a process writes has
 wrong digests; the benchmark aborts its session and never reads it."""
