@@ -91,33 +91,26 @@ class Bench:
             raise SystemExit("backup_session failed: %s" % started.get("msg"))
         return started["session"]["work_dir"]
 
-    def module(self, tree=None, prefix=()):
-        """config_archive as one module process; the session around it is not timed."""
-        session = self._session("module")
+    def module(self, tree=None, prefix=(), digests=True):
+        """config_archive as one module process; the session around it is not timed. Without
+        ``digests`` (diagnostic: benchmarks/no_digests), its SHA-256 digests are no-ops and
+        its session is aborted, never sealed."""
+        session = self._session("module" if digests else "no-digests")
+        env = None if digests else common.no_digests_env(module_env()["PYTHONPATH"])
         start, cpu = time.time(), common.children_cpu_seconds()
-        result = run_module("config_archive", session=session, paths=[str(tree or self.tree)], prefix=prefix)
+        result = run_module("config_archive", env=env, session=session, paths=[str(tree or self.tree)], prefix=prefix)
         seconds, cpu = time.time() - start, common.children_cpu_seconds() - cpu
-        if result.failed:
+        if result.failed or not digests:
             run_module("backup_session", state="aborted", session=session)
+        if result.failed:
             raise SystemExit("config_archive failed: %s" % result.get("msg"))
+        if not digests:
+            return {"seconds": seconds, "cpu_seconds": cpu}
         sealed = run_module("backup_session", state="sealed", session=session)
         if self.image and os.path.exists(self.image):
             os.unlink(self.image)
         self.image = sealed["image"]
         return {"seconds": seconds, "cpu_seconds": cpu, "bytes": result["stored_bytes"], "file_bytes": result["total_bytes"]}
-
-    def module_without_digests(self):
-        """Diagnostic: config_archive with its SHA-256 digests made no-ops (benchmarks/
-        no_digests), to show what they cost; its session is aborted, never sealed."""
-        session = self._session("no-digests")
-        env = common.no_digests_env(module_env()["PYTHONPATH"])
-        start, cpu = time.time(), common.children_cpu_seconds()
-        result = run_module("config_archive", env=env, session=session, paths=[str(self.tree)])
-        seconds, cpu = time.time() - start, common.children_cpu_seconds() - cpu
-        run_module("backup_session", state="aborted", session=session)
-        if result.failed:
-            raise SystemExit("config_archive without digests failed: %s" % result.get("msg"))
-        return {"seconds": seconds, "cpu_seconds": cpu}
 
     def native(self):
         target = self.out / "native.tar.zst.age"
@@ -206,15 +199,12 @@ def main():
 
     rounds = common.Rounds("config archive of %.0f MiB" % (size / 2**20), args.rounds, warm=lambda: common.warm_tree(tree))
     module = rounds.add("config_archive (module process)", bench.module)
-    bare = rounds.add("config_archive, digests skipped (diagnostic)", bench.module_without_digests)
+    bare = rounds.add("config_archive, digests skipped (diagnostic)", lambda: bench.module(digests=False))
     native = rounds.add("tar | zstd -3 -T0 | age && sync", bench.native)
     task = rounds.add("config_archive (playbook task)", bench.module_task)
     peer = rounds.add("community.general.archive gz (task)", bench.peer_task)
     rounds.run().table(size / 1e6)
-    # Every file for the index, the member's plaintext (the same bytes and the tar headers)
-    # and its stored bytes.
-    hashed = 2 * module.last("file_bytes") + module.last("bytes")
-    print(common.digest_cost("config_archive", module, native, hashed, "each file for the index, the member's plaintext and its stored bytes"))
+    print(common.digest_cost("config_archive", module, native, module.last("file_bytes"), module.last("bytes")))
     print(common.without_digests("config_archive", bare, native))
     bench.verify()
 
